@@ -1,0 +1,20 @@
+/** Input that breaks the API contract. The authority answers it with INVALID_ARGUMENT naming `field`. */
+export class InvalidArgumentError extends Error {
+  readonly field: string;
+  readonly reason: string;
+
+  constructor(field: string, reason: string) {
+    super(`${field}: ${reason}`);
+    this.name = 'InvalidArgumentError';
+    this.field = field;
+    this.reason = reason;
+  }
+}
+
+/** The shared store did not answer in time or failed; the decision falls to each limit's on_store_failure. */
+export class StoreUnavailableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreUnavailableError';
+  }
+}

@@ -1,0 +1,121 @@
+import type { PeriodBounds } from './calendar.js';
+import type { LimitSpec } from './policy.js';
+
+/** Who is charged. The org is the unit of co-location: all of its counters live together. */
+export interface Principal {
+  subject: string;
+  org: string;
+  tier: string;
+}
+
+/** A limit as one request meets it: what it would be charged, and for budgets the calendar around now. */
+export interface PlannedLimit {
+  spec: LimitSpec;
+  /** What this request charges the limit (0 when only looking). */
+  cost: number;
+  /** budget limits only. */
+  bounds?: PeriodBounds;
+}
+
+/** What a store reports of one limit, in the order of the command's limits. */
+export interface LimitState {
+  used: number;
+  remaining: number;
+  resetAfterMs: number;
+  /** This charge would break the limit (or, when only looking, the limit is already past). */
+  exceeded: boolean;
+  /** When exceeded: how long until this charge would fit. */
+  retryAfterMs: number;
+  /** budget limits: the period charged. */
+  periodStartMs: number;
+  periodEndMs: number;
+}
+
+/**
+ * - `reserve`: check every limit, then charge all of them or none, and remember the request_id.
+ * - `dry`: check and report only.
+ * - `peek`: report only, charging nothing (costs are ignored).
+ */
+export type ReserveMode = 'reserve' | 'dry' | 'peek';
+
+export interface ReserveCommand {
+  principal: Principal;
+  requestId: string;
+  mode: ReserveMode;
+  leaseMs: number;
+  idempotencyWindowMs: number;
+  /** Reported back with the reservation. */
+  reservedTokens: number;
+  reservedMicros: number;
+  limits: readonly PlannedLimit[];
+}
+
+export interface ReserveResult {
+  /** `duplicate`: the request_id was admitted before; nothing was charged now. */
+  outcome: 'admitted' | 'denied' | 'duplicate';
+  /** The store's time of the decision. */
+  nowMs: number;
+  /** For admitted and duplicate: the reservation (as first made). */
+  leaseExpiresAtMs: number;
+  reservedTokens: number;
+  reservedMicros: number;
+  /** Concurrency leases found expired and reclaimed while deciding. */
+  expiredLeases: number;
+  limits: LimitState[];
+}
+
+export type SettleOutcome = 'completed' | 'failed' | 'cancelled';
+
+export interface ActualUsage {
+  inputTokens: number;
+  outputTokens: number;
+  usdMicros: number;
+}
+
+export interface SettleCommand {
+  principal: Principal;
+  requestId: string;
+  outcome: SettleOutcome;
+  actual: ActualUsage;
+  idempotencyWindowMs: number;
+  /**
+   * The principal's limits under the current policy, each costed at the actual usage: charged directly
+   * when there is no reservation, and reported after settlement in every case.
+   */
+  limits: readonly PlannedLimit[];
+}
+
+export interface SettleResult {
+  status: 'settled' | 'duplicate' | 'charged_without_reservation';
+  /** What this request_id has been charged in all (for duplicates, by the first settlement). */
+  charged: ActualUsage;
+  /** What the reservation held (zero without one). */
+  reserved: { tokens: number; usdMicros: number };
+  /** The lease had run out before settlement. */
+  late: boolean;
+  limits: LimitState[];
+  /** Concurrency leases of other requests found expired and reclaimed while reporting. */
+  expiredLeases: number;
+}
+
+/** The amount of a usage a measure counts; requests of a failed call are refunded. */
+export function measuredAmount(
+  measure: LimitSpec['measure'],
+  usage: ActualUsage,
+  outcome: SettleOutcome,
+): number {
+  switch (measure) {
+    case 'requests':
+      return outcome === 'failed' ? 0 : 1;
+    case 'input':
+      return usage.inputTokens;
+    case 'output':
+      return usage.outputTokens;
+    case 'total':
+      return usage.inputTokens + usage.outputTokens;
+    case 'usd':
+      return usage.usdMicros;
+    case 'lease':
+      return 0;
+  }
+}
