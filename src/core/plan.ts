@@ -119,7 +119,8 @@ export function planSettle(
   const model = policy.models.get(modelName);
   if (!model) throw new InvalidArgumentError('model', `model '${modelName}' is not in the policy`);
   const actual: ActualUsage = {
-    ...usage,
+    inputTokens: usage.inputTokens,
+    outputTokens: usage.outputTokens,
     usdMicros: costMicros(model, usage.inputTokens, usage.outputTokens),
   };
   const limits = tier.limits.map((spec) =>

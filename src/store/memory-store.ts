@@ -129,8 +129,8 @@ export class MemoryStore implements QuotaStore {
           leaseExpiresAtMs: record.leaseExpiresAtMs,
           reservedTokens: record.reservedTokens,
           reservedMicros: record.reservedMicros,
-          expiredLeases: 0,
           limits: command.limits.map((planned) => this.#judge(planned, principal, now, 0, expired).state),
+          expiredLeases: expired.count,
         };
       }
     }
@@ -304,7 +304,7 @@ export class MemoryStore implements QuotaStore {
         const bounds = planned.bounds as NonNullable<PlannedLimit['bounds']>;
         const periods = this.#keys.get(key, 'budget')?.periods ?? new Map<number, number>();
         periods.set(bucket, (periods.get(bucket) ?? 0) + cost);
-        for (const start of periods.keys()) if (start < bounds[0]) periods.delete(start);
+        pruneBudget(periods, bounds[0]);
         const ttl = state.periodEndMs - now + command.leaseMs + command.idempotencyWindowMs;
         this.#keys.set(key, { type: 'budget', periods }, ttl);
         state.used += cost;
@@ -316,7 +316,8 @@ export class MemoryStore implements QuotaStore {
         leases.set(member, leaseExpiresAtMs);
         state.used += cost;
         state.resetAfterMs = Math.max(state.resetAfterMs, leaseExpiresAtMs - now);
-        this.#keys.set(key, { type: 'leases', leases }, state.resetAfterMs);
+        // Kept a lease longer than its last lease, so a returning caller still sees (and counts) expired leases.
+        this.#keys.set(key, { type: 'leases', leases }, state.resetAfterMs + command.leaseMs);
         break;
       }
     }
@@ -366,7 +367,7 @@ export class MemoryStore implements QuotaStore {
         const period = periodAt(bounds, now);
         const periods = this.#keys.get(key, 'budget')?.periods ?? new Map<number, number>();
         periods.set(period.start, (periods.get(period.start) ?? 0) + cost);
-        for (const start of periods.keys()) if (start < bounds[0]) periods.delete(start);
+        pruneBudget(periods, bounds[0]);
         this.#keys.set(key, { type: 'budget', periods }, period.end - now + idempotencyWindowMs);
         return;
       }
@@ -386,4 +387,10 @@ function toState(verdict: Verdict, periodStartMs: number, periodEndMs: number): 
     periodStartMs,
     periodEndMs,
   };
+}
+
+/** Keeps a budget to the periods still readable: the previous one and later (as reserve.lua does). */
+function pruneBudget(periods: Map<number, number>, oldestKept: number): void {
+  if (periods.size <= 2) return;
+  for (const start of periods.keys()) if (start < oldestKept) periods.delete(start);
 }

@@ -1,0 +1,259 @@
+import { PeriodBoundsCache } from '../core/calendar.js';
+import type { Clock } from '../core/clock.js';
+import {
+  partitionForStoreFailure,
+  rejectionDecision,
+  reportLimits,
+  storeDecision,
+  storeUnavailableDecision,
+  type Decision,
+  type LimitReport,
+} from '../core/decision.js';
+import { StoreUnavailableError } from '../core/errors.js';
+import {
+  planCheck,
+  planPeek,
+  planSettle,
+  type BoundsAt,
+  type CheckPlan,
+  type CheckRequest,
+} from '../core/plan.js';
+import type { Policy } from '../core/policy.js';
+import type { ActualUsage, Principal, ReserveCommand, SettleOutcome, SettleResult } from '../core/quota.js';
+import type { MemoryStore } from '../store/memory-store.js';
+import type { QuotaStore } from '../store/store.js';
+import type { AuthorityMetrics } from '../telemetry/metrics.js';
+import type { Logger } from '../telemetry/logger.js';
+
+export interface CheckQuotaInput extends CheckRequest {
+  requestId: string;
+  dryRun: boolean;
+}
+
+export interface RecordUsageInput {
+  requestId: string;
+  principal: Principal;
+  model: string;
+  inputTokens: number;
+  outputTokens: number;
+  outcome: SettleOutcome;
+}
+
+export interface SettlementReport extends Omit<SettleResult, 'limits'> {
+  limits: LimitReport[];
+}
+
+export interface UsageReport {
+  tier: string;
+  limits: LimitReport[];
+  tokensUsed: number;
+  usdMicrosSpent: number;
+}
+
+export interface QuotaAuthorityOptions {
+  store: QuotaStore;
+  /** Counts `local` limits while the shared store is out (an in-process store, limits ÷ replicas). */
+  fallback: MemoryStore;
+  /** The policy in force now (it may be swapped by a reload between calls). */
+  policy: () => Policy;
+  /** Places calendar boundaries; the store's own clock still picks the period. */
+  clock: Clock;
+  metrics: AuthorityMetrics;
+  logger: Logger;
+}
+
+/**
+ * Applies the policy to each call and asks the store: the reserve-then-settle protocol without the wire
+ * format. When the shared store fails, each limit's on_store_failure decides.
+ */
+export class QuotaAuthority {
+  readonly #store: QuotaStore;
+  readonly #fallback: MemoryStore;
+  readonly #policy: () => Policy;
+  readonly #clock: Clock;
+  readonly #metrics: AuthorityMetrics;
+  readonly #logger: Logger;
+  readonly #bounds = new PeriodBoundsCache();
+
+  constructor(options: QuotaAuthorityOptions) {
+    this.#store = options.store;
+    this.#fallback = options.fallback;
+    this.#policy = options.policy;
+    this.#clock = options.clock;
+    this.#metrics = options.metrics;
+    this.#logger = options.logger;
+  }
+
+  #boundsAt(): BoundsAt {
+    const now = this.#clock.now();
+    return (period, timeZone) => this.#bounds.get(period, timeZone, now);
+  }
+
+  async check(input: CheckQuotaInput): Promise<Decision> {
+    const started = performance.now();
+    const policy = this.#policy();
+    const plan = planCheck(policy, input, this.#boundsAt());
+    const decision =
+      plan.kind === 'rejected' ? rejectionDecision(plan) : await this.#decide(policy, plan, input);
+    this.#observeDecision(input, decision, started);
+    return decision;
+  }
+
+  async #decide(policy: Policy, plan: CheckPlan, input: CheckQuotaInput): Promise<Decision> {
+    const command: ReserveCommand = {
+      principal: input.principal,
+      requestId: input.requestId,
+      mode: input.dryRun ? 'dry' : 'reserve',
+      leaseMs: policy.leaseMs,
+      idempotencyWindowMs: policy.idempotencyWindowMs,
+      reservedTokens: plan.reservedTokens,
+      reservedMicros: plan.reservedMicros,
+      limits: plan.limits,
+    };
+    const storeStarted = performance.now();
+    try {
+      const result = await this.#store.reserve(command);
+      this.#observeStore('reserve', storeStarted, true);
+      if (result.expiredLeases > 0) this.#metrics.reservationsExpired.inc(result.expiredLeases);
+      if (command.mode === 'reserve' && result.outcome !== 'denied') {
+        this.#metrics.reservations.inc({ result: result.outcome === 'duplicate' ? 'duplicate' : 'reserved' });
+      }
+      return storeDecision(plan, result);
+    } catch (error) {
+      this.#observeStore('reserve', storeStarted, false);
+      if (!(error instanceof StoreUnavailableError)) throw error;
+      return this.#decideWithoutStore(policy, plan, command, error);
+    }
+  }
+
+  /** The shared store is out: `closed` limits deny, `local` limits count in-process, `open` limits pass. */
+  #decideWithoutStore(
+    policy: Policy,
+    plan: CheckPlan,
+    command: ReserveCommand,
+    error: StoreUnavailableError,
+  ): Decision {
+    const { closed, local } = partitionForStoreFailure(plan.limits, policy.replicas);
+    const mode = closed.length > 0 ? 'closed' : local.length > 0 ? 'local' : 'open';
+    this.#metrics.degradedDecisions.inc({ mode });
+    this.#logger.warn(
+      { err: error.message, mode, org: command.principal.org },
+      'store unavailable; failure policy decides',
+    );
+    if (closed.length > 0) return storeUnavailableDecision(plan, closed);
+    const localPlan = { ...plan, limits: local };
+    return storeDecision(localPlan, this.#fallback.reserveNow({ ...command, limits: local }), true);
+  }
+
+  async record(input: RecordUsageInput): Promise<SettlementReport> {
+    const started = performance.now();
+    const policy = this.#policy();
+    const { limits, actual } = planSettle(
+      policy,
+      input.principal,
+      input.model,
+      input,
+      input.outcome,
+      this.#boundsAt(),
+    );
+    const storeStarted = performance.now();
+    let result: SettleResult;
+    try {
+      result = await this.#store.settle({
+        principal: input.principal,
+        requestId: input.requestId,
+        outcome: input.outcome,
+        actual,
+        idempotencyWindowMs: policy.idempotencyWindowMs,
+        limits,
+      });
+      this.#observeStore('settle', storeStarted, true);
+    } catch (error) {
+      this.#observeStore('settle', storeStarted, false);
+      throw error;
+    }
+    if (result.expiredLeases > 0) this.#metrics.reservationsExpired.inc(result.expiredLeases);
+    this.#metrics.reservationsSettled.inc({ status: result.status });
+    if (result.late && result.status === 'settled') this.#metrics.reservationsSettled.inc({ status: 'late' });
+    this.#metrics.decisionDuration.observe({ method: 'record' }, (performance.now() - started) / 1000);
+    if (this.#logger.isLevelEnabled('debug')) {
+      this.#logger.debug(
+        {
+          requestId: input.requestId,
+          org: input.principal.org,
+          status: result.status,
+          charged: result.charged,
+        },
+        'settlement',
+      );
+    }
+    return { ...result, limits: reportLimits(limits, result.limits) };
+  }
+
+  async usage(principal: Principal): Promise<UsageReport> {
+    const started = performance.now();
+    const policy = this.#policy();
+    const limits = planPeek(policy, principal, this.#boundsAt());
+    const result = await this.#store.reserve({
+      principal,
+      requestId: '',
+      mode: 'peek',
+      leaseMs: policy.leaseMs,
+      idempotencyWindowMs: policy.idempotencyWindowMs,
+      reservedTokens: 0,
+      reservedMicros: 0,
+      limits,
+    });
+    const reports = reportLimits(limits, result.limits);
+    this.#metrics.decisionDuration.observe({ method: 'usage' }, (performance.now() - started) / 1000);
+    return {
+      tier: principal.tier,
+      limits: reports,
+      tokensUsed: largestBudgetUse(reports, 'tokens'),
+      usdMicrosSpent: largestBudgetUse(reports, 'usd_micros'),
+    };
+  }
+
+  #observeStore(op: 'reserve' | 'settle', started: number, ok: boolean): void {
+    const labels = { store: this.#store.kind, op };
+    this.#metrics.storeDuration.observe(labels, (performance.now() - started) / 1000);
+    if (!ok) this.#metrics.storeErrors.inc(labels);
+  }
+
+  #observeDecision(input: CheckQuotaInput, decision: Decision, started: number): void {
+    const seconds = (performance.now() - started) / 1000;
+    this.#metrics.decisionDuration.observe({ method: 'check' }, seconds);
+    this.#metrics.decisions.inc({ result: decision.allowed ? 'allowed' : 'denied', code: decision.code });
+    for (const limit of decision.deniedBy) this.#metrics.limitExceeded.inc({ limit, shadow: 'false' });
+    for (const limit of decision.shadowExceeded) this.#metrics.limitExceeded.inc({ limit, shadow: 'true' });
+    if (this.#logger.isLevelEnabled('debug')) {
+      this.#logger.debug(
+        {
+          requestId: input.requestId,
+          org: input.principal.org,
+          tier: input.principal.tier,
+          model: decision.model,
+          allowed: decision.allowed,
+          code: decision.code,
+          deniedBy: decision.deniedBy,
+          degraded: decision.degraded,
+          duplicate: decision.duplicate,
+          dryRun: input.dryRun,
+          ms: seconds * 1000,
+        },
+        'decision',
+      );
+    }
+  }
+}
+
+/** The use of the tier's longest budget of a unit (a month's spend says more than a day's). */
+function largestBudgetUse(reports: readonly LimitReport[], unit: 'tokens' | 'usd_micros'): number {
+  let best: LimitReport | undefined;
+  for (const report of reports) {
+    if (report.spec.kind !== 'budget' || report.spec.unit !== unit) continue;
+    const length = report.periodEndMs - report.periodStartMs;
+    if (!best || length > best.periodEndMs - best.periodStartMs) best = report;
+  }
+  return best?.used ?? 0;
+}

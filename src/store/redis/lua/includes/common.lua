@@ -1,0 +1,165 @@
+-- Shared pieces of quotad's scripts. The arithmetic mirrors src/core (sliding-window.ts, judge.ts,
+-- calendar.ts periodAt, quota.ts measuredAmount); the contract suite holds both to the same answers.
+
+-- Lua turns large numbers into exponent notation when it makes strings of them; counters must stay integers.
+local function int(x)
+  return string.format('%d', x)
+end
+
+local function clockNow(given)
+  if given ~= '' then
+    return tonumber(given)
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function max0(x)
+  if x < 0 then
+    return 0
+  end
+  return x
+end
+
+-- A limit spec starts at ARGV[base]: kind, limit, cost, shadow, measure, then four kind-specific values
+-- (rate: window ms; budget: the four period boundaries b0..b3).
+local SPEC_WIDTH = 9
+
+local function readSpec(base)
+  return {
+    kind = ARGV[base],
+    limit = tonumber(ARGV[base + 1]),
+    cost = tonumber(ARGV[base + 2]),
+    shadow = ARGV[base + 3] == '1',
+    measure = ARGV[base + 4],
+    a = tonumber(ARGV[base + 5]),
+    b = tonumber(ARGV[base + 6]),
+    c = tonumber(ARGV[base + 7]),
+    d = tonumber(ARGV[base + 8]),
+  }
+end
+
+-- The window counts seen from window `index`: rolled forward one window, or cleared when further behind.
+local function rollWindow(key, index)
+  local stored = redis.call('HMGET', key, 'w', 'c', 'p')
+  local w = tonumber(stored[1])
+  if w == index then
+    return tonumber(stored[2]) or 0, tonumber(stored[3]) or 0
+  elseif w == index - 1 then
+    return 0, tonumber(stored[2]) or 0
+  end
+  return 0, 0
+end
+
+local function periodAt(spec, now)
+  if now >= spec.a and now < spec.b then
+    return spec.a, spec.b
+  elseif now >= spec.c and now < spec.d then
+    return spec.c, spec.d
+  end
+  return spec.b, spec.c
+end
+
+local CONCURRENCY_RETRY_CAP_MS = 1000
+
+-- Judges one limit for a charge of `cost` at `now`. Returns a state table:
+-- used, remaining, reset, exceeded, retry, pstart, pend, and `bucket` (window index or period start).
+local function judge(key, spec, cost, now, counters)
+  local st = { used = 0, remaining = 0, reset = 0, exceeded = false, retry = 0, pstart = 0, pend = 0, bucket = 0 }
+  local limit = spec.limit
+  if spec.kind == 'r' then
+    local W = spec.a
+    local index = math.floor(now / W)
+    local elapsed = now - index * W
+    local current, previous = rollWindow(key, index)
+    local weighted = previous * (W - elapsed) + current * W
+    st.used = math.ceil(weighted / W)
+    st.exceeded = weighted + cost * W > limit * W
+    if st.exceeded and cost <= limit then
+      if current + cost <= limit then
+        st.retry = W - math.floor((limit - cost - current) * W / previous) - elapsed
+      else
+        st.retry = W - elapsed + (W - math.floor((limit - cost) * W / current))
+      end
+    end
+    if current > 0 then
+      st.reset = 2 * W - elapsed
+    elseif previous > 0 then
+      st.reset = W - elapsed
+    end
+    st.bucket = index
+    st.current, st.previous, st.elapsed = current, previous, elapsed
+  elseif spec.kind == 'b' then
+    local pstart, pend = periodAt(spec, now)
+    local used = tonumber(redis.call('HGET', key, int(pstart))) or 0
+    st.used = used
+    st.exceeded = used + cost > limit
+    if st.exceeded and cost <= limit then
+      st.retry = pend - now
+    end
+    if used > 0 then
+      st.reset = pend - now
+    end
+    st.pstart, st.pend, st.bucket = pstart, pend, pstart
+  else
+    counters.expired = counters.expired + redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    local active = redis.call('ZCARD', key)
+    st.used = active
+    st.exceeded = active + cost > limit
+    if active > 0 then
+      local earliest = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
+      local latest = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+      if st.exceeded and cost <= limit then
+        st.retry = math.min(CONCURRENCY_RETRY_CAP_MS, math.max(1, earliest - now))
+      end
+      st.reset = latest - now
+    end
+  end
+  st.remaining = max0(limit - st.used)
+  return st
+end
+
+local function pushState(out, st)
+  local exceeded = 0
+  if st.exceeded then
+    exceeded = 1
+  end
+  out[#out + 1] = st.used
+  out[#out + 1] = st.remaining
+  out[#out + 1] = st.reset
+  out[#out + 1] = exceeded
+  out[#out + 1] = st.retry
+  out[#out + 1] = st.pstart
+  out[#out + 1] = st.pend
+end
+
+-- Keeps a budget hash to the periods still readable: the previous one and later.
+local function pruneBudget(key, oldestKept)
+  if redis.call('HLEN', key) > 2 then
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      if tonumber(field) < oldestKept then
+        redis.call('HDEL', key, field)
+      end
+    end
+  end
+end
+
+-- Reads a reservation record; a record past its logical expiry (field x) counts as absent, so that
+-- time driven by a test clock forgets it exactly as real time would.
+local function readReservation(key, now)
+  local r = redis.call('HMGET', key, 's', 'le', 't', 'u', 'x', 'ci', 'co', 'cu', 'lt', 'ch')
+  if not r[1] or now >= tonumber(r[5]) then
+    return nil
+  end
+  return {
+    state = r[1],
+    leaseEnd = tonumber(r[2]),
+    tokens = tonumber(r[3]),
+    micros = tonumber(r[4]),
+    chargedIn = tonumber(r[6]) or 0,
+    chargedOut = tonumber(r[7]) or 0,
+    chargedUsd = tonumber(r[8]) or 0,
+    late = r[9] == '1',
+    charges = r[10] or '',
+  }
+end

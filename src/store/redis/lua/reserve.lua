@@ -1,0 +1,127 @@
+--[[
+  Decides a request against every applicable limit, then charges all of them or none.
+
+  A request_id already admitted returns its first reservation and charges nothing. Denied requests
+  charge nothing and are not remembered. Concurrency leases found expired are reclaimed and counted.
+
+  Input:
+    KEYS[1]       the reservation record (hash)
+    KEYS[1 + i]   the counter of limit i, for i = 1..n:
+                    rate: hash {w = window index, c = current count, p = previous count}
+                    budget: hash {period start ms = amount spent}
+                    concurrency: sorted set {lease member = lease end ms}
+
+    ARGV[1]       now in ms, or '' for Redis TIME
+    ARGV[2]       mode: 'reserve' (check and charge), 'dry' (check only), 'peek' (report, costs ignored)
+    ARGV[3]       lease ms
+    ARGV[4]       idempotency window ms
+    ARGV[5]       this request's lease member
+    ARGV[6]       reserved tokens (remembered, reported)
+    ARGV[7]       reserved micro-dollars (remembered, reported)
+    ARGV[8]       n, the number of limits
+    ARGV[9 ...]   n limit specs of 9 values: kind (r|b|c), limit, cost, shadow (0|1), measure,
+                  then rate: window ms, -, -, -; budget: b0, b1, b2, b3; concurrency: -, -, -, -
+
+  Output: { outcome (0 denied, 1 admitted, 2 duplicate), now, lease end, reserved tokens,
+            reserved micro-dollars, expired leases, then per limit 7 values:
+            used, remaining, reset after ms, exceeded (0|1), retry after ms, period start, period end }
+]]
+
+--- @include "includes/common"
+
+local now = clockNow(ARGV[1])
+local mode = ARGV[2]
+local leaseMs = tonumber(ARGV[3])
+local windowMs = tonumber(ARGV[4])
+local member = ARGV[5]
+local n = tonumber(ARGV[8])
+local counters = { expired = 0 }
+
+local specs = {}
+for i = 1, n do
+  specs[i] = readSpec(9 + (i - 1) * SPEC_WIDTH)
+end
+
+local function report(outcome, leaseEnd, tokens, micros, states)
+  local out = { outcome, now, leaseEnd, tokens, micros, counters.expired }
+  for i = 1, n do
+    pushState(out, states[i])
+  end
+  return out
+end
+
+if mode ~= 'peek' then
+  local existing = readReservation(KEYS[1], now)
+  if existing then
+    local states = {}
+    for i = 1, n do
+      states[i] = judge(KEYS[1 + i], specs[i], 0, now, counters)
+    end
+    return report(2, existing.leaseEnd, existing.tokens, existing.micros, states)
+  end
+end
+
+local states = {}
+local denied = false
+for i = 1, n do
+  local cost = specs[i].cost
+  if mode == 'peek' then
+    cost = 0
+  end
+  states[i] = judge(KEYS[1 + i], specs[i], cost, now, counters)
+  if states[i].exceeded and not specs[i].shadow then
+    denied = true
+  end
+end
+
+if mode ~= 'reserve' or denied then
+  local outcome = 1
+  if denied then
+    outcome = 0
+  end
+  return report(outcome, 0, 0, 0, states)
+end
+
+local leaseEnd = now + leaseMs
+local charges = {}
+for i = 1, n do
+  local key, spec, st = KEYS[1 + i], specs[i], states[i]
+  local cost = spec.cost
+  if spec.kind == 'r' then
+    local W = spec.a
+    redis.call('HSET', key, 'w', int(st.bucket), 'c', int(st.current + cost), 'p', int(st.previous))
+    redis.call('PEXPIRE', key, int(2 * W))
+    if cost > 0 then
+      st.reset = 2 * W - st.elapsed
+    end
+  elseif spec.kind == 'b' then
+    redis.call('HINCRBY', key, int(st.bucket), int(cost))
+    pruneBudget(key, spec.a)
+    redis.call('PEXPIRE', key, int(st.pend - now + leaseMs + windowMs))
+    if cost > 0 then
+      st.reset = st.pend - now
+    end
+  else
+    redis.call('ZADD', key, int(leaseEnd), member)
+    st.reset = math.max(st.reset, leaseEnd - now)
+    -- Kept a lease longer than its last lease, so a returning caller still sees (and counts) expired leases.
+    redis.call('PEXPIRE', key, int(st.reset + leaseMs))
+  end
+  st.used = st.used + cost
+  st.remaining = max0(spec.limit - st.used)
+  charges[i] = table.concat({ spec.kind, key, int(st.bucket), int(cost), spec.measure }, '\t')
+end
+
+redis.call('DEL', KEYS[1])
+redis.call(
+  'HSET', KEYS[1],
+  's', 'r',
+  'le', int(leaseEnd),
+  't', ARGV[6],
+  'u', ARGV[7],
+  'x', int(now + leaseMs + windowMs),
+  'ch', table.concat(charges, '\n')
+)
+redis.call('PEXPIRE', KEYS[1], int(leaseMs + windowMs))
+
+return report(1, leaseEnd, tonumber(ARGV[6]), tonumber(ARGV[7]), states)

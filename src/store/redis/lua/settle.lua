@@ -1,0 +1,141 @@
+--[[
+  Settles a reservation with the actual usage: every counter it charged moves by (actual - reserved) in
+  the bucket it was charged to, its concurrency lease is released, and it is marked settled. Without a
+  reservation, the usage is charged directly to the limits given. A second settlement changes nothing.
+
+  The reservation's counter keys are read from its record (field ch); they carry KEYS[1]'s hash tag,
+  so they live in the same Cluster slot.
+
+  Input:
+    KEYS[1]       the reservation record (hash)
+    KEYS[1 + i]   the counter of limit i of the current policy, for i = 1..n (see reserve.lua)
+
+    ARGV[1]       now in ms, or '' for Redis TIME
+    ARGV[2]       idempotency window ms
+    ARGV[3]       outcome: 'completed' | 'failed' | 'cancelled'
+    ARGV[4]       actual input tokens
+    ARGV[5]       actual output tokens
+    ARGV[6]       actual micro-dollars
+    ARGV[7]       this request's lease member
+    ARGV[8]       n, the number of limits
+    ARGV[9 ...]   n limit specs as in reserve.lua, each costed at the actual usage
+
+  Output: { status (1 settled, 2 duplicate, 3 charged without reservation), charged input tokens,
+            charged output tokens, charged micro-dollars, reserved tokens, reserved micro-dollars,
+            late (0|1), expired leases, then per limit the 7 values of reserve.lua, after settlement }
+]]
+
+--- @include "includes/common"
+
+local now = clockNow(ARGV[1])
+local windowMs = tonumber(ARGV[2])
+local outcome = ARGV[3]
+local actualIn, actualOut, actualUsd = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local member = ARGV[7]
+local n = tonumber(ARGV[8])
+local counters = { expired = 0 }
+
+local specs = {}
+for i = 1, n do
+  specs[i] = readSpec(9 + (i - 1) * SPEC_WIDTH)
+end
+
+local function measured(measure)
+  if measure == 'requests' then
+    if outcome == 'failed' then
+      return 0
+    end
+    return 1
+  elseif measure == 'input' then
+    return actualIn
+  elseif measure == 'output' then
+    return actualOut
+  elseif measure == 'total' then
+    return actualIn + actualOut
+  elseif measure == 'usd' then
+    return actualUsd
+  end
+  return 0
+end
+
+local function report(status, chargedIn, chargedOut, chargedUsd, tokens, micros, late)
+  local lateFlag = 0
+  if late then
+    lateFlag = 1
+  end
+  local out = { status, chargedIn, chargedOut, chargedUsd, tokens, micros, lateFlag, 0 }
+  for i = 1, n do
+    pushState(out, judge(KEYS[1 + i], specs[i], 0, now, counters))
+  end
+  out[8] = counters.expired
+  return out
+end
+
+local record = readReservation(KEYS[1], now)
+if record and record.state == 'd' then
+  return report(2, record.chargedIn, record.chargedOut, record.chargedUsd, record.tokens, record.micros, record.late)
+end
+
+local status, late, tokens, micros, leaseEnd = 3, false, 0, 0, 0
+if record then
+  status, tokens, micros, leaseEnd = 1, record.tokens, record.micros, record.leaseEnd
+  late = now >= record.leaseEnd
+  for line in string.gmatch(record.charges, '[^\n]+') do
+    local kind, key, bucket, amount, measure = string.match(line, '^(%a)\t(.-)\t(%-?%d+)\t(%-?%d+)\t(%a+)$')
+    bucket, amount = tonumber(bucket), tonumber(amount)
+    local delta = measured(measure) - amount
+    if kind == 'r' then
+      local stored = redis.call('HMGET', key, 'w', 'c', 'p')
+      local w = tonumber(stored[1])
+      if w == bucket then
+        redis.call('HSET', key, 'c', int(max0((tonumber(stored[2]) or 0) + delta)))
+      elseif w == bucket + 1 then
+        redis.call('HSET', key, 'p', int(max0((tonumber(stored[3]) or 0) + delta)))
+      end
+    elseif kind == 'b' then
+      local spent = tonumber(redis.call('HGET', key, int(bucket)))
+      if spent then
+        redis.call('HSET', key, int(bucket), int(max0(spent + delta)))
+      end
+    else
+      redis.call('ZREM', key, member)
+    end
+  end
+else
+  for i = 1, n do
+    local key, spec = KEYS[1 + i], specs[i]
+    if spec.kind == 'r' then
+      local W = spec.a
+      local index = math.floor(now / W)
+      local current, previous = rollWindow(key, index)
+      redis.call('HSET', key, 'w', int(index), 'c', int(current + spec.cost), 'p', int(previous))
+      redis.call('PEXPIRE', key, int(2 * W))
+    elseif spec.kind == 'b' then
+      local pstart, pend = periodAt(spec, now)
+      redis.call('HINCRBY', key, int(pstart), int(spec.cost))
+      pruneBudget(key, spec.a)
+      redis.call('PEXPIRE', key, int(pend - now + windowMs))
+    end
+  end
+end
+
+local lateFlag = '0'
+if late then
+  lateFlag = '1'
+end
+redis.call('DEL', KEYS[1])
+redis.call(
+  'HSET', KEYS[1],
+  's', 'd',
+  'le', int(leaseEnd),
+  't', int(tokens),
+  'u', int(micros),
+  'x', int(now + windowMs),
+  'ci', int(actualIn),
+  'co', int(actualOut),
+  'cu', int(actualUsd),
+  'lt', lateFlag
+)
+redis.call('PEXPIRE', KEYS[1], int(windowMs))
+
+return report(status, actualIn, actualOut, actualUsd, tokens, micros, late)

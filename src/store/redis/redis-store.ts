@@ -1,0 +1,184 @@
+import { Redis, ReplyError } from 'ioredis';
+import type { Clock } from '../../core/clock.js';
+import { StoreUnavailableError } from '../../core/errors.js';
+import type {
+  LimitState,
+  PlannedLimit,
+  Principal,
+  ReserveCommand,
+  ReserveResult,
+  SettleCommand,
+  SettleResult,
+} from '../../core/quota.js';
+import { leaseMember, limitKey, reservationKey } from '../keys.js';
+import type { QuotaStore } from '../store.js';
+import { defineScripts, type QuotaScripts } from './scripts.js';
+
+export interface RedisClientOptions {
+  /** Every command is bounded by this; keep it below the callers' deadline. */
+  commandTimeoutMs: number;
+}
+
+/**
+ * A client that fails fast instead of waiting: no offline queue, no resend after a reconnect, one bounded
+ * timeout per command. A dead Redis then gives an error within the timeout, and the authority answers by
+ * the store-failure policy. Reconnection goes on in the background, so recovery needs no restart.
+ */
+export function createRedisClient(url: string, options: RedisClientOptions): Redis {
+  return new Redis(url, {
+    commandTimeout: options.commandTimeoutMs,
+    connectTimeout: Math.max(1_000, options.commandTimeoutMs),
+    enableOfflineQueue: false,
+    autoResendUnfulfilledCommands: false,
+    maxRetriesPerRequest: 0,
+    enableAutoPipelining: true,
+    retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 5), 1_000),
+    lazyConnect: true,
+  });
+}
+
+/** Replies that mean "not now" (loading, failing over, busy), not "wrong". */
+const TRANSIENT_REPLY = /^(LOADING|READONLY|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN)/;
+
+const KIND_CODE = { rate: 'r', budget: 'b', concurrency: 'c' } as const;
+const STATE_WIDTH = 7;
+
+function specArgs(planned: PlannedLimit): (string | number)[] {
+  const { spec } = planned;
+  const [a, b, c, d] =
+    spec.kind === 'rate'
+      ? [spec.windowMs, 0, 0, 0]
+      : spec.kind === 'budget'
+        ? (planned.bounds as NonNullable<PlannedLimit['bounds']>)
+        : [0, 0, 0, 0];
+  return [KIND_CODE[spec.kind], spec.limit, planned.cost, spec.shadow ? 1 : 0, spec.measure, a, b, c, d];
+}
+
+function keysAndSpecs(principal: Principal, limits: readonly PlannedLimit[]) {
+  const keys: string[] = [];
+  const specs: (string | number)[] = [];
+  for (const planned of limits) {
+    keys.push(limitKey(principal, planned.spec));
+    specs.push(...specArgs(planned));
+  }
+  return { keys, specs };
+}
+
+function readStates(reply: number[], offset: number, count: number): LimitState[] {
+  const states: LimitState[] = [];
+  for (let i = 0; i < count; i++) {
+    const at = offset + i * STATE_WIDTH;
+    states.push({
+      used: reply[at] as number,
+      remaining: reply[at + 1] as number,
+      resetAfterMs: reply[at + 2] as number,
+      exceeded: reply[at + 3] === 1,
+      retryAfterMs: reply[at + 4] as number,
+      periodStartMs: reply[at + 5] as number,
+      periodEndMs: reply[at + 6] as number,
+    });
+  }
+  return states;
+}
+
+const RESERVE_OUTCOME = ['denied', 'admitted', 'duplicate'] as const;
+const SETTLE_STATUS = [undefined, 'settled', 'duplicate', 'charged_without_reservation'] as const;
+
+export interface RedisStoreOptions {
+  redis: Redis;
+  /** Drives time inside the scripts (tests); without it the scripts read Redis TIME, so replicas agree. */
+  clock?: Clock;
+}
+
+/** The shared store: every decision and settlement is one Lua script, one round trip. */
+export class RedisStore implements QuotaStore {
+  readonly kind = 'redis' as const;
+  readonly #redis: Redis & QuotaScripts;
+  readonly #clock: Clock | undefined;
+
+  constructor(options: RedisStoreOptions) {
+    this.#redis = defineScripts(options.redis);
+    this.#clock = options.clock;
+  }
+
+  #now(): string | number {
+    return this.#clock ? this.#clock.now() : '';
+  }
+
+  async reserve(command: ReserveCommand): Promise<ReserveResult> {
+    const { principal, requestId, limits } = command;
+    const { keys, specs } = keysAndSpecs(principal, limits);
+    const reply = await this.#call(() =>
+      this.#redis.quotadReserve(
+        keys.length + 1,
+        reservationKey(principal, requestId),
+        ...keys,
+        this.#now(),
+        command.mode,
+        command.leaseMs,
+        command.idempotencyWindowMs,
+        leaseMember(principal, requestId),
+        command.reservedTokens,
+        command.reservedMicros,
+        limits.length,
+        ...specs,
+      ),
+    );
+    return {
+      outcome: RESERVE_OUTCOME[reply[0] as 0 | 1 | 2],
+      nowMs: reply[1] as number,
+      leaseExpiresAtMs: reply[2] as number,
+      reservedTokens: reply[3] as number,
+      reservedMicros: reply[4] as number,
+      expiredLeases: reply[5] as number,
+      limits: readStates(reply, 6, limits.length),
+    };
+  }
+
+  async settle(command: SettleCommand): Promise<SettleResult> {
+    const { principal, requestId, limits, actual } = command;
+    const { keys, specs } = keysAndSpecs(principal, limits);
+    const reply = await this.#call(() =>
+      this.#redis.quotadSettle(
+        keys.length + 1,
+        reservationKey(principal, requestId),
+        ...keys,
+        this.#now(),
+        command.idempotencyWindowMs,
+        command.outcome,
+        actual.inputTokens,
+        actual.outputTokens,
+        actual.usdMicros,
+        leaseMember(principal, requestId),
+        limits.length,
+        ...specs,
+      ),
+    );
+    return {
+      status: SETTLE_STATUS[reply[0] as 1 | 2 | 3] as SettleResult['status'],
+      charged: {
+        inputTokens: reply[1] as number,
+        outputTokens: reply[2] as number,
+        usdMicros: reply[3] as number,
+      },
+      reserved: { tokens: reply[4] as number, usdMicros: reply[5] as number },
+      late: reply[6] === 1,
+      expiredLeases: reply[7] as number,
+      limits: readStates(reply, 8, limits.length),
+    };
+  }
+
+  async #call(run: () => Promise<number[]>): Promise<number[]> {
+    try {
+      return await run();
+    } catch (error) {
+      // A script error is a bug to surface, not an outage to paper over with a failure policy.
+      if (error instanceof ReplyError && !TRANSIENT_REPLY.test((error as Error).message)) throw error;
+      throw new StoreUnavailableError(`redis: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#redis.quit().catch(() => this.#redis.disconnect());
+  }
+}

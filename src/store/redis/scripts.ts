@@ -1,0 +1,29 @@
+import { readFileSync } from 'node:fs';
+import type { Redis } from 'ioredis';
+
+const INCLUDE = /^--- @include "([\w/-]+)"\s*$/m;
+
+/** Reads a script from lua/, splicing in its `--- @include "name"` pieces (each once). */
+export function readScript(name: string): string {
+  const read = (file: string) => readFileSync(new URL(`./lua/${file}.lua`, import.meta.url), 'utf8');
+  let source = read(name);
+  for (let match = INCLUDE.exec(source); match; match = INCLUDE.exec(source)) {
+    source = source.replace(match[0], read(match[1] as string));
+  }
+  return source;
+}
+
+type ScriptArg = string | number;
+
+/** quotad's scripts as commands on an ioredis client (EVALSHA, falling back to EVAL on NOSCRIPT). */
+export interface QuotaScripts {
+  quotadReserve(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<number[]>;
+  quotadSettle(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<number[]>;
+}
+
+/** Defines the scripts on a client once; the key count varies with the number of limits, so it is passed per call. */
+export function defineScripts(redis: Redis): Redis & QuotaScripts {
+  redis.defineCommand('quotadReserve', { lua: readScript('reserve') });
+  redis.defineCommand('quotadSettle', { lua: readScript('settle') });
+  return redis as Redis & QuotaScripts;
+}

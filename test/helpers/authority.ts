@@ -1,0 +1,84 @@
+import { Writable } from 'node:stream';
+import {
+  QuotaAuthority,
+  type CheckQuotaInput,
+  type RecordUsageInput,
+} from '../../src/authority/quota-authority.js';
+import type { Clock } from '../../src/core/clock.js';
+import type { Policy } from '../../src/core/policy.js';
+import type { Principal } from '../../src/core/quota.js';
+import { MemoryStore } from '../../src/store/memory-store.js';
+import type { QuotaStore } from '../../src/store/store.js';
+import { createLogger, type Logger } from '../../src/telemetry/logger.js';
+import { AuthorityMetrics } from '../../src/telemetry/metrics.js';
+import { TEST_MODEL } from './policy.js';
+
+/** A logger that keeps its lines in memory, so tests can read what was logged. */
+export function capturingLogger(level = 'info'): { logger: Logger; lines: string[] } {
+  const lines: string[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      lines.push(...chunk.toString().split('\n').filter(Boolean));
+      done();
+    },
+  });
+  return { logger: createLogger({ level, name: 'quotad-test', destination }), lines };
+}
+
+export interface TestAuthority {
+  authority: QuotaAuthority;
+  metrics: AuthorityMetrics;
+  fallback: MemoryStore;
+  setPolicy(policy: Policy): void;
+}
+
+export function makeAuthority(store: QuotaStore, clock: Clock, policy: Policy): TestAuthority {
+  let current = policy;
+  const metrics = new AuthorityMetrics({ version: 'test', collectDefault: false, storeKind: store.kind });
+  const fallback = new MemoryStore({ clock, sweepIntervalMs: 0 });
+  const authority = new QuotaAuthority({
+    store,
+    fallback,
+    policy: () => current,
+    clock,
+    metrics,
+    logger: capturingLogger().logger,
+  });
+  return { authority, metrics, fallback, setPolicy: (next) => (current = next) };
+}
+
+let sequence = 0;
+
+/** A principal no other test uses, so tests can share one Redis without flushing it. */
+export function freshPrincipal(tier: string, org?: string): Principal {
+  sequence += 1;
+  return { subject: `user-${process.pid}-${sequence}`, org: org ?? `org-${process.pid}-${sequence}`, tier };
+}
+
+export function checkInput(principal: Principal, overrides: Partial<CheckQuotaInput> = {}): CheckQuotaInput {
+  sequence += 1;
+  return {
+    requestId: `req-${sequence}`,
+    principal,
+    model: TEST_MODEL.name,
+    inputTokens: 100,
+    maxOutputTokens: 200,
+    dryRun: false,
+    ...overrides,
+  };
+}
+
+export function usageInput(
+  check: CheckQuotaInput,
+  overrides: Partial<RecordUsageInput> = {},
+): RecordUsageInput {
+  return {
+    requestId: check.requestId,
+    principal: check.principal,
+    model: check.model,
+    inputTokens: check.inputTokens,
+    outputTokens: check.maxOutputTokens,
+    outcome: 'completed',
+    ...overrides,
+  };
+}
