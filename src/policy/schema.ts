@@ -1,0 +1,320 @@
+import * as z from 'zod';
+import { isValidTimeZone } from '../core/calendar.js';
+import { parseDuration } from '../core/duration.js';
+import { parseUsdToMicros } from '../core/money.js';
+import type { LimitSpec, ModelSpec, Policy, TierSpec } from '../core/policy.js';
+
+const LIMIT_NAME = /^[a-z][a-z0-9_]{0,62}$/;
+const TIER_NAME = /^[a-z][a-z0-9_-]{0,62}$/;
+const MODEL_NAME = /^\S+$/;
+const MIN_WINDOW_MS = 1_000;
+const MAX_WINDOW_MS = 86_400_000;
+// Rate counters are Lua doubles; limit × window beyond 2^50 would lose integer precision in the script.
+const MAX_RATE_PRODUCT = 2 ** 50;
+
+const DURATION_WORDS = 'a duration like 30s, 1m, 24h';
+const USD_WORDS = 'a dollar amount with at most 6 decimals, like "2.50"';
+const TIME_ZONE_WORDS = 'an IANA time zone like UTC or Europe/Berlin';
+
+type ErrorMessage = (issue: { input?: unknown }) => string;
+
+/** A message for a wrong value that still says "required" when the key is missing. */
+function expected(description: string): ErrorMessage {
+  return (issue) => (issue.input === undefined ? 'required' : `expected ${description}`);
+}
+
+function strictObject<Shape extends z.core.$ZodLooseShape>(shape: Shape) {
+  const keys = Object.keys(shape).join(', ');
+  return z.strictObject(shape, {
+    error: (issue) =>
+      issue.code === 'unrecognized_keys' ? `expected one of: ${keys}` : expected('a mapping')(issue),
+  });
+}
+
+const timeZone = z
+  .string({ error: expected(TIME_ZONE_WORDS) })
+  .refine(isValidTimeZone, { error: `expected ${TIME_ZONE_WORDS}` });
+
+const duration = z.string({ error: expected(DURATION_WORDS) }).transform((text, ctx) => {
+  const ms = parseDuration(text);
+  if (ms === undefined || ms === 0) {
+    ctx.issues.push({ code: 'custom', message: `expected ${DURATION_WORDS}`, input: text });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const usdMicros = z
+  .union([z.string(), z.number()], { error: expected(USD_WORDS) })
+  .transform((value, ctx) => {
+    const micros = parseUsdToMicros(value);
+    if (micros === undefined) {
+      ctx.issues.push({ code: 'custom', message: `expected ${USD_WORDS}`, input: value });
+      return z.NEVER;
+    }
+    return micros;
+  });
+
+function enumOf<const Values extends readonly [string, ...string[]]>(values: Values) {
+  return z.enum(values, { error: expected(`one of: ${values.join(', ')}`) });
+}
+
+const modelSchema = strictObject({
+  input_per_million: usdMicros,
+  output_per_million: usdMicros,
+  aliases: z.array(z.string().regex(MODEL_NAME), { error: expected('a list of model names') }).optional(),
+});
+
+const rawLimitSchema = strictObject({
+  name: z.string({ error: expected('a limit name') }).regex(LIMIT_NAME, {
+    error: 'expected a lowercase name like requests_per_minute (a-z, 0-9, _; at most 63 characters)',
+  }),
+  type: enumOf(['rate', 'budget', 'concurrency']),
+  unit: enumOf(['requests', 'tokens', 'usd']).optional(),
+  count: enumOf(['input', 'output', 'total']).optional(),
+  limit: z.union([z.number(), z.string()], { error: expected('a positive integer') }),
+  window: z.string({ error: expected(DURATION_WORDS) }).optional(),
+  period: enumOf(['day', 'week', 'month']).optional(),
+  timezone: timeZone.optional(),
+  per: enumOf(['subject', 'org']).default('subject'),
+  shadow: z.boolean({ error: expected('true or false') }).default(false),
+  on_store_failure: enumOf(['open', 'closed', 'local']).default('closed'),
+});
+
+type RawLimit = z.output<typeof rawLimitSchema>;
+
+/** A limit as its tier states it; the time zone is left undefined where the policy's default applies. */
+export type LimitEntry = Omit<LimitSpec, 'timeZone'> & { timeZone: string | undefined };
+
+/** Reads one raw limit, reporting each problem against the key that has it. */
+class LimitReader {
+  problems = 0;
+
+  constructor(
+    private readonly raw: RawLimit,
+    private readonly ctx: z.core.$RefinementCtx<RawLimit>,
+  ) {}
+
+  report(key: keyof RawLimit, message: string): void {
+    this.problems += 1;
+    this.ctx.issues.push({ code: 'custom', message, input: this.raw[key], path: [key] });
+  }
+
+  refuse(keys: readonly (keyof RawLimit)[], why: string): void {
+    for (const key of keys) if (this.raw[key] !== undefined) this.report(key, why);
+  }
+
+  integerLimit(): number {
+    const { limit } = this.raw;
+    if (typeof limit === 'number' && Number.isSafeInteger(limit) && limit > 0) return limit;
+    this.report('limit', 'expected a positive integer');
+    return 0;
+  }
+
+  tokenCount(): 'input' | 'output' | 'total' {
+    return this.raw.count ?? 'total';
+  }
+
+  rate(): LimitEntry {
+    const { raw } = this;
+    this.refuse(['period', 'timezone'], 'only budget limits have a period and time zone');
+    if (raw.unit === undefined) this.report('unit', 'required: requests or tokens');
+    else if (raw.unit === 'usd') this.report('unit', 'a rate limit counts requests or tokens');
+    if (raw.unit !== 'tokens') this.refuse(['count'], 'only token limits have a count');
+    const limit = this.integerLimit();
+    const windowMs = raw.window === undefined ? undefined : parseDuration(raw.window);
+    if (raw.window === undefined) this.report('window', 'required for a rate limit');
+    else if (windowMs === undefined) this.report('window', `expected ${DURATION_WORDS}`);
+    else if (windowMs < MIN_WINDOW_MS || windowMs > MAX_WINDOW_MS) {
+      this.report('window', 'expected a window between 1s and 1d');
+    } else if (limit * windowMs > MAX_RATE_PRODUCT) {
+      this.report('limit', `limit × window (${limit} × ${windowMs} ms) is above 2^50; lower one of them`);
+    }
+    const tokens = raw.unit === 'tokens';
+    return {
+      ...this.common(),
+      kind: 'rate',
+      unit: tokens ? 'tokens' : 'requests',
+      measure: tokens ? this.tokenCount() : 'requests',
+      limit,
+      windowMs: windowMs ?? 0,
+      period: 'day',
+      timeZone: undefined,
+    };
+  }
+
+  budget(): LimitEntry {
+    const { raw } = this;
+    this.refuse(['window'], 'only rate limits have a window');
+    if (raw.period === undefined) this.report('period', 'required for a budget limit: day, week or month');
+    if (raw.unit !== 'tokens') this.refuse(['count'], 'only token limits have a count');
+    let limit = 0;
+    if (raw.unit === 'usd') {
+      limit = parseUsdToMicros(raw.limit) ?? 0;
+      if (limit === 0) this.report('limit', 'expected a positive dollar amount with at most 6 decimals');
+    } else if (raw.unit === 'tokens') {
+      limit = this.integerLimit();
+    } else if (raw.unit === undefined) {
+      this.report('unit', 'required: tokens or usd');
+    } else {
+      this.report('unit', 'a budget counts tokens or usd');
+    }
+    const tokens = raw.unit === 'tokens';
+    return {
+      ...this.common(),
+      kind: 'budget',
+      unit: tokens ? 'tokens' : 'usd_micros',
+      measure: tokens ? this.tokenCount() : 'usd',
+      limit,
+      windowMs: 0,
+      period: raw.period ?? 'day',
+      timeZone: raw.timezone,
+    };
+  }
+
+  concurrency(): LimitEntry {
+    const { raw } = this;
+    this.refuse(
+      ['window', 'period', 'timezone', 'count'],
+      'a concurrency limit has no window, period or count',
+    );
+    if (raw.unit !== undefined && raw.unit !== 'requests') {
+      this.report('unit', 'a concurrency limit counts requests; omit unit or write requests');
+    }
+    return {
+      ...this.common(),
+      kind: 'concurrency',
+      unit: 'concurrent',
+      measure: 'lease',
+      limit: this.integerLimit(),
+      windowMs: 0,
+      period: 'day',
+      timeZone: undefined,
+    };
+  }
+
+  private common(): Pick<LimitSpec, 'name' | 'scope' | 'shadow' | 'onStoreFailure'> {
+    const { raw } = this;
+    return { name: raw.name, scope: raw.per, shadow: raw.shadow, onStoreFailure: raw.on_store_failure };
+  }
+}
+
+const limitSchema = rawLimitSchema.transform((raw, ctx) => {
+  const reader = new LimitReader(raw, ctx);
+  const entry = reader[raw.type]();
+  return reader.problems > 0 ? z.NEVER : entry;
+});
+
+const tierSchema = strictObject({
+  models: z
+    .union([z.literal('*'), z.array(z.string().min(1)).min(1)], {
+      error: expected('"*" or a list of model names'),
+    })
+    .optional(),
+  max_output_tokens: z.int({ error: expected('an integer') }).min(1, { error: 'expected an integer >= 1' }),
+  max_input_tokens: z
+    .int({ error: expected('an integer') })
+    .min(0, { error: 'expected an integer >= 0 (0: no cap)' })
+    .default(0),
+  limits: z.array(limitSchema, { error: expected('a list of limits') }).default([]),
+}).superRefine((tier, ctx) => {
+  const seen = new Set<string>();
+  tier.limits.forEach((limit, index) => {
+    if (seen.has(limit.name)) {
+      const message = `duplicate limit name "${limit.name}" in this tier`;
+      ctx.addIssue({ code: 'custom', message, input: limit.name, path: ['limits', index, 'name'] });
+    }
+    seen.add(limit.name);
+  });
+});
+
+function nonEmptyRecord<Value extends z.ZodType>(
+  keyPattern: RegExp,
+  keyHint: string,
+  value: Value,
+  what: string,
+) {
+  return z
+    .record(z.string().regex(keyPattern, { error: keyHint }), value, {
+      error: expected(`a mapping of ${what}`),
+    })
+    .refine((record) => Object.keys(record).length > 0, { error: `define at least one of the ${what}` });
+}
+
+/**
+ * The policy file as `yaml` parses it: strict (unknown keys are errors), defaults filled, durations in
+ * milliseconds, dollars in micro-dollars, and every cross-reference (aliases, tier models) checked.
+ */
+export const policyFileSchema = strictObject({
+  version: z.literal(1, { error: expected('version 1') }),
+  timezone: timeZone.default('UTC'),
+  reservation: strictObject({
+    lease: duration.prefault('10m'),
+    idempotency_window: duration.prefault('1h'),
+  }).prefault({}),
+  replicas: z
+    .int({ error: expected('an integer') })
+    .min(1, { error: 'expected an integer >= 1' })
+    .default(1),
+  models: nonEmptyRecord(MODEL_NAME, 'expected a model name without spaces', modelSchema, 'models'),
+  tiers: nonEmptyRecord(TIER_NAME, 'expected a lowercase tier name like free', tierSchema, 'tiers'),
+}).superRefine((file, ctx) => {
+  const owners = new Map<string, string>(Object.keys(file.models).map((name) => [name, name]));
+  for (const [name, model] of Object.entries(file.models)) {
+    model.aliases?.forEach((alias, index) => {
+      const owner = owners.get(alias);
+      if (owner !== undefined) {
+        const message = `"${alias}" already names model "${owner}"`;
+        ctx.addIssue({ code: 'custom', message, input: alias, path: ['models', name, 'aliases', index] });
+      }
+      owners.set(alias, name);
+    });
+  }
+  for (const [name, tier] of Object.entries(file.tiers)) {
+    if (!Array.isArray(tier.models)) continue;
+    tier.models.forEach((model, index) => {
+      if (!owners.has(model)) {
+        const message = `unknown model "${model}"; define it under models`;
+        ctx.addIssue({ code: 'custom', message, input: model, path: ['tiers', name, 'models', index] });
+      }
+    });
+  }
+});
+
+/** The validated file, before it becomes a Policy. */
+export type PolicyFile = z.output<typeof policyFileSchema>;
+
+/** Turns a validated file into the Policy the decision logic reads: aliases resolved, time zones filled. */
+export function toPolicy(file: PolicyFile): Policy {
+  const models = new Map<string, ModelSpec>();
+  for (const [name, model] of Object.entries(file.models)) {
+    const spec: ModelSpec = {
+      name,
+      inputMicrosPerMillion: model.input_per_million,
+      outputMicrosPerMillion: model.output_per_million,
+    };
+    models.set(name, spec);
+    for (const alias of model.aliases ?? []) models.set(alias, spec);
+  }
+  const tiers = new Map<string, TierSpec>();
+  for (const [name, tier] of Object.entries(file.tiers)) {
+    const allowed = Array.isArray(tier.models)
+      ? new Set(tier.models.map((model) => models.get(model)?.name ?? model))
+      : undefined;
+    tiers.set(name, {
+      name,
+      models: allowed,
+      maxOutputTokens: tier.max_output_tokens,
+      maxInputTokens: tier.max_input_tokens,
+      limits: tier.limits.map((limit) => ({ ...limit, timeZone: limit.timeZone ?? file.timezone })),
+    });
+  }
+  return {
+    timeZone: file.timezone,
+    leaseMs: file.reservation.lease,
+    idempotencyWindowMs: file.reservation.idempotency_window,
+    replicas: file.replicas,
+    models,
+    tiers,
+  };
+}
