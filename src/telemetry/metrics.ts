@@ -1,0 +1,257 @@
+import type { status as GrpcStatus } from '@grpc/grpc-js';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { DecisionCode } from '../core/decision.js';
+import type { StoreFailureMode } from '../core/policy.js';
+
+export type DecisionResult = 'allowed' | 'denied';
+/** Which quotad operation a decision latency belongs to. */
+export type DecisionMethod = 'check' | 'record' | 'usage';
+export type StoreKind = 'redis' | 'memory';
+export type StoreOp = 'reserve' | 'settle';
+export type ReservationResult = 'reserved' | 'duplicate';
+/** `late`: settled after its lease had already ended. */
+export type SettleStatus = 'settled' | 'duplicate' | 'charged_without_reservation' | 'late';
+export type ReloadResult = 'success' | 'failure';
+export type GrpcMethod = 'CheckQuota' | 'RecordUsage' | 'GetUsage';
+/** A gRPC status by name (`OK`, `INVALID_ARGUMENT`), as operators read it. */
+export type GrpcStatusName = keyof typeof GrpcStatus;
+
+/** Sub-millisecond (in-memory store) up to one second (a struggling Redis). */
+export const LATENCY_BUCKETS_SECONDS: readonly number[] = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+];
+
+// Records, not arrays, so the compiler fails here when core grows a code or a mode.
+const DECISION_CODES: Record<DecisionCode, true> = {
+  OK: true,
+  OVER_LIMIT: true,
+  UNKNOWN_TIER: true,
+  MODEL_NOT_ALLOWED: true,
+  UNKNOWN_MODEL: true,
+  REQUEST_TOO_LARGE: true,
+  STORE_UNAVAILABLE: true,
+};
+const FAILURE_MODES: Record<StoreFailureMode, true> = { open: true, closed: true, local: true };
+const STORE_OPS: readonly StoreOp[] = ['reserve', 'settle'];
+const RESERVATION_RESULTS: readonly ReservationResult[] = ['reserved', 'duplicate'];
+const SETTLE_STATUSES: readonly SettleStatus[] = [
+  'settled',
+  'duplicate',
+  'charged_without_reservation',
+  'late',
+];
+const RELOAD_RESULTS: readonly ReloadResult[] = ['success', 'failure'];
+const GRPC_METHODS: readonly GrpcMethod[] = ['CheckQuota', 'RecordUsage', 'GetUsage'];
+
+/** A counter whose label values the compiler checks, so a typo cannot mint a new series. */
+export interface LabelledCounter<L extends object> {
+  inc(labels: L, value?: number): void;
+}
+
+export interface UnlabelledCounter {
+  inc(value?: number): void;
+}
+
+/** A latency histogram in seconds; `startTimer` returns a function that observes and returns the elapsed time. */
+export interface LabelledHistogram<L extends object> {
+  observe(labels: L, seconds: number): void;
+  startTimer(labels: L): () => number;
+}
+
+export interface LabelledGauge<L extends object> {
+  set(labels: L, value: number): void;
+}
+
+export interface UnlabelledGauge {
+  set(value: number): void;
+}
+
+/** The parts of a decision the metrics count; a core `Decision` fits. */
+export interface CountedDecision {
+  allowed: boolean;
+  code: DecisionCode;
+  /** Limits that denied; for STORE_UNAVAILABLE these failed closed rather than ran out. */
+  deniedBy: readonly string[];
+  shadowExceeded: readonly string[];
+}
+
+export type PolicyReloadOutcome = { ok: true; loadedAtMs: number } | { ok: false };
+
+export interface AuthorityMetricsOptions {
+  /** The running quotad version, exported as `quotad_build_info{version}`. */
+  version: string;
+  /** The store this process talks to; its error and latency series start at zero. */
+  storeKind: StoreKind;
+  /** Adds the standard `process_*` and `nodejs_*` metrics; off to keep the output to quotad's own series. */
+  collectDefault?: boolean;
+}
+
+/** Every quotad metric, in one registry owned by this instance rather than prom-client's global one. */
+export class AuthorityMetrics {
+  readonly registry = new Registry();
+
+  /** Every decision by outcome: `result` allowed|denied, `code` the decision code. */
+  readonly decisions: LabelledCounter<{ result: DecisionResult; code: DecisionCode }>;
+  /** A policy limit that was exceeded in a decision; `shadow` "true" when it only would have denied. */
+  readonly limitExceeded: LabelledCounter<{ limit: string; shadow: 'true' | 'false' }>;
+  /** Time to decide, by quotad operation. */
+  readonly decisionDuration: LabelledHistogram<{ method: DecisionMethod }>;
+  /** Time of one store round trip. */
+  readonly storeDuration: LabelledHistogram<{ store: StoreKind; op: StoreOp }>;
+  /** Store calls that failed (timeouts, lost connections, script errors). */
+  readonly storeErrors: LabelledCounter<{ store: StoreKind; op: StoreOp }>;
+  /** Decisions taken by a limit's `on_store_failure` policy because the store was out. */
+  readonly degradedDecisions: LabelledCounter<{ mode: StoreFailureMode }>;
+  /** Admissions by whether they reserved anew or replayed an earlier request_id. */
+  readonly reservations: LabelledCounter<{ result: ReservationResult }>;
+  /** RecordUsage calls by how they settled. */
+  readonly reservationsSettled: LabelledCounter<{ status: SettleStatus }>;
+  /** Concurrency leases found expired and reclaimed: callers that never settled. */
+  readonly reservationsExpired: UnlabelledCounter;
+  /** Policy reload attempts; prefer `recordPolicyReload`, which keeps the policy gauges in step. */
+  readonly policyReloads: LabelledCounter<{ result: ReloadResult }>;
+  /** 1 when the last reload attempt succeeded, 0 while a rejected edit is pending. */
+  readonly policyValid: UnlabelledGauge;
+  /** When the policy in force was loaded, in Unix seconds. */
+  readonly policyLoadedTimestamp: UnlabelledGauge;
+  /** gRPC calls by method and final status name. */
+  readonly grpcRequests: LabelledCounter<{ method: GrpcMethod; code: GrpcStatusName }>;
+  /** Always 1; the version rides on the label so dashboards can join on it. */
+  readonly buildInfo: LabelledGauge<{ version: string }>;
+
+  constructor(options: AuthorityMetricsOptions) {
+    const registers = [this.registry];
+    if (options.collectDefault ?? true) collectDefaultMetrics({ register: this.registry });
+
+    const decisions = new Counter({
+      name: 'quotad_decisions_total',
+      help: 'Quota decisions by result and decision code.',
+      labelNames: ['result', 'code'] as const,
+      registers,
+    });
+    this.decisions = decisions;
+    this.limitExceeded = new Counter({
+      name: 'quotad_limit_exceeded_total',
+      help: 'Policy limits exceeded in a decision; shadow="true" for limits that only report.',
+      labelNames: ['limit', 'shadow'] as const,
+      registers,
+    });
+    this.decisionDuration = new Histogram({
+      name: 'quotad_decision_duration_seconds',
+      help: 'Time to decide, by quotad operation.',
+      labelNames: ['method'] as const,
+      buckets: [...LATENCY_BUCKETS_SECONDS],
+      registers,
+    });
+    const storeDuration = new Histogram({
+      name: 'quotad_store_duration_seconds',
+      help: 'Quota store round-trip time by store and operation.',
+      labelNames: ['store', 'op'] as const,
+      buckets: [...LATENCY_BUCKETS_SECONDS],
+      registers,
+    });
+    this.storeDuration = storeDuration;
+    const storeErrors = new Counter({
+      name: 'quotad_store_errors_total',
+      help: 'Quota store calls that failed, by store and operation.',
+      labelNames: ['store', 'op'] as const,
+      registers,
+    });
+    this.storeErrors = storeErrors;
+    const degraded = new Counter({
+      name: 'quotad_degraded_decisions_total',
+      help: 'Decisions taken by the on_store_failure policy while the store was unavailable.',
+      labelNames: ['mode'] as const,
+      registers,
+    });
+    this.degradedDecisions = degraded;
+    const reservations = new Counter({
+      name: 'quotad_reservations_total',
+      help: 'Admissions by whether they reserved anew or replayed an earlier request_id.',
+      labelNames: ['result'] as const,
+      registers,
+    });
+    this.reservations = reservations;
+    const settled = new Counter({
+      name: 'quotad_reservations_settled_total',
+      help: 'Usage records by how they settled; late means after the lease had ended.',
+      labelNames: ['status'] as const,
+      registers,
+    });
+    this.reservationsSettled = settled;
+    this.reservationsExpired = new Counter({
+      name: 'quotad_reservations_expired_total',
+      help: 'Concurrency leases found expired and reclaimed.',
+      registers,
+    });
+    const reloads = new Counter({
+      name: 'quotad_policy_reloads_total',
+      help: 'Policy reload attempts by result.',
+      labelNames: ['result'] as const,
+      registers,
+    });
+    this.policyReloads = reloads;
+    this.policyValid = new Gauge({
+      name: 'quotad_policy_valid',
+      help: '1 when the last policy reload attempt succeeded, 0 after a rejected edit.',
+      registers,
+    });
+    this.policyLoadedTimestamp = new Gauge({
+      name: 'quotad_policy_loaded_timestamp_seconds',
+      help: 'When the policy in force was loaded, in Unix seconds.',
+      registers,
+    });
+    const grpcRequests = new Counter({
+      name: 'quotad_grpc_requests_total',
+      help: 'gRPC calls by method and status name.',
+      labelNames: ['method', 'code'] as const,
+      registers,
+    });
+    this.grpcRequests = grpcRequests;
+    const buildInfo = new Gauge({
+      name: 'quotad_build_info',
+      help: 'Always 1, labelled with the running quotad version.',
+      labelNames: ['version'] as const,
+      registers,
+    });
+    this.buildInfo = buildInfo;
+    buildInfo.set({ version: options.version }, 1);
+
+    // Series exist at 0 before the first event, so rate() and absence alerts work from the first scrape.
+    for (const code of Object.keys(DECISION_CODES) as DecisionCode[]) {
+      // A core invariant: only OK admits, and every other code denies.
+      decisions.inc({ result: code === 'OK' ? 'allowed' : 'denied', code }, 0);
+    }
+    for (const op of STORE_OPS) {
+      storeDuration.zero({ store: options.storeKind, op });
+      storeErrors.inc({ store: options.storeKind, op }, 0);
+    }
+    for (const mode of Object.keys(FAILURE_MODES) as StoreFailureMode[]) degraded.inc({ mode }, 0);
+    for (const result of RESERVATION_RESULTS) reservations.inc({ result }, 0);
+    for (const status of SETTLE_STATUSES) settled.inc({ status }, 0);
+    for (const result of RELOAD_RESULTS) reloads.inc({ result }, 0);
+    for (const method of GRPC_METHODS) grpcRequests.inc({ method, code: 'OK' }, 0);
+  }
+
+  /** Counts a decision and the limits it found exceeded, so the two counters cannot disagree. */
+  recordDecision(decision: CountedDecision): void {
+    this.decisions.inc({ result: decision.allowed ? 'allowed' : 'denied', code: decision.code });
+    // Fail-closed limits are in deniedBy too, but they were unreachable, not exceeded.
+    if (decision.code === 'OVER_LIMIT') {
+      for (const limit of decision.deniedBy) this.limitExceeded.inc({ limit, shadow: 'false' });
+    }
+    for (const limit of decision.shadowExceeded) this.limitExceeded.inc({ limit, shadow: 'true' });
+  }
+
+  /** Counts a reload attempt and keeps the validity and load-time gauges in step with it. */
+  recordPolicyReload(outcome: PolicyReloadOutcome): void {
+    this.policyReloads.inc({ result: outcome.ok ? 'success' : 'failure' });
+    this.policyValid.set(outcome.ok ? 1 : 0);
+    if (outcome.ok) this.policyLoadedTimestamp.set(outcome.loadedAtMs / 1000);
+  }
+
+  /** The registry in Prometheus text format, with the content type to serve it under. */
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}
