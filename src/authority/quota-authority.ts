@@ -19,7 +19,7 @@ import {
   type CheckRequest,
 } from '../core/plan.js';
 import type { Policy } from '../core/policy.js';
-import type { ActualUsage, Principal, ReserveCommand, SettleOutcome, SettleResult } from '../core/quota.js';
+import type { Principal, ReserveCommand, SettleOutcome, SettleResult } from '../core/quota.js';
 import type { MemoryStore } from '../store/memory-store.js';
 import type { QuotaStore } from '../store/store.js';
 import type { AuthorityMetrics } from '../telemetry/metrics.js';
@@ -223,9 +223,7 @@ export class QuotaAuthority {
   #observeDecision(input: CheckQuotaInput, decision: Decision, started: number): void {
     const seconds = (performance.now() - started) / 1000;
     this.#metrics.decisionDuration.observe({ method: 'check' }, seconds);
-    this.#metrics.decisions.inc({ result: decision.allowed ? 'allowed' : 'denied', code: decision.code });
-    for (const limit of decision.deniedBy) this.#metrics.limitExceeded.inc({ limit, shadow: 'false' });
-    for (const limit of decision.shadowExceeded) this.#metrics.limitExceeded.inc({ limit, shadow: 'true' });
+    this.#metrics.recordDecision(decision);
     if (this.#logger.isLevelEnabled('debug')) {
       this.#logger.debug(
         {

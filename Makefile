@@ -1,0 +1,40 @@
+# quotad: `make run` starts the authority on the in-process store; `make test` installs what is missing and passes.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+NPM ?= npm
+NODE ?= node
+
+.PHONY: help deps tools build lint typecheck test test-only run clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+node_modules/.installed: package.json package-lock.json
+	$(NPM) ci --no-audit --no-fund
+	@touch $@
+
+deps: node_modules/.installed ## Install the locked npm dependencies
+
+tools: ## Make sure redis-server is installed (apt-get when absent and root)
+	@scripts/ensure-tools.sh redis-server
+
+build: deps ## Generate proto types and compile to dist/
+	$(NPM) run --silent build
+
+lint: deps ## ESLint, Prettier and the TypeScript type-check
+	$(NPM) run --silent gen
+	$(NPM) run --silent typecheck
+	$(NPM) run --silent lint
+
+test: deps tools lint build ## Lint, type-check and run every test (starts its own redis-server)
+	$(NPM) test
+
+test-only: build ## Run the tests without lint
+	$(NPM) test
+
+run: build ## Start the authority on the in-process store with config/policy.yaml
+	$(NODE) dist/src/main/cli.js serve
+
+clean: ## Remove build output
+	rm -rf dist src/gen

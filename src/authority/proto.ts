@@ -1,0 +1,30 @@
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { protoPath as healthProtoPath } from 'grpc-health-check';
+import type { ProtoGrpcType } from '../gen/quota.js';
+
+/** The repository's proto/ folder, from src/authority (sources) or dist/src/authority (compiled). */
+export const PROTO_ROOT = fileURLToPath(
+  new URL(import.meta.url.includes('/dist/') ? '../../../proto/' : '../../proto/', import.meta.url),
+);
+
+/** The loader options the generated types in src/gen assume (see scripts/gen-proto-types.mjs). */
+export const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: false,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+  includeDirs: [PROTO_ROOT],
+};
+
+export function loadQuotaPackage(): { definition: protoLoader.PackageDefinition; proto: ProtoGrpcType } {
+  const definition = protoLoader.loadSync('quotad/v1/quota.proto', LOADER_OPTIONS);
+  return { definition, proto: grpc.loadPackageDefinition(definition) as unknown as ProtoGrpcType };
+}
+
+/** Every service the server exposes (QuotaService and grpc.health.v1), for server reflection. */
+export function loadReflectedServices(): protoLoader.PackageDefinition {
+  return protoLoader.loadSync(['quotad/v1/quota.proto', healthProtoPath], LOADER_OPTIONS);
+}

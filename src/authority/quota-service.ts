@@ -1,0 +1,132 @@
+import * as grpc from '@grpc/grpc-js';
+import type { Decision, LimitReport } from '../core/decision.js';
+import { InvalidArgumentError, StoreUnavailableError } from '../core/errors.js';
+import type { LimitKind, LimitUnit } from '../core/policy.js';
+import type { CheckQuotaResponse } from '../gen/quotad/v1/CheckQuotaResponse.js';
+import type { LimitStatus } from '../gen/quotad/v1/LimitStatus.js';
+import type { QuotaServiceHandlers } from '../gen/quotad/v1/QuotaService.js';
+import type { RecordUsageResponse } from '../gen/quotad/v1/RecordUsageResponse.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { AuthorityMetrics, GrpcMethod, GrpcStatusName } from '../telemetry/metrics.js';
+import type { QuotaAuthority, SettlementReport } from './quota-authority.js';
+import { toCheckInput, toRecordInput, toUsagePrincipal } from './validate.js';
+
+const UNIT: Record<LimitUnit, LimitStatus['unit']> = {
+  requests: 'REQUESTS',
+  tokens: 'TOKENS',
+  usd_micros: 'USD_MICROS',
+  concurrent: 'CONCURRENT',
+};
+const KIND: Record<LimitKind, LimitStatus['kind']> = {
+  rate: 'RATE',
+  budget: 'BUDGET',
+  concurrency: 'CONCURRENCY',
+};
+const SETTLE_STATUS: Record<SettlementReport['status'], RecordUsageResponse['status']> = {
+  settled: 'SETTLED',
+  duplicate: 'DUPLICATE',
+  charged_without_reservation: 'CHARGED_WITHOUT_RESERVATION',
+};
+
+export function toLimitStatus(report: LimitReport): LimitStatus {
+  const { spec } = report;
+  return {
+    name: spec.name,
+    unit: UNIT[spec.unit],
+    kind: KIND[spec.kind],
+    limit: spec.limit,
+    used: report.used,
+    remaining: report.remaining,
+    resetAfterMs: report.resetAfterMs,
+    exceeded: report.exceeded,
+    shadow: spec.shadow,
+    retryAfterMs: report.retryAfterMs,
+    windowMs: spec.kind === 'rate' ? spec.windowMs : 0,
+    periodStartMs: report.periodStartMs,
+    periodEndMs: report.periodEndMs,
+  };
+}
+
+export function toCheckResponse(decision: Decision): CheckQuotaResponse {
+  return {
+    allowed: decision.allowed,
+    code: decision.code,
+    reason: decision.reason,
+    retryAfterMs: decision.retryAfterMs,
+    limits: decision.limits.map(toLimitStatus),
+    reservation: decision.reservation ?? null,
+    maxOutputTokens: decision.maxOutputTokens,
+    degraded: decision.degraded,
+    duplicate: decision.duplicate,
+    model: decision.model,
+  };
+}
+
+function toRecordResponse(report: SettlementReport): RecordUsageResponse {
+  return {
+    status: SETTLE_STATUS[report.status],
+    charged: report.charged,
+    reservedTokens: report.reserved.tokens,
+    reservedUsdMicros: report.reserved.usdMicros,
+    limits: report.limits.map(toLimitStatus),
+    late: report.late,
+  };
+}
+
+/** A gRPC status for an error from the authority: bad input, an unreachable store, or a bug. */
+function toServiceError(error: unknown, logger: Logger, method: GrpcMethod): Partial<grpc.StatusObject> {
+  if (error instanceof InvalidArgumentError) {
+    return { code: grpc.status.INVALID_ARGUMENT, details: error.message };
+  }
+  if (error instanceof StoreUnavailableError) {
+    return { code: grpc.status.UNAVAILABLE, details: `quota store unavailable; retry: ${error.message}` };
+  }
+  logger.error({ err: error, method }, 'internal error');
+  return { code: grpc.status.INTERNAL, details: 'internal error' };
+}
+
+/** QuotaService over gRPC: validates, calls the authority, maps the answer; no decision logic here. */
+export function quotaServiceHandlers(
+  authority: QuotaAuthority,
+  metrics: AuthorityMetrics,
+  logger: Logger,
+): QuotaServiceHandlers {
+  function unary<Req, Res>(
+    method: GrpcMethod,
+    handle: (request: Req) => Promise<Res>,
+  ): grpc.handleUnaryCall<Req, Res> {
+    return (call, callback) => {
+      handle(call.request).then(
+        (response) => {
+          metrics.grpcRequests.inc({ method, code: 'OK' });
+          callback(null, response);
+        },
+        (error: unknown) => {
+          const status = toServiceError(error, logger, method);
+          metrics.grpcRequests.inc({
+            method,
+            code: grpc.status[status.code as grpc.status] as GrpcStatusName,
+          });
+          callback(status);
+        },
+      );
+    };
+  }
+  return {
+    CheckQuota: unary('CheckQuota', async (request) =>
+      toCheckResponse(await authority.check(toCheckInput(request))),
+    ),
+    RecordUsage: unary('RecordUsage', async (request) =>
+      toRecordResponse(await authority.record(toRecordInput(request))),
+    ),
+    GetUsage: unary('GetUsage', async (request) => {
+      const usage = await authority.usage(toUsagePrincipal(request));
+      return {
+        tier: usage.tier,
+        limits: usage.limits.map(toLimitStatus),
+        tokensUsed: usage.tokensUsed,
+        usdMicrosSpent: usage.usdMicrosSpent,
+      };
+    }),
+  };
+}

@@ -1,0 +1,70 @@
+import * as grpc from '@grpc/grpc-js';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation } from 'grpc-health-check';
+import type { Logger } from '../telemetry/logger.js';
+import type { AuthorityMetrics } from '../telemetry/metrics.js';
+import { loadQuotaPackage, loadReflectedServices } from './proto.js';
+import type { QuotaAuthority } from './quota-authority.js';
+import { quotaServiceHandlers } from './quota-service.js';
+
+export const QUOTA_SERVICE_NAME = 'quotad.v1.QuotaService';
+
+export interface AuthorityServerOptions {
+  /** host:port; port 0 binds a free one. */
+  address: string;
+  authority: QuotaAuthority;
+  metrics: AuthorityMetrics;
+  logger: Logger;
+}
+
+export interface ShutdownOptions {
+  /** How long to keep serving while reporting NOT_SERVING, so balancers and clients move away first. */
+  drainDelayMs: number;
+  /** How long in-flight calls may take to finish before they are cut. */
+  graceMs: number;
+}
+
+export interface AuthorityServer {
+  port: number;
+  /** Marks the server NOT_SERVING, keeps serving for the drain delay, then finishes in-flight calls and stops. */
+  shutdown(options: ShutdownOptions): Promise<void>;
+}
+
+/** The gRPC server: QuotaService, grpc.health.v1 and server reflection, bound to `address`. */
+export async function startAuthorityServer(options: AuthorityServerOptions): Promise<AuthorityServer> {
+  const { proto } = loadQuotaPackage();
+  const server = new grpc.Server();
+  server.addService(
+    proto.quotad.v1.QuotaService.service,
+    quotaServiceHandlers(options.authority, options.metrics, options.logger),
+  );
+  const health = new HealthImplementation({ '': 'SERVING', [QUOTA_SERVICE_NAME]: 'SERVING' });
+  health.addToServer(server);
+  new ReflectionService(loadReflectedServices()).addToServer(server);
+
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(options.address, grpc.ServerCredentials.createInsecure(), (error, bound) =>
+      error ? reject(error) : resolve(bound),
+    );
+  });
+
+  return {
+    port,
+    async shutdown({ drainDelayMs, graceMs }) {
+      health.setStatus('', 'NOT_SERVING');
+      health.setStatus(QUOTA_SERVICE_NAME, 'NOT_SERVING');
+      if (drainDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, drainDelayMs));
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          options.logger.warn({ graceMs }, 'in-flight calls outlived the grace period; cutting them');
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+    },
+  };
+}

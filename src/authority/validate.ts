@@ -1,0 +1,75 @@
+import { InvalidArgumentError } from '../core/errors.js';
+import type { Principal, SettleOutcome } from '../core/quota.js';
+import type { CheckQuotaRequest__Output } from '../gen/quotad/v1/CheckQuotaRequest.js';
+import type { GetUsageRequest__Output } from '../gen/quotad/v1/GetUsageRequest.js';
+import type { RecordUsageRequest__Output } from '../gen/quotad/v1/RecordUsageRequest.js';
+import type { CheckQuotaInput, RecordUsageInput } from './quota-authority.js';
+
+/** Above this, token counts cannot be real requests, and prices times tokens could leave exact integers. */
+export const MAX_TOKENS = 10_000_000;
+
+const ORG = /^[A-Za-z0-9._-]{1,64}$/;
+// Printable text without control characters: ids end up in logs and Redis keys.
+const PRINTABLE = /^[^\p{Cc}]+$/u;
+
+function requireText(field: string, value: string, maxLength: number): string {
+  if (value.length === 0) throw new InvalidArgumentError(field, 'is required');
+  if (value.length > maxLength)
+    throw new InvalidArgumentError(field, `must be at most ${maxLength} characters`);
+  if (!PRINTABLE.test(value)) throw new InvalidArgumentError(field, 'must not contain control characters');
+  return value;
+}
+
+function requireTokens(field: string, value: number): number {
+  if (value > MAX_TOKENS) throw new InvalidArgumentError(field, `must be at most ${MAX_TOKENS}`);
+  return value;
+}
+
+type WithCredential = Pick<CheckQuotaRequest__Output, 'credential' | 'principal'>;
+
+function requirePrincipal(request: WithCredential): Principal {
+  if (request.credential !== 'principal' || !request.principal) {
+    throw new InvalidArgumentError('credential', 'a principal is required');
+  }
+  const { subject, org, tier } = request.principal;
+  requireText('principal.subject', subject, 128);
+  requireText('principal.org', org, 64);
+  if (!ORG.test(org))
+    throw new InvalidArgumentError('principal.org', 'may hold only letters, digits, ".", "_" and "-"');
+  requireText('principal.tier', tier, 64);
+  return { subject, org, tier };
+}
+
+export function toCheckInput(request: CheckQuotaRequest__Output): CheckQuotaInput {
+  return {
+    requestId: requireText('request_id', request.requestId, 128),
+    principal: requirePrincipal(request),
+    model: requireText('model', request.model, 128),
+    inputTokens: requireTokens('input_tokens', request.inputTokens),
+    maxOutputTokens: requireTokens('max_output_tokens', request.maxOutputTokens),
+    dryRun: request.dryRun,
+  };
+}
+
+const OUTCOMES: Record<string, SettleOutcome> = {
+  COMPLETED: 'completed',
+  FAILED: 'failed',
+  CANCELLED: 'cancelled',
+};
+
+export function toRecordInput(request: RecordUsageRequest__Output): RecordUsageInput {
+  const outcome = OUTCOMES[request.outcome];
+  if (!outcome) throw new InvalidArgumentError('outcome', 'must be COMPLETED, FAILED or CANCELLED');
+  return {
+    requestId: requireText('request_id', request.requestId, 128),
+    principal: requirePrincipal(request),
+    model: requireText('model', request.model, 128),
+    inputTokens: requireTokens('input_tokens', request.inputTokens),
+    outputTokens: requireTokens('output_tokens', request.outputTokens),
+    outcome,
+  };
+}
+
+export function toUsagePrincipal(request: GetUsageRequest__Output): Principal {
+  return requirePrincipal(request);
+}

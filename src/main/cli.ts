@@ -1,0 +1,74 @@
+#!/usr/bin/env node
+import { PolicyError } from '../policy/policy-error.js';
+import { ConfigError, parseServeConfig, serveUsage } from './config.js';
+import { startAuthority } from './serve.js';
+import { VERSION } from './version.js';
+
+const USAGE = `quotad ${VERSION}: one quota authority for every LLM gateway replica.
+
+Usage:
+  quotad serve [flags]     run the authority (gRPC QuotaService, health, reflection, /metrics)
+  quotad serve --help      list serve's flags and environment variables
+  quotad version           print the version
+`;
+
+/** Exit codes a script can rely on. */
+const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
+
+async function serve(args: string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(serveUsage());
+    return EXIT.ok;
+  }
+  const running = await startAuthority(parseServeConfig(args, process.env));
+  const { logger } = running;
+  await new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      logger.info({ signal }, 'signal received');
+      running.stop().then(resolve, (error: unknown) => {
+        logger.error({ err: error }, 'shutdown failed');
+        resolve();
+      });
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+    process.on('SIGHUP', () => {
+      logger.info('SIGHUP: re-reading the policy');
+      void running.policy.reload();
+    });
+  });
+  return EXIT.ok;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'serve':
+      return serve(rest);
+    case 'version':
+    case '--version':
+      process.stdout.write(`${VERSION}\n`);
+      return EXIT.ok;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command === undefined ? EXIT.usage : EXIT.ok;
+    default:
+      process.stderr.write(`quotad: unknown command '${command}'\n\n${USAGE}`);
+      return EXIT.usage;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof ConfigError || error instanceof PolicyError) {
+      process.stderr.write(`quotad: ${error.message}\n`);
+      process.exit(EXIT.usage);
+    }
+    process.stderr.write(`quotad: ${(error as Error).stack ?? String(error)}\n`);
+    process.exit(EXIT.failure);
+  },
+);

@@ -1,0 +1,141 @@
+import { parseArgs } from 'node:util';
+import { parseDuration } from '../core/duration.js';
+
+/** A setting given badly, on the command line or in the environment. The CLI prints it and exits with 2. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+interface Setting {
+  flag: string;
+  env: string;
+  default: string | undefined;
+  help: string;
+}
+
+/** Every setting of `quotad serve`: a flag, or else an environment variable, or else the default. */
+export const SERVE_SETTINGS = {
+  redisUrl: {
+    flag: 'redis-url',
+    env: 'REDIS_URL',
+    default: undefined,
+    help: 'Redis to share counters through (redis://, rediss://). Unset: in-process store, single instance only.',
+  },
+  policy: {
+    flag: 'policy',
+    env: 'QUOTAD_POLICY',
+    default: 'config/policy.yaml',
+    help: 'The policy file; its directory is watched and valid edits apply live.',
+  },
+  grpcAddr: {
+    flag: 'grpc-addr',
+    env: 'QUOTAD_GRPC_ADDR',
+    default: '0.0.0.0:8081',
+    help: 'host:port for the gRPC API, health and reflection.',
+  },
+  metricsAddr: {
+    flag: 'metrics-addr',
+    env: 'QUOTAD_METRICS_ADDR',
+    default: '0.0.0.0:9464',
+    help: 'host:port for /metrics and /healthz.',
+  },
+  logLevel: {
+    flag: 'log-level',
+    env: 'LOG_LEVEL',
+    default: 'info',
+    help: 'fatal, error, warn, info, debug (one line per decision), trace or silent.',
+  },
+  redisTimeout: {
+    flag: 'redis-timeout',
+    env: 'QUOTAD_REDIS_TIMEOUT',
+    default: '50ms',
+    help: "Bound on every Redis command; keep it below callers' deadlines. Past it, on_store_failure decides.",
+  },
+  shutdownDelay: {
+    flag: 'shutdown-delay',
+    env: 'QUOTAD_SHUTDOWN_DELAY',
+    default: '0s',
+    help: 'After SIGTERM, how long to keep serving while health says NOT_SERVING, so clients move away.',
+  },
+  shutdownGrace: {
+    flag: 'shutdown-grace',
+    env: 'QUOTAD_SHUTDOWN_GRACE',
+    default: '10s',
+    help: 'After the delay, how long in-flight calls may take before they are cut.',
+  },
+} as const satisfies Record<string, Setting>;
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface ServeConfig {
+  redisUrl: string | undefined;
+  policyPath: string;
+  grpcAddress: HostPort;
+  metricsAddress: HostPort;
+  logLevel: string;
+  redisTimeoutMs: number;
+  shutdownDelayMs: number;
+  shutdownGraceMs: number;
+}
+
+const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/;
+
+export function parseHostPort(name: string, text: string): HostPort {
+  const match = HOST_PORT.exec(text);
+  const port = Number(match?.[2]);
+  if (!match || port > 65_535) throw new ConfigError(`${name}: expected host:port, got '${text}'`);
+  return { host: (match[1] as string).replace(/^\[|\]$/g, ''), port };
+}
+
+function durationSetting(name: string, text: string): number {
+  const ms = parseDuration(text);
+  if (ms === undefined)
+    throw new ConfigError(`${name}: expected a duration like 50ms, 2s or 1m, got '${text}'`);
+  return ms;
+}
+
+/** Reads `quotad serve`'s settings from its arguments and the environment. */
+export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv): ServeConfig {
+  const options = Object.fromEntries(
+    Object.values(SERVE_SETTINGS).map((setting) => [setting.flag, { type: 'string' as const }]),
+  );
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({ args: [...args], options, strict: true, allowPositionals: false }));
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+  const read = (setting: Setting): string | undefined => {
+    const fromFlag = values[setting.flag];
+    if (typeof fromFlag === 'string') return fromFlag;
+    const fromEnv = env[setting.env];
+    return fromEnv === undefined || fromEnv === '' ? setting.default : fromEnv;
+  };
+  const required = (setting: Setting): string => read(setting) as string;
+  const s = SERVE_SETTINGS;
+  return {
+    redisUrl: read(s.redisUrl),
+    policyPath: required(s.policy),
+    grpcAddress: parseHostPort(s.grpcAddr.env, required(s.grpcAddr)),
+    metricsAddress: parseHostPort(s.metricsAddr.env, required(s.metricsAddr)),
+    logLevel: required(s.logLevel),
+    redisTimeoutMs: durationSetting(s.redisTimeout.env, required(s.redisTimeout)),
+    shutdownDelayMs: durationSetting(s.shutdownDelay.env, required(s.shutdownDelay)),
+    shutdownGraceMs: durationSetting(s.shutdownGrace.env, required(s.shutdownGrace)),
+  };
+}
+
+/** The settings as a help text: flag, variable, default, meaning. */
+export function serveUsage(): string {
+  const lines = Object.values(SERVE_SETTINGS).map(
+    (s: Setting) =>
+      `  --${s.flag.padEnd(16)} ${s.env.padEnd(22)} ${(s.default ?? '(unset)').padEnd(20)} ${s.help}`,
+  );
+  return `Usage: quotad serve [flags]\n\nEach flag may also be set by its environment variable.\n\n${lines.join('\n')}\n`;
+}
