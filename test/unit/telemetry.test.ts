@@ -1,10 +1,14 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect } from 'node:net';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { AuthorityMetrics } from '../../src/telemetry/metrics.js';
-import { startMetricsServer } from '../../src/telemetry/metrics-server.js';
+import {
+  startMetricsServer,
+  type MetricsServer,
+  type MetricsServerOptions,
+} from '../../src/telemetry/metrics-server.js';
 
 const METRIC_NAMES = [
   'quotad_decisions_total',
@@ -144,10 +148,24 @@ test('default collection adds the standard process and nodejs metrics without a 
   assert.match(body, /^# TYPE nodejs_eventloop_lag_seconds gauge$/m);
 });
 
+/** A metrics server on a free loopback port, closed when the test ends. */
+async function serveOnFreePort(
+  t: TestContext,
+  overrides: Partial<MetricsServerOptions> = {},
+): Promise<MetricsServer> {
+  const server = await startMetricsServer({
+    host: '127.0.0.1',
+    port: 0,
+    render: () => quotadMetrics().render(),
+    ...overrides,
+  });
+  t.after(() => server.close());
+  return server;
+}
+
 test('the metrics server serves the rendered metrics over HTTP on a free port', async (t) => {
   const metrics = quotadMetrics();
-  const server = await startMetricsServer({ host: '127.0.0.1', port: 0, render: () => metrics.render() });
-  t.after(() => server.close());
+  const server = await serveOnFreePort(t, { render: () => metrics.render() });
   assert.notEqual(server.port, 0);
   const res = await fetch(`${server.url}/metrics`);
   assert.equal(res.status, 200);
@@ -156,12 +174,7 @@ test('the metrics server serves the rendered metrics over HTTP on a free port', 
 });
 
 test('the metrics server answers /healthz with 200 ok', async (t) => {
-  const server = await startMetricsServer({
-    host: '127.0.0.1',
-    port: 0,
-    render: () => quotadMetrics().render(),
-  });
-  t.after(() => server.close());
+  const server = await serveOnFreePort(t);
   const res = await fetch(`${server.url}/healthz`);
   assert.equal(res.status, 200);
   assert.equal((await res.text()).trim(), 'ok');
@@ -169,25 +182,14 @@ test('the metrics server answers /healthz with 200 ok', async (t) => {
 
 test('the metrics server answers /readyz from isReady', async (t) => {
   let ready = false;
-  const server = await startMetricsServer({
-    host: '127.0.0.1',
-    port: 0,
-    render: () => quotadMetrics().render(),
-    isReady: () => ready,
-  });
-  t.after(() => server.close());
+  const server = await serveOnFreePort(t, { isReady: () => ready });
   assert.equal((await fetch(`${server.url}/readyz`)).status, 503);
   ready = true;
   assert.equal((await fetch(`${server.url}/readyz`)).status, 200);
 });
 
 test('the metrics server 404s any other path or method', async (t) => {
-  const server = await startMetricsServer({
-    host: '127.0.0.1',
-    port: 0,
-    render: () => quotadMetrics().render(),
-  });
-  t.after(() => server.close());
+  const server = await serveOnFreePort(t);
   assert.equal((await fetch(`${server.url}/`)).status, 404);
   assert.equal((await fetch(`${server.url}/metrics/extra`)).status, 404);
   assert.equal((await fetch(`${server.url}/metrics`, { method: 'POST' })).status, 404);
@@ -195,23 +197,19 @@ test('the metrics server 404s any other path or method', async (t) => {
 
 test('a failing render costs the scrape a 500, not the server', async (t) => {
   let fail = true;
-  const render = async () => {
-    if (fail) throw new Error('collector broke');
-    return { contentType: 'text/plain', body: 'up 1\n' };
-  };
-  const server = await startMetricsServer({ host: '127.0.0.1', port: 0, render });
-  t.after(() => server.close());
+  const server = await serveOnFreePort(t, {
+    render: async () => {
+      if (fail) throw new Error('collector broke');
+      return { contentType: 'text/plain', body: 'up 1\n' };
+    },
+  });
   assert.equal((await fetch(`${server.url}/metrics`)).status, 500);
   fail = false;
   assert.equal((await fetch(`${server.url}/metrics`)).status, 200);
 });
 
-test('after close() the port refuses connections', async () => {
-  const server = await startMetricsServer({
-    host: '127.0.0.1',
-    port: 0,
-    render: () => quotadMetrics().render(),
-  });
+test('after close() the port refuses connections', async (t) => {
+  const server = await serveOnFreePort(t);
   await server.close();
   const socket = connect(server.port, '127.0.0.1');
   const [err] = (await once(socket, 'error')) as [NodeJS.ErrnoException];
@@ -221,13 +219,11 @@ test('after close() the port refuses connections', async () => {
 test(
   'close() drops open connections instead of waiting for them to go idle',
   { timeout: 5_000 },
-  async () => {
-    const server = await startMetricsServer({
-      host: '127.0.0.1',
-      port: 0,
-      render: () => quotadMetrics().render(),
-    });
+  async (t) => {
+    const server = await serveOnFreePort(t);
     const socket = connect(server.port, '127.0.0.1');
+    // Should close() ever wait on this socket, the test times out and this lets the process exit.
+    t.after(() => socket.destroy());
     await once(socket, 'connect');
     const dropped = once(socket, 'close');
     await server.close();

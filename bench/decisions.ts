@@ -1,0 +1,96 @@
+/**
+ * Decisions per second and latency of the authority over gRPC: each operation is a CheckQuota followed by
+ * its RecordUsage, on the shipped policy's `pro` tier (five limits), spread over many principals.
+ *
+ *   node dist/bench/decisions.js [--store redis|memory] [--seconds 10] [--concurrency 64] [--principals 10000]
+ *
+ * The authority runs as its own process (`quotad serve`), the load from this one; with --store redis the
+ * script starts a private redis-server. Compare runs made on the same machine in the same session.
+ */
+import { parseArgs } from 'node:util';
+import { AuthorityProcess } from '../test/helpers/authority-process.js';
+import { quotaClient } from '../test/helpers/grpc-clients.js';
+import { TestRedisServer } from '../test/helpers/redis-server.js';
+
+const { values } = parseArgs({
+  options: {
+    store: { type: 'string', default: 'redis' },
+    seconds: { type: 'string', default: '10' },
+    concurrency: { type: 'string', default: '64' },
+    principals: { type: 'string', default: '10000' },
+  },
+});
+const seconds = Number(values.seconds);
+const concurrency = Number(values.concurrency);
+const principals = Number(values.principals);
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
+}
+
+async function main() {
+  const redis = values.store === 'redis' ? await TestRedisServer.start() : undefined;
+  // info: the authority logs nothing per decision at info, and says when it serves.
+  const env: Record<string, string> = { LOG_LEVEL: 'info', QUOTAD_REDIS_TIMEOUT: '1s' };
+  if (redis) env.REDIS_URL = redis.url;
+  const quotad = await (await AuthorityProcess.spawn(env)).ready();
+  const client = quotaClient(quotad.grpcAddress);
+
+  const run = async (durationMs: number, record: boolean) => {
+    const latencies: number[] = [];
+    let denied = 0;
+    const deadline = performance.now() + durationMs;
+    let sequence = 0;
+    const worker = async () => {
+      while (performance.now() < deadline) {
+        sequence += 1;
+        const n = sequence;
+        const principal = { subject: `bench-${n % principals}`, org: `org-${n % 97}`, tier: 'pro' };
+        const requestId = `bench-${process.pid}-${n}`;
+        const started = performance.now();
+        const answer = await client.checkQuota({
+          requestId,
+          principal,
+          model: 'gpt-4o-mini',
+          inputTokens: 200,
+          maxOutputTokens: 300,
+        });
+        if (!answer.allowed) denied += 1;
+        await client.recordUsage({
+          requestId,
+          principal,
+          model: 'gpt-4o-mini',
+          inputTokens: 200,
+          outputTokens: 120,
+          outcome: 'COMPLETED',
+        });
+        if (record) latencies.push(performance.now() - started);
+      }
+    };
+    const started = performance.now();
+    await Promise.all(Array.from({ length: concurrency }, worker));
+    return { latencies, denied, elapsedMs: performance.now() - started };
+  };
+
+  await run(2_000, false); // warm-up: JIT, connections, script cache
+  const { latencies, denied, elapsedMs } = await run(seconds * 1_000, true);
+  latencies.sort((a, b) => a - b);
+  const result = {
+    store: values.store,
+    concurrency,
+    principals,
+    operations: latencies.length,
+    denied,
+    operationsPerSecond: Math.round(latencies.length / (elapsedMs / 1_000)),
+    decisionsPerSecond: Math.round((2 * latencies.length) / (elapsedMs / 1_000)),
+    p50Ms: Number(percentile(latencies, 50).toFixed(2)),
+    p99Ms: Number(percentile(latencies, 99).toFixed(2)),
+    p999Ms: Number(percentile(latencies, 99.9).toFixed(2)),
+  };
+  console.log(JSON.stringify(result));
+  client.close();
+  await quotad.stop();
+  await redis?.stop();
+}
+
+await main();
