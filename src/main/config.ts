@@ -118,16 +118,17 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     return fromEnv === undefined || fromEnv === '' ? setting.default : fromEnv;
   };
   const required = (setting: Setting): string => read(setting) as string;
+  const name = (setting: Setting) => `--${setting.flag} (${setting.env})`;
   const s = SERVE_SETTINGS;
   return {
     redisUrl: read(s.redisUrl),
     policyPath: required(s.policy),
-    grpcAddress: parseHostPort(s.grpcAddr.env, required(s.grpcAddr)),
-    metricsAddress: parseHostPort(s.metricsAddr.env, required(s.metricsAddr)),
+    grpcAddress: parseHostPort(name(s.grpcAddr), required(s.grpcAddr)),
+    metricsAddress: parseHostPort(name(s.metricsAddr), required(s.metricsAddr)),
     logLevel: required(s.logLevel),
-    redisTimeoutMs: durationSetting(s.redisTimeout.env, required(s.redisTimeout)),
-    shutdownDelayMs: durationSetting(s.shutdownDelay.env, required(s.shutdownDelay)),
-    shutdownGraceMs: durationSetting(s.shutdownGrace.env, required(s.shutdownGrace)),
+    redisTimeoutMs: durationSetting(name(s.redisTimeout), required(s.redisTimeout)),
+    shutdownDelayMs: durationSetting(name(s.shutdownDelay), required(s.shutdownDelay)),
+    shutdownGraceMs: durationSetting(name(s.shutdownGrace), required(s.shutdownGrace)),
   };
 }
 

@@ -1,0 +1,45 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ConfigError, parseServeConfig } from '../../src/main/config.js';
+
+test('with nothing set, serve uses the documented defaults and the in-process store', () => {
+  assert.deepEqual(parseServeConfig([], {}), {
+    redisUrl: undefined,
+    policyPath: 'config/policy.yaml',
+    grpcAddress: { host: '0.0.0.0', port: 8081 },
+    metricsAddress: { host: '0.0.0.0', port: 9464 },
+    logLevel: 'info',
+    redisTimeoutMs: 50,
+    shutdownDelayMs: 0,
+    shutdownGraceMs: 10_000,
+  });
+});
+
+test('environment variables set what flags do not, and flags win over them', () => {
+  const config = parseServeConfig(['--grpc-addr', '[::1]:9000', '--log-level', 'debug'], {
+    REDIS_URL: 'redis://redis:6379',
+    QUOTAD_GRPC_ADDR: '127.0.0.1:1',
+    QUOTAD_REDIS_TIMEOUT: '80ms',
+    LOG_LEVEL: 'warn',
+  });
+  assert.equal(config.redisUrl, 'redis://redis:6379');
+  assert.deepEqual(config.grpcAddress, { host: '::1', port: 9000 });
+  assert.equal(config.redisTimeoutMs, 80);
+  assert.equal(config.logLevel, 'debug');
+});
+
+test('an address without a port is refused, naming the flag and its variable', () => {
+  assert.throws(
+    () => parseServeConfig([], { QUOTAD_METRICS_ADDR: 'localhost' }),
+    (error: Error) =>
+      error instanceof ConfigError && error.message.startsWith('--metrics-addr (QUOTAD_METRICS_ADDR)'),
+  );
+});
+
+test('a duration without a unit is refused', () => {
+  assert.throws(() => parseServeConfig(['--redis-timeout', '50'], {}), ConfigError);
+});
+
+test('an unknown flag is refused', () => {
+  assert.throws(() => parseServeConfig(['--redis', 'x'], {}), ConfigError);
+});
