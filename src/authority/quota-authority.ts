@@ -110,17 +110,13 @@ export class QuotaAuthority {
       reservedMicros: plan.reservedMicros,
       limits: plan.limits,
     };
-    const storeStarted = performance.now();
     try {
-      const result = await this.#store.reserve(command);
-      this.#observeStore('reserve', storeStarted, true);
-      if (result.expiredLeases > 0) this.#metrics.reservationsExpired.inc(result.expiredLeases);
+      const result = await this.#timedStore('reserve', () => this.#store.reserve(command));
       if (command.mode === 'reserve' && result.outcome !== 'denied') {
         this.#metrics.reservations.inc({ result: result.outcome === 'duplicate' ? 'duplicate' : 'reserved' });
       }
       return storeDecision(plan, result);
     } catch (error) {
-      this.#observeStore('reserve', storeStarted, false);
       if (!(error instanceof StoreUnavailableError)) throw error;
       return this.#decideWithoutStore(policy, plan, command, error);
     }
@@ -156,23 +152,16 @@ export class QuotaAuthority {
       input.outcome,
       this.#boundsAt(),
     );
-    const storeStarted = performance.now();
-    let result: SettleResult;
-    try {
-      result = await this.#store.settle({
+    const result = await this.#timedStore('settle', () =>
+      this.#store.settle({
         principal: input.principal,
         requestId: input.requestId,
         outcome: input.outcome,
         actual,
         idempotencyWindowMs: policy.idempotencyWindowMs,
         limits,
-      });
-      this.#observeStore('settle', storeStarted, true);
-    } catch (error) {
-      this.#observeStore('settle', storeStarted, false);
-      throw error;
-    }
-    if (result.expiredLeases > 0) this.#metrics.reservationsExpired.inc(result.expiredLeases);
+      }),
+    );
     this.#metrics.reservationsSettled.inc({ status: result.status });
     if (result.late && result.status === 'settled') this.#metrics.reservationsSettled.inc({ status: 'late' });
     this.#metrics.decisionDuration.observe({ method: 'record' }, (performance.now() - started) / 1000);
@@ -194,16 +183,18 @@ export class QuotaAuthority {
     const started = performance.now();
     const policy = this.#policy();
     const limits = planPeek(policy, principal, this.#boundsAt());
-    const result = await this.#store.reserve({
-      principal,
-      requestId: '',
-      mode: 'peek',
-      leaseMs: policy.leaseMs,
-      idempotencyWindowMs: policy.idempotencyWindowMs,
-      reservedTokens: 0,
-      reservedMicros: 0,
-      limits,
-    });
+    const result = await this.#timedStore('reserve', () =>
+      this.#store.reserve({
+        principal,
+        requestId: '',
+        mode: 'peek',
+        leaseMs: policy.leaseMs,
+        idempotencyWindowMs: policy.idempotencyWindowMs,
+        reservedTokens: 0,
+        reservedMicros: 0,
+        limits,
+      }),
+    );
     const reports = reportLimits(limits, result.limits);
     this.#metrics.decisionDuration.observe({ method: 'usage' }, (performance.now() - started) / 1000);
     return {
@@ -214,10 +205,23 @@ export class QuotaAuthority {
     };
   }
 
-  #observeStore(op: 'reserve' | 'settle', started: number, ok: boolean): void {
+  /** One store round trip, timed and counted, with the expired leases it reclaimed. */
+  async #timedStore<T extends { expiredLeases: number }>(
+    op: 'reserve' | 'settle',
+    call: () => Promise<T>,
+  ): Promise<T> {
     const labels = { store: this.#store.kind, op };
-    this.#metrics.storeDuration.observe(labels, (performance.now() - started) / 1000);
-    if (!ok) this.#metrics.storeErrors.inc(labels);
+    const started = performance.now();
+    try {
+      const result = await call();
+      if (result.expiredLeases > 0) this.#metrics.reservationsExpired.inc(result.expiredLeases);
+      return result;
+    } catch (error) {
+      this.#metrics.storeErrors.inc(labels);
+      throw error;
+    } finally {
+      this.#metrics.storeDuration.observe(labels, (performance.now() - started) / 1000);
+    }
   }
 
   #observeDecision(input: CheckQuotaInput, decision: Decision, started: number): void {

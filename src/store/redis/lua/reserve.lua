@@ -9,7 +9,7 @@
     KEYS[1 + i]   the counter of limit i, for i = 1..n:
                     rate: hash {w = window index, c = current count, p = previous count}
                     budget: hash {period start ms = amount spent}
-                    concurrency: sorted set {lease member = lease end ms}
+                    concurrency: sorted set {lease member = lease end ms, '~' = the set's logical expiry}
 
     ARGV[1]       now in ms, or '' for Redis TIME
     ARGV[2]       mode: 'reserve' (check and charge), 'dry' (check only), 'peek' (report, costs ignored)
@@ -102,10 +102,11 @@ for i = 1, n do
       st.reset = st.pend - now
     end
   else
-    redis.call('ZADD', key, int(leaseEnd), member)
     st.reset = math.max(st.reset, leaseEnd - now)
     -- Kept a lease longer than its last lease, so a returning caller still sees (and counts) expired leases.
-    redis.call('PEXPIRE', key, int(st.reset + leaseMs))
+    local life = st.reset + leaseMs
+    redis.call('ZADD', key, int(leaseEnd), member, int(now + life), HORIZON)
+    redis.call('PEXPIRE', key, int(life))
   end
   st.used = st.used + cost
   st.remaining = max0(spec.limit - st.used)

@@ -61,6 +61,8 @@ local function periodAt(spec, now)
 end
 
 local CONCURRENCY_RETRY_CAP_MS = 1000
+-- Lease members are `subject:request`, always with a colon, so this name never collides with one.
+local HORIZON = '~'
 
 -- Judges one limit for a charge of `cost` at `now`. Returns a state table:
 -- used, remaining, reset, exceeded, retry, pstart, pend, and `bucket` (window index or period start).
@@ -102,13 +104,23 @@ local function judge(key, spec, cost, now, counters)
     end
     st.pstart, st.pend, st.bucket = pstart, pend, pstart
   else
+    -- The member HORIZON holds the set's logical end of life, above every lease end: past it the set
+    -- counts as absent, as a test clock drives it (real-time PEXPIRE alone could not follow that clock).
+    local horizon = tonumber(redis.call('ZSCORE', key, HORIZON))
+    if horizon and now >= horizon then
+      redis.call('DEL', key)
+      horizon = nil
+    end
     counters.expired = counters.expired + redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     local active = redis.call('ZCARD', key)
+    if horizon then
+      active = active - 1
+    end
     st.used = active
     st.exceeded = active + cost > limit
     if active > 0 then
       local earliest = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
-      local latest = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+      local latest = tonumber(redis.call('ZRANGE', key, -2, -2, 'WITHSCORES')[2])
       if st.exceeded and cost <= limit then
         st.retry = math.min(CONCURRENCY_RETRY_CAP_MS, math.max(1, earliest - now))
       end
