@@ -1,0 +1,285 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { Redis } from 'ioredis';
+import { ManualClock } from '../../src/core/clock.js';
+import type { Principal } from '../../src/core/quota.js';
+import { limitKey, reservationKey } from '../../src/store/keys.js';
+import { createRedisClient, RedisStore } from '../../src/store/redis/redis-store.js';
+import { checkInput, freshPrincipal, makeAuthority, usageInput } from '../helpers/authority.js';
+import { limit, policyWith, tier } from '../helpers/policy.js';
+import { TestRedisServer } from '../helpers/redis-server.js';
+
+const MINUTE = 60_000;
+
+/** Four limits of every kind and scope: a rate, a budget, a concurrency limit and an org-wide budget. */
+const limits = [
+  limit({ name: 'requests_per_minute', kind: 'rate', limit: 1_000 }),
+  limit({ name: 'tokens_per_day', kind: 'budget', unit: 'tokens', limit: 10_000_000 }),
+  limit({ name: 'concurrent', kind: 'concurrency', limit: 100 }),
+  limit({ name: 'org_usd_per_day', kind: 'budget', unit: 'usd_micros', limit: 100_000_000, scope: 'org' }),
+];
+const policy = policyWith([tier('layout', limits)], {
+  leaseMs: 5 * MINUTE,
+  idempotencyWindowMs: 60 * MINUTE,
+});
+
+let server: TestRedisServer;
+/** The test's own connection, for looking at what the store wrote and what Redis counted. */
+let inspect: Redis;
+
+before(async () => {
+  server = await TestRedisServer.start();
+  inspect = server.client();
+});
+after(async () => {
+  await inspect.quit();
+  await server.stop();
+});
+
+async function openAuthority(t: { after(fn: () => Promise<void>): void }) {
+  const clock = new ManualClock(Date.now());
+  const redis = createRedisClient(server.url, { commandTimeoutMs: 2_000 });
+  await redis.connect();
+  const store = new RedisStore({ redis, clock });
+  t.after(() => store.close());
+  return { redis, ...makeAuthority(store, clock, policy) };
+}
+
+/** The hash tag Redis Cluster hashes a key by: from the first `{` to the next `}`, when not empty. */
+function hashTag(key: string): string | undefined {
+  const open = key.indexOf('{');
+  const close = open === -1 ? -1 : key.indexOf('}', open + 1);
+  return close > open + 1 ? key.slice(open + 1, close) : undefined;
+}
+
+async function allKeys(): Promise<Set<string>> {
+  const keys = new Set<string>();
+  let cursor = '0';
+  do {
+    const [next, batch] = await inspect.scan(cursor, 'COUNT', 1_000);
+    for (const key of batch) keys.add(key);
+    cursor = next;
+  } while (cursor !== '0');
+  return keys;
+}
+
+/** The keys that exist after `run` and did not before it. */
+async function keysWrittenBy(run: () => Promise<void>): Promise<string[]> {
+  const existing = await allKeys();
+  await run();
+  return [...(await allKeys())].filter((key) => !existing.has(key)).sort();
+}
+
+/** What a layout test checks of a key: its hash tag, and whether it has a time to live. */
+async function layoutOf(keys: readonly string[]) {
+  return Promise.all(
+    keys.map(async (key) => ({ key, tag: hashTag(key), expires: (await inspect.pttl(key)) > 0 })),
+  );
+}
+
+function expectedLayout(principal: Principal, keys: readonly string[]) {
+  return [...keys].sort().map((key) => ({ key, tag: `org:${principal.org}`, expires: true }));
+}
+
+/** `calls` per command from INFO commandstats (`cmdstat_evalsha:calls=3,...`). */
+async function commandCalls(): Promise<Map<string, number>> {
+  const calls = new Map<string, number>();
+  for (const match of (await inspect.info('commandstats')).matchAll(/^cmdstat_(\S+?):calls=(\d+)/gm)) {
+    calls.set(match[1] as string, Number(match[2]));
+  }
+  return calls;
+}
+
+/** Script runs so far: EVALSHA, plus EVAL for a connection's first call or a resend after NOSCRIPT. */
+async function scriptCalls(): Promise<number> {
+  const calls = await commandCalls();
+  return (calls.get('evalsha') ?? 0) + (calls.get('eval') ?? 0);
+}
+
+async function commandsProcessed(): Promise<number> {
+  const match = /^total_commands_processed:(\d+)/m.exec(await inspect.info('stats'));
+  return Number(match?.[1]);
+}
+
+/** Redis TIME in milliseconds, as the scripts compute it. */
+async function redisTimeMs(): Promise<number> {
+  const [seconds, micros] = await inspect.time();
+  return Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
+}
+
+interface Observed {
+  /** Commands sent by the store's connection, by name. */
+  fromStore: string[];
+  /** Commands run by scripts inside Redis. */
+  insideScripts: number;
+  /** Growth of total_commands_processed, read by INFO before and after `run`. */
+  processed: number;
+}
+
+/** Watches `run` with MONITOR, which tells a client's commands from those a script runs (source `lua`). */
+async function observe(store: Redis, run: () => Promise<void>): Promise<Observed> {
+  const monitor = await inspect.monitor();
+  const storeAddress = `127.0.0.1:${store.stream.localPort}`;
+  const marker = `observed-${process.pid}-${Math.random()}`;
+  const observed: Observed = { fromStore: [], insideScripts: 0, processed: 0 };
+  const done = new Promise<void>((resolve) => {
+    monitor.on('monitor', (_time: string, args: string[], source: string) => {
+      if (source === 'lua') observed.insideScripts += 1;
+      else if (source === storeAddress) observed.fromStore.push(String(args[0]).toLowerCase());
+      else if (args[1] === marker) resolve();
+    });
+  });
+  const before = await commandsProcessed();
+  await run();
+  // This INFO's own count is not in its answer; the first one's is.
+  observed.processed = (await commandsProcessed()) - before - 1;
+  await inspect.echo(marker);
+  await done;
+  monitor.removeAllListeners('monitor');
+  monitor.disconnect();
+  return observed;
+}
+
+describe('Redis layout', () => {
+  test('every key a reservation and its settlement write is under the org hash tag and expires', async (t) => {
+    const { authority } = await openAuthority(t);
+    const principal = freshPrincipal('layout');
+    const settled = checkInput(principal);
+    const held = checkInput(principal);
+    const unreserved = checkInput(principal);
+    const written = await keysWrittenBy(async () => {
+      await authority.check(settled);
+      await authority.check(held);
+      await authority.record(usageInput(settled, { outputTokens: 50 }));
+      await authority.record(usageInput(unreserved));
+    });
+    const counters = limits.map((spec) => limitKey(principal, spec));
+    const reservations = [settled, held, unreserved].map((c) => reservationKey(principal, c.requestId));
+    assert.deepEqual(await layoutOf(written), expectedLayout(principal, [...counters, ...reservations]));
+  });
+
+  const N = 25;
+
+  test(`${N} CheckQuota calls over four limits run ${N} scripts`, async (t) => {
+    const { authority } = await openAuthority(t);
+    const principal = freshPrincipal('layout');
+    await authority.check(checkInput(principal));
+    const before = await scriptCalls();
+    for (let i = 0; i < N; i++) await authority.check(checkInput(principal));
+    assert.equal((await scriptCalls()) - before, N);
+  });
+
+  test(`${N} RecordUsage calls over four limits run ${N} scripts`, async (t) => {
+    const { authority } = await openAuthority(t);
+    const principal = freshPrincipal('layout');
+    const checks = Array.from({ length: N }, () => checkInput(principal));
+    for (const check of checks) await authority.check(check);
+    const before = await scriptCalls();
+    for (const check of checks) await authority.record(usageInput(check, { outputTokens: 10 }));
+    assert.equal((await scriptCalls()) - before, N);
+  });
+
+  test(`${N} usage reports over four limits run ${N} scripts`, async (t) => {
+    const { authority } = await openAuthority(t);
+    const principal = freshPrincipal('layout');
+    await authority.usage(principal);
+    const before = await scriptCalls();
+    for (let i = 0; i < N; i++) await authority.usage(principal);
+    assert.equal((await scriptCalls()) - before, N);
+  });
+
+  test('each CheckQuota and RecordUsage is one command on the wire: an EVALSHA', async (t) => {
+    const { authority, redis } = await openAuthority(t);
+    const principal = freshPrincipal('layout');
+    // A connection's first call of each script sends it whole (EVAL); later calls name it by its hash.
+    const first = checkInput(principal);
+    await authority.check(first);
+    await authority.record(usageInput(first));
+    const observed = await observe(redis, async () => {
+      for (let i = 0; i < 5; i++) {
+        const check = checkInput(principal);
+        await authority.check(check);
+        await authority.record(usageInput(check));
+      }
+    });
+    assert.deepEqual(observed.fromStore, Array<string>(10).fill('evalsha'));
+  });
+
+  test('total_commands_processed grows by each call and every command its script runs, so it does not count round trips', async (t) => {
+    const { authority, redis } = await openAuthority(t);
+    const principal = freshPrincipal('layout');
+    await authority.check(checkInput(principal));
+    const observed = await observe(redis, async () => {
+      for (let i = 0; i < 5; i++) await authority.check(checkInput(principal));
+    });
+    assert.equal(observed.processed, observed.fromStore.length + observed.insideScripts);
+  });
+
+  test('without an injected clock the scripts decide at Redis TIME', async (t) => {
+    const redis = createRedisClient(server.url, { commandTimeoutMs: 2_000 });
+    await redis.connect();
+    const store = new RedisStore({ redis });
+    t.after(() => store.close());
+    const earliest = await redisTimeMs();
+    const result = await store.reserve({
+      principal: freshPrincipal('layout'),
+      requestId: 'at-redis-time',
+      mode: 'reserve',
+      leaseMs: MINUTE,
+      idempotencyWindowMs: MINUTE,
+      reservedTokens: 0,
+      reservedMicros: 0,
+      limits: [{ spec: limit({ name: 'requests_per_minute', kind: 'rate', limit: 10 }), cost: 1 }],
+    });
+    const latest = await redisTimeMs();
+    assert.equal(result.outcome, 'admitted');
+    assert.ok(
+      earliest <= result.nowMs && result.nowMs <= latest,
+      `decided at ${result.nowMs}, outside Redis TIME [${earliest}, ${latest}] (Date.now() ${Date.now()})`,
+    );
+  });
+
+  test('after SCRIPT FLUSH, as after a Redis restart, the next check succeeds by resending the script', async (t) => {
+    const { authority } = await openAuthority(t);
+    const principal = freshPrincipal('layout');
+    await authority.check(checkInput(principal));
+    await inspect.script('FLUSH');
+    const evalsBefore = (await commandCalls()).get('eval') ?? 0;
+    const decision = await authority.check(checkInput(principal));
+    const resent = ((await commandCalls()).get('eval') ?? 0) - evalsBefore;
+    assert.deepEqual(
+      { code: decision.code, degraded: decision.degraded, resent },
+      { code: 'OK', degraded: false, resent: 1 },
+    );
+  });
+
+  test('subject "a:b" with request_id "c" and subject "a" with request_id "b:c" are two reservations', async (t) => {
+    const { authority } = await openAuthority(t);
+    const { org } = freshPrincipal('layout');
+    const first = await authority.check(
+      checkInput({ subject: 'a:b', org, tier: 'layout' }, { requestId: 'c' }),
+    );
+    const second = await authority.check(
+      checkInput({ subject: 'a', org, tier: 'layout' }, { requestId: 'b:c' }),
+    );
+    assert.deepEqual(
+      [first, second].map((d) => ({ allowed: d.allowed, duplicate: d.duplicate })),
+      [
+        { allowed: true, duplicate: false },
+        { allowed: true, duplicate: false },
+      ],
+    );
+  });
+
+  test('a subject and request_id with colons, braces and spaces keep every key under the org hash tag', async (t) => {
+    const { authority } = await openAuthority(t);
+    const principal = { ...freshPrincipal('layout'), subject: '{org:other} a:b c' };
+    const check = checkInput(principal, { requestId: 'r {1}: x' });
+    const written = await keysWrittenBy(async () => {
+      await authority.check(check);
+    });
+    const counters = limits.map((spec) => limitKey(principal, spec));
+    const expected = [...counters, reservationKey(principal, check.requestId)];
+    assert.deepEqual(await layoutOf(written), expectedLayout(principal, expected));
+  });
+});
