@@ -82,7 +82,7 @@ async function main() {
     operations: latencies.length,
     denied,
     operationsPerSecond: Math.round(latencies.length / (elapsedMs / 1_000)),
-    decisionsPerSecond: Math.round((2 * latencies.length) / (elapsedMs / 1_000)),
+    grpcCallsPerSecond: Math.round((2 * latencies.length) / (elapsedMs / 1_000)),
     p50Ms: Number(percentile(latencies, 50).toFixed(2)),
     p99Ms: Number(percentile(latencies, 99).toFixed(2)),
     p999Ms: Number(percentile(latencies, 99.9).toFixed(2)),
