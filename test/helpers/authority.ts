@@ -29,22 +29,23 @@ export interface TestAuthority {
   authority: QuotaAuthority;
   metrics: AuthorityMetrics;
   fallback: MemoryStore;
+  /** What the authority logged, one JSON line each. */
+  logLines: string[];
   setPolicy(policy: Policy): void;
 }
 
-export function makeAuthority(store: QuotaStore, clock: Clock, policy: Policy): TestAuthority {
+export function makeAuthority(
+  store: QuotaStore,
+  clock: Clock,
+  policy: Policy,
+  logLevel = 'info',
+): TestAuthority {
   let current = policy;
   const metrics = new AuthorityMetrics({ version: 'test', collectDefault: false, storeKind: store.kind });
   const fallback = new MemoryStore({ clock, sweepIntervalMs: 0 });
-  const authority = new QuotaAuthority({
-    store,
-    fallback,
-    policy: () => current,
-    clock,
-    metrics,
-    logger: capturingLogger().logger,
-  });
-  return { authority, metrics, fallback, setPolicy: (next) => (current = next) };
+  const { logger, lines } = capturingLogger(logLevel);
+  const authority = new QuotaAuthority({ store, fallback, policy: () => current, clock, metrics, logger });
+  return { authority, metrics, fallback, logLines: lines, setPolicy: (next) => (current = next) };
 }
 
 let sequence = 0;
