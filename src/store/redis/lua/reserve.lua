@@ -36,11 +36,7 @@ local windowMs = tonumber(ARGV[4])
 local member = ARGV[5]
 local n = tonumber(ARGV[8])
 local counters = { expired = 0 }
-
-local specs = {}
-for i = 1, n do
-  specs[i] = readSpec(9 + (i - 1) * SPEC_WIDTH)
-end
+local specs = readSpecs(n, 9)
 
 local function report(outcome, leaseEnd, tokens, micros, states)
   local out = { outcome, now, leaseEnd, tokens, micros, counters.expired }

@@ -34,11 +34,7 @@ local actualIn, actualOut, actualUsd = tonumber(ARGV[4]), tonumber(ARGV[5]), ton
 local member = ARGV[7]
 local n = tonumber(ARGV[8])
 local counters = { expired = 0 }
-
-local specs = {}
-for i = 1, n do
-  specs[i] = readSpec(9 + (i - 1) * SPEC_WIDTH)
-end
+local specs = readSpecs(n, 9)
 
 local function measured(measure)
   if measure == 'requests' then

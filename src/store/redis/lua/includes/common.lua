@@ -21,22 +21,28 @@ local function max0(x)
   return x
 end
 
--- A limit spec starts at ARGV[base]: kind, limit, cost, shadow, measure, then four kind-specific values
+-- A limit spec is SPEC_WIDTH values: kind, limit, cost, shadow, measure, then four kind-specific values
 -- (rate: window ms; budget: the four period boundaries b0..b3).
 local SPEC_WIDTH = 9
 
-local function readSpec(base)
-  return {
-    kind = ARGV[base],
-    limit = tonumber(ARGV[base + 1]),
-    cost = tonumber(ARGV[base + 2]),
-    shadow = ARGV[base + 3] == '1',
-    measure = ARGV[base + 4],
-    a = tonumber(ARGV[base + 5]),
-    b = tonumber(ARGV[base + 6]),
-    c = tonumber(ARGV[base + 7]),
-    d = tonumber(ARGV[base + 8]),
-  }
+-- The n limit specs starting at ARGV[first].
+local function readSpecs(n, first)
+  local specs = {}
+  for i = 1, n do
+    local base = first + (i - 1) * SPEC_WIDTH
+    specs[i] = {
+      kind = ARGV[base],
+      limit = tonumber(ARGV[base + 1]),
+      cost = tonumber(ARGV[base + 2]),
+      shadow = ARGV[base + 3] == '1',
+      measure = ARGV[base + 4],
+      a = tonumber(ARGV[base + 5]),
+      b = tonumber(ARGV[base + 6]),
+      c = tonumber(ARGV[base + 7]),
+      d = tonumber(ARGV[base + 8]),
+    }
+  end
+  return specs
 end
 
 -- The window counts seen from window `index`: rolled forward one window, or cleared when further behind.
