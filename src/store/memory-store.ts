@@ -293,20 +293,15 @@ export class MemoryStore implements QuotaStore {
     const { key, bucket, state } = judged;
     switch (spec.kind) {
       case 'rate': {
-        const counts = rollWindow(this.#keys.get(key, 'window')?.window, bucket);
-        const window = { index: bucket, current: counts.current + cost, previous: counts.previous };
-        this.#keys.set(key, { type: 'window', window }, 2 * spec.windowMs);
+        this.#addToWindow(key, spec.windowMs, bucket, cost);
         state.used += cost;
         if (cost > 0) state.resetAfterMs = 2 * spec.windowMs - (now - bucket * spec.windowMs);
         break;
       }
       case 'budget': {
-        const bounds = planned.bounds as NonNullable<PlannedLimit['bounds']>;
-        const periods = this.#keys.get(key, 'budget')?.periods ?? new Map<number, number>();
-        periods.set(bucket, (periods.get(bucket) ?? 0) + cost);
-        pruneBudget(periods, bounds[0]);
+        const oldestKept = (planned.bounds as NonNullable<PlannedLimit['bounds']>)[0];
         const ttl = state.periodEndMs - now + command.leaseMs + command.idempotencyWindowMs;
-        this.#keys.set(key, { type: 'budget', periods }, ttl);
+        this.#addToBudget(key, bucket, cost, oldestKept, ttl);
         state.used += cost;
         if (cost > 0) state.resetAfterMs = state.periodEndMs - now;
         break;
@@ -354,26 +349,26 @@ export class MemoryStore implements QuotaStore {
   ): void {
     const { spec, cost } = planned;
     const key = limitKey(principal, spec);
-    switch (spec.kind) {
-      case 'rate': {
-        const index = Math.floor(now / spec.windowMs);
-        const counts = rollWindow(this.#keys.get(key, 'window')?.window, index);
-        const window = { index, current: counts.current + cost, previous: counts.previous };
-        this.#keys.set(key, { type: 'window', window }, 2 * spec.windowMs);
-        return;
-      }
-      case 'budget': {
-        const bounds = planned.bounds as NonNullable<PlannedLimit['bounds']>;
-        const period = periodAt(bounds, now);
-        const periods = this.#keys.get(key, 'budget')?.periods ?? new Map<number, number>();
-        periods.set(period.start, (periods.get(period.start) ?? 0) + cost);
-        pruneBudget(periods, bounds[0]);
-        this.#keys.set(key, { type: 'budget', periods }, period.end - now + idempotencyWindowMs);
-        return;
-      }
-      case 'concurrency':
-        return;
+    if (spec.kind === 'rate') {
+      this.#addToWindow(key, spec.windowMs, Math.floor(now / spec.windowMs), cost);
+    } else if (spec.kind === 'budget') {
+      const bounds = planned.bounds as NonNullable<PlannedLimit['bounds']>;
+      const period = periodAt(bounds, now);
+      this.#addToBudget(key, period.start, cost, bounds[0], period.end - now + idempotencyWindowMs);
     }
+  }
+
+  #addToWindow(key: string, windowMs: number, index: number, cost: number): void {
+    const counts = rollWindow(this.#keys.get(key, 'window')?.window, index);
+    const window = { index, current: counts.current + cost, previous: counts.previous };
+    this.#keys.set(key, { type: 'window', window }, 2 * windowMs);
+  }
+
+  #addToBudget(key: string, periodStart: number, cost: number, oldestKept: number, ttlMs: number): void {
+    const periods = this.#keys.get(key, 'budget')?.periods ?? new Map<number, number>();
+    periods.set(periodStart, (periods.get(periodStart) ?? 0) + cost);
+    pruneBudget(periods, oldestKept);
+    this.#keys.set(key, { type: 'budget', periods }, ttlMs);
   }
 }
 
