@@ -1,13 +1,14 @@
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import type { ProtoGrpcType } from '../gen/quota.js';
 
-/** The repository's proto/ folder, from src/authority (sources) or dist/src/authority (compiled). */
-export const PROTO_ROOT = fileURLToPath(
-  new URL(import.meta.url.includes('/dist/') ? '../../../proto/' : '../../proto/', import.meta.url),
-);
+/** The repository's proto/ folder, two levels above src/authority or three above dist/src/authority. */
+export const PROTO_ROOT = ['../../proto/', '../../../proto/']
+  .map((relative) => fileURLToPath(new URL(relative, import.meta.url)))
+  .find((dir) => existsSync(`${dir}quotad/v1/quota.proto`)) as string;
 
 /** The loader options the generated types in src/gen assume (see scripts/gen-proto-types.mjs). */
 export const LOADER_OPTIONS: protoLoader.Options = {
