@@ -104,6 +104,14 @@ export function planCheck(policy: Policy, request: CheckRequest, boundsAt: Bound
   };
 }
 
+/** Settling and reporting need the tier's limits; an unknown tier there is the caller's error. */
+function requireTier(policy: Policy, principal: Principal): TierSpec {
+  const tier = policy.tiers.get(principal.tier);
+  if (!tier)
+    throw new InvalidArgumentError('principal.tier', `tier '${principal.tier}' is not in the policy`);
+  return tier;
+}
+
 /** The principal's limits, each costed at a real usage (for settlement and direct charges). */
 export function planSettle(
   policy: Policy,
@@ -113,9 +121,7 @@ export function planSettle(
   outcome: SettleOutcome,
   boundsAt: BoundsAt,
 ): { limits: PlannedLimit[]; actual: ActualUsage } {
-  const tier = policy.tiers.get(principal.tier);
-  if (!tier)
-    throw new InvalidArgumentError('principal.tier', `tier '${principal.tier}' is not in the policy`);
+  const tier = requireTier(policy, principal);
   const model = policy.models.get(modelName);
   if (!model) throw new InvalidArgumentError('model', `model '${modelName}' is not in the policy`);
   const actual: ActualUsage = {
@@ -131,10 +137,7 @@ export function planSettle(
 
 /** The principal's limits with nothing charged, to report usage. */
 export function planPeek(policy: Policy, principal: Principal, boundsAt: BoundsAt): PlannedLimit[] {
-  const tier = policy.tiers.get(principal.tier);
-  if (!tier)
-    throw new InvalidArgumentError('principal.tier', `tier '${principal.tier}' is not in the policy`);
-  return tier.limits.map((spec) => plannedLimit(spec, 0, boundsAt));
+  return requireTier(policy, principal).limits.map((spec) => plannedLimit(spec, 0, boundsAt));
 }
 
 export function unitWords(spec: LimitSpec): string {
