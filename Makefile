@@ -34,7 +34,7 @@ test-only: build ## Run the tests without lint
 	$(NPM) test
 
 run: build ## Start the authority on the in-process store with config/policy.yaml
-	$(NODE) dist/src/main/cli.js serve
+	$(NODE) dist/src/main/cli.js serve --demo-key on
 
 clean: ## Remove build output
 	rm -rf dist src/gen

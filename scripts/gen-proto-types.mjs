@@ -16,8 +16,12 @@ execFileSync(
     '--defaults',
     '--oneofs',
     '--keepCase=false',
+    '--includeComments',
     `--outDir=${outDir}`,
-    'proto/quotad/v1/quota.proto',
+    'quotad/v1/quota.proto',
+    'quotad/v1/admin.proto',
+    // Last: an array option would take the file names after it as its own values.
+    '--includeDirs=proto',
   ],
   { stdio: 'inherit' },
 );

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
-import type { ProtoGrpcType } from '../gen/quota.js';
+import type { ProtoGrpcType } from '../gen/admin.js';
 
 /** The repository's proto/ folder, two levels above src/authority or three above dist/src/authority. */
 export const PROTO_ROOT = ['../../proto/', '../../../proto/']
@@ -20,12 +20,15 @@ export const LOADER_OPTIONS: protoLoader.Options = {
   includeDirs: [PROTO_ROOT],
 };
 
+const QUOTAD_PROTOS = ['quotad/v1/quota.proto', 'quotad/v1/admin.proto'];
+
+/** quotad.v1: QuotaService, AdminService and their messages. */
 export function loadQuotaPackage(): { definition: protoLoader.PackageDefinition; proto: ProtoGrpcType } {
-  const definition = protoLoader.loadSync('quotad/v1/quota.proto', LOADER_OPTIONS);
+  const definition = protoLoader.loadSync(QUOTAD_PROTOS, LOADER_OPTIONS);
   return { definition, proto: grpc.loadPackageDefinition(definition) as unknown as ProtoGrpcType };
 }
 
-/** Every service the server exposes (QuotaService and grpc.health.v1), for server reflection. */
+/** Every service the server exposes (QuotaService, AdminService, grpc.health.v1), for server reflection. */
 export function loadReflectedServices(): protoLoader.PackageDefinition {
-  return protoLoader.loadSync(['quotad/v1/quota.proto', healthProtoPath], LOADER_OPTIONS);
+  return protoLoader.loadSync([...QUOTAD_PROTOS, healthProtoPath], LOADER_OPTIONS);
 }

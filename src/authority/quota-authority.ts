@@ -1,15 +1,18 @@
 import { PeriodBoundsCache } from '../core/calendar.js';
 import type { Clock } from '../core/clock.js';
 import {
+  keyRefusalDecision,
   partitionForStoreFailure,
   rejectionDecision,
   reportLimits,
   storeDecision,
   storeUnavailableDecision,
   type Decision,
+  type KeyIdentity,
   type LimitReport,
 } from '../core/decision.js';
-import { StoreUnavailableError } from '../core/errors.js';
+import { NotFoundError, StoreUnavailableError } from '../core/errors.js';
+import type { LimitOverrides } from '../core/limit-overrides.js';
 import {
   planCheck,
   planPeek,
@@ -20,23 +23,39 @@ import {
 } from '../core/plan.js';
 import type { Policy } from '../core/policy.js';
 import type { Principal, ReserveCommand, SettleOutcome, SettleResult } from '../core/quota.js';
+import type { KeyRegistry } from '../keys/key-registry.js';
+import type { ApiKeyRecord } from '../keys/key-record.js';
 import type { MemoryStore } from '../store/memory-store.js';
 import type { QuotaStore } from '../store/store.js';
 import type { AuthorityMetrics } from '../telemetry/metrics.js';
 import type { Logger } from '../telemetry/logger.js';
 
-export interface CheckQuotaInput extends CheckRequest {
-  requestId: string;
-  dryRun: boolean;
-}
+/**
+ * Who asks: a principal the caller verified (with a key's overrides when the caller already resolved the
+ * key, as AdminService does), or the SHA-256 of an API key for the authority to resolve.
+ */
+export type Credential = { principal: Principal; overrides?: LimitOverrides } | { apiKeySha256: Buffer };
 
-export interface RecordUsageInput {
+export type CheckQuotaInput = Omit<CheckRequest, 'principal' | 'overrides'> &
+  Credential & {
+    requestId: string;
+    dryRun: boolean;
+  };
+
+export type RecordUsageInput = Credential & {
   requestId: string;
-  principal: Principal;
   model: string;
   inputTokens: number;
   outputTokens: number;
   outcome: SettleOutcome;
+};
+
+/** A credential resolved to whom to charge, with the key's own limits when it is a key. */
+interface Resolved {
+  principal: Principal;
+  overrides: LimitOverrides | undefined;
+  key: KeyIdentity | undefined;
+  warning: string;
 }
 
 export interface SettlementReport extends Omit<SettleResult, 'limits'> {
@@ -46,6 +65,8 @@ export interface SettlementReport extends Omit<SettleResult, 'limits'> {
 export interface UsageReport {
   tier: string;
   limits: LimitReport[];
+  /** When asked with an API key: the key. */
+  key: KeyIdentity | undefined;
   tokensUsed: number;
   usdMicrosSpent: number;
 }
@@ -60,6 +81,16 @@ export interface QuotaAuthorityOptions {
   clock: Clock;
   metrics: AuthorityMetrics;
   logger: Logger;
+  /** Resolves API-key credentials. */
+  keys: KeyRegistry;
+}
+
+function keyIdentity(record: ApiKeyRecord, expiresAtMs: number | null): KeyIdentity {
+  return { id: record.id, org: record.org, tier: record.tier, expiresAtMs: expiresAtMs ?? 0 };
+}
+
+function keyPrincipal(record: ApiKeyRecord): Principal {
+  return { subject: record.id, org: record.org, tier: record.tier };
 }
 
 /**
@@ -73,6 +104,7 @@ export class QuotaAuthority {
   readonly #clock: Clock;
   readonly #metrics: AuthorityMetrics;
   readonly #logger: Logger;
+  readonly #keys: KeyRegistry;
   readonly #bounds = new PeriodBoundsCache();
 
   constructor(options: QuotaAuthorityOptions) {
@@ -82,6 +114,7 @@ export class QuotaAuthority {
     this.#clock = options.clock;
     this.#metrics = options.metrics;
     this.#logger = options.logger;
+    this.#keys = options.keys;
   }
 
   #boundsAt(): BoundsAt {
@@ -89,17 +122,52 @@ export class QuotaAuthority {
     return (period, timeZone) => this.#bounds.get(period, timeZone, now);
   }
 
+  /**
+   * Resolves an API-key credential to a principal (the key id as subject), or to the decision refusing
+   * it. Only a usable key resolves for checks; settlement and reports also take a revoked or expired one,
+   * so usage already reserved is never lost.
+   */
+  async #resolve(credential: Credential, mustBeUsable: true): Promise<Resolved | Decision>;
+  async #resolve(credential: Credential, mustBeUsable: false): Promise<Resolved>;
+  async #resolve(credential: Credential, mustBeUsable: boolean): Promise<Resolved | Decision> {
+    if ('principal' in credential) {
+      return { principal: credential.principal, overrides: credential.overrides, key: undefined, warning: '' };
+    }
+    if (!mustBeUsable) {
+      const record = await this.#keys.lookup(credential.apiKeySha256);
+      if (!record) throw new NotFoundError('api_key_sha256: no API key has this hash');
+      return { principal: keyPrincipal(record), overrides: record.limits, key: keyIdentity(record, record.expiresMs), warning: '' };
+    }
+    const auth = await this.#keys.authenticate(credential.apiKeySha256);
+    if (auth.code === 'INVALID_KEY') return keyRefusalDecision(auth.code, auth.reason, undefined);
+    const key = keyIdentity(auth.record, auth.expiresAtMs);
+    if (auth.code !== 'OK') return keyRefusalDecision(auth.code, auth.reason, key);
+    return { principal: keyPrincipal(auth.record), overrides: auth.record.limits, key, warning: auth.warning };
+  }
+
   async check(input: CheckQuotaInput): Promise<Decision> {
     const started = performance.now();
+    const resolved = await this.#resolve(input, true);
+    if ('allowed' in resolved) {
+      this.#observeDecision(input, undefined, resolved, started);
+      return resolved;
+    }
     const policy = this.#policy();
-    const plan = planCheck(policy, input, this.#boundsAt());
+    const request = { ...input, principal: resolved.principal, overrides: resolved.overrides };
+    const plan = planCheck(policy, request, this.#boundsAt());
     const decision =
-      plan.kind === 'rejected' ? rejectionDecision(plan) : await this.#decide(policy, plan, input);
-    this.#observeDecision(input, decision, started);
+      plan.kind === 'rejected' ? rejectionDecision(plan) : await this.#decide(policy, plan, request);
+    decision.key = resolved.key;
+    decision.warning = resolved.warning;
+    this.#observeDecision(input, resolved.principal, decision, started);
     return decision;
   }
 
-  async #decide(policy: Policy, plan: CheckPlan, input: CheckQuotaInput): Promise<Decision> {
+  async #decide(
+    policy: Policy,
+    plan: CheckPlan,
+    input: CheckQuotaInput & { principal: Principal },
+  ): Promise<Decision> {
     const command: ReserveCommand = {
       principal: input.principal,
       requestId: input.requestId,
@@ -143,18 +211,20 @@ export class QuotaAuthority {
 
   async record(input: RecordUsageInput): Promise<SettlementReport> {
     const started = performance.now();
+    const { principal, overrides } = await this.#resolve(input, false);
     const policy = this.#policy();
     const { limits, actual } = planSettle(
       policy,
-      input.principal,
+      principal,
       input.model,
       input,
       input.outcome,
       this.#boundsAt(),
+      overrides,
     );
     const result = await this.#timedStore('settle', () =>
       this.#store.settle({
-        principal: input.principal,
+        principal,
         requestId: input.requestId,
         outcome: input.outcome,
         actual,
@@ -169,7 +239,7 @@ export class QuotaAuthority {
       this.#logger.debug(
         {
           requestId: input.requestId,
-          org: input.principal.org,
+          org: principal.org,
           status: result.status,
           charged: result.charged,
         },
@@ -179,10 +249,11 @@ export class QuotaAuthority {
     return { ...result, limits: reportLimits(limits, result.limits) };
   }
 
-  async usage(principal: Principal): Promise<UsageReport> {
+  async usage(credential: Credential): Promise<UsageReport> {
     const started = performance.now();
+    const { principal, overrides, key } = await this.#resolve(credential, false);
     const policy = this.#policy();
-    const limits = planPeek(policy, principal, this.#boundsAt());
+    const limits = planPeek(policy, principal, this.#boundsAt(), overrides);
     const result = await this.#timedStore('reserve', () =>
       this.#store.reserve({
         principal,
@@ -200,6 +271,7 @@ export class QuotaAuthority {
     return {
       tier: principal.tier,
       limits: reports,
+      key,
       tokensUsed: largestBudgetUse(reports, 'tokens'),
       usdMicrosSpent: largestBudgetUse(reports, 'usd_micros'),
     };
@@ -224,7 +296,12 @@ export class QuotaAuthority {
     }
   }
 
-  #observeDecision(input: CheckQuotaInput, decision: Decision, started: number): void {
+  #observeDecision(
+    input: CheckQuotaInput,
+    principal: Principal | undefined,
+    decision: Decision,
+    started: number,
+  ): void {
     const seconds = (performance.now() - started) / 1000;
     this.#metrics.decisionDuration.observe({ method: 'check' }, seconds);
     this.#metrics.recordDecision(decision);
@@ -232,8 +309,9 @@ export class QuotaAuthority {
       this.#logger.debug(
         {
           requestId: input.requestId,
-          org: input.principal.org,
-          tier: input.principal.tier,
+          keyId: decision.key?.id,
+          org: principal?.org,
+          tier: principal?.tier,
           model: decision.model,
           allowed: decision.allowed,
           code: decision.code,

@@ -1,6 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Decision, LimitReport } from '../core/decision.js';
-import { InvalidArgumentError, StoreUnavailableError } from '../core/errors.js';
+import {
+  ConflictError,
+  InvalidArgumentError,
+  NotFoundError,
+  StoreUnavailableError,
+} from '../core/errors.js';
 import type { LimitKind, LimitUnit } from '../core/policy.js';
 import type { CheckQuotaResponse } from '../gen/quotad/v1/CheckQuotaResponse.js';
 import type { LimitStatus } from '../gen/quotad/v1/LimitStatus.js';
@@ -9,7 +14,7 @@ import type { RecordUsageResponse } from '../gen/quotad/v1/RecordUsageResponse.j
 import type { Logger } from '../telemetry/logger.js';
 import type { AuthorityMetrics, GrpcMethod, GrpcStatusName } from '../telemetry/metrics.js';
 import type { QuotaAuthority, SettlementReport } from './quota-authority.js';
-import { toCheckInput, toRecordInput, toUsagePrincipal } from './validate.js';
+import { toCheckInput, toRecordInput, toUsageCredential } from './validate.js';
 
 const UNIT: Record<LimitUnit, LimitStatus['unit']> = {
   requests: 'REQUESTS',
@@ -59,6 +64,8 @@ export function toCheckResponse(decision: Decision): CheckQuotaResponse {
     degraded: decision.degraded,
     duplicate: decision.duplicate,
     model: decision.model,
+    key: decision.key ?? null,
+    warning: decision.warning,
   };
 }
 
@@ -74,10 +81,16 @@ function toRecordResponse(report: SettlementReport): RecordUsageResponse {
 }
 
 /** A gRPC status for an error from the authority: bad input, an unreachable store, or a bug. */
-function toServiceError(error: unknown, logger: Logger, method: GrpcMethod): Partial<grpc.StatusObject> {
+export function toServiceError(
+  error: unknown,
+  logger: Logger,
+  method: GrpcMethod,
+): Partial<grpc.StatusObject> {
   if (error instanceof InvalidArgumentError) {
     return { code: grpc.status.INVALID_ARGUMENT, details: error.message };
   }
+  if (error instanceof NotFoundError) return { code: grpc.status.NOT_FOUND, details: error.message };
+  if (error instanceof ConflictError) return { code: grpc.status.ABORTED, details: error.message };
   if (error instanceof StoreUnavailableError) {
     return { code: grpc.status.UNAVAILABLE, details: `quota store unavailable; retry: ${error.message}` };
   }
@@ -120,7 +133,7 @@ export function quotaServiceHandlers(
       toRecordResponse(await authority.record(toRecordInput(request))),
     ),
     GetUsage: unary('GetUsage', async (request) => {
-      const usage = await authority.usage(toUsagePrincipal(request));
+      const usage = await authority.usage(toUsageCredential(request));
       return {
         tier: usage.tier,
         limits: usage.limits.map(toLimitStatus),

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
+import type { AdminServiceHandlers } from '../gen/quotad/v1/AdminService.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { AuthorityMetrics } from '../telemetry/metrics.js';
 import { loadQuotaPackage, loadReflectedServices } from './proto.js';
@@ -15,6 +16,8 @@ export interface AuthorityServerOptions {
   authority: QuotaAuthority;
   metrics: AuthorityMetrics;
   logger: Logger;
+  /** AdminService's handlers; the service is not served at all without them (no admin token configured). */
+  admin?: AdminServiceHandlers;
 }
 
 export interface ShutdownOptions {
@@ -38,6 +41,7 @@ export async function startAuthorityServer(options: AuthorityServerOptions): Pro
     proto.quotad.v1.QuotaService.service,
     quotaServiceHandlers(options.authority, options.metrics, options.logger),
   );
+  if (options.admin) server.addService(proto.quotad.v1.AdminService.service, options.admin);
   const health = new HealthImplementation({ '': 'SERVING', [QUOTA_SERVICE_NAME]: 'SERVING' });
   health.addToServer(server);
   new ReflectionService(loadReflectedServices()).addToServer(server);

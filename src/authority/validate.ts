@@ -3,7 +3,7 @@ import type { Principal, SettleOutcome } from '../core/quota.js';
 import type { CheckQuotaRequest__Output } from '../gen/quotad/v1/CheckQuotaRequest.js';
 import type { GetUsageRequest__Output } from '../gen/quotad/v1/GetUsageRequest.js';
 import type { RecordUsageRequest__Output } from '../gen/quotad/v1/RecordUsageRequest.js';
-import type { CheckQuotaInput, RecordUsageInput } from './quota-authority.js';
+import type { CheckQuotaInput, Credential, RecordUsageInput } from './quota-authority.js';
 
 /** Above this, token counts cannot be real requests, and prices times tokens could leave exact integers. */
 export const MAX_TOKENS = 10_000_000;
@@ -12,7 +12,7 @@ const ORG = /^[A-Za-z0-9._-]{1,64}$/;
 // Printable text without control characters: ids end up in logs and Redis keys.
 const PRINTABLE = /^[^\p{Cc}]+$/u;
 
-function requireText(field: string, value: string, maxLength: number): string {
+export function requireText(field: string, value: string, maxLength: number): string {
   if (value.length === 0) throw new InvalidArgumentError(field, 'is required');
   if (value.length > maxLength)
     throw new InvalidArgumentError(field, `must be at most ${maxLength} characters`);
@@ -25,25 +25,36 @@ function requireTokens(field: string, value: number): number {
   return value;
 }
 
-type WithCredential = Pick<CheckQuotaRequest__Output, 'credential' | 'principal'>;
+type WithCredential = Pick<CheckQuotaRequest__Output, 'credential' | 'principal' | 'apiKeySha256'>;
 
-function requirePrincipal(request: WithCredential): Principal {
+export function requireOrg(field: string, org: string): string {
+  requireText(field, org, 64);
+  if (!ORG.test(org)) throw new InvalidArgumentError(field, 'may hold only letters, digits, ".", "_" and "-"');
+  return org;
+}
+
+function requireCredential(request: WithCredential): Credential {
+  if (request.credential === 'apiKeySha256' && request.apiKeySha256) {
+    if (request.apiKeySha256.length !== 32) {
+      throw new InvalidArgumentError('api_key_sha256', 'must be the 32-byte SHA-256 of the API key');
+    }
+    return { apiKeySha256: request.apiKeySha256 };
+  }
   if (request.credential !== 'principal' || !request.principal) {
-    throw new InvalidArgumentError('credential', 'a principal is required');
+    throw new InvalidArgumentError('credential', 'a principal or an api_key_sha256 is required');
   }
   const { subject, org, tier } = request.principal;
   requireText('principal.subject', subject, 128);
-  requireText('principal.org', org, 64);
-  if (!ORG.test(org))
-    throw new InvalidArgumentError('principal.org', 'may hold only letters, digits, ".", "_" and "-"');
+  requireOrg('principal.org', org);
   requireText('principal.tier', tier, 64);
-  return { subject, org, tier };
+  const principal: Principal = { subject, org, tier };
+  return { principal };
 }
 
 export function toCheckInput(request: CheckQuotaRequest__Output): CheckQuotaInput {
   return {
     requestId: requireText('request_id', request.requestId, 128),
-    principal: requirePrincipal(request),
+    ...requireCredential(request),
     model: requireText('model', request.model, 128),
     inputTokens: requireTokens('input_tokens', request.inputTokens),
     maxOutputTokens: requireTokens('max_output_tokens', request.maxOutputTokens),
@@ -62,7 +73,7 @@ export function toRecordInput(request: RecordUsageRequest__Output): RecordUsageI
   if (!outcome) throw new InvalidArgumentError('outcome', 'must be COMPLETED, FAILED or CANCELLED');
   return {
     requestId: requireText('request_id', request.requestId, 128),
-    principal: requirePrincipal(request),
+    ...requireCredential(request),
     model: requireText('model', request.model, 128),
     inputTokens: requireTokens('input_tokens', request.inputTokens),
     outputTokens: requireTokens('output_tokens', request.outputTokens),
@@ -70,6 +81,6 @@ export function toRecordInput(request: RecordUsageRequest__Output): RecordUsageI
   };
 }
 
-export function toUsagePrincipal(request: GetUsageRequest__Output): Principal {
-  return requirePrincipal(request);
+export function toUsageCredential(request: GetUsageRequest__Output): Credential {
+  return requireCredential(request);
 }

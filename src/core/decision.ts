@@ -11,7 +11,19 @@ export type DecisionCode =
   | 'MODEL_NOT_ALLOWED'
   | 'UNKNOWN_MODEL'
   | 'REQUEST_TOO_LARGE'
-  | 'STORE_UNAVAILABLE';
+  | 'STORE_UNAVAILABLE'
+  | 'INVALID_KEY'
+  | 'KEY_REVOKED'
+  | 'KEY_EXPIRED';
+
+/** The API key a decision resolved: never its secret or hash. */
+export interface KeyIdentity {
+  id: string;
+  org: string;
+  tier: string;
+  /** When the key, or this secret of it, stops working; 0 when never. */
+  expiresAtMs: number;
+}
 
 /** One limit as reported to the caller: its policy and its state. */
 export interface LimitReport extends LimitState {
@@ -34,6 +46,34 @@ export interface Decision {
   deniedBy: string[];
   /** Shadow limits that would have denied. */
   shadowExceeded: string[];
+  /** The API key that asked, when the credential was one. */
+  key: KeyIdentity | undefined;
+  /** For the caller to pass on (a key near expiry); empty when none. */
+  warning: string;
+}
+
+/** An API key that may not be used: unknown, revoked or expired. Nothing is charged. */
+export function keyRefusalDecision(
+  code: 'INVALID_KEY' | 'KEY_REVOKED' | 'KEY_EXPIRED',
+  reason: string,
+  key: KeyIdentity | undefined,
+): Decision {
+  return {
+    allowed: false,
+    code,
+    reason,
+    retryAfterMs: 0,
+    limits: [],
+    reservation: undefined,
+    maxOutputTokens: 0,
+    degraded: false,
+    duplicate: false,
+    model: '',
+    deniedBy: [],
+    shadowExceeded: [],
+    key,
+    warning: '',
+  };
 }
 
 export function rejectionDecision(rejection: Rejection): Decision {
@@ -50,6 +90,8 @@ export function rejectionDecision(rejection: Rejection): Decision {
     model: rejection.model,
     deniedBy: [],
     shadowExceeded: [],
+    key: undefined,
+    warning: '',
   };
 }
 
@@ -80,6 +122,8 @@ export function storeDecision(plan: CheckPlan, result: ReserveResult, degraded =
     degraded,
     model: plan.model.name,
     shadowExceeded,
+    key: undefined,
+    warning: '',
   };
   if (result.outcome === 'denied') {
     return {
@@ -130,6 +174,8 @@ export function storeUnavailableDecision(plan: CheckPlan, closed: readonly Plann
     model: plan.model.name,
     deniedBy: closed.map((planned) => planned.spec.name),
     shadowExceeded: [],
+    key: undefined,
+    warning: '',
   };
 }
 

@@ -18,3 +18,19 @@ export class StoreUnavailableError extends Error {
     this.name = 'StoreUnavailableError';
   }
 }
+
+/** The thing named does not exist (an API key id, say). The authority answers NOT_FOUND. */
+export class NotFoundError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NotFoundError';
+  }
+}
+
+/** A write lost too many races in a row to compare-and-set; the caller may retry. The authority answers ABORTED. */
+export class ConflictError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConflictError';
+  }
+}

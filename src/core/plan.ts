@@ -1,5 +1,6 @@
 import type { CalendarPeriod, PeriodBounds } from './calendar.js';
 import { InvalidArgumentError } from './errors.js';
+import { limitsWithOverrides, type LimitOverrides } from './limit-overrides.js';
 import { costMicros } from './money.js';
 import type { LimitSpec, ModelSpec, Policy, TierSpec } from './policy.js';
 import type { ActualUsage, PlannedLimit, Principal, SettleOutcome } from './quota.js';
@@ -16,6 +17,8 @@ export interface CheckRequest {
   inputTokens: number;
   /** 0 reserves the tier's cap. */
   maxOutputTokens: number;
+  /** The API key's own amounts for some of the tier's limits. */
+  overrides?: LimitOverrides;
 }
 
 /** Refused by the policy alone, before any store is asked. Nothing is charged. */
@@ -84,7 +87,7 @@ export function planCheck(policy: Policy, request: CheckRequest, boundsAt: Bound
     usdMicros: costMicros(model, request.inputTokens, outputAllowance),
   };
   const limits: PlannedLimit[] = [];
-  for (const spec of tier.limits) {
+  for (const spec of limitsWithOverrides(tier, request.overrides)) {
     const cost = spec.measure === 'lease' ? 1 : measuredAmount(spec.measure, estimate, 'completed');
     if (cost > spec.limit && !spec.shadow) {
       return tooLarge(
@@ -120,6 +123,7 @@ export function planSettle(
   usage: { inputTokens: number; outputTokens: number },
   outcome: SettleOutcome,
   boundsAt: BoundsAt,
+  overrides?: LimitOverrides,
 ): { limits: PlannedLimit[]; actual: ActualUsage } {
   const tier = requireTier(policy, principal);
   const model = policy.models.get(modelName);
@@ -129,15 +133,22 @@ export function planSettle(
     outputTokens: usage.outputTokens,
     usdMicros: costMicros(model, usage.inputTokens, usage.outputTokens),
   };
-  const limits = tier.limits.map((spec) =>
+  const limits = limitsWithOverrides(tier, overrides).map((spec) =>
     plannedLimit(spec, measuredAmount(spec.measure, actual, outcome), boundsAt),
   );
   return { limits, actual };
 }
 
 /** The principal's limits with nothing charged, to report usage. */
-export function planPeek(policy: Policy, principal: Principal, boundsAt: BoundsAt): PlannedLimit[] {
-  return requireTier(policy, principal).limits.map((spec) => plannedLimit(spec, 0, boundsAt));
+export function planPeek(
+  policy: Policy,
+  principal: Principal,
+  boundsAt: BoundsAt,
+  overrides?: LimitOverrides,
+): PlannedLimit[] {
+  return limitsWithOverrides(requireTier(policy, principal), overrides).map((spec) =>
+    plannedLimit(spec, 0, boundsAt),
+  );
 }
 
 export function unitWords(spec: LimitSpec): string {

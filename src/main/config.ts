@@ -60,6 +60,18 @@ export const SERVE_SETTINGS = {
     default: '0s',
     help: 'After SIGTERM, how long to keep serving while health says NOT_SERVING, so clients move away.',
   },
+  keyCacheTtl: {
+    flag: 'key-cache-ttl',
+    env: 'QUOTAD_KEY_CACHE_TTL',
+    default: '1s',
+    help: 'How long an API key lookup is trusted if a change message is lost (changes are pushed at once). 0s: no cache.',
+  },
+  demoKey: {
+    flag: 'demo-key',
+    env: 'QUOTAD_DEMO_KEY',
+    default: 'off',
+    help: 'on: when the store holds no API key, create a demo key (free tier) and print it once on stderr.',
+  },
   shutdownGrace: {
     flag: 'shutdown-grace',
     env: 'QUOTAD_SHUTDOWN_GRACE',
@@ -82,6 +94,29 @@ export interface ServeConfig {
   redisTimeoutMs: number;
   shutdownDelayMs: number;
   shutdownGraceMs: number;
+  keyCacheTtlMs: number;
+  demoKey: boolean;
+  /** From QUOTAD_ADMIN_TOKEN only (never a flag, which `ps` would show). Unset: no AdminService. */
+  adminToken: string | undefined;
+}
+
+/** Shorter admin tokens are refused: they could be guessed. */
+export const MIN_ADMIN_TOKEN_LENGTH = 16;
+
+function adminTokenSetting(env: NodeJS.ProcessEnv): string | undefined {
+  const token = env.QUOTAD_ADMIN_TOKEN;
+  if (token === undefined || token === '') return undefined;
+  if (token.length < MIN_ADMIN_TOKEN_LENGTH || /\s/.test(token)) {
+    throw new ConfigError(
+      `QUOTAD_ADMIN_TOKEN: must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters without spaces (try: openssl rand -hex 32)`,
+    );
+  }
+  return token;
+}
+
+function onOffSetting(name: string, text: string): boolean {
+  if (text === 'on' || text === 'off') return text === 'on';
+  throw new ConfigError(`${name}: expected on or off, got '${text}'`);
 }
 
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/;
@@ -129,6 +164,9 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     redisTimeoutMs: durationSetting(name(s.redisTimeout), required(s.redisTimeout)),
     shutdownDelayMs: durationSetting(name(s.shutdownDelay), required(s.shutdownDelay)),
     shutdownGraceMs: durationSetting(name(s.shutdownGrace), required(s.shutdownGrace)),
+    keyCacheTtlMs: durationSetting(name(s.keyCacheTtl), required(s.keyCacheTtl)),
+    demoKey: onOffSetting(name(s.demoKey), required(s.demoKey)),
+    adminToken: adminTokenSetting(env),
   };
 }
 
@@ -138,5 +176,5 @@ export function serveUsage(): string {
     (s: Setting) =>
       `  --${s.flag.padEnd(16)} ${s.env.padEnd(22)} ${(s.default ?? '(unset)').padEnd(20)} ${s.help}`,
   );
-  return `Usage: quotad serve [flags]\n\nEach flag may also be set by its environment variable.\n\n${lines.join('\n')}\n`;
+  return `Usage: quotad serve [flags]\n\nEach flag may also be set by its environment variable.\n\n${lines.join('\n')}\n\nQUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService.\n`;
 }

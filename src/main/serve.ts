@@ -1,9 +1,15 @@
+import { randomBytes } from 'node:crypto';
 import type { DestinationStream } from 'pino';
+import { adminServiceHandlers } from '../authority/admin-service.js';
 import { QuotaAuthority } from '../authority/quota-authority.js';
 import { startAuthorityServer } from '../authority/server.js';
 import type { Clock } from '../core/clock.js';
+import { KeyRegistry } from '../keys/key-registry.js';
 import { PolicyWatcher } from '../policy/watcher.js';
+import type { KeyStore } from '../store/key-store.js';
+import { MemoryKeyStore } from '../store/memory-key-store.js';
 import { MemoryStore } from '../store/memory-store.js';
+import { RedisKeyStore } from '../store/redis/redis-key-store.js';
 import { createRedisClient, RedisStore } from '../store/redis/redis-store.js';
 import type { QuotaStore } from '../store/store.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
@@ -19,6 +25,8 @@ export interface ServeOverrides {
   clock?: Clock;
   /** Where log lines go (tests capture them). */
   logDestination?: DestinationStream;
+  /** Where the demo key banner goes (stderr by default; tests capture it). */
+  bannerOutput?: { write(text: string): unknown };
 }
 
 export interface RunningAuthority {
@@ -27,16 +35,25 @@ export interface RunningAuthority {
   logger: Logger;
   metrics: AuthorityMetrics;
   policy: PolicyWatcher;
+  keys: KeyRegistry;
   /** Graceful stop: NOT_SERVING, drain, finish in-flight calls, then close the policy watch and the store. */
   stop(): Promise<void>;
 }
 
-async function openStore(config: ServeConfig, clock: Clock | undefined, logger: Logger): Promise<QuotaStore> {
+interface Stores {
+  quota: QuotaStore;
+  keys: KeyStore;
+}
+
+async function openStores(config: ServeConfig, clock: Clock | undefined, logger: Logger): Promise<Stores> {
   if (!config.redisUrl) {
     logger.warn(
-      'no REDIS_URL: counters live in this process only. Run a single instance; replicas would not share limits, and a restart forgets usage.',
+      'no REDIS_URL: counters and API keys live in this process only. Run a single instance; replicas would not share limits, and a restart forgets usage and keys.',
     );
-    return new MemoryStore({ clock: clock ?? systemClock });
+    return {
+      quota: new MemoryStore({ clock: clock ?? systemClock }),
+      keys: new MemoryKeyStore({ clock: clock ?? systemClock }),
+    };
   }
   const redis = createRedisClient(config.redisUrl, { commandTimeoutMs: config.redisTimeoutMs });
   redis.on('error', (error: Error) => logger.warn({ err: error.message }, 'redis connection error'));
@@ -50,7 +67,41 @@ async function openStore(config: ServeConfig, clock: Clock | undefined, logger: 
       'redis unreachable at start; failure policies decide until it is back',
     );
   }
-  return new RedisStore(clock ? { redis, clock } : { redis });
+  const keys = new RedisKeyStore({
+    redis,
+    onChannelError: (error) =>
+      logger.warn({ err: error.message }, 'api key change channel error; cached keys expire by their TTL'),
+  });
+  return { quota: new RedisStore(clock ? { redis, clock } : { redis }), keys };
+}
+
+/**
+ * A first run's way in: when the store holds no key, issue a demo key on the free tier and show it once,
+ * on stderr and never in the logs. A store that already holds keys gets none (their secrets are unknown).
+ */
+async function seedDemoKey(
+  keys: KeyRegistry,
+  logger: Logger,
+  output: { write(text: string): unknown },
+): Promise<void> {
+  if (!(await keys.isEmpty())) {
+    logger.info('demo key not created: the store already holds API keys (quotad keys create makes more)');
+    return;
+  }
+  const { record, secret } = await keys.create({
+    name: 'demo',
+    owner: 'quotad demo',
+    org: 'demo',
+    tier: 'free',
+    expiresInMs: 0,
+    type: 'demo',
+  });
+  logger.warn({ keyId: record.id, tier: record.tier }, 'DEMO API key created (free tier); its secret is on stderr, once');
+  output.write(
+    `\nquotad: DEMO API key (tier free, org demo, id ${record.id}). For trying quotad out, not for production:\n\n    ${secret}\n\n` +
+      `  Send its SHA-256 as CheckQuota's api_key_sha256, e.g.\n` +
+      `    printf %s '${secret}' | sha256sum\n\n`,
+  );
 }
 
 /** Wires and starts the authority: policy, store, gRPC server and metrics endpoint. */
@@ -64,7 +115,8 @@ export async function startAuthority(
     destination: overrides.logDestination,
   });
   const clock = overrides.clock;
-  const store = await openStore(config, clock, logger);
+  const stores = await openStores(config, clock, logger);
+  const store = stores.quota;
   const metrics = new AuthorityMetrics({ version: VERSION, storeKind: store.kind });
 
   const policy = new PolicyWatcher(config.policyPath);
@@ -85,11 +137,21 @@ export async function startAuthority(
   try {
     await policy.start();
   } catch (error) {
+    await stores.keys.close();
     await store.close();
     throw error;
   }
   metrics.recordPolicyReload({ ok: true, loadedAtMs: Date.now() });
 
+  const keys = new KeyRegistry({
+    store: stores.keys,
+    clock: clock ?? systemClock,
+    policy: () => policy.current,
+    cacheTtlMs: config.keyCacheTtlMs,
+    randomBytes: (size) => randomBytes(size),
+    metrics,
+    logger,
+  });
   const authority = new QuotaAuthority({
     store,
     fallback: new MemoryStore({ clock: clock ?? systemClock }),
@@ -97,12 +159,26 @@ export async function startAuthority(
     clock: clock ?? systemClock,
     metrics,
     logger,
+    keys,
   });
+  const admin = config.adminToken
+    ? adminServiceHandlers({
+        keys,
+        authority,
+        adminToken: config.adminToken,
+        policy: () => policy.current,
+        clock: clock ?? systemClock,
+        metrics,
+        logger,
+      })
+    : undefined;
+  if (config.demoKey) await seedDemoKey(keys, logger, overrides.bannerOutput ?? process.stderr);
   const server = await startAuthorityServer({
     address: `${config.grpcAddress.host}:${config.grpcAddress.port}`,
     authority,
     metrics,
     logger,
+    ...(admin ? { admin } : {}),
   });
   const metricsServer = await startMetricsServer({
     host: config.metricsAddress.host,
@@ -115,6 +191,7 @@ export async function startAuthority(
       grpc: `${config.grpcAddress.host}:${server.port}`,
       metrics: `${config.metricsAddress.host}:${metricsServer.port}`,
       store: store.kind,
+      admin: admin ? 'on' : 'off (no QUOTAD_ADMIN_TOKEN)',
       policy: policy.path,
       policySha256: policy.sha256,
     },
@@ -130,12 +207,14 @@ export async function startAuthority(
     logger,
     metrics,
     policy,
+    keys,
     stop() {
       stopping ??= (async () => {
         logger.info({ drainDelayMs: config.shutdownDelayMs }, 'shutting down: health NOT_SERVING, draining');
         await server.shutdown({ drainDelayMs: config.shutdownDelayMs, graceMs: config.shutdownGraceMs });
         await policy.stop();
         await metricsServer.close();
+        await stores.keys.close();
         await store.close();
         logger.info('stopped');
       })();

@@ -38,3 +38,34 @@ export function reservationKey(principal: Principal, requestId: string): string 
 export function leaseMember(principal: Principal, requestId: string): string {
   return `${escapePart(principal.subject)}:${escapePart(requestId)}`;
 }
+
+/**
+ * The API key registry lives under one hash tag, `{keys}`: a lookup by secret hash cannot know the org,
+ * and one slot lets a script follow the hash to the record. Lookups are cached by the authority, so this
+ * slot sees writes and cache misses only.
+ */
+export const KEY_REGISTRY_PREFIX = 'quotad:{keys}';
+
+/** An API key's record (hash: doc, v, used). */
+export function apiKeyRecordKey(id: string): string {
+  return `${KEY_REGISTRY_PREFIX}:key:${escapePart(id)}`;
+}
+
+/** The prefix `apiKeyRecordKey` puts before an id, for scripts that follow a secret's index to its record. */
+export const API_KEY_RECORD_PREFIX = `${KEY_REGISTRY_PREFIX}:key:`;
+
+/** A secret's index entry: its SHA-256 (hex) to the key id. */
+export function apiKeySecretKey(sha256Hex: string): string {
+  return `${KEY_REGISTRY_PREFIX}:secret:${sha256Hex}`;
+}
+
+/** Every key id (sorted set, all scores 0, so ids page in lexical order: creation order). */
+export const API_KEY_IDS = `${KEY_REGISTRY_PREFIX}:ids`;
+
+/** One org's key ids, likewise. */
+export function apiKeyOrgIdsKey(org: string): string {
+  return `${KEY_REGISTRY_PREFIX}:org:${escapePart(org)}`;
+}
+
+/** Where the authority replicas hear that a key changed (the message is its id), to drop cached lookups. */
+export const API_KEY_CHANGES_CHANNEL = 'quotad:keys:changed';

@@ -12,7 +12,21 @@ export type ReservationResult = 'reserved' | 'duplicate';
 /** `late`: settled after its lease had already ended. */
 export type SettleStatus = 'settled' | 'duplicate' | 'charged_without_reservation' | 'late';
 export type ReloadResult = 'success' | 'failure';
-export type GrpcMethod = 'CheckQuota' | 'RecordUsage' | 'GetUsage';
+export type GrpcMethod =
+  | 'CheckQuota'
+  | 'RecordUsage'
+  | 'GetUsage'
+  | 'CreateKey'
+  | 'ListKeys'
+  | 'GetKey'
+  | 'RevokeKey'
+  | 'RotateKey'
+  | 'SetKeyLimits'
+  | 'GetKeyUsage';
+/** Where a key lookup was answered, and whether the secret was known there. */
+export type KeyLookupLabels = { source: 'cache' | 'store'; result: 'found' | 'unknown' };
+/** Why cached key lookups were dropped: one key changed, or every key (the change channel reconnected). */
+export type KeyInvalidationReason = 'change' | 'resync';
 /** A gRPC status by name (`OK`, `INVALID_ARGUMENT`), as operators read it. */
 export type GrpcStatusName = keyof typeof GrpcStatus;
 
@@ -30,6 +44,9 @@ const DECISION_CODES: Record<DecisionCode, true> = {
   UNKNOWN_MODEL: true,
   REQUEST_TOO_LARGE: true,
   STORE_UNAVAILABLE: true,
+  INVALID_KEY: true,
+  KEY_REVOKED: true,
+  KEY_EXPIRED: true,
 };
 const FAILURE_MODES: Record<StoreFailureMode, true> = { open: true, closed: true, local: true };
 const STORE_OPS: readonly StoreOp[] = ['reserve', 'settle'];
@@ -41,7 +58,18 @@ const SETTLE_STATUSES: readonly SettleStatus[] = [
   'late',
 ];
 const RELOAD_RESULTS: readonly ReloadResult[] = ['success', 'failure'];
-const GRPC_METHODS: readonly GrpcMethod[] = ['CheckQuota', 'RecordUsage', 'GetUsage'];
+const GRPC_METHODS: Record<GrpcMethod, true> = {
+  CheckQuota: true,
+  RecordUsage: true,
+  GetUsage: true,
+  CreateKey: true,
+  ListKeys: true,
+  GetKey: true,
+  RevokeKey: true,
+  RotateKey: true,
+  SetKeyLimits: true,
+  GetKeyUsage: true,
+};
 
 /** A counter whose label values the compiler checks, so a typo cannot mint a new series. */
 export interface LabelledCounter<L extends object> {
@@ -116,6 +144,10 @@ export class AuthorityMetrics {
   readonly policyLoadedTimestamp: UnlabelledGauge;
   /** gRPC calls by method and final status name. */
   readonly grpcRequests: LabelledCounter<{ method: GrpcMethod; code: GrpcStatusName }>;
+  /** API key lookups by where they were answered and whether the key was known. */
+  readonly keyLookups: LabelledCounter<KeyLookupLabels>;
+  /** Cached key lookups dropped because a key changed somewhere, or on a change-channel reconnect. */
+  readonly keyCacheInvalidations: LabelledCounter<{ reason: KeyInvalidationReason }>;
   /** Always 1; the version rides on the label so dashboards can join on it. */
   readonly buildInfo: LabelledGauge<{ version: string }>;
 
@@ -208,6 +240,20 @@ export class AuthorityMetrics {
       registers,
     });
     this.grpcRequests = grpcRequests;
+    const keyLookups = new Counter({
+      name: 'quotad_key_lookups_total',
+      help: 'API key lookups by source (cache or store) and result (found or unknown).',
+      labelNames: ['source', 'result'] as const,
+      registers,
+    });
+    this.keyLookups = keyLookups;
+    const keyInvalidations = new Counter({
+      name: 'quotad_key_cache_invalidations_total',
+      help: 'Cached API key lookups dropped: change (one key changed) or resync (the change channel reconnected).',
+      labelNames: ['reason'] as const,
+      registers,
+    });
+    this.keyCacheInvalidations = keyInvalidations;
     const buildInfo = new Gauge({
       name: 'quotad_build_info',
       help: 'Always 1, labelled with the running quotad version.',
@@ -230,7 +276,11 @@ export class AuthorityMetrics {
     for (const result of RESERVATION_RESULTS) reservations.inc({ result }, 0);
     for (const status of SETTLE_STATUSES) settled.inc({ status }, 0);
     for (const result of RELOAD_RESULTS) reloads.inc({ result }, 0);
-    for (const method of GRPC_METHODS) grpcRequests.inc({ method, code: 'OK' }, 0);
+    for (const source of ['cache', 'store'] as const) {
+      for (const result of ['found', 'unknown'] as const) keyLookups.inc({ source, result }, 0);
+    }
+    for (const reason of ['change', 'resync'] as const) keyInvalidations.inc({ reason }, 0);
+    for (const method of Object.keys(GRPC_METHODS) as GrpcMethod[]) grpcRequests.inc({ method, code: 'OK' }, 0);
   }
 
   /** Counts a decision and the limits it found exceeded, so the two counters cannot disagree. */

@@ -93,7 +93,7 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
       assert.equal(admitted.length, 33);
       const reserved = admitted.reduce((sum, d) => sum + (d.reservation?.tokens ?? 0), 0);
       assert.ok(reserved <= 10_000, `reserved ${reserved} tokens of 10,000`);
-      const usage = await authority.usage(principal);
+      const usage = await authority.usage({ principal });
       assert.equal(usage.tokensUsed, 9_900);
     });
 
@@ -102,11 +102,11 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
       t.after(() => store.close());
       const principal = freshPrincipal('three');
       await authority.check(checkInput(principal, { inputTokens: 400, maxOutputTokens: 400 }));
-      const before = await authority.usage(principal);
+      const before = await authority.usage({ principal });
       const denied = await authority.check(checkInput(principal, { inputTokens: 100, maxOutputTokens: 200 }));
       assert.equal(denied.allowed, false);
       assert.deepEqual(denied.deniedBy, ['tokens_per_minute']);
-      const after = await authority.usage(principal);
+      const after = await authority.usage({ principal });
       assert.deepEqual(
         after.limits.map((l) => l.used),
         before.limits.map((l) => l.used),
@@ -131,7 +131,7 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
       const check = checkInput(principal, { inputTokens: 100, maxOutputTokens: 9_000 });
       await authority.check(check);
       await authority.record(usageInput(check, { inputTokens: 2_000, outputTokens: 9_000 }));
-      assert.equal((await authority.usage(principal)).tokensUsed, 11_000);
+      assert.equal((await authority.usage({ principal })).tokensUsed, 11_000);
       const next = await authority.check(checkInput(principal, { inputTokens: 1, maxOutputTokens: 1 }));
       assert.equal(next.allowed, false);
     });
@@ -148,7 +148,7 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
       assert.equal(results.filter((r) => r.status === 'settled').length, 1);
       assert.equal(results.filter((r) => r.status === 'duplicate').length, 49);
       assert.ok(results.every((r) => r.charged.outputTokens === 20));
-      assert.equal((await authority.usage(principal)).tokensUsed, 120);
+      assert.equal((await authority.usage({ principal })).tokensUsed, 120);
     });
 
     test('a CheckQuota retried 50 times with the same request_id charges once', async (t) => {
@@ -161,7 +161,7 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
       assert.equal(decisions.filter((d) => !d.duplicate).length, 1);
       const first = decisions.find((d) => !d.duplicate);
       assert.ok(decisions.every((d) => d.reservation?.expiresAtMs === first?.reservation?.expiresAtMs));
-      assert.equal((await authority.usage(principal)).tokensUsed, 300);
+      assert.equal((await authority.usage({ principal })).tokensUsed, 300);
     });
 
     test('a denied request is not remembered: the same request_id is decided afresh later', async (t) => {
@@ -186,7 +186,7 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
       const dry = await authority.check(check);
       assert.equal(dry.allowed, true);
       assert.equal(dry.reservation, undefined);
-      assert.equal((await authority.usage(principal)).tokensUsed, 0);
+      assert.equal((await authority.usage({ principal })).tokensUsed, 0);
       const real = await authority.check({ ...check, dryRun: false });
       assert.equal(real.duplicate, false);
     });
@@ -296,7 +296,7 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
       clock.advance(2 * MINUTE);
       await authority.check(checkInput(principal, { inputTokens: 100, maxOutputTokens: 100 }));
       await authority.record(usageInput(check, { inputTokens: 1_000, outputTokens: 0 }));
-      assert.equal((await authority.usage(principal)).tokensUsed, 200);
+      assert.equal((await authority.usage({ principal })).tokensUsed, 200);
     });
 
     test('a settlement in the next window corrects the window the request was counted in', async (t) => {
@@ -307,7 +307,7 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
       await authority.check(check);
       clock.advance(MINUTE);
       await authority.record(usageInput(check, { inputTokens: 100, outputTokens: 0 }));
-      const tokens = (await authority.usage(principal)).limits.find(
+      const tokens = (await authority.usage({ principal })).limits.find(
         (l) => l.spec.name === 'tokens_per_minute',
       );
       // At the start of the next window the previous one still weighs fully: 100 tokens, not 1,000.
@@ -339,7 +339,7 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
       assert.deepEqual(first.reserved, { tokens: 0, usdMicros: 0 });
       const again = await authority.record(report);
       assert.equal(again.status, 'duplicate');
-      assert.equal((await authority.usage(principal)).tokensUsed, 100);
+      assert.equal((await authority.usage({ principal })).tokensUsed, 100);
     });
 
     test('a settlement after the lease ended still settles by the difference, marked late', async (t) => {
@@ -352,7 +352,7 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
       const settled = await authority.record(usageInput(check, { outputTokens: 0 }));
       assert.equal(settled.status, 'settled');
       assert.equal(settled.late, true);
-      assert.equal((await authority.usage(principal)).tokensUsed, 100);
+      assert.equal((await authority.usage({ principal })).tokensUsed, 100);
     });
 
     test('a request_id is forgotten after the idempotency window and counts as new', async (t) => {
@@ -364,7 +364,7 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
       clock.advance(5 * MINUTE + 60 * MINUTE);
       const again = await authority.check(check);
       assert.equal(again.duplicate, false);
-      assert.equal((await authority.usage(principal)).tokensUsed, 600);
+      assert.equal((await authority.usage({ principal })).tokensUsed, 600);
     });
 
     test('a request larger than a limit is refused before the store, with no retry time', async (t) => {
@@ -376,7 +376,7 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
       );
       assert.equal(decision.code, 'REQUEST_TOO_LARGE');
       assert.equal(decision.retryAfterMs, 0);
-      assert.equal((await authority.usage(principal)).tokensUsed, 0);
+      assert.equal((await authority.usage({ principal })).tokensUsed, 0);
     });
   });
 }

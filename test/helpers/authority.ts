@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import {
   QuotaAuthority,
@@ -7,6 +8,9 @@ import {
 import type { Clock } from '../../src/core/clock.js';
 import type { Policy } from '../../src/core/policy.js';
 import type { Principal } from '../../src/core/quota.js';
+import { KeyRegistry } from '../../src/keys/key-registry.js';
+import type { KeyStore } from '../../src/store/key-store.js';
+import { MemoryKeyStore } from '../../src/store/memory-key-store.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import type { QuotaStore } from '../../src/store/store.js';
 import { createLogger, type Logger } from '../../src/telemetry/logger.js';
@@ -31,6 +35,7 @@ export interface TestAuthority {
   fallback: MemoryStore;
   /** What the authority logged, one JSON line each. */
   logLines: string[];
+  keys: KeyRegistry;
   setPolicy(policy: Policy): void;
 }
 
@@ -39,13 +44,23 @@ export function makeAuthority(
   clock: Clock,
   policy: Policy,
   logLevel = 'info',
+  keyStore: KeyStore = new MemoryKeyStore({ clock }),
 ): TestAuthority {
   let current = policy;
   const metrics = new AuthorityMetrics({ version: 'test', collectDefault: false, storeKind: store.kind });
   const fallback = new MemoryStore({ clock, sweepIntervalMs: 0 });
   const { logger, lines } = capturingLogger(logLevel);
-  const authority = new QuotaAuthority({ store, fallback, policy: () => current, clock, metrics, logger });
-  return { authority, metrics, fallback, logLines: lines, setPolicy: (next) => (current = next) };
+  const keys = new KeyRegistry({
+    store: keyStore,
+    clock,
+    policy: () => current,
+    cacheTtlMs: 1_000,
+    randomBytes,
+    metrics,
+    logger,
+  });
+  const authority = new QuotaAuthority({ store, fallback, policy: () => current, clock, metrics, logger, keys });
+  return { authority, metrics, fallback, logLines: lines, keys, setPolicy: (next) => (current = next) };
 }
 
 let sequence = 0;
@@ -56,7 +71,10 @@ export function freshPrincipal(tier: string, org?: string): Principal {
   return { subject: `user-${process.pid}-${sequence}`, org: org ?? `org-${process.pid}-${sequence}`, tier };
 }
 
-export function checkInput(principal: Principal, overrides: Partial<CheckQuotaInput> = {}): CheckQuotaInput {
+/** A check asked for a principal (not an API key), so tests can read who asked. */
+export type PrincipalCheck = CheckQuotaInput & { principal: Principal };
+
+export function checkInput(principal: Principal, overrides: Partial<PrincipalCheck> = {}): PrincipalCheck {
   sequence += 1;
   return {
     requestId: `req-${sequence}`,
@@ -70,7 +88,7 @@ export function checkInput(principal: Principal, overrides: Partial<CheckQuotaIn
 }
 
 export function usageInput(
-  check: CheckQuotaInput,
+  check: PrincipalCheck,
   overrides: Partial<RecordUsageInput> = {},
 ): RecordUsageInput {
   return {

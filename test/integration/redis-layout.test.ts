@@ -182,9 +182,9 @@ describe('Redis layout', () => {
   test(`${N} usage reports over four limits run ${N} scripts`, async (t) => {
     const { authority } = await openAuthority(t);
     const principal = freshPrincipal('layout');
-    await authority.usage(principal);
+    await authority.usage({ principal });
     const before = await scriptCalls();
-    for (let i = 0; i < N; i++) await authority.usage(principal);
+    for (let i = 0; i < N; i++) await authority.usage({ principal });
     assert.equal((await scriptCalls()) - before, N);
   });
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { CheckQuotaInput, RecordUsageInput } from '../../src/authority/quota-authority.js';
+import type { RecordUsageInput } from '../../src/authority/quota-authority.js';
+import type { PrincipalCheck as CheckQuotaInput } from '../helpers/authority.js';
 import { ManualClock } from '../../src/core/clock.js';
 import type { Principal, SettleOutcome } from '../../src/core/quota.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
@@ -308,7 +309,7 @@ async function play(side: Side, operation: Operation): Promise<Outcome> {
       case 'record':
         return { value: await authority.record(operation.input) };
       case 'usage':
-        return { value: await authority.usage(operation.principal) };
+        return { value: await authority.usage({ principal: operation.principal }) };
       case 'advance':
         side.clock.advance(operation.ms);
         return { value: side.clock.now() };

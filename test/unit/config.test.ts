@@ -12,7 +12,24 @@ test('with nothing set, serve uses the documented defaults and the in-process st
     redisTimeoutMs: 50,
     shutdownDelayMs: 0,
     shutdownGraceMs: 10_000,
+    keyCacheTtlMs: 1_000,
+    demoKey: false,
+    adminToken: undefined,
   });
+});
+
+test('the admin token comes from QUOTAD_ADMIN_TOKEN, and a short one is refused', () => {
+  const token = 'a'.repeat(32);
+  assert.equal(parseServeConfig([], { QUOTAD_ADMIN_TOKEN: token }).adminToken, token);
+  assert.throws(
+    () => parseServeConfig([], { QUOTAD_ADMIN_TOKEN: 'short' }),
+    (error: Error) => error instanceof ConfigError && error.message.startsWith('QUOTAD_ADMIN_TOKEN'),
+  );
+});
+
+test('--demo-key takes on or off and nothing else', () => {
+  assert.equal(parseServeConfig(['--demo-key', 'on'], {}).demoKey, true);
+  assert.throws(() => parseServeConfig(['--demo-key', 'yes'], {}), ConfigError);
 });
 
 test('environment variables set what flags do not, and flags win over them', () => {

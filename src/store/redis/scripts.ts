@@ -19,11 +19,19 @@ type ScriptArg = string | number;
 export interface QuotaScripts {
   quotadReserve(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<number[]>;
   quotadSettle(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<number[]>;
+  quotadPutKey(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<[number, number]>;
+  quotadFindKey(secretKey: string, recordPrefix: string): Promise<[string, string, string] | null>;
+  quotadListKeys(idsKey: string, after: string, limit: number, recordPrefix: string): Promise<string[]>;
+  quotadTouchKey(recordKey: string, usedMs: number): Promise<number>;
 }
 
-/** Defines the scripts on a client once; the key count varies with the number of limits, so it is passed per call. */
+/** Defines the scripts on a client once; where the key count varies (limits, secrets) it is passed per call. */
 export function defineScripts(redis: Redis): Redis & QuotaScripts {
   redis.defineCommand('quotadReserve', { lua: readScript('reserve') });
   redis.defineCommand('quotadSettle', { lua: readScript('settle') });
+  redis.defineCommand('quotadPutKey', { lua: readScript('put-key') });
+  redis.defineCommand('quotadFindKey', { lua: readScript('find-key'), numberOfKeys: 1 });
+  redis.defineCommand('quotadListKeys', { lua: readScript('list-keys'), numberOfKeys: 1 });
+  redis.defineCommand('quotadTouchKey', { lua: readScript('touch-key'), numberOfKeys: 1 });
   return redis as Redis & QuotaScripts;
 }

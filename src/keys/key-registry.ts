@@ -1,0 +1,274 @@
+import type { Clock } from '../core/clock.js';
+import { ConflictError, InvalidArgumentError, NotFoundError } from '../core/errors.js';
+import { parseOverrideValue, resolveOverrideName } from '../core/limit-overrides.js';
+import type { Policy } from '../core/policy.js';
+import type { KeyStore } from '../store/key-store.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { AuthorityMetrics } from '../telemetry/metrics.js';
+import { checkApiKey, formatApiKey, KEY_RANDOM_BYTES, keyHint, type KeyType } from './api-key.js';
+import {
+  authenticateSecret,
+  DEFAULT_ROTATION_OVERLAP_MS,
+  newKeyRecord,
+  revokeKeyRecord,
+  rotateKeyRecord,
+  setKeyLimitsRecord,
+  type ApiKeyRecord,
+  type KeyAuthentication,
+} from './key-record.js';
+
+/** Last-used is written at most this often per key and replica. */
+export const LAST_USED_RESOLUTION_MS = 60_000;
+/** Cached lookups kept at most; the oldest go first. */
+const CACHE_MAX_ENTRIES = 100_000;
+/** Compare-and-set attempts before an admin write gives up with ABORTED. */
+const WRITE_ATTEMPTS = 8;
+
+export interface KeyRegistryOptions {
+  store: KeyStore;
+  /** The authority's clock: key expiry, rotation overlap and last-used are judged on it. */
+  clock: Clock;
+  policy: () => Policy;
+  /** How long a lookup (found or not) is trusted without news from the store; 0 turns the cache off. */
+  cacheTtlMs: number;
+  /** A CSPRNG (`crypto.randomBytes` in production). */
+  randomBytes: (size: number) => Uint8Array;
+  metrics: AuthorityMetrics;
+  logger: Logger;
+  /** Monotonic milliseconds for the cache TTL (performance.now by default). */
+  monotonicNow?: () => number;
+}
+
+export interface CreateKeyInput {
+  name: string;
+  owner: string;
+  org: string;
+  tier: string;
+  /** 0: never expires. */
+  expiresInMs: number;
+  type?: KeyType;
+}
+
+export interface KeyPage {
+  keys: ApiKeyRecord[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+interface CacheEntry {
+  record: ApiKeyRecord | undefined;
+  until: number;
+}
+
+/**
+ * The authority's API keys: authentication on the decision path, with a cache that every replica empties
+ * of a key as soon as the store announces a change to it (and of everything when announcements may have
+ * been lost), and the admin operations, each a compare-and-set write of a pure change to the record.
+ */
+export class KeyRegistry {
+  readonly #store: KeyStore;
+  readonly #clock: Clock;
+  readonly #policy: () => Policy;
+  readonly #cacheTtlMs: number;
+  readonly #randomBytes: (size: number) => Uint8Array;
+  readonly #metrics: AuthorityMetrics;
+  readonly #logger: Logger;
+  readonly #monotonicNow: () => number;
+  readonly #cache = new Map<string, CacheEntry>();
+  readonly #inflight = new Map<string, Promise<ApiKeyRecord | undefined>>();
+  readonly #lastTouched = new Map<string, number>();
+  /** Bumped by every invalidation, so a lookup that began before one does not refill the cache with old news. */
+  #generation = 0;
+
+  constructor(options: KeyRegistryOptions) {
+    this.#store = options.store;
+    this.#clock = options.clock;
+    this.#policy = options.policy;
+    this.#cacheTtlMs = options.cacheTtlMs;
+    this.#randomBytes = options.randomBytes;
+    this.#metrics = options.metrics;
+    this.#logger = options.logger;
+    this.#monotonicNow = options.monotonicNow ?? (() => performance.now());
+    this.#store.watchKeyChanges((id) => this.#invalidate(id));
+  }
+
+  #invalidate(id: string | undefined): void {
+    this.#generation += 1;
+    this.#metrics.keyCacheInvalidations.inc({ reason: id === undefined ? 'resync' : 'change' });
+    if (id === undefined) {
+      this.#cache.clear();
+      return;
+    }
+    for (const [sha, entry] of this.#cache) if (entry.record?.id === id) this.#cache.delete(sha);
+  }
+
+  /** The record holding this secret hash, from the cache when fresh, else from the store (one lookup at a time). */
+  async lookup(sha256: Buffer): Promise<ApiKeyRecord | undefined> {
+    const sha = sha256.toString('hex');
+    const cached = this.#cache.get(sha);
+    if (cached && cached.until > this.#monotonicNow()) {
+      this.#metrics.keyLookups.inc({ source: 'cache', result: cached.record ? 'found' : 'unknown' });
+      return cached.record;
+    }
+    let pending = this.#inflight.get(sha);
+    if (!pending) {
+      pending = this.#fetch(sha);
+      this.#inflight.set(sha, pending);
+      const clear = () => this.#inflight.delete(sha);
+      pending.then(clear, clear);
+    }
+    return pending;
+  }
+
+  async #fetch(sha: string): Promise<ApiKeyRecord | undefined> {
+    const generation = this.#generation;
+    const record = await this.#store.findKeyBySecret(sha);
+    this.#metrics.keyLookups.inc({ source: 'store', result: record ? 'found' : 'unknown' });
+    if (this.#cacheTtlMs > 0 && generation === this.#generation) {
+      if (this.#cache.size >= CACHE_MAX_ENTRIES) this.#cache.delete(this.#cache.keys().next().value as string);
+      this.#cache.set(sha, { record, until: this.#monotonicNow() + this.#cacheTtlMs });
+    }
+    return record;
+  }
+
+  /** May the secret with this hash be used now? Notes the use of a key that may. */
+  async authenticate(sha256: Buffer): Promise<KeyAuthentication> {
+    const now = this.#clock.now();
+    const auth = authenticateSecret(await this.lookup(sha256), sha256.toString('hex'), now);
+    if (auth.code === 'OK') this.#noteUse(auth.record, now);
+    return auth;
+  }
+
+  /** Writes last-used off the decision path, at most once a minute per key from this replica. */
+  #noteUse(record: ApiKeyRecord, now: number): void {
+    const last = this.#lastTouched.get(record.id) ?? record.lastUsedMs ?? Number.NEGATIVE_INFINITY;
+    if (now - last < LAST_USED_RESOLUTION_MS) return;
+    this.#lastTouched.set(record.id, now);
+    this.#store.touchKey(record.id, now).catch((error: Error) => {
+      this.#logger.warn({ keyId: record.id, err: error.message }, 'could not record when a key was used');
+    });
+  }
+
+  async create(input: CreateKeyInput): Promise<{ record: ApiKeyRecord; secret: string }> {
+    if (!this.#policy().tiers.has(input.tier)) {
+      throw new InvalidArgumentError('tier', `tier '${input.tier}' is not in the policy`);
+    }
+    const now = this.#clock.now();
+    const secret = formatApiKey(input.type ?? 'live', this.#randomBytes(KEY_RANDOM_BYTES));
+    const record = newKeyRecord({
+      id: this.#newId(now),
+      name: input.name,
+      owner: input.owner,
+      org: input.org,
+      tier: input.tier,
+      secret: { sha256: sha256Hex(secret), hint: keyHint(secret) },
+      nowMs: now,
+      expiresInMs: input.expiresInMs,
+    });
+    if (!(await this.#store.putKey(record, now))) throw new ConflictError(`key id ${record.id} is taken`);
+    this.#logger.info({ keyId: record.id, org: record.org, tier: record.tier }, 'api key created');
+    return { record, secret };
+  }
+
+  /** `key_` + creation time (base36, so ids sort by it) + 10 random base62 characters. */
+  #newId(now: number): string {
+    const random = formatApiKey('live', this.#randomBytes(KEY_RANDOM_BYTES)).slice(8, 18);
+    return `key_${now.toString(36).padStart(9, '0')}${random}`;
+  }
+
+  async get(id: string): Promise<ApiKeyRecord> {
+    const record = await this.#store.getKey(id);
+    if (!record) throw new NotFoundError(`no API key with id '${id}'`);
+    return record;
+  }
+
+  async list(query: { org?: string; pageSize: number; pageToken: string }): Promise<KeyPage> {
+    const after = query.pageToken ? decodePageToken(query.pageToken) : undefined;
+    const keys = await this.#store.listKeys({
+      ...(query.org ? { org: query.org } : {}),
+      ...(after !== undefined ? { after } : {}),
+      limit: query.pageSize + 1,
+    });
+    const more = keys.length > query.pageSize;
+    const page = more ? keys.slice(0, query.pageSize) : keys;
+    return { keys: page, nextPageToken: more ? encodePageToken((page.at(-1) as ApiKeyRecord).id) : '' };
+  }
+
+  async revoke(id: string): Promise<ApiKeyRecord> {
+    const record = await this.#update(id, (current, now) => revokeKeyRecord(current, now));
+    this.#logger.info({ keyId: id }, 'api key revoked');
+    return record;
+  }
+
+  async rotate(
+    id: string,
+    overlapMs = DEFAULT_ROTATION_OVERLAP_MS,
+  ): Promise<{ record: ApiKeyRecord; secret: string; previousExpiresAtMs: number }> {
+    let secret = '';
+    const record = await this.#update(id, (current, now) => {
+      if (current.revokedMs !== null)
+        throw new InvalidArgumentError('id', `API key ${id} is revoked; issue a new key`);
+      secret = formatApiKey(keyTypeOf(current), this.#randomBytes(KEY_RANDOM_BYTES));
+      return rotateKeyRecord(current, { sha256: sha256Hex(secret), hint: keyHint(secret) }, now, overlapMs);
+    });
+    this.#logger.info({ keyId: id, overlapMs }, 'api key rotated');
+    return { record, secret, previousExpiresAtMs: this.#clock.now() + overlapMs };
+  }
+
+  async setLimits(
+    id: string,
+    set: readonly { name: string; value: string }[],
+    unset: readonly string[],
+  ): Promise<ApiKeyRecord> {
+    const record = await this.#update(id, (current) => {
+      const tier = this.#policy().tiers.get(current.tier);
+      if (!tier) throw new InvalidArgumentError('id', `the key's tier '${current.tier}' is not in the policy`);
+      const amounts: Record<string, number> = {};
+      set.forEach((override, i) => {
+        const spec = resolveOverrideName(tier, `set[${i}].name`, override.name);
+        amounts[spec.name] = parseOverrideValue(spec, `set[${i}].value`, override.value);
+      });
+      const names = unset.map((name, i) => current.limits[name] === undefined ? resolveOverrideName(tier, `unset[${i}]`, name).name : name);
+      return setKeyLimitsRecord(current, amounts, names);
+    });
+    this.#logger.info({ keyId: id, limits: record.limits }, 'api key limits set');
+    return record;
+  }
+
+  /** Reads, changes and writes a record until no other write intervenes. */
+  async #update(id: string, change: (current: ApiKeyRecord, nowMs: number) => ApiKeyRecord): Promise<ApiKeyRecord> {
+    for (let attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
+      const current = await this.get(id);
+      const now = this.#clock.now();
+      const next = change(current, now);
+      if (next === current) return current;
+      if (await this.#store.putKey(next, now)) return next;
+    }
+    throw new ConflictError(`API key ${id} changed ${WRITE_ATTEMPTS} times while being updated; retry`);
+  }
+
+  /** Whether any key exists (to decide whether a first run should seed a demo key). */
+  async isEmpty(): Promise<boolean> {
+    return (await this.#store.listKeys({ limit: 1 })).length === 0;
+  }
+}
+
+function sha256Hex(secret: string): string {
+  const checked = checkApiKey(secret);
+  if (!checked.ok) throw new Error(`a freshly formatted key failed its own check: ${checked.reason}`);
+  return checked.sha256.toString('hex');
+}
+
+function keyTypeOf(record: ApiKeyRecord): KeyType {
+  return record.secrets.at(-1)?.hint.startsWith('qd_demo_') ? 'demo' : 'live';
+}
+
+function encodePageToken(lastId: string): string {
+  return Buffer.from(lastId, 'utf8').toString('base64url');
+}
+
+function decodePageToken(token: string): string {
+  const id = Buffer.from(token, 'base64url').toString('utf8');
+  if (!/^key_[0-9A-Za-z]+$/.test(id)) throw new InvalidArgumentError('page_token', 'is not a token from ListKeys');
+  return id;
+}

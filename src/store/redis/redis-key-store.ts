@@ -1,0 +1,106 @@
+import type { Redis } from 'ioredis';
+import { recordTtlMs, secretTtlMs, type ApiKeyRecord } from '../../keys/key-record.js';
+import { decodeKeyDocument, encodeKeyDocument, type KeyListQuery, type KeyStore } from '../key-store.js';
+import {
+  API_KEY_CHANGES_CHANNEL,
+  API_KEY_IDS,
+  API_KEY_RECORD_PREFIX,
+  apiKeyOrgIdsKey,
+  apiKeyRecordKey,
+  apiKeySecretKey,
+} from '../keys.js';
+import { defineScripts, type QuotaScripts } from './scripts.js';
+
+function decodeRow(document: string, version: string, used: string): ApiKeyRecord {
+  return decodeKeyDocument(document, Number(version), used === '' ? null : Number(used));
+}
+
+export interface RedisKeyStoreOptions {
+  redis: Redis;
+  /** Reports a change-channel failure; the cache TTL bounds staleness meanwhile. */
+  onChannelError?: (error: Error) => void;
+}
+
+/**
+ * API keys in Redis, under the `{keys}` hash tag. Writes are scripts that compare and set on the record's
+ * version and publish the key id on API_KEY_CHANGES_CHANNEL, which every replica's cache listens to.
+ */
+export class RedisKeyStore implements KeyStore {
+  readonly kind = 'redis' as const;
+  readonly #redis: Redis & QuotaScripts;
+  readonly #onChannelError: (error: Error) => void;
+  #subscriber: Redis | undefined;
+
+  constructor(options: RedisKeyStoreOptions) {
+    this.#redis = defineScripts(options.redis);
+    this.#onChannelError = options.onChannelError ?? (() => undefined);
+  }
+
+  async putKey(next: ApiKeyRecord, nowMs: number): Promise<boolean> {
+    const keys = [
+      apiKeyRecordKey(next.id),
+      API_KEY_IDS,
+      apiKeyOrgIdsKey(next.org),
+      ...next.secrets.map((s) => apiKeySecretKey(s.sha256)),
+    ];
+    const [written] = await this.#redis.quotadPutKey(
+      keys.length,
+      ...keys,
+      next.version,
+      encodeKeyDocument(next),
+      next.id,
+      recordTtlMs(next, nowMs) ?? 0,
+      API_KEY_CHANGES_CHANNEL,
+      ...next.secrets.map((s) => secretTtlMs(next, s, nowMs) ?? 0),
+    );
+    return written === 1;
+  }
+
+  async findKeyBySecret(sha256Hex: string): Promise<ApiKeyRecord | undefined> {
+    const row = await this.#redis.quotadFindKey(apiKeySecretKey(sha256Hex), API_KEY_RECORD_PREFIX);
+    return row ? decodeRow(...row) : undefined;
+  }
+
+  async getKey(id: string): Promise<ApiKeyRecord | undefined> {
+    const [document, version, used] = await this.#redis.hmget(apiKeyRecordKey(id), 'doc', 'v', 'used');
+    return document && version ? decodeRow(document, version, used ?? '') : undefined;
+  }
+
+  async listKeys(query: KeyListQuery): Promise<ApiKeyRecord[]> {
+    const index = query.org === undefined ? API_KEY_IDS : apiKeyOrgIdsKey(query.org);
+    const flat = await this.#redis.quotadListKeys(index, query.after ?? '', query.limit, API_KEY_RECORD_PREFIX);
+    const records: ApiKeyRecord[] = [];
+    for (let i = 0; i < flat.length; i += 3) {
+      records.push(decodeRow(flat[i] as string, flat[i + 1] as string, flat[i + 2] as string));
+    }
+    return records;
+  }
+
+  async touchKey(id: string, usedMs: number): Promise<void> {
+    await this.#redis.quotadTouchKey(apiKeyRecordKey(id), usedMs);
+  }
+
+  watchKeyChanges(listener: (id: string | undefined) => void): void {
+    if (this.#subscriber) throw new Error('RedisKeyStore: one change watcher per store');
+    // A connection of its own: a subscribed connection can run no other command.
+    const subscriber = this.#redis.duplicate({ autoResubscribe: false, lazyConnect: true });
+    this.#subscriber = subscriber;
+    subscriber.on('message', (channel: string, id: string) => {
+      if (channel === API_KEY_CHANGES_CHANNEL) listener(id);
+    });
+    subscriber.on('error', (error: Error) => this.#onChannelError(error));
+    // Each (re)connection may have missed messages: subscribe again, then forget every cached key.
+    subscriber.on('ready', () => {
+      subscriber.subscribe(API_KEY_CHANGES_CHANNEL).then(
+        () => listener(undefined),
+        (error: Error) => this.#onChannelError(error),
+      );
+    });
+    subscriber.connect().catch((error: Error) => this.#onChannelError(error));
+  }
+
+  async close(): Promise<void> {
+    this.#subscriber?.disconnect();
+    this.#subscriber = undefined;
+  }
+}
