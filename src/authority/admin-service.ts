@@ -106,7 +106,10 @@ export function adminServiceHandlers(options: AdminServiceOptions): AdminService
       };
       if (!hasAdminToken(call.metadata, expected)) {
         logger.warn({ method, peer: call.getPeer() }, 'admin call refused: missing or wrong admin token');
-        finish({ code: grpc.status.UNAUTHENTICATED, details: 'a valid admin token is required (authorization: Bearer <QUOTAD_ADMIN_TOKEN>)' });
+        finish({
+          code: grpc.status.UNAUTHENTICATED,
+          details: 'a valid admin token is required (authorization: Bearer <QUOTAD_ADMIN_TOKEN>)',
+        });
         return;
       }
       handle(call.request).then(

@@ -131,18 +131,33 @@ export class QuotaAuthority {
   async #resolve(credential: Credential, mustBeUsable: false): Promise<Resolved>;
   async #resolve(credential: Credential, mustBeUsable: boolean): Promise<Resolved | Decision> {
     if ('principal' in credential) {
-      return { principal: credential.principal, overrides: credential.overrides, key: undefined, warning: '' };
+      return {
+        principal: credential.principal,
+        overrides: credential.overrides,
+        key: undefined,
+        warning: '',
+      };
     }
     if (!mustBeUsable) {
       const record = await this.#keys.lookup(credential.apiKeySha256);
       if (!record) throw new NotFoundError('api_key_sha256: no API key has this hash');
-      return { principal: keyPrincipal(record), overrides: record.limits, key: keyIdentity(record, record.expiresMs), warning: '' };
+      return {
+        principal: keyPrincipal(record),
+        overrides: record.limits,
+        key: keyIdentity(record, record.expiresMs),
+        warning: '',
+      };
     }
     const auth = await this.#keys.authenticate(credential.apiKeySha256);
     if (auth.code === 'INVALID_KEY') return keyRefusalDecision(auth.code, auth.reason, undefined);
     const key = keyIdentity(auth.record, auth.expiresAtMs);
     if (auth.code !== 'OK') return keyRefusalDecision(auth.code, auth.reason, key);
-    return { principal: keyPrincipal(auth.record), overrides: auth.record.limits, key, warning: auth.warning };
+    return {
+      principal: keyPrincipal(auth.record),
+      overrides: auth.record.limits,
+      key,
+      warning: auth.warning,
+    };
   }
 
   async check(input: CheckQuotaInput): Promise<Decision> {

@@ -1,11 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Decision, LimitReport } from '../core/decision.js';
-import {
-  ConflictError,
-  InvalidArgumentError,
-  NotFoundError,
-  StoreUnavailableError,
-} from '../core/errors.js';
+import { ConflictError, InvalidArgumentError, NotFoundError, StoreUnavailableError } from '../core/errors.js';
 import type { LimitKind, LimitUnit } from '../core/policy.js';
 import type { CheckQuotaResponse } from '../gen/quotad/v1/CheckQuotaResponse.js';
 import type { LimitStatus } from '../gen/quotad/v1/LimitStatus.js';

@@ -29,7 +29,8 @@ type WithCredential = Pick<CheckQuotaRequest__Output, 'credential' | 'principal'
 
 export function requireOrg(field: string, org: string): string {
   requireText(field, org, 64);
-  if (!ORG.test(org)) throw new InvalidArgumentError(field, 'may hold only letters, digits, ".", "_" and "-"');
+  if (!ORG.test(org))
+    throw new InvalidArgumentError(field, 'may hold only letters, digits, ".", "_" and "-"');
   return org;
 }
 

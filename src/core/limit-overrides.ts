@@ -32,7 +32,8 @@ export function resolveOverrideName(tier: TierSpec, field: string, name: string)
 export function parseOverrideValue(spec: LimitSpec, field: string, text: string): number {
   if (spec.unit === 'usd_micros') {
     const micros = parseUsdToMicros(text);
-    if (micros === undefined) throw new InvalidArgumentError(field, `'${text}' is not a dollar amount like 5.00`);
+    if (micros === undefined)
+      throw new InvalidArgumentError(field, `'${text}' is not a dollar amount like 5.00`);
     return micros;
   }
   if (!/^\d{1,12}$/.test(text.trim()))
@@ -46,7 +47,10 @@ export function formatOverrideValue(spec: LimitSpec | undefined, amount: number)
 }
 
 /** The tier's limits with this key's overrides in place; overrides naming no limit of the tier are ignored. */
-export function limitsWithOverrides(tier: TierSpec, overrides: LimitOverrides | undefined): readonly LimitSpec[] {
+export function limitsWithOverrides(
+  tier: TierSpec,
+  overrides: LimitOverrides | undefined,
+): readonly LimitSpec[] {
   if (!overrides) return tier.limits;
   let changed = false;
   const limits = tier.limits.map((spec) => {

@@ -21,7 +21,9 @@ const BODY_LENGTH = 32;
 const CHECKSUM_LENGTH = 6;
 /** Random bytes drawn per key body: about 31 are needed for 32 characters after skipping biased bytes. */
 export const KEY_RANDOM_BYTES = 48;
-const KEY_PATTERN = new RegExp(`^qd_(${KEY_TYPES.join('|')})_([0-9A-Za-z]{${BODY_LENGTH + CHECKSUM_LENGTH}})$`);
+const KEY_PATTERN = new RegExp(
+  `^qd_(${KEY_TYPES.join('|')})_([0-9A-Za-z]{${BODY_LENGTH + CHECKSUM_LENGTH}})$`,
+);
 
 function toBase62(value: number, width: number): string {
   let text = '';
@@ -44,14 +46,14 @@ export function formatApiKey(type: KeyType, random: Uint8Array): string {
     body += ALPHABET[byte % 62];
     if (body.length === BODY_LENGTH) break;
   }
-  if (body.length < BODY_LENGTH) throw new Error(`formatApiKey: ${random.length} random bytes were not enough`);
+  if (body.length < BODY_LENGTH)
+    throw new Error(`formatApiKey: ${random.length} random bytes were not enough`);
   const prefixAndBody = `qd_${type}_${body}`;
   return prefixAndBody + checksum(prefixAndBody);
 }
 
 export type ApiKeyCheck =
-  | { ok: true; type: KeyType; sha256: Buffer }
-  | { ok: false; reason: 'malformed' | 'checksum' };
+  { ok: true; type: KeyType; sha256: Buffer } | { ok: false; reason: 'malformed' | 'checksum' };
 
 /** Checks a presented key's shape and checksum (no lookup) and hashes it for the authority. */
 export function checkApiKey(text: string): ApiKeyCheck {

@@ -155,8 +155,8 @@ export function setKeyLimitsRecord(
   set: Readonly<Record<string, number>>,
   unset: readonly string[],
 ): ApiKeyRecord {
-  const limits = { ...record.limits, ...set };
-  for (const name of unset) delete limits[name];
+  const merged = { ...record.limits, ...set };
+  const limits = Object.fromEntries(Object.entries(merged).filter(([name]) => !unset.includes(name)));
   return next(record, { limits });
 }
 

@@ -125,7 +125,8 @@ export class KeyRegistry {
     const record = await this.#store.findKeyBySecret(sha);
     this.#metrics.keyLookups.inc({ source: 'store', result: record ? 'found' : 'unknown' });
     if (this.#cacheTtlMs > 0 && generation === this.#generation) {
-      if (this.#cache.size >= CACHE_MAX_ENTRIES) this.#cache.delete(this.#cache.keys().next().value as string);
+      if (this.#cache.size >= CACHE_MAX_ENTRIES)
+        this.#cache.delete(this.#cache.keys().next().value as string);
       this.#cache.set(sha, { record, until: this.#monotonicNow() + this.#cacheTtlMs });
     }
     return record;
@@ -222,13 +223,16 @@ export class KeyRegistry {
   ): Promise<ApiKeyRecord> {
     const record = await this.#update(id, (current) => {
       const tier = this.#policy().tiers.get(current.tier);
-      if (!tier) throw new InvalidArgumentError('id', `the key's tier '${current.tier}' is not in the policy`);
+      if (!tier)
+        throw new InvalidArgumentError('id', `the key's tier '${current.tier}' is not in the policy`);
       const amounts: Record<string, number> = {};
       set.forEach((override, i) => {
         const spec = resolveOverrideName(tier, `set[${i}].name`, override.name);
         amounts[spec.name] = parseOverrideValue(spec, `set[${i}].value`, override.value);
       });
-      const names = unset.map((name, i) => current.limits[name] === undefined ? resolveOverrideName(tier, `unset[${i}]`, name).name : name);
+      const names = unset.map((name, i) =>
+        current.limits[name] === undefined ? resolveOverrideName(tier, `unset[${i}]`, name).name : name,
+      );
       return setKeyLimitsRecord(current, amounts, names);
     });
     this.#logger.info({ keyId: id, limits: record.limits }, 'api key limits set');
@@ -236,7 +240,10 @@ export class KeyRegistry {
   }
 
   /** Reads, changes and writes a record until no other write intervenes. */
-  async #update(id: string, change: (current: ApiKeyRecord, nowMs: number) => ApiKeyRecord): Promise<ApiKeyRecord> {
+  async #update(
+    id: string,
+    change: (current: ApiKeyRecord, nowMs: number) => ApiKeyRecord,
+  ): Promise<ApiKeyRecord> {
     for (let attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
       const current = await this.get(id);
       const now = this.#clock.now();
@@ -269,6 +276,7 @@ function encodePageToken(lastId: string): string {
 
 function decodePageToken(token: string): string {
   const id = Buffer.from(token, 'base64url').toString('utf8');
-  if (!/^key_[0-9A-Za-z]+$/.test(id)) throw new InvalidArgumentError('page_token', 'is not a token from ListKeys');
+  if (!/^key_[0-9A-Za-z]+$/.test(id))
+    throw new InvalidArgumentError('page_token', 'is not a token from ListKeys');
   return id;
 }

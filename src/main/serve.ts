@@ -96,7 +96,10 @@ async function seedDemoKey(
     expiresInMs: 0,
     type: 'demo',
   });
-  logger.warn({ keyId: record.id, tier: record.tier }, 'DEMO API key created (free tier); its secret is on stderr, once');
+  logger.warn(
+    { keyId: record.id, tier: record.tier },
+    'DEMO API key created (free tier); its secret is on stderr, once',
+  );
   output.write(
     `\nquotad: DEMO API key (tier free, org demo, id ${record.id}). For trying quotad out, not for production:\n\n    ${secret}\n\n` +
       `  Send its SHA-256 as CheckQuota's api_key_sha256, e.g.\n` +

@@ -36,10 +36,16 @@ export interface KeyStore {
 
 /** The record's versioned document, as stores keep it (version and last-used live beside it). */
 export function encodeKeyDocument(record: ApiKeyRecord): string {
-  const { version: _version, lastUsedMs: _lastUsed, ...document } = record;
+  const document: Omit<ApiKeyRecord, 'version' | 'lastUsedMs'> & Partial<ApiKeyRecord> = { ...record };
+  delete document.version;
+  delete document.lastUsedMs;
   return JSON.stringify(document);
 }
 
-export function decodeKeyDocument(document: string, version: number, lastUsedMs: number | null): ApiKeyRecord {
+export function decodeKeyDocument(
+  document: string,
+  version: number,
+  lastUsedMs: number | null,
+): ApiKeyRecord {
   return { ...(JSON.parse(document) as Omit<ApiKeyRecord, 'version' | 'lastUsedMs'>), version, lastUsedMs };
 }

@@ -1,11 +1,6 @@
 import type { Clock } from '../core/clock.js';
 import { recordTtlMs, secretTtlMs, type ApiKeyRecord } from '../keys/key-record.js';
-import {
-  decodeKeyDocument,
-  encodeKeyDocument,
-  type KeyListQuery,
-  type KeyStore,
-} from './key-store.js';
+import { decodeKeyDocument, encodeKeyDocument, type KeyListQuery, type KeyStore } from './key-store.js';
 
 interface StoredRecord {
   document: string;

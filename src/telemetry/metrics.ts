@@ -280,7 +280,8 @@ export class AuthorityMetrics {
       for (const result of ['found', 'unknown'] as const) keyLookups.inc({ source, result }, 0);
     }
     for (const reason of ['change', 'resync'] as const) keyInvalidations.inc({ reason }, 0);
-    for (const method of Object.keys(GRPC_METHODS) as GrpcMethod[]) grpcRequests.inc({ method, code: 'OK' }, 0);
+    for (const method of Object.keys(GRPC_METHODS) as GrpcMethod[])
+      grpcRequests.inc({ method, code: 'OK' }, 0);
   }
 
   /** Counts a decision and the limits it found exceeded, so the two counters cannot disagree. */

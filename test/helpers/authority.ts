@@ -59,7 +59,15 @@ export function makeAuthority(
     metrics,
     logger,
   });
-  const authority = new QuotaAuthority({ store, fallback, policy: () => current, clock, metrics, logger, keys });
+  const authority = new QuotaAuthority({
+    store,
+    fallback,
+    policy: () => current,
+    clock,
+    metrics,
+    logger,
+    keys,
+  });
   return { authority, metrics, fallback, logLines: lines, keys, setPolicy: (next) => (current = next) };
 }
 

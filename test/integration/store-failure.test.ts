@@ -187,7 +187,10 @@ describe('while Redis is down', () => {
 
   test('a usage report that fails is counted as a store error', async () => {
     const before = await failureCounts();
-    await assert.rejects(harness.authority.usage({ principal: freshPrincipal('closed') }), StoreUnavailableError);
+    await assert.rejects(
+      harness.authority.usage({ principal: freshPrincipal('closed') }),
+      StoreUnavailableError,
+    );
     assert.equal((await failureCounts()).reserveErrors, before.reserveErrors + 1);
   });
 });

@@ -68,7 +68,12 @@ export class RedisKeyStore implements KeyStore {
 
   async listKeys(query: KeyListQuery): Promise<ApiKeyRecord[]> {
     const index = query.org === undefined ? API_KEY_IDS : apiKeyOrgIdsKey(query.org);
-    const flat = await this.#redis.quotadListKeys(index, query.after ?? '', query.limit, API_KEY_RECORD_PREFIX);
+    const flat = await this.#redis.quotadListKeys(
+      index,
+      query.after ?? '',
+      query.limit,
+      API_KEY_RECORD_PREFIX,
+    );
     const records: ApiKeyRecord[] = [];
     for (let i = 0; i < flat.length; i += 3) {
       records.push(decodeRow(flat[i] as string, flat[i + 1] as string, flat[i + 2] as string));
