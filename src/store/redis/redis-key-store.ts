@@ -19,6 +19,8 @@ export interface RedisKeyStoreOptions {
   redis: Redis;
   /** Reports a change-channel failure; the cache TTL bounds staleness meanwhile. */
   onChannelError?: (error: Error) => void;
+  /** close() also quits `redis`; off when the client is shared with a RedisStore, which closes it. */
+  ownsClient?: boolean;
 }
 
 /**
@@ -29,11 +31,13 @@ export class RedisKeyStore implements KeyStore {
   readonly kind = 'redis' as const;
   readonly #redis: Redis & QuotaScripts;
   readonly #onChannelError: (error: Error) => void;
+  readonly #ownsClient: boolean;
   #subscriber: Redis | undefined;
 
   constructor(options: RedisKeyStoreOptions) {
     this.#redis = defineScripts(options.redis);
     this.#onChannelError = options.onChannelError ?? (() => undefined);
+    this.#ownsClient = options.ownsClient ?? false;
   }
 
   async putKey(next: ApiKeyRecord, nowMs: number): Promise<boolean> {
@@ -107,5 +111,6 @@ export class RedisKeyStore implements KeyStore {
   async close(): Promise<void> {
     this.#subscriber?.disconnect();
     this.#subscriber = undefined;
+    if (this.#ownsClient) await this.#redis.quit().catch(() => this.#redis.disconnect());
   }
 }
