@@ -7,7 +7,17 @@ import type { CheckQuotaRequest } from '../../src/gen/quotad/v1/CheckQuotaReques
 import type { CheckQuotaResponse__Output } from '../../src/gen/quotad/v1/CheckQuotaResponse.js';
 import type { GetUsageRequest } from '../../src/gen/quotad/v1/GetUsageRequest.js';
 import type { GetUsageResponse__Output } from '../../src/gen/quotad/v1/GetUsageResponse.js';
+import type { AdminServiceClient } from '../../src/gen/quotad/v1/AdminService.js';
+import type { ApiKey__Output } from '../../src/gen/quotad/v1/ApiKey.js';
+import type { CreateKeyRequest } from '../../src/gen/quotad/v1/CreateKeyRequest.js';
+import type { CreateKeyResponse__Output } from '../../src/gen/quotad/v1/CreateKeyResponse.js';
+import type { GetKeyUsageResponse__Output } from '../../src/gen/quotad/v1/GetKeyUsageResponse.js';
+import type { ListKeysRequest } from '../../src/gen/quotad/v1/ListKeysRequest.js';
+import type { ListKeysResponse__Output } from '../../src/gen/quotad/v1/ListKeysResponse.js';
 import type { QuotaServiceClient } from '../../src/gen/quotad/v1/QuotaService.js';
+import type { RotateKeyRequest } from '../../src/gen/quotad/v1/RotateKeyRequest.js';
+import type { RotateKeyResponse__Output } from '../../src/gen/quotad/v1/RotateKeyResponse.js';
+import type { SetKeyLimitsRequest } from '../../src/gen/quotad/v1/SetKeyLimitsRequest.js';
 import type { RecordUsageRequest } from '../../src/gen/quotad/v1/RecordUsageRequest.js';
 import type { RecordUsageResponse__Output } from '../../src/gen/quotad/v1/RecordUsageResponse.js';
 
@@ -43,6 +53,55 @@ export function quotaClient(address: string): QuotaClient {
     checkQuota: promisify(raw.checkQuota.bind(raw)),
     recordUsage: promisify(raw.recordUsage.bind(raw)),
     getUsage: promisify(raw.getUsage.bind(raw)),
+    close: () => raw.close(),
+  };
+}
+
+function promisifyWithMetadata<Req, Res>(
+  call: (
+    request: Req,
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+    callback: grpc.requestCallback<Res>,
+  ) => unknown,
+  metadata: () => grpc.Metadata,
+): Unary<Req, Res> {
+  return (request, deadlineMs = 5_000) =>
+    new Promise((resolve, reject) => {
+      call(request, metadata(), { deadline: Date.now() + deadlineMs }, (error, response) =>
+        error ? reject(error) : resolve(response as Res),
+      );
+    });
+}
+
+/** A real AdminService client that sends `token` (when given) as `authorization: Bearer <token>`. */
+export interface AdminClient {
+  createKey: Unary<CreateKeyRequest, CreateKeyResponse__Output>;
+  listKeys: Unary<ListKeysRequest, ListKeysResponse__Output>;
+  getKey: Unary<{ id: string }, ApiKey__Output>;
+  revokeKey: Unary<{ id: string }, ApiKey__Output>;
+  rotateKey: Unary<RotateKeyRequest, RotateKeyResponse__Output>;
+  setKeyLimits: Unary<SetKeyLimitsRequest, ApiKey__Output>;
+  getKeyUsage: Unary<{ id: string }, GetKeyUsageResponse__Output>;
+  close(): void;
+}
+
+export function adminClient(address: string, token: string | undefined): AdminClient {
+  const { proto } = loadQuotaPackage();
+  const raw: AdminServiceClient = new proto.quotad.v1.AdminService(address, grpc.credentials.createInsecure());
+  const metadata = () => {
+    const m = new grpc.Metadata();
+    if (token !== undefined) m.set('authorization', `Bearer ${token}`);
+    return m;
+  };
+  return {
+    createKey: promisifyWithMetadata(raw.createKey.bind(raw), metadata),
+    listKeys: promisifyWithMetadata(raw.listKeys.bind(raw), metadata),
+    getKey: promisifyWithMetadata(raw.getKey.bind(raw), metadata),
+    revokeKey: promisifyWithMetadata(raw.revokeKey.bind(raw), metadata),
+    rotateKey: promisifyWithMetadata(raw.rotateKey.bind(raw), metadata),
+    setKeyLimits: promisifyWithMetadata(raw.setKeyLimits.bind(raw), metadata),
+    getKeyUsage: promisifyWithMetadata(raw.getKeyUsage.bind(raw), metadata),
     close: () => raw.close(),
   };
 }

@@ -1,0 +1,380 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import type { Redis } from 'ioredis';
+import { ManualClock } from '../../src/core/clock.js';
+import type { CheckQuotaResponse__Output } from '../../src/gen/quotad/v1/CheckQuotaResponse.js';
+import { checkApiKey } from '../../src/keys/api-key.js';
+import { parseServeConfig } from '../../src/main/config.js';
+import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
+import { adminClient, quotaClient, type AdminClient, type QuotaClient } from '../helpers/grpc-clients.js';
+import { TestRedisServer } from '../helpers/redis-server.js';
+
+const SHIPPED_POLICY = fileURLToPath(new URL('../../../config/policy.yaml', import.meta.url));
+const START = Date.UTC(2026, 10, 23, 9, 0, 0);
+const DAY = 86_400_000;
+const ADMIN_TOKEN = randomBytes(24).toString('hex');
+
+/** Every secret the suite was given, to search Redis and the logs for at the end. */
+const issuedSecrets: string[] = [];
+/** Every log line of both replicas, at debug (one line per decision). */
+const logLines: string[] = [];
+
+interface Replica {
+  running: RunningAuthority;
+  quota: QuotaClient;
+  admin: AdminClient;
+}
+
+let redis: TestRedisServer;
+let inspector: Redis;
+let a: Replica;
+let b: Replica;
+const clock = new ManualClock(START);
+
+function capture(): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      logLines.push(...chunk.toString().split('\n').filter(Boolean));
+      done();
+    },
+  });
+}
+
+async function startReplica(extraEnv: Record<string, string> = {}): Promise<Replica> {
+  const config = parseServeConfig(
+    [
+      '--grpc-addr',
+      '127.0.0.1:0',
+      '--metrics-addr',
+      '127.0.0.1:0',
+      '--policy',
+      SHIPPED_POLICY,
+      '--log-level',
+      'debug',
+    ],
+    { REDIS_URL: redis.url, QUOTAD_REDIS_TIMEOUT: '2s', QUOTAD_ADMIN_TOKEN: ADMIN_TOKEN, ...extraEnv },
+  );
+  const running = await startAuthority(config, { clock, logDestination: capture() });
+  const address = `127.0.0.1:${running.grpcPort}`;
+  return { running, quota: quotaClient(address), admin: adminClient(address, ADMIN_TOKEN) };
+}
+
+before(async () => {
+  redis = await TestRedisServer.start();
+  inspector = redis.client();
+  [a, b] = await Promise.all([startReplica(), startReplica()]);
+});
+
+after(async () => {
+  for (const replica of [a, b]) {
+    replica.quota.close();
+    replica.admin.close();
+    await replica.running.stop();
+  }
+  await inspector.quit();
+  await redis.stop();
+});
+
+let sequence = 0;
+
+async function createKey(
+  options: { tier?: string; expiresInMs?: number; org?: string } = {},
+): Promise<{ id: string; secret: string; hash: Buffer }> {
+  sequence += 1;
+  const created = await a.admin.createKey({
+    name: `key ${sequence}`,
+    owner: 'api-keys test',
+    org: options.org ?? `keys-org-${sequence}`,
+    tier: options.tier ?? 'free',
+    expiresInMs: options.expiresInMs ?? 0,
+  });
+  issuedSecrets.push(created.secret);
+  return { id: created.key?.id as string, secret: created.secret, hash: sha256(created.secret) };
+}
+
+function sha256(secret: string): Buffer {
+  return createHash('sha256').update(secret).digest();
+}
+
+function check(replica: Replica, hash: Buffer, extra: Record<string, unknown> = {}) {
+  sequence += 1;
+  return replica.quota.checkQuota({
+    requestId: `keys-req-${sequence}`,
+    apiKeySha256: hash,
+    model: 'gpt-4o-mini',
+    inputTokens: 10,
+    maxOutputTokens: 10,
+    ...extra,
+  });
+}
+
+/** Asks `replica` until the key is refused with `code`; returns how long that took in real time. */
+async function msUntilRefused(replica: Replica, hash: Buffer, code: string): Promise<number> {
+  const started = performance.now();
+  let answer: CheckQuotaResponse__Output;
+  do {
+    answer = await check(replica, hash, { dryRun: true });
+  } while (answer.code !== code && performance.now() - started < 5_000);
+  assert.equal(answer.code, code);
+  return performance.now() - started;
+}
+
+async function keyLookupsFromStore(replica: Replica): Promise<number> {
+  const metric = replica.running.metrics.registry.getSingleMetric('quotad_key_lookups_total');
+  const values = (await metric?.get())?.values ?? [];
+  return values.filter((v) => v.labels.source === 'store').reduce((sum, v) => sum + v.value, 0);
+}
+
+describe('API keys in CheckQuota', () => {
+  test('an issued key is admitted, and the answer names its id, org and tier', async () => {
+    const key = await createKey({ tier: 'free', org: 'acme' });
+    const answer = await check(b, key.hash);
+    assert.equal(answer.code, 'OK');
+    assert.deepEqual(answer.key, { id: key.id, org: 'acme', tier: 'free', expiresAtMs: 0 });
+    assert.equal(answer.warning, '');
+  });
+
+  test('a hash no key has is INVALID_KEY and charges nothing', async () => {
+    const answer = await check(a, sha256('qd_live_never-issued'));
+    assert.equal(answer.allowed, false);
+    assert.equal(answer.code, 'INVALID_KEY');
+    assert.equal(answer.reservation, null);
+  });
+
+  test('an api_key_sha256 that is not 32 bytes is INVALID_ARGUMENT naming the field', async () => {
+    await assert.rejects(check(a, Buffer.from('short')), (error: grpc.ServiceError) => {
+      assert.equal(error.code, grpc.status.INVALID_ARGUMENT);
+      assert.match(error.details, /^api_key_sha256: /);
+      return true;
+    });
+  });
+
+  test('a key with a mistyped checksum never reaches a lookup: the format check refuses it first', async () => {
+    const key = await createKey();
+    const typo = `${key.secret.slice(0, -1)}${key.secret.endsWith('0') ? '1' : '0'}`;
+    assert.deepEqual(checkApiKey(typo), { ok: false, reason: 'checksum' });
+    assert.equal(checkApiKey(key.secret).ok, true);
+  });
+
+  test('a key revoked on one replica is refused by the other within one second', async () => {
+    const key = await createKey();
+    assert.equal((await check(b, key.hash)).code, 'OK');
+    await a.admin.revokeKey({ id: key.id });
+    const ms = await msUntilRefused(b, key.hash, 'KEY_REVOKED');
+    assert.ok(ms < 1_000, `refused after ${ms.toFixed(0)} ms`);
+  });
+
+  test('a replica whose change channel dropped still refuses a revoked key within one second', async () => {
+    const key = await createKey();
+    assert.equal((await check(b, key.hash)).code, 'OK');
+    await inspector.client('KILL', 'TYPE', 'pubsub');
+    await a.admin.revokeKey({ id: key.id });
+    const ms = await msUntilRefused(b, key.hash, 'KEY_REVOKED');
+    assert.ok(ms < 1_000, `refused after ${ms.toFixed(0)} ms`);
+  });
+
+  test('a change whose announcement is lost still reaches a replica within the one-second cache TTL', async () => {
+    const key = await createKey();
+    assert.equal((await check(b, key.hash)).code, 'OK');
+    // Revoke behind the registry's back: a write that publishes nothing, as if the message were lost.
+    const recordKey = `quotad:{keys}:key:${key.id}`;
+    const document = JSON.parse((await inspector.hget(recordKey, 'doc')) as string) as Record<
+      string,
+      unknown
+    >;
+    await inspector.hset(recordKey, 'doc', JSON.stringify({ ...document, revokedMs: clock.now() }), 'v', 2);
+    const ms = await msUntilRefused(b, key.hash, 'KEY_REVOKED');
+    // The entry was cached before the write, so it lapses less than a TTL after it (plus one poll's trip).
+    assert.ok(ms < 1_100, `refused after ${ms.toFixed(0)} ms`);
+  });
+
+  test('an expired key is KEY_EXPIRED', async () => {
+    const key = await createKey({ expiresInMs: DAY });
+    assert.equal((await check(b, key.hash)).code, 'OK');
+    clock.advance(DAY);
+    const answer = await check(b, key.hash);
+    assert.equal(answer.code, 'KEY_EXPIRED');
+    assert.equal(answer.key?.id, key.id);
+  });
+
+  test('a key 10 days from expiry carries the warning', async () => {
+    const key = await createKey({ expiresInMs: 10 * DAY });
+    const answer = await check(a, key.hash);
+    assert.equal(answer.code, 'OK');
+    assert.match(answer.warning, /expires in 10 days/);
+    assert.equal(answer.key?.expiresAtMs, clock.now() + 10 * DAY);
+  });
+
+  test('after RotateKey both secrets work during the overlap, and only the new one after it', async () => {
+    const key = await createKey();
+    const rotated = await a.admin.rotateKey({ id: key.id, overlapMs: 3_600_000 });
+    issuedSecrets.push(rotated.secret);
+    const fresh = sha256(rotated.secret);
+    assert.equal((await check(b, key.hash)).code, 'OK');
+    assert.equal((await check(b, fresh)).code, 'OK');
+    clock.advance(3_600_000);
+    assert.equal((await check(b, key.hash)).code, 'KEY_EXPIRED');
+    const answer = await check(b, fresh);
+    assert.equal(answer.code, 'OK');
+    assert.equal(answer.key?.id, key.id);
+  });
+
+  test('SetKeyLimits changes the next decision on every replica, with no reload', async () => {
+    const key = await createKey({ tier: 'free' });
+    assert.equal((await check(a, key.hash)).code, 'OK');
+    assert.equal((await check(b, key.hash)).code, 'OK');
+    const updated = await a.admin.setKeyLimits({ id: key.id, set: [{ name: 'rpm', value: '2' }], unset: [] });
+    assert.deepEqual(updated.limits, [{ name: 'requests_per_minute', value: '2' }]);
+    for (const replica of [a, b]) {
+      const answer = await check(replica, key.hash);
+      assert.equal(answer.code, 'OVER_LIMIT');
+      assert.equal(answer.limits.find((l) => l.name === 'requests_per_minute')?.limit, 2);
+    }
+    const usage = await b.admin.getKeyUsage({ id: key.id });
+    assert.equal(usage.usage?.limits.find((l) => l.name === 'requests_per_minute')?.limit, 2);
+  });
+
+  test('a key revoked after its check still settles, so its usage is not lost', async () => {
+    const key = await createKey();
+    const checked = await check(a, key.hash);
+    await a.admin.revokeKey({ id: key.id });
+    const settled = await b.quota.recordUsage({
+      requestId: `keys-req-${sequence}`,
+      apiKeySha256: key.hash,
+      model: 'gpt-4o-mini',
+      inputTokens: 10,
+      outputTokens: 4,
+      outcome: 'COMPLETED',
+    });
+    assert.equal(checked.code, 'OK');
+    assert.equal(settled.status, 'SETTLED');
+  });
+
+  test('200 concurrent checks of a key no replica has seen make one store lookup', async () => {
+    const key = await createKey({ tier: 'enterprise' });
+    const before = await keyLookupsFromStore(b);
+    const answers = await Promise.all(
+      Array.from({ length: 200 }, () => check(b, key.hash, { dryRun: true })),
+    );
+    assert.ok(answers.every((answer) => answer.code === 'OK'));
+    assert.equal((await keyLookupsFromStore(b)) - before, 1);
+  });
+
+  test("a key's last use is recorded at most once a minute", async () => {
+    const key = await createKey({ tier: 'enterprise' });
+    const first = clock.now();
+    await check(a, key.hash);
+    clock.advance(30_000);
+    await check(a, key.hash);
+    // A later round trip on the same connection: any write the checks sent has landed.
+    await check(a, key.hash, { dryRun: true });
+    assert.equal((await a.admin.getKey({ id: key.id })).lastUsedAtMs, first);
+    clock.advance(31_000);
+    await check(a, key.hash);
+    await check(a, key.hash, { dryRun: true });
+    assert.equal((await a.admin.getKey({ id: key.id })).lastUsedAtMs, clock.now());
+  });
+});
+
+describe('AdminService', () => {
+  test('calls without the right token fail with UNAUTHENTICATED and change nothing', async () => {
+    const key = await createKey();
+    const listed = await a.admin.listKeys({});
+    for (const token of [undefined, 'wrong-token-of-some-length']) {
+      const intruder = adminClient(`127.0.0.1:${a.running.grpcPort}`, token);
+      for (const call of [
+        () => intruder.createKey({ name: 'x', owner: 'x', org: 'x', tier: 'free' }),
+        () => intruder.revokeKey({ id: key.id }),
+        () => intruder.setKeyLimits({ id: key.id, set: [{ name: 'rpm', value: '1' }] }),
+        () => intruder.listKeys({}),
+      ]) {
+        await assert.rejects(
+          call(),
+          (error: grpc.ServiceError) => error.code === grpc.status.UNAUTHENTICATED,
+        );
+      }
+      intruder.close();
+    }
+    assert.deepEqual(await a.admin.listKeys({}), listed);
+    assert.equal((await check(a, key.hash)).code, 'OK');
+  });
+
+  test('ListKeys pages through every key in creation order and never shows a secret', async () => {
+    const org = `paging-${sequence}`;
+    const ids = [];
+    for (let i = 0; i < 5; i++) {
+      ids.push((await createKey({ org })).id);
+      clock.advance(1); // ids order by creation time to the millisecond
+    }
+    const seen: string[] = [];
+    let pageToken = '';
+    do {
+      const page = await b.admin.listKeys({ org, pageSize: 2, pageToken });
+      seen.push(...page.keys.map((k) => k.id));
+      pageToken = page.nextPageToken;
+      assert.ok(issuedSecrets.every((secret) => !JSON.stringify(page).includes(secret)));
+    } while (pageToken);
+    assert.deepEqual(seen, ids);
+  });
+
+  test('bad input is INVALID_ARGUMENT naming the field, and an unknown id is NOT_FOUND', async () => {
+    await assert.rejects(
+      a.admin.createKey({ name: 'n', owner: 'o', org: 'bad org', tier: 'free' }),
+      (error: grpc.ServiceError) =>
+        error.code === grpc.status.INVALID_ARGUMENT && error.details.startsWith('org:'),
+    );
+    await assert.rejects(
+      a.admin.createKey({ name: 'n', owner: 'o', org: 'acme', tier: 'platinum' }),
+      (error: grpc.ServiceError) =>
+        error.code === grpc.status.INVALID_ARGUMENT && error.details.startsWith('tier:'),
+    );
+    await assert.rejects(
+      a.admin.getKey({ id: 'key_0000000000000000000' }),
+      (error: grpc.ServiceError) => error.code === grpc.status.NOT_FOUND,
+    );
+    const key = await createKey();
+    await assert.rejects(
+      a.admin.setKeyLimits({ id: key.id, set: [{ name: 'rph', value: '5' }] }),
+      (error: grpc.ServiceError) =>
+        error.code === grpc.status.INVALID_ARGUMENT && error.details.startsWith('set[0].name:'),
+    );
+    assert.deepEqual((await a.admin.getKey({ id: key.id })).limits, []);
+  });
+});
+
+describe('secrets at rest and in logs', () => {
+  test('no issued secret is in any Redis value or in any log line of either replica', async () => {
+    assert.ok(issuedSecrets.length > 10, 'the suite issued secrets to look for');
+    const found: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, keys] = await inspector.scan(cursor, 'COUNT', 500);
+      cursor = next;
+      for (const key of keys) {
+        const type = await inspector.type(key);
+        const value =
+          type === 'string'
+            ? await inspector.get(key)
+            : type === 'hash'
+              ? JSON.stringify(await inspector.hgetall(key))
+              : type === 'zset'
+                ? JSON.stringify(await inspector.zrange(key, 0, -1, 'WITHSCORES'))
+                : `unexpected type ${type}`;
+        found.push(`${key} ${value}`);
+      }
+    } while (cursor !== '0');
+    assert.ok(
+      found.some((entry) => entry.includes(':{keys}:key:')),
+      'key records were scanned',
+    );
+    for (const secret of issuedSecrets) {
+      const body = secret.slice('qd_live_'.length);
+      assert.ok(!found.some((entry) => entry.includes(body)), 'a secret is stored in Redis');
+      assert.ok(!logLines.some((line) => line.includes(body)), 'a secret is in the logs');
+    }
+  });
+});
