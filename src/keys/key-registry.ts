@@ -21,6 +21,8 @@ import {
 export const LAST_USED_RESOLUTION_MS = 60_000;
 /** Cached lookups kept at most; the oldest go first. */
 const CACHE_MAX_ENTRIES = 100_000;
+/** Even on a confirmed channel, a lookup is redone after this long (bounds what a bug could keep stale). */
+const CACHE_MAX_AGE_MS = 10 * 60_000;
 /** Compare-and-set attempts before an admin write gives up with ABORTED. */
 const WRITE_ATTEMPTS = 8;
 
@@ -29,14 +31,15 @@ export interface KeyRegistryOptions {
   /** The authority's clock: key expiry, rotation overlap and last-used are judged on it. */
   clock: Clock;
   policy: () => Policy;
-  /** How long a lookup (found or not) is trusted without news from the store; 0 turns the cache off. */
+  /**
+   * The most a cached lookup may lag a change made on any replica. Past this age an entry is trusted only
+   * while the store confirms its change channel has delivered everything older than this. 0: no cache.
+   */
   cacheTtlMs: number;
   /** A CSPRNG (`crypto.randomBytes` in production). */
   randomBytes: (size: number) => Uint8Array;
   metrics: AuthorityMetrics;
   logger: Logger;
-  /** Monotonic milliseconds for the cache TTL (performance.now by default). */
-  monotonicNow?: () => number;
 }
 
 export interface CreateKeyInput {
@@ -57,7 +60,8 @@ export interface KeyPage {
 
 interface CacheEntry {
   record: ApiKeyRecord | undefined;
-  until: number;
+  /** performance.now() when it was read from the store. */
+  fetchedAt: number;
 }
 
 /**
@@ -73,7 +77,6 @@ export class KeyRegistry {
   readonly #randomBytes: (size: number) => Uint8Array;
   readonly #metrics: AuthorityMetrics;
   readonly #logger: Logger;
-  readonly #monotonicNow: () => number;
   readonly #cache = new Map<string, CacheEntry>();
   readonly #inflight = new Map<string, Promise<ApiKeyRecord | undefined>>();
   readonly #lastTouched = new Map<string, number>();
@@ -88,7 +91,6 @@ export class KeyRegistry {
     this.#randomBytes = options.randomBytes;
     this.#metrics = options.metrics;
     this.#logger = options.logger;
-    this.#monotonicNow = options.monotonicNow ?? (() => performance.now());
     this.#store.watchKeyChanges((id) => this.#invalidate(id));
   }
 
@@ -106,7 +108,7 @@ export class KeyRegistry {
   async lookup(sha256: Buffer): Promise<ApiKeyRecord | undefined> {
     const sha = sha256.toString('hex');
     const cached = this.#cache.get(sha);
-    if (cached && cached.until > this.#monotonicNow()) {
+    if (cached && this.#trusted(cached)) {
       this.#metrics.keyLookups.inc({ source: 'cache', result: cached.record ? 'found' : 'unknown' });
       return cached.record;
     }
@@ -120,14 +122,27 @@ export class KeyRegistry {
     return pending;
   }
 
+  /**
+   * Young entries are trusted; older ones while the change channel vouches for them: a change the cache has
+   * not heard of is then younger than the TTL. Invalidations and resyncs have already removed the rest.
+   */
+  #trusted(entry: CacheEntry): boolean {
+    const now = performance.now();
+    const age = now - entry.fetchedAt;
+    if (age < this.#cacheTtlMs) return true;
+    return age < CACHE_MAX_AGE_MS && this.#store.changesDeliveredAsOf() >= now - this.#cacheTtlMs;
+  }
+
   async #fetch(sha: string): Promise<ApiKeyRecord | undefined> {
     const generation = this.#generation;
+    const fetchedAt = performance.now();
     const record = await this.#store.findKeyBySecret(sha);
     this.#metrics.keyLookups.inc({ source: 'store', result: record ? 'found' : 'unknown' });
     if (this.#cacheTtlMs > 0 && generation === this.#generation) {
       if (this.#cache.size >= CACHE_MAX_ENTRIES)
         this.#cache.delete(this.#cache.keys().next().value as string);
-      this.#cache.set(sha, { record, until: this.#monotonicNow() + this.#cacheTtlMs });
+      this.#cache.delete(sha); // re-inserted last, so eviction takes the oldest
+      this.#cache.set(sha, { record, fetchedAt });
     }
     return record;
   }

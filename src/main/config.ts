@@ -64,7 +64,7 @@ export const SERVE_SETTINGS = {
     flag: 'key-cache-ttl',
     env: 'QUOTAD_KEY_CACHE_TTL',
     default: '1s',
-    help: 'How long an API key lookup is trusted if a change message is lost (changes are pushed at once). 0s: no cache.',
+    help: 'The most a cached API key may lag a change on another replica: older entries are kept only while the change channel is confirmed live. 0s: no cache.',
   },
   demoKey: {
     flag: 'demo-key',

@@ -31,6 +31,12 @@ export interface KeyStore {
    * `listener(undefined)` when changes may have been missed (the channel reconnected): forget everything.
    */
   watchKeyChanges(listener: (id: string | undefined) => void): void;
+  /**
+   * A monotonic time (performance.now()) such that every change announced before it has reached the
+   * watchers; -Infinity while that is not known (the channel is down or unconfirmed). A cache may trust
+   * an entry for as long as this stays recent: no change it missed can be older than now minus this.
+   */
+  changesDeliveredAsOf(): number;
   close(): Promise<void>;
 }
 

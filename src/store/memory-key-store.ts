@@ -77,6 +77,11 @@ export class MemoryKeyStore implements KeyStore {
     this.#listeners.push(listener);
   }
 
+  /** Changes reach the watchers as they are written, in this process. */
+  changesDeliveredAsOf(): number {
+    return performance.now();
+  }
+
   async close(): Promise<void> {
     this.#listeners.length = 0;
   }

@@ -21,23 +21,33 @@ export interface RedisKeyStoreOptions {
   onChannelError?: (error: Error) => void;
   /** close() also quits `redis`; off when the client is shared with a RedisStore, which closes it. */
   ownsClient?: boolean;
+  /** How often the change channel is pinged to confirm it delivers (see changesDeliveredAsOf). */
+  confirmEveryMs?: number;
 }
 
 /**
  * API keys in Redis, under the `{keys}` hash tag. Writes are scripts that compare and set on the record's
  * version and publish the key id on API_KEY_CHANGES_CHANNEL, which every replica's cache listens to.
+ *
+ * The channel is confirmed by PINGs on the subscribed connection: Redis answers a PING after every message
+ * it queued to that connection before, so a PONG proves that all changes published before its PING have
+ * been heard. A stalled or broken connection stops the confirmations, and caches fall back to their TTL.
  */
 export class RedisKeyStore implements KeyStore {
   readonly kind = 'redis' as const;
   readonly #redis: Redis & QuotaScripts;
   readonly #onChannelError: (error: Error) => void;
   readonly #ownsClient: boolean;
+  readonly #confirmEveryMs: number;
   #subscriber: Redis | undefined;
+  #confirmer: NodeJS.Timeout | undefined;
+  #deliveredAsOf = Number.NEGATIVE_INFINITY;
 
   constructor(options: RedisKeyStoreOptions) {
     this.#redis = defineScripts(options.redis);
     this.#onChannelError = options.onChannelError ?? (() => undefined);
     this.#ownsClient = options.ownsClient ?? false;
+    this.#confirmEveryMs = options.confirmEveryMs ?? 250;
   }
 
   async putKey(next: ApiKeyRecord, nowMs: number): Promise<boolean> {
@@ -94,21 +104,50 @@ export class RedisKeyStore implements KeyStore {
     // A connection of its own: a subscribed connection can run no other command.
     const subscriber = this.#redis.duplicate({ autoResubscribe: false, lazyConnect: true });
     this.#subscriber = subscriber;
+    let subscribed = false;
     subscriber.on('message', (channel: string, id: string) => {
       if (channel === API_KEY_CHANGES_CHANNEL) listener(id);
     });
     subscriber.on('error', (error: Error) => this.#onChannelError(error));
+    subscriber.on('close', () => {
+      subscribed = false;
+      this.#deliveredAsOf = Number.NEGATIVE_INFINITY;
+    });
     // Each (re)connection may have missed messages: subscribe again, then forget every cached key.
     subscriber.on('ready', () => {
       subscriber.subscribe(API_KEY_CHANGES_CHANNEL).then(
-        () => listener(undefined),
+        () => {
+          subscribed = true;
+          listener(undefined);
+        },
         (error: Error) => this.#onChannelError(error),
       );
     });
+    this.#confirmer = setInterval(() => {
+      if (!subscribed) return;
+      const sent = performance.now();
+      subscriber.ping().then(
+        () => {
+          if (subscribed) this.#deliveredAsOf = Math.max(this.#deliveredAsOf, sent);
+        },
+        () => undefined, // no confirmation: caches fall back to their TTL until one comes
+      );
+    }, this.#confirmEveryMs);
+    this.#confirmer.unref();
     subscriber.connect().catch((error: Error) => this.#onChannelError(error));
   }
 
+  changesDeliveredAsOf(): number {
+    return this.#deliveredAsOf;
+  }
+
+  /** The subscribed connection, for diagnostics (tests stall it to show the cache falls back to its TTL). */
+  get changeChannel(): Redis | undefined {
+    return this.#subscriber;
+  }
+
   async close(): Promise<void> {
+    clearInterval(this.#confirmer);
     this.#subscriber?.disconnect();
     this.#subscriber = undefined;
     if (this.#ownsClient) await this.#redis.quit().catch(() => this.#redis.disconnect());
