@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { PolicyError } from '../policy/policy-error.js';
+import { EXIT, keysCli, usageCli } from './admin-cli.js';
 import { ConfigError, parseServeConfig, serveUsage } from './config.js';
-import { startAuthority } from './serve.js';
 import { VERSION } from './version.js';
 
 const USAGE = `quotad ${VERSION}: one quota authority for every LLM gateway replica.
@@ -9,18 +9,23 @@ const USAGE = `quotad ${VERSION}: one quota authority for every LLM gateway repl
 Usage:
   quotad serve [flags]     run the authority (gRPC QuotaService, health, reflection, /metrics)
   quotad serve --help      list serve's flags and environment variables
+  quotad keys <command>    manage API keys over the authority's admin API (create, list, show,
+                           revoke, rotate, limits)
+  quotad usage ID          an API key's limits: used, remaining, limit, reset
+  quotad keys --help       list the key commands, their flags and exit codes
   quotad version           print the version
 `;
-
-/** Exit codes a script can rely on. */
-const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 
 async function serve(args: string[]): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) {
     process.stdout.write(serveUsage());
     return EXIT.ok;
   }
-  const running = await startAuthority(parseServeConfig(args, process.env));
+  const config = parseServeConfig(args, process.env);
+  // Loaded here, not at the top: the key commands would otherwise pay for Redis, metrics and the server
+  // at every start (a third of their run time), and they are run by scripts in loops.
+  const { startAuthority } = await import('./serve.js');
+  const running = await startAuthority(config);
   const { logger } = running;
   await new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
@@ -45,6 +50,10 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'serve':
       return serve(rest);
+    case 'keys':
+      return keysCli(rest, process.env);
+    case 'usage':
+      return usageCli(rest, process.env);
     case 'version':
     case '--version':
       process.stdout.write(`${VERSION}\n`);

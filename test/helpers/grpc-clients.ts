@@ -88,7 +88,10 @@ export interface AdminClient {
 
 export function adminClient(address: string, token: string | undefined): AdminClient {
   const { proto } = loadQuotaPackage();
-  const raw: AdminServiceClient = new proto.quotad.v1.AdminService(address, grpc.credentials.createInsecure());
+  const raw: AdminServiceClient = new proto.quotad.v1.AdminService(
+    address,
+    grpc.credentials.createInsecure(),
+  );
   const metadata = () => {
     const m = new grpc.Metadata();
     if (token !== undefined) m.set('authorization', `Bearer ${token}`);
