@@ -168,7 +168,6 @@ function connect(settings: Settings): { api: AdminApi; close: () => void } {
   return { api, close: () => client.close() };
 }
 
-
 /** ISO 8601 in UTC to the second, or '-' for the protocol's 0 ("never" / "not set"). */
 function isoTime(ms: number, none = '-'): string {
   return ms > 0 ? new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z') : none;
@@ -265,7 +264,6 @@ function usageTable(response: GetKeyUsageResponse__Output): string {
     : '';
   return title + table(['NAME', 'KIND', 'USED', 'REMAINING', 'LIMIT', 'RESETS IN'], rows) + totals;
 }
-
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
@@ -424,7 +422,6 @@ const USAGE_COMMAND: Command = {
     return { message: usage, text: usageTable(usage) };
   },
 };
-
 
 function parseCommandLine(command: Command, args: string[]): { values: Values; positionals: string[] } {
   try {
