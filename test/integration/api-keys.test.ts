@@ -128,6 +128,15 @@ async function msUntilRefused(replica: Replica, hash: Buffer, code: string): Pro
   return performance.now() - started;
 }
 
+/** Calls per command from INFO commandstats (the PINGs of the change channels are not among these). */
+async function redisCommands(): Promise<Map<string, number>> {
+  const calls = new Map<string, number>();
+  for (const match of (await inspector.info('commandstats')).matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)) {
+    calls.set(match[1] as string, Number(match[2]));
+  }
+  return calls;
+}
+
 async function keyLookupsFromStore(replica: Replica): Promise<number> {
   const metric = replica.running.metrics.registry.getSingleMetric('quotad_key_lookups_total');
   const values = (await metric?.get())?.values ?? [];
@@ -252,6 +261,17 @@ describe('API keys in CheckQuota', () => {
     );
     assert.ok(answers.every((answer) => answer.code === 'OK'));
     assert.equal((await keyLookupsFromStore(b)) - before, 1);
+  });
+
+  test('once a key is cached, each CheckQuota by key is one Redis round trip: its decision script', async () => {
+    const key = await createKey({ tier: 'enterprise' });
+    await check(a, key.hash); // the lookup, the last-used write and the first decision
+    const before = await redisCommands();
+    for (let i = 0; i < 20; i++) await check(a, key.hash);
+    const after = await redisCommands();
+    // Key lookups are scripts too (find-key.lua), so twenty scripts means twenty decisions and no lookup.
+    const scripts = (after.get('evalsha') ?? 0) + (after.get('eval') ?? 0);
+    assert.equal(scripts - (before.get('evalsha') ?? 0) - (before.get('eval') ?? 0), 20);
   });
 
   test("a key's last use is recorded at most once a minute", async () => {
