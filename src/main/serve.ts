@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { DestinationStream } from 'pino';
 import { adminServiceHandlers } from '../authority/admin-service.js';
 import { QuotaAuthority } from '../authority/quota-authority.js';
@@ -83,6 +83,7 @@ async function seedDemoKey(
   keys: KeyRegistry,
   logger: Logger,
   output: { write(text: string): unknown },
+  grpcAddress: string,
 ): Promise<void> {
   if (!(await keys.isEmpty())) {
     logger.info('demo key not created: the store already holds API keys (quotad keys create makes more)');
@@ -100,10 +101,13 @@ async function seedDemoKey(
     { keyId: record.id, tier: record.tier },
     'DEMO API key created (free tier); its secret is on stderr, once',
   );
+  // grpcurl takes bytes fields as base64: the SHA-256 the gateway would send for this key.
+  const hash = createHash('sha256').update(secret).digest('base64');
+  const request = `{"request_id":"try-1","api_key_sha256":"${hash}","model":"gpt-4o-mini","input_tokens":100,"max_output_tokens":200}`;
   output.write(
     `\nquotad: DEMO API key (tier free, org demo, id ${record.id}). For trying quotad out, not for production:\n\n    ${secret}\n\n` +
-      `  Send its SHA-256 as CheckQuota's api_key_sha256, e.g.\n` +
-      `    printf %s '${secret}' | sha256sum\n\n`,
+      `  Callers send its SHA-256, never the key. Try it:\n\n` +
+      `    grpcurl -plaintext -d '${request}' ${grpcAddress} quotad.v1.QuotaService/CheckQuota\n\n`,
   );
 }
 
@@ -175,7 +179,6 @@ export async function startAuthority(
         logger,
       })
     : undefined;
-  if (config.demoKey) await seedDemoKey(keys, logger, overrides.bannerOutput ?? process.stderr);
   const server = await startAuthorityServer({
     address: `${config.grpcAddress.host}:${config.grpcAddress.port}`,
     authority,
@@ -183,6 +186,10 @@ export async function startAuthority(
     logger,
     ...(admin ? { admin } : {}),
   });
+  if (config.demoKey) {
+    const host = ['0.0.0.0', '::'].includes(config.grpcAddress.host) ? '127.0.0.1' : config.grpcAddress.host;
+    await seedDemoKey(keys, logger, overrides.bannerOutput ?? process.stderr, `${host}:${server.port}`);
+  }
   const metricsServer = await startMetricsServer({
     host: config.metricsAddress.host,
     port: config.metricsAddress.port,
