@@ -1,5 +1,5 @@
 import type { Clock } from '../core/clock.js';
-import { ConflictError, InvalidArgumentError, NotFoundError } from '../core/errors.js';
+import { ConflictError, InvalidArgumentError, NotFoundError, StoreUnavailableError } from '../core/errors.js';
 import { parseOverrideValue, resolveOverrideName } from '../core/limit-overrides.js';
 import type { Policy } from '../core/policy.js';
 import type { KeyStore } from '../store/key-store.js';
@@ -104,7 +104,11 @@ export class KeyRegistry {
     for (const [sha, entry] of this.#cache) if (entry.record?.id === id) this.#cache.delete(sha);
   }
 
-  /** The record holding this secret hash, from the cache when fresh, else from the store (one lookup at a time). */
+  /**
+   * The record holding this secret hash: from the cache when fresh, else from the store (one lookup at a
+   * time per hash). While the store is unreachable, the last known record is used: no revocation can be
+   * written without the store either, and the limits' failure policies then decide as for any caller.
+   */
   async lookup(sha256: Buffer): Promise<ApiKeyRecord | undefined> {
     const sha = sha256.toString('hex');
     const cached = this.#cache.get(sha);
@@ -119,7 +123,13 @@ export class KeyRegistry {
       const clear = () => this.#inflight.delete(sha);
       pending.then(clear, clear);
     }
-    return pending;
+    try {
+      return await pending;
+    } catch (error) {
+      if (!(error instanceof StoreUnavailableError) || !cached?.record) throw error;
+      this.#metrics.keyLookups.inc({ source: 'stale', result: 'found' });
+      return cached.record;
+    }
   }
 
   /**
@@ -139,7 +149,7 @@ export class KeyRegistry {
     const record = await this.#store.findKeyBySecret(sha);
     this.#metrics.keyLookups.inc({ source: 'store', result: record ? 'found' : 'unknown' });
     if (this.#cacheTtlMs > 0 && generation === this.#generation) {
-      if (this.#cache.size >= CACHE_MAX_ENTRIES)
+      if (this.#cache.size >= CACHE_MAX_ENTRIES && !this.#cache.has(sha))
         this.#cache.delete(this.#cache.keys().next().value as string);
       this.#cache.delete(sha); // re-inserted last, so eviction takes the oldest
       this.#cache.set(sha, { record, fetchedAt });

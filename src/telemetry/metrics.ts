@@ -23,8 +23,8 @@ export type GrpcMethod =
   | 'RotateKey'
   | 'SetKeyLimits'
   | 'GetKeyUsage';
-/** Where a key lookup was answered, and whether the secret was known there. */
-export type KeyLookupLabels = { source: 'cache' | 'store'; result: 'found' | 'unknown' };
+/** Where a key lookup was answered (`stale`: the last known record, the store being out), and whether it was known. */
+export type KeyLookupLabels = { source: 'cache' | 'store' | 'stale'; result: 'found' | 'unknown' };
 /** Why cached key lookups were dropped: one key changed, or every key (the change channel reconnected). */
 export type KeyInvalidationReason = 'change' | 'resync';
 /** A gRPC status by name (`OK`, `INVALID_ARGUMENT`), as operators read it. */
@@ -242,7 +242,7 @@ export class AuthorityMetrics {
     this.grpcRequests = grpcRequests;
     const keyLookups = new Counter({
       name: 'quotad_key_lookups_total',
-      help: 'API key lookups by source (cache or store) and result (found or unknown).',
+      help: 'API key lookups by source (cache, store, or stale: last known while the store is out) and result.',
       labelNames: ['source', 'result'] as const,
       registers,
     });
@@ -276,7 +276,7 @@ export class AuthorityMetrics {
     for (const result of RESERVATION_RESULTS) reservations.inc({ result }, 0);
     for (const status of SETTLE_STATUSES) settled.inc({ status }, 0);
     for (const result of RELOAD_RESULTS) reloads.inc({ result }, 0);
-    for (const source of ['cache', 'store'] as const) {
+    for (const source of ['cache', 'store', 'stale'] as const) {
       for (const result of ['found', 'unknown'] as const) keyLookups.inc({ source, result }, 0);
     }
     for (const reason of ['change', 'resync'] as const) keyInvalidations.inc({ reason }, 0);

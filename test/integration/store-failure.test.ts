@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { Redis } from 'ioredis';
 import type { CheckQuotaInput } from '../../src/authority/quota-authority.js';
 import { ManualClock } from '../../src/core/clock.js';
 import type { Decision } from '../../src/core/decision.js';
 import { StoreUnavailableError } from '../../src/core/errors.js';
+import { RedisKeyStore } from '../../src/store/redis/redis-key-store.js';
 import { createRedisClient, RedisStore } from '../../src/store/redis/redis-store.js';
 import type { AuthorityMetrics } from '../../src/telemetry/metrics.js';
 import {
@@ -37,7 +39,10 @@ const policy = policyWith(
 let server: TestRedisServer;
 let redis: Redis;
 let store: RedisStore;
+let keyStore: RedisKeyStore;
 let harness: TestAuthority;
+/** API keys on the `open` tier: one resolved before Redis goes down, one never. */
+const keys = { seen: Buffer.alloc(0), unseen: Buffer.alloc(0) };
 
 before(async () => {
   server = await TestRedisServer.start();
@@ -47,9 +52,11 @@ before(async () => {
   await redis.connect();
   const clock = new ManualClock(Date.UTC(2026, 10, 22, 10, 0, 0));
   store = new RedisStore({ redis, clock });
-  harness = makeAuthority(store, clock, policy);
+  keyStore = new RedisKeyStore({ redis });
+  harness = makeAuthority(store, clock, policy, 'info', keyStore);
 });
 after(async () => {
+  await keyStore.close();
   await store.close();
   await server.stop();
 });
@@ -76,6 +83,12 @@ async function checkWithinDeadline(input: CheckQuotaInput): Promise<Decision> {
   if (error) throw error;
   assert.ok(ms < DEADLINE_MS, `answered after ${Math.round(ms)} ms, past the ${DEADLINE_MS} ms deadline`);
   return value as Decision;
+}
+
+/** A check asked with an API key's hash instead of a principal. */
+function keyCheck(apiKeySha256: Buffer): CheckQuotaInput {
+  const { requestId, model, inputTokens, maxOutputTokens, dryRun } = checkInput(freshPrincipal('open'));
+  return { requestId, model, inputTokens, maxOutputTokens, dryRun, apiKeySha256 };
 }
 
 function answer(decision: Decision) {
@@ -107,6 +120,25 @@ describe('while Redis is up', () => {
       decisions.push(answer(await harness.authority.check(checkInput(freshPrincipal(mode)))));
     }
     assert.deepEqual(decisions, Array(3).fill({ allowed: true, code: 'OK', degraded: false }));
+  });
+
+  test('API keys resolve and decide through Redis', async () => {
+    for (const which of ['seen', 'unseen'] as const) {
+      const { secret } = await harness.keys.create({
+        name: which,
+        owner: 'store-failure',
+        org: `keys-${which}`,
+        tier: 'open',
+        expiresInMs: 0,
+      });
+      keys[which] = createHash('sha256').update(secret).digest();
+    }
+    // The change channel forgets every cached key when it (re)subscribes: let that happen first.
+    while (keyStore.changesDeliveredAsOf() === Number.NEGATIVE_INFINITY) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    const decision = await harness.authority.check(keyCheck(keys.seen));
+    assert.deepEqual(answer(decision), { allowed: true, code: 'OK', degraded: false });
   });
 });
 
@@ -146,6 +178,17 @@ describe('while Redis is down', () => {
       .map((call, i) => ({ call: i, ms: Math.round(call.ms), error: call.error }))
       .filter(({ ms, error }) => error !== undefined || ms >= DEADLINE_MS);
     assert.deepEqual(unanswered, []);
+  });
+
+  test("a key resolved before Redis went down still decides, by its limits' failure policies", async () => {
+    const decision = await checkWithinDeadline(keyCheck(keys.seen));
+    assert.deepEqual(answer(decision), { allowed: true, code: 'OK', degraded: true });
+  });
+
+  test('a key never resolved cannot be: StoreUnavailableError (UNAVAILABLE) within the deadline', async () => {
+    const { ms, error } = await timed(() => harness.authority.check(keyCheck(keys.unseen)));
+    assert.ok(error instanceof StoreUnavailableError, `rejected with ${String(error)}`);
+    assert.ok(ms < DEADLINE_MS, `rejected after ${Math.round(ms)} ms`);
   });
 
   test('RecordUsage rejects with StoreUnavailableError within the deadline', async () => {

@@ -9,6 +9,7 @@ import {
   apiKeyRecordKey,
   apiKeySecretKey,
 } from '../keys.js';
+import { callRedis } from './call-redis.js';
 import { defineScripts, type QuotaScripts } from './scripts.js';
 
 function decodeRow(document: string, version: string, used: string): ApiKeyRecord {
@@ -57,26 +58,32 @@ export class RedisKeyStore implements KeyStore {
       apiKeyOrgIdsKey(next.org),
       ...next.secrets.map((s) => apiKeySecretKey(s.sha256)),
     ];
-    const [written] = await this.#redis.quotadPutKey(
-      keys.length,
-      ...keys,
-      next.version,
-      encodeKeyDocument(next),
-      next.id,
-      recordTtlMs(next, nowMs) ?? 0,
-      API_KEY_CHANGES_CHANNEL,
-      ...next.secrets.map((s) => secretTtlMs(next, s, nowMs) ?? 0),
+    const [written] = await callRedis(() =>
+      this.#redis.quotadPutKey(
+        keys.length,
+        ...keys,
+        next.version,
+        encodeKeyDocument(next),
+        next.id,
+        recordTtlMs(next, nowMs) ?? 0,
+        API_KEY_CHANGES_CHANNEL,
+        ...next.secrets.map((s) => secretTtlMs(next, s, nowMs) ?? 0),
+      ),
     );
     return written === 1;
   }
 
   async findKeyBySecret(sha256Hex: string): Promise<ApiKeyRecord | undefined> {
-    const row = await this.#redis.quotadFindKey(apiKeySecretKey(sha256Hex), API_KEY_RECORD_PREFIX);
+    const row = await callRedis(() =>
+      this.#redis.quotadFindKey(apiKeySecretKey(sha256Hex), API_KEY_RECORD_PREFIX),
+    );
     return row ? decodeRow(...row) : undefined;
   }
 
   async getKey(id: string): Promise<ApiKeyRecord | undefined> {
-    const [document, version, used] = await this.#redis.hmget(apiKeyRecordKey(id), 'doc', 'v', 'used');
+    const [document, version, used] = await callRedis(() =>
+      this.#redis.hmget(apiKeyRecordKey(id), 'doc', 'v', 'used'),
+    );
     return document && version ? decodeRow(document, version, used ?? '') : undefined;
   }
 
@@ -96,7 +103,7 @@ export class RedisKeyStore implements KeyStore {
   }
 
   async touchKey(id: string, usedMs: number): Promise<void> {
-    await this.#redis.quotadTouchKey(apiKeyRecordKey(id), usedMs);
+    await callRedis(() => this.#redis.quotadTouchKey(apiKeyRecordKey(id), usedMs));
   }
 
   watchKeyChanges(listener: (id: string | undefined) => void): void {

@@ -1,6 +1,5 @@
-import { Redis, ReplyError } from 'ioredis';
+import { Redis } from 'ioredis';
 import type { Clock } from '../../core/clock.js';
-import { StoreUnavailableError } from '../../core/errors.js';
 import type {
   LimitState,
   PlannedLimit,
@@ -12,6 +11,7 @@ import type {
 } from '../../core/quota.js';
 import { leaseMember, limitKey, reservationKey } from '../keys.js';
 import type { QuotaStore } from '../store.js';
+import { callRedis } from './call-redis.js';
 import { defineScripts, type QuotaScripts } from './scripts.js';
 
 export interface RedisClientOptions {
@@ -36,9 +36,6 @@ export function createRedisClient(url: string, options: RedisClientOptions): Red
     lazyConnect: true,
   });
 }
-
-/** Replies that mean "not now" (loading, failing over, busy), not "wrong". */
-const TRANSIENT_REPLY = /^(LOADING|READONLY|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN)/;
 
 const KIND_CODE = { rate: 'r', budget: 'b', concurrency: 'c' } as const;
 const STATE_WIDTH = 7;
@@ -108,7 +105,7 @@ export class RedisStore implements QuotaStore {
   async reserve(command: ReserveCommand): Promise<ReserveResult> {
     const { principal, requestId, limits } = command;
     const { keys, specs } = keysAndSpecs(principal, limits);
-    const reply = await this.#call(() =>
+    const reply = await callRedis(() =>
       this.#redis.quotadReserve(
         keys.length + 1,
         reservationKey(principal, requestId),
@@ -138,7 +135,7 @@ export class RedisStore implements QuotaStore {
   async settle(command: SettleCommand): Promise<SettleResult> {
     const { principal, requestId, limits, actual } = command;
     const { keys, specs } = keysAndSpecs(principal, limits);
-    const reply = await this.#call(() =>
+    const reply = await callRedis(() =>
       this.#redis.quotadSettle(
         keys.length + 1,
         reservationKey(principal, requestId),
@@ -166,16 +163,6 @@ export class RedisStore implements QuotaStore {
       expiredLeases: reply[7] as number,
       limits: readStates(reply, 8, limits.length),
     };
-  }
-
-  async #call(run: () => Promise<number[]>): Promise<number[]> {
-    try {
-      return await run();
-    } catch (error) {
-      // A script error is a bug to surface, not an outage to paper over with a failure policy.
-      if (error instanceof ReplyError && !TRANSIENT_REPLY.test((error as Error).message)) throw error;
-      throw new StoreUnavailableError(`redis: ${(error as Error).message}`, { cause: error });
-    }
   }
 
   async close(): Promise<void> {
