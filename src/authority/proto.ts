@@ -28,7 +28,8 @@ export function loadQuotaPackage(): { definition: protoLoader.PackageDefinition;
   return { definition, proto: grpc.loadPackageDefinition(definition) as unknown as ProtoGrpcType };
 }
 
-/** Every service the server exposes (QuotaService, AdminService, grpc.health.v1), for server reflection. */
-export function loadReflectedServices(): protoLoader.PackageDefinition {
-  return protoLoader.loadSync([...QUOTAD_PROTOS, healthProtoPath], LOADER_OPTIONS);
+/** The services the server exposes (QuotaService, AdminService when on, grpc.health.v1), for reflection. */
+export function loadReflectedServices(withAdmin: boolean): protoLoader.PackageDefinition {
+  const quotad = withAdmin ? QUOTAD_PROTOS : QUOTAD_PROTOS.slice(0, 1);
+  return protoLoader.loadSync([...quotad, healthProtoPath], LOADER_OPTIONS);
 }

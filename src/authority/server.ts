@@ -44,7 +44,7 @@ export async function startAuthorityServer(options: AuthorityServerOptions): Pro
   if (options.admin) server.addService(proto.quotad.v1.AdminService.service, options.admin);
   const health = new HealthImplementation({ '': 'SERVING', [QUOTA_SERVICE_NAME]: 'SERVING' });
   health.addToServer(server);
-  new ReflectionService(loadReflectedServices()).addToServer(server);
+  new ReflectionService(loadReflectedServices(options.admin !== undefined)).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(options.address, grpc.ServerCredentials.createInsecure(), (error, bound) =>

@@ -18,6 +18,8 @@ export const REDACTED_PATHS: readonly string[] = [
   'token',
   '*.token',
   'adminToken',
+  'secret',
+  '*.secret',
 ];
 
 export interface LoggerOptions {
