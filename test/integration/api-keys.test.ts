@@ -2,14 +2,12 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import type { Redis } from 'ioredis';
 import { ManualClock } from '../../src/core/clock.js';
 import type { CheckQuotaResponse__Output } from '../../src/gen/quotad/v1/CheckQuotaResponse.js';
 import { checkApiKey } from '../../src/keys/api-key.js';
 import { KeyRegistry } from '../../src/keys/key-registry.js';
-import { parseServeConfig } from '../../src/main/config.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
 import { RedisKeyStore } from '../../src/store/redis/redis-key-store.js';
 import { createRedisClient } from '../../src/store/redis/redis-store.js';
@@ -17,8 +15,8 @@ import { AuthorityMetrics } from '../../src/telemetry/metrics.js';
 import { capturingLogger } from '../helpers/authority.js';
 import { adminClient, quotaClient, type AdminClient, type QuotaClient } from '../helpers/grpc-clients.js';
 import { TestRedisServer } from '../helpers/redis-server.js';
+import { inProcessServeConfig } from '../helpers/serve-config.js';
 
-const SHIPPED_POLICY = fileURLToPath(new URL('../../../config/policy.yaml', import.meta.url));
 const START = Date.UTC(2026, 10, 23, 9, 0, 0);
 const DAY = 86_400_000;
 const ADMIN_TOKEN = randomBytes(24).toString('hex');
@@ -50,19 +48,12 @@ function capture(): Writable {
 }
 
 async function startReplica(extraEnv: Record<string, string> = {}): Promise<Replica> {
-  const config = parseServeConfig(
-    [
-      '--grpc-addr',
-      '127.0.0.1:0',
-      '--metrics-addr',
-      '127.0.0.1:0',
-      '--policy',
-      SHIPPED_POLICY,
-      '--log-level',
-      'debug',
-    ],
-    { REDIS_URL: redis.url, QUOTAD_REDIS_TIMEOUT: '2s', QUOTAD_ADMIN_TOKEN: ADMIN_TOKEN, ...extraEnv },
-  );
+  const config = inProcessServeConfig(['--log-level', 'debug'], {
+    REDIS_URL: redis.url,
+    QUOTAD_REDIS_TIMEOUT: '2s',
+    QUOTAD_ADMIN_TOKEN: ADMIN_TOKEN,
+    ...extraEnv,
+  });
   const running = await startAuthority(config, { clock, logDestination: capture() });
   const address = `127.0.0.1:${running.grpcPort}`;
   return { running, quota: quotaClient(address), admin: adminClient(address, ADMIN_TOKEN) };

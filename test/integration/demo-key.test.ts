@@ -1,14 +1,11 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { checkApiKey } from '../../src/keys/api-key.js';
-import { parseServeConfig } from '../../src/main/config.js';
 import { startAuthority } from '../../src/main/serve.js';
 import { quotaClient } from '../helpers/grpc-clients.js';
 import { TestRedisServer } from '../helpers/redis-server.js';
-
-const SHIPPED_POLICY = fileURLToPath(new URL('../../../config/policy.yaml', import.meta.url));
+import { inProcessServeConfig } from '../helpers/serve-config.js';
 
 let redis: TestRedisServer;
 before(async () => {
@@ -20,19 +17,7 @@ after(() => redis.stop());
 async function startWithDemoKey(env: Record<string, string>) {
   let banner = '';
   const logs: string[] = [];
-  const config = parseServeConfig(
-    [
-      '--grpc-addr',
-      '127.0.0.1:0',
-      '--metrics-addr',
-      '127.0.0.1:0',
-      '--policy',
-      SHIPPED_POLICY,
-      '--demo-key',
-      'on',
-    ],
-    env,
-  );
+  const config = inProcessServeConfig(['--demo-key', 'on'], env);
   const running = await startAuthority(config, {
     bannerOutput: { write: (text: string) => (banner += text) },
     logDestination: new Writable({

@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { ManualClock } from '../../src/core/clock.js';
-import { parseServeConfig } from '../../src/main/config.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
 import { healthClient, quotaClient, reflectionClient, type QuotaClient } from '../helpers/grpc-clients.js';
 import { TestRedisServer } from '../helpers/redis-server.js';
+import { inProcessServeConfig } from '../helpers/serve-config.js';
 
-const SHIPPED_POLICY = fileURLToPath(new URL('../../../config/policy.yaml', import.meta.url));
 const START = Date.UTC(2026, 10, 22, 10, 0, 0);
 
 let redis: TestRedisServer;
@@ -19,19 +17,10 @@ const clock = new ManualClock(START);
 
 before(async () => {
   redis = await TestRedisServer.start();
-  const config = parseServeConfig(
-    [
-      '--grpc-addr',
-      '127.0.0.1:0',
-      '--metrics-addr',
-      '127.0.0.1:0',
-      '--policy',
-      SHIPPED_POLICY,
-      '--log-level',
-      'silent',
-    ],
-    { REDIS_URL: redis.url, QUOTAD_REDIS_TIMEOUT: '2s' },
-  );
+  const config = inProcessServeConfig(['--log-level', 'silent'], {
+    REDIS_URL: redis.url,
+    QUOTAD_REDIS_TIMEOUT: '2s',
+  });
   running = await startAuthority(config, { clock });
   address = `127.0.0.1:${running.grpcPort}`;
   client = quotaClient(address);
