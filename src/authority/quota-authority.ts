@@ -89,8 +89,13 @@ function keyIdentity(record: ApiKeyRecord, expiresAtMs: number | null): KeyIdent
   return { id: record.id, org: record.org, tier: record.tier, expiresAtMs: expiresAtMs ?? 0 };
 }
 
+/** A key is charged as its id, so rotation keeps its counters. */
 function keyPrincipal(record: ApiKeyRecord): Principal {
   return { subject: record.id, org: record.org, tier: record.tier };
+}
+
+function asGiven(credential: { principal: Principal; overrides?: LimitOverrides }): Resolved {
+  return { principal: credential.principal, overrides: credential.overrides, key: undefined, warning: '' };
 }
 
 /**
@@ -122,32 +127,9 @@ export class QuotaAuthority {
     return (period, timeZone) => this.#bounds.get(period, timeZone, now);
   }
 
-  /**
-   * Resolves an API-key credential to a principal (the key id as subject), or to the decision refusing
-   * it. Only a usable key resolves for checks; settlement and reports also take a revoked or expired one,
-   * so usage already reserved is never lost.
-   */
-  async #resolve(credential: Credential, mustBeUsable: true): Promise<Resolved | Decision>;
-  async #resolve(credential: Credential, mustBeUsable: false): Promise<Resolved>;
-  async #resolve(credential: Credential, mustBeUsable: boolean): Promise<Resolved | Decision> {
-    if ('principal' in credential) {
-      return {
-        principal: credential.principal,
-        overrides: credential.overrides,
-        key: undefined,
-        warning: '',
-      };
-    }
-    if (!mustBeUsable) {
-      const record = await this.#keys.lookup(credential.apiKeySha256);
-      if (!record) throw new NotFoundError('api_key_sha256: no API key has this hash');
-      return {
-        principal: keyPrincipal(record),
-        overrides: record.limits,
-        key: keyIdentity(record, record.expiresMs),
-        warning: '',
-      };
-    }
+  /** For a check: a principal as given, a usable key as its principal, any other key as its refusal. */
+  async #resolveToCheck(credential: Credential): Promise<Resolved | Decision> {
+    if ('principal' in credential) return asGiven(credential);
     const auth = await this.#keys.authenticate(credential.apiKeySha256);
     if (auth.code === 'INVALID_KEY') return keyRefusalDecision(auth.code, auth.reason, undefined);
     const key = keyIdentity(auth.record, auth.expiresAtMs);
@@ -160,9 +142,18 @@ export class QuotaAuthority {
     };
   }
 
+  /** For settlement and reports: any known key, even one revoked or expired since, so no usage is lost. */
+  async #resolveToReport(credential: Credential): Promise<Resolved> {
+    if ('principal' in credential) return asGiven(credential);
+    const record = await this.#keys.lookup(credential.apiKeySha256);
+    if (!record) throw new NotFoundError('api_key_sha256: no API key has this hash');
+    const key = keyIdentity(record, record.expiresMs);
+    return { principal: keyPrincipal(record), overrides: record.limits, key, warning: '' };
+  }
+
   async check(input: CheckQuotaInput): Promise<Decision> {
     const started = performance.now();
-    const resolved = await this.#resolve(input, true);
+    const resolved = await this.#resolveToCheck(input);
     if ('allowed' in resolved) {
       this.#observeDecision(input, undefined, resolved, started);
       return resolved;
@@ -226,7 +217,7 @@ export class QuotaAuthority {
 
   async record(input: RecordUsageInput): Promise<SettlementReport> {
     const started = performance.now();
-    const { principal, overrides } = await this.#resolve(input, false);
+    const { principal, overrides } = await this.#resolveToReport(input);
     const policy = this.#policy();
     const { limits, actual } = planSettle(
       policy,
@@ -266,7 +257,7 @@ export class QuotaAuthority {
 
   async usage(credential: Credential): Promise<UsageReport> {
     const started = performance.now();
-    const { principal, overrides, key } = await this.#resolve(credential, false);
+    const { principal, overrides, key } = await this.#resolveToReport(credential);
     const policy = this.#policy();
     const limits = planPeek(policy, principal, this.#boundsAt(), overrides);
     const result = await this.#timedStore('reserve', () =>
