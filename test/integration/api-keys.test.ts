@@ -165,20 +165,22 @@ describe('API keys in CheckQuota', () => {
     assert.equal(checkApiKey(key.secret).ok, true);
   });
 
-  test('a key revoked on one replica is refused by the other within one second', async () => {
+  test('a key revoked on one replica is refused by the other within one second', async (t) => {
     const key = await createKey();
     assert.equal((await check(b, key.hash)).code, 'OK');
     await a.admin.revokeKey({ id: key.id });
     const ms = await msUntilRefused(b, key.hash, 'KEY_REVOKED');
+    t.diagnostic(`refused ${ms.toFixed(1)} ms after the revocation returned`);
     assert.ok(ms < 1_000, `refused after ${ms.toFixed(0)} ms`);
   });
 
-  test('a replica whose change channel dropped still refuses a revoked key within one second', async () => {
+  test('a replica whose change channel dropped still refuses a revoked key within one second', async (t) => {
     const key = await createKey();
     assert.equal((await check(b, key.hash)).code, 'OK');
     await inspector.client('KILL', 'TYPE', 'pubsub');
     await a.admin.revokeKey({ id: key.id });
     const ms = await msUntilRefused(b, key.hash, 'KEY_REVOKED');
+    t.diagnostic(`refused ${ms.toFixed(1)} ms after the revocation returned`);
     assert.ok(ms < 1_000, `refused after ${ms.toFixed(0)} ms`);
   });
 
@@ -334,6 +336,7 @@ describe('the key cache of a replica', () => {
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
     const ms = performance.now() - started;
+    t.diagnostic(`refused ${ms.toFixed(1)} ms after the revocation returned (TTL ${TTL_MS} ms)`);
     assert.ok(ms < TTL_MS + 100, `refused after ${ms.toFixed(0)} ms with a ${TTL_MS} ms TTL`);
   });
 });
