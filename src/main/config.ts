@@ -60,6 +60,12 @@ export const SERVE_SETTINGS = {
     default: '0s',
     help: 'After SIGTERM, how long to keep serving while health says NOT_SERVING, so clients move away.',
   },
+  shutdownGrace: {
+    flag: 'shutdown-grace',
+    env: 'QUOTAD_SHUTDOWN_GRACE',
+    default: '10s',
+    help: 'After the delay, how long in-flight calls may take before they are cut.',
+  },
   keyCacheTtl: {
     flag: 'key-cache-ttl',
     env: 'QUOTAD_KEY_CACHE_TTL',
@@ -71,12 +77,6 @@ export const SERVE_SETTINGS = {
     env: 'QUOTAD_DEMO_KEY',
     default: 'off',
     help: 'on: when the store holds no API key, create a demo key (free tier) and print it once on stderr.',
-  },
-  shutdownGrace: {
-    flag: 'shutdown-grace',
-    env: 'QUOTAD_SHUTDOWN_GRACE',
-    default: '10s',
-    help: 'After the delay, how long in-flight calls may take before they are cut.',
   },
 } as const satisfies Record<string, Setting>;
 
