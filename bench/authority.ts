@@ -6,11 +6,11 @@
  * With --store redis a private redis-server is started; time then includes one round trip per call.
  * --credential key asks with the SHA-256 of one of 10,000 API keys instead of a principal.
  */
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parsePolicy } from '../src/policy/load.js';
 import type { Credential } from '../src/authority/quota-authority.js';
+import { sha256 } from '../src/keys/api-key.js';
 import type { KeyStore } from '../src/store/key-store.js';
 import { MemoryKeyStore } from '../src/store/memory-key-store.js';
 import { MemoryStore } from '../src/store/memory-store.js';
@@ -55,7 +55,7 @@ if (values.credential === 'key') {
       tier: 'pro',
       expiresInMs: 0,
     });
-    keyHashes.push(createHash('sha256').update(secret).digest());
+    keyHashes.push(sha256(secret));
   }
 }
 const credentialOf = (i: number): Credential =>

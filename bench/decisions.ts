@@ -11,8 +11,9 @@
  * The authority runs as its own process (`quotad serve`), the load from this one; with --store redis the
  * script starts a private redis-server. Compare runs made on the same machine in the same session.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
+import { sha256 } from '../src/keys/api-key.js';
 import { AuthorityProcess } from '../test/helpers/authority-process.js';
 import { adminClient, quotaClient } from '../test/helpers/grpc-clients.js';
 import { TestRedisServer } from '../test/helpers/redis-server.js';
@@ -128,7 +129,7 @@ async function issueKeys(address: string, token: string): Promise<Buffer[]> {
       }),
     );
     for (const created of await Promise.all(batch)) {
-      hashes.push(createHash('sha256').update(created.secret).digest());
+      hashes.push(sha256(created.secret));
     }
   }
   admin.close();

@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Clock } from '../core/clock.js';
 import { InvalidArgumentError } from '../core/errors.js';
@@ -7,14 +7,13 @@ import type { Policy } from '../core/policy.js';
 import type { AdminServiceHandlers } from '../gen/quotad/v1/AdminService.js';
 import type { ApiKey } from '../gen/quotad/v1/ApiKey.js';
 import type { KeyRegistry } from '../keys/key-registry.js';
-import { keyState, type ApiKeyRecord } from '../keys/key-record.js';
+import { isKeyId, sha256 } from '../keys/api-key.js';
+import { keyPrincipal, keyState, type ApiKeyRecord } from '../keys/key-record.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { AuthorityMetrics, GrpcMethod, GrpcStatusName } from '../telemetry/metrics.js';
 import type { QuotaAuthority } from './quota-authority.js';
 import { toLimitStatus, toServiceError } from './quota-service.js';
 import { requireOrg, requireText } from './validate.js';
-
-export const ADMIN_SERVICE_NAME = 'quotad.v1.AdminService';
 
 /** Key lifetimes and overlaps above this are mistakes, not policies. */
 const MAX_DURATION_MS = 10 * 365 * 86_400_000;
@@ -38,20 +37,16 @@ export interface AdminServiceOptions {
   logger: Logger;
 }
 
-function digest(text: string): Buffer {
-  return createHash('sha256').update(text, 'utf8').digest();
-}
-
 /** Whether the call carries the admin token; compared in constant time over equal-length digests. */
 function hasAdminToken(metadata: grpc.Metadata, expected: Buffer): boolean {
   const [header] = metadata.get('authorization');
   if (typeof header !== 'string' || !header.startsWith('Bearer ')) return false;
-  return timingSafeEqual(digest(header.slice('Bearer '.length)), expected);
+  return timingSafeEqual(sha256(header.slice('Bearer '.length)), expected);
 }
 
 function requireId(id: string): string {
   requireText('id', id, 64);
-  if (!/^key_[0-9A-Za-z]+$/.test(id)) throw new InvalidArgumentError('id', `'${id}' is not a key id (key_…)`);
+  if (!isKeyId(id)) throw new InvalidArgumentError('id', `'${id}' is not a key id (key_…)`);
   return id;
 }
 
@@ -63,7 +58,7 @@ function requireDuration(field: string, ms: number): number {
 /** AdminService over gRPC: every call checks the admin token first, so a refused call changes nothing. */
 export function adminServiceHandlers(options: AdminServiceOptions): AdminServiceHandlers {
   const { keys, authority, metrics, logger } = options;
-  const expected = digest(options.adminToken);
+  const expected = sha256(options.adminToken);
 
   function toApiKey(record: ApiKeyRecord): ApiKey {
     const tier = options.policy().tiers.get(record.tier);
@@ -161,10 +156,7 @@ export function adminServiceHandlers(options: AdminServiceOptions): AdminService
     }),
     GetKeyUsage: admin('GetKeyUsage', async (request) => {
       const record = await keys.get(requireId(request.id));
-      const usage = await authority.usage({
-        principal: { subject: record.id, org: record.org, tier: record.tier },
-        overrides: record.limits,
-      });
+      const usage = await authority.usage({ principal: keyPrincipal(record), overrides: record.limits });
       return {
         key: toApiKey(record),
         usage: {

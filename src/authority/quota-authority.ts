@@ -24,7 +24,7 @@ import {
 import type { Policy } from '../core/policy.js';
 import type { Principal, ReserveCommand, SettleOutcome, SettleResult } from '../core/quota.js';
 import type { KeyRegistry } from '../keys/key-registry.js';
-import type { ApiKeyRecord } from '../keys/key-record.js';
+import { keyPrincipal, type ApiKeyRecord } from '../keys/key-record.js';
 import type { MemoryStore } from '../store/memory-store.js';
 import type { QuotaStore } from '../store/store.js';
 import type { AuthorityMetrics } from '../telemetry/metrics.js';
@@ -87,11 +87,6 @@ export interface QuotaAuthorityOptions {
 
 function keyIdentity(record: ApiKeyRecord, expiresAtMs: number | null): KeyIdentity {
   return { id: record.id, org: record.org, tier: record.tier, expiresAtMs: expiresAtMs ?? 0 };
-}
-
-/** A key is charged as its id, so rotation keeps its counters. */
-function keyPrincipal(record: ApiKeyRecord): Principal {
-  return { subject: record.id, org: record.org, tier: record.tier };
 }
 
 function asGiven(credential: { principal: Principal; overrides?: LimitOverrides }): Resolved {

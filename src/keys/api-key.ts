@@ -36,20 +36,34 @@ function checksum(prefixAndBody: string): string {
 }
 
 /**
- * Formats a new key from random bytes (from `crypto.randomBytes(KEY_RANDOM_BYTES)` in production).
- * Bytes of 248 and above are skipped so each character is uniform over the 62 (no modulo bias).
+ * `length` base62 characters from random bytes. Bytes of 248 and above are skipped so each character is
+ * uniform over the 62 (no modulo bias).
  */
-export function formatApiKey(type: KeyType, random: Uint8Array): string {
-  let body = '';
+function randomBase62(random: Uint8Array, length: number): string {
+  let text = '';
   for (const byte of random) {
     if (byte >= 248) continue;
-    body += ALPHABET[byte % 62];
-    if (body.length === BODY_LENGTH) break;
+    text += ALPHABET[byte % 62];
+    if (text.length === length) return text;
   }
-  if (body.length < BODY_LENGTH)
-    throw new Error(`formatApiKey: ${random.length} random bytes were not enough`);
-  const prefixAndBody = `qd_${type}_${body}`;
+  throw new Error(`${random.length} random bytes were not enough for ${length} base62 characters`);
+}
+
+/** Formats a new key from random bytes (from `crypto.randomBytes(KEY_RANDOM_BYTES)` in production). */
+export function formatApiKey(type: KeyType, random: Uint8Array): string {
+  const prefixAndBody = `qd_${type}_${randomBase62(random, BODY_LENGTH)}`;
   return prefixAndBody + checksum(prefixAndBody);
+}
+
+const KEY_ID = /^key_[0-9A-Za-z]+$/;
+
+/** `key_` + the creation time (base36, padded, so ids sort by it) + 10 random base62 characters. */
+export function formatKeyId(nowMs: number, random: Uint8Array): string {
+  return `key_${nowMs.toString(36).padStart(9, '0')}${randomBase62(random, 10)}`;
+}
+
+export function isKeyId(text: string): boolean {
+  return KEY_ID.test(text);
 }
 
 export type ApiKeyCheck =

@@ -3,6 +3,8 @@
  * one secret, revocation and rotation. No secret is ever part of a record, only SHA-256 hashes.
  */
 
+import type { Principal } from '../core/quota.js';
+
 /** How long before expiry a key's answers carry a warning. */
 export const EXPIRY_WARNING_MS = 14 * 86_400_000;
 /** How long a revoked or expired key (or a rotated-out secret) is kept, to answer KEY_REVOKED / KEY_EXPIRED. */
@@ -40,6 +42,11 @@ export interface ApiKeyRecord {
 }
 
 export type KeyState = 'active' | 'revoked' | 'expired';
+
+/** Whom a key's usage is charged to: its id, so rotation keeps its counters. */
+export function keyPrincipal(record: ApiKeyRecord): Principal {
+  return { subject: record.id, org: record.org, tier: record.tier };
+}
 
 export function keyState(record: ApiKeyRecord, nowMs: number): KeyState {
   if (record.revokedMs !== null) return 'revoked';
@@ -135,7 +142,8 @@ export function revokeKeyRecord(record: ApiKeyRecord, nowMs: number): ApiKeyReco
 
 /**
  * Adds a new current secret. Every older secret still in force stops at `nowMs + overlapMs` (or earlier,
- * if it was already due to stop); secrets whose end has passed are dropped.
+ * if it was already due to stop). Rotated-out secrets are kept for KEY_RETENTION_MS after their end, so
+ * they are refused as rotated out rather than as unknown.
  */
 export function rotateKeyRecord(
   record: ApiKeyRecord,

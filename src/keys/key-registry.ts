@@ -5,7 +5,15 @@ import type { Policy } from '../core/policy.js';
 import type { KeyStore } from '../store/key-store.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { AuthorityMetrics } from '../telemetry/metrics.js';
-import { checkApiKey, formatApiKey, KEY_RANDOM_BYTES, keyHint, type KeyType } from './api-key.js';
+import {
+  formatApiKey,
+  formatKeyId,
+  isKeyId,
+  KEY_RANDOM_BYTES,
+  keyHint,
+  sha256,
+  type KeyType,
+} from './api-key.js';
 import {
   authenticateSecret,
   DEFAULT_ROTATION_OVERLAP_MS,
@@ -109,8 +117,11 @@ export class KeyRegistry {
    * time per hash). While the store is unreachable, the last known record is used: no revocation can be
    * written without the store either, and the limits' failure policies then decide as for any caller.
    */
-  async lookup(sha256: Buffer): Promise<ApiKeyRecord | undefined> {
-    const sha = sha256.toString('hex');
+  lookup(secretSha256: Buffer): Promise<ApiKeyRecord | undefined> {
+    return this.#lookupHex(secretSha256.toString('hex'));
+  }
+
+  async #lookupHex(sha: string): Promise<ApiKeyRecord | undefined> {
     const cached = this.#cache.get(sha);
     if (cached && this.#trusted(cached)) {
       this.#metrics.keyLookups.inc({ source: 'cache', result: cached.record ? 'found' : 'unknown' });
@@ -158,9 +169,11 @@ export class KeyRegistry {
   }
 
   /** May the secret with this hash be used now? Notes the use of a key that may. */
-  async authenticate(sha256: Buffer): Promise<KeyAuthentication> {
+  async authenticate(secretSha256: Buffer): Promise<KeyAuthentication> {
+    const sha = secretSha256.toString('hex');
+    const record = await this.#lookupHex(sha);
     const now = this.#clock.now();
-    const auth = authenticateSecret(await this.lookup(sha256), sha256.toString('hex'), now);
+    const auth = authenticateSecret(record, sha, now);
     if (auth.code === 'OK') this.#noteUse(auth.record, now);
     return auth;
   }
@@ -182,7 +195,7 @@ export class KeyRegistry {
     const now = this.#clock.now();
     const secret = formatApiKey(input.type ?? 'live', this.#randomBytes(KEY_RANDOM_BYTES));
     const record = newKeyRecord({
-      id: this.#newId(now),
+      id: formatKeyId(now, this.#randomBytes(KEY_RANDOM_BYTES)),
       name: input.name,
       owner: input.owner,
       org: input.org,
@@ -194,12 +207,6 @@ export class KeyRegistry {
     if (!(await this.#store.putKey(record, now))) throw new ConflictError(`key id ${record.id} is taken`);
     this.#logger.info({ keyId: record.id, org: record.org, tier: record.tier }, 'api key created');
     return { record, secret };
-  }
-
-  /** `key_` + creation time (base36, so ids sort by it) + 10 random base62 characters. */
-  #newId(now: number): string {
-    const random = formatApiKey('live', this.#randomBytes(KEY_RANDOM_BYTES)).slice(8, 18);
-    return `key_${now.toString(36).padStart(9, '0')}${random}`;
   }
 
   async get(id: string): Promise<ApiKeyRecord> {
@@ -238,7 +245,8 @@ export class KeyRegistry {
       return rotateKeyRecord(current, { sha256: sha256Hex(secret), hint: keyHint(secret) }, now, overlapMs);
     });
     this.#logger.info({ keyId: id, overlapMs }, 'api key rotated');
-    return { record, secret, previousExpiresAtMs: this.#clock.now() + overlapMs };
+    const previous = record.secrets.at(-2) as { notAfterMs: number };
+    return { record, secret, previousExpiresAtMs: previous.notAfterMs };
   }
 
   async setLimits(
@@ -286,9 +294,7 @@ export class KeyRegistry {
 }
 
 function sha256Hex(secret: string): string {
-  const checked = checkApiKey(secret);
-  if (!checked.ok) throw new Error(`a freshly formatted key failed its own check: ${checked.reason}`);
-  return checked.sha256.toString('hex');
+  return sha256(secret).toString('hex');
 }
 
 function keyTypeOf(record: ApiKeyRecord): KeyType {
@@ -301,7 +307,6 @@ function encodePageToken(lastId: string): string {
 
 function decodePageToken(token: string): string {
   const id = Buffer.from(token, 'base64url').toString('utf8');
-  if (!/^key_[0-9A-Za-z]+$/.test(id))
-    throw new InvalidArgumentError('page_token', 'is not a token from ListKeys');
+  if (!isKeyId(id)) throw new InvalidArgumentError('page_token', 'is not a token from ListKeys');
   return id;
 }

@@ -1,9 +1,10 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { DestinationStream } from 'pino';
 import { adminServiceHandlers } from '../authority/admin-service.js';
 import { QuotaAuthority } from '../authority/quota-authority.js';
 import { startAuthorityServer } from '../authority/server.js';
 import type { Clock } from '../core/clock.js';
+import { sha256 } from '../keys/api-key.js';
 import { KeyRegistry } from '../keys/key-registry.js';
 import { PolicyWatcher } from '../policy/watcher.js';
 import type { KeyStore } from '../store/key-store.js';
@@ -50,10 +51,8 @@ async function openStores(config: ServeConfig, clock: Clock | undefined, logger:
     logger.warn(
       'no REDIS_URL: counters and API keys live in this process only. Run a single instance; replicas would not share limits, and a restart forgets usage and keys.',
     );
-    return {
-      quota: new MemoryStore({ clock: clock ?? systemClock }),
-      keys: new MemoryKeyStore({ clock: clock ?? systemClock }),
-    };
+    const local = clock ?? systemClock;
+    return { quota: new MemoryStore({ clock: local }), keys: new MemoryKeyStore({ clock: local }) };
   }
   const redis = createRedisClient(config.redisUrl, { commandTimeoutMs: config.redisTimeoutMs });
   redis.on('error', (error: Error) => logger.warn({ err: error.message }, 'redis connection error'));
@@ -69,6 +68,8 @@ async function openStores(config: ServeConfig, clock: Clock | undefined, logger:
   }
   const keys = new RedisKeyStore({
     redis,
+    // Confirmations well inside the TTL, so a healthy channel keeps every cached key trusted.
+    confirmEveryMs: Math.max(50, config.keyCacheTtlMs / 4),
     onChannelError: (error) =>
       logger.warn({ err: error.message }, 'api key change channel error; cached keys expire by their TTL'),
   });
@@ -102,7 +103,7 @@ async function seedDemoKey(
     'DEMO API key created (free tier); its secret is on stderr, once',
   );
   // grpcurl takes bytes fields as base64: the SHA-256 the gateway would send for this key.
-  const hash = createHash('sha256').update(secret).digest('base64');
+  const hash = sha256(secret).toString('base64');
   const request = `{"request_id":"try-1","api_key_sha256":"${hash}","model":"gpt-4o-mini","input_tokens":100,"max_output_tokens":200}`;
   output.write(
     `\nquotad: DEMO API key (tier free, org demo, id ${record.id}). For trying quotad out, not for production:\n\n    ${secret}\n\n` +
@@ -122,6 +123,8 @@ export async function startAuthority(
     destination: overrides.logDestination,
   });
   const clock = overrides.clock;
+  // Without an injected clock, Redis scripts read Redis TIME; everything else reads the system clock.
+  const localClock = clock ?? systemClock;
   const stores = await openStores(config, clock, logger);
   const store = stores.quota;
   const metrics = new AuthorityMetrics({ version: VERSION, storeKind: store.kind });
@@ -152,7 +155,7 @@ export async function startAuthority(
 
   const keys = new KeyRegistry({
     store: stores.keys,
-    clock: clock ?? systemClock,
+    clock: localClock,
     policy: () => policy.current,
     cacheTtlMs: config.keyCacheTtlMs,
     randomBytes: (size) => randomBytes(size),
@@ -161,9 +164,9 @@ export async function startAuthority(
   });
   const authority = new QuotaAuthority({
     store,
-    fallback: new MemoryStore({ clock: clock ?? systemClock }),
+    fallback: new MemoryStore({ clock: localClock }),
     policy: () => policy.current,
-    clock: clock ?? systemClock,
+    clock: localClock,
     metrics,
     logger,
     keys,
@@ -174,7 +177,7 @@ export async function startAuthority(
         authority,
         adminToken: config.adminToken,
         policy: () => policy.current,
-        clock: clock ?? systemClock,
+        clock: localClock,
         metrics,
         logger,
       })

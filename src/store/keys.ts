@@ -46,13 +46,13 @@ export function leaseMember(principal: Principal, requestId: string): string {
  */
 export const KEY_REGISTRY_PREFIX = 'quotad:{keys}';
 
-/** An API key's record (hash: doc, v, used). */
-export function apiKeyRecordKey(id: string): string {
-  return `${KEY_REGISTRY_PREFIX}:key:${escapePart(id)}`;
-}
-
 /** The prefix `apiKeyRecordKey` puts before an id, for scripts that follow a secret's index to its record. */
 export const API_KEY_RECORD_PREFIX = `${KEY_REGISTRY_PREFIX}:key:`;
+
+/** An API key's record (hash: doc, v, used). Ids are plain (`key_` + base62), as scripts assume. */
+export function apiKeyRecordKey(id: string): string {
+  return `${API_KEY_RECORD_PREFIX}${escapePart(id)}`;
+}
 
 /** A secret's index entry: its SHA-256 (hex) to the key id. */
 export function apiKeySecretKey(sha256Hex: string): string {

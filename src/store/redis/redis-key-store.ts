@@ -10,7 +10,7 @@ import {
   apiKeySecretKey,
 } from '../keys.js';
 import { callRedis } from './call-redis.js';
-import { defineScripts, type QuotaScripts } from './scripts.js';
+import { defineKeyScripts, type KeyScripts } from './scripts.js';
 
 function decodeRow(document: string, version: string, used: string): ApiKeyRecord {
   return decodeKeyDocument(document, Number(version), used === '' ? null : Number(used));
@@ -36,7 +36,7 @@ export interface RedisKeyStoreOptions {
  */
 export class RedisKeyStore implements KeyStore {
   readonly kind = 'redis' as const;
-  readonly #redis: Redis & QuotaScripts;
+  readonly #redis: Redis & KeyScripts;
   readonly #onChannelError: (error: Error) => void;
   readonly #ownsClient: boolean;
   readonly #confirmEveryMs: number;
@@ -45,7 +45,7 @@ export class RedisKeyStore implements KeyStore {
   #deliveredAsOf = Number.NEGATIVE_INFINITY;
 
   constructor(options: RedisKeyStoreOptions) {
-    this.#redis = defineScripts(options.redis);
+    this.#redis = defineKeyScripts(options.redis);
     this.#onChannelError = options.onChannelError ?? (() => undefined);
     this.#ownsClient = options.ownsClient ?? false;
     this.#confirmEveryMs = options.confirmEveryMs ?? 250;

@@ -12,7 +12,7 @@ import type {
 import { leaseMember, limitKey, reservationKey } from '../keys.js';
 import type { QuotaStore } from '../store.js';
 import { callRedis } from './call-redis.js';
-import { defineScripts, type QuotaScripts } from './scripts.js';
+import { defineQuotaScripts, type QuotaScripts } from './scripts.js';
 
 export interface RedisClientOptions {
   /** Every command is bounded by this; keep it below the callers' deadline. */
@@ -94,7 +94,7 @@ export class RedisStore implements QuotaStore {
   readonly #clock: Clock | undefined;
 
   constructor(options: RedisStoreOptions) {
-    this.#redis = defineScripts(options.redis);
+    this.#redis = defineQuotaScripts(options.redis);
     this.#clock = options.clock;
   }
 

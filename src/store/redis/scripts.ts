@@ -15,23 +15,32 @@ export function readScript(name: string): string {
 
 type ScriptArg = string | number;
 
-/** quotad's scripts as commands on an ioredis client (EVALSHA, falling back to EVAL on NOSCRIPT). */
+/** The decision scripts as commands on an ioredis client (EVALSHA, falling back to EVAL on NOSCRIPT). */
 export interface QuotaScripts {
   quotadReserve(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<number[]>;
   quotadSettle(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<number[]>;
+}
+
+/** The API key registry's scripts, likewise. */
+export interface KeyScripts {
   quotadPutKey(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<[number, number]>;
   quotadFindKey(secretKey: string, recordPrefix: string): Promise<[string, string, string] | null>;
   quotadListKeys(idsKey: string, after: string, limit: number, recordPrefix: string): Promise<string[]>;
   quotadTouchKey(recordKey: string, usedMs: number): Promise<number>;
 }
 
-/** Defines the scripts on a client once; where the key count varies (limits, secrets) it is passed per call. */
-export function defineScripts(redis: Redis): Redis & QuotaScripts {
+/** Defines the decision scripts on a client; the key count varies with the number of limits, so it is passed per call. */
+export function defineQuotaScripts(redis: Redis): Redis & QuotaScripts {
   redis.defineCommand('quotadReserve', { lua: readScript('reserve') });
   redis.defineCommand('quotadSettle', { lua: readScript('settle') });
+  return redis as Redis & QuotaScripts;
+}
+
+/** Defines the key registry's scripts on a client; put-key's key count varies with the secrets. */
+export function defineKeyScripts(redis: Redis): Redis & KeyScripts {
   redis.defineCommand('quotadPutKey', { lua: readScript('put-key') });
   redis.defineCommand('quotadFindKey', { lua: readScript('find-key'), numberOfKeys: 1 });
   redis.defineCommand('quotadListKeys', { lua: readScript('list-keys'), numberOfKeys: 1 });
   redis.defineCommand('quotadTouchKey', { lua: readScript('touch-key'), numberOfKeys: 1 });
-  return redis as Redis & QuotaScripts;
+  return redis as Redis & KeyScripts;
 }
