@@ -156,7 +156,10 @@ export function adminServiceHandlers(options: AdminServiceOptions): AdminService
     }),
     GetKeyUsage: admin('GetKeyUsage', async (request) => {
       const record = await keys.get(requireId(request.id));
-      const usage = await authority.usage({ principal: keyPrincipal(record), overrides: record.limits });
+      const usage = await authority.usage(
+        { principal: keyPrincipal(record), overrides: record.limits },
+        'operator',
+      );
       return {
         key: toApiKey(record),
         usage: {

@@ -11,7 +11,13 @@ import {
   type KeyIdentity,
   type LimitReport,
 } from '../core/decision.js';
-import { NotFoundError, StoreUnavailableError } from '../core/errors.js';
+import {
+  InvalidArgumentError,
+  NotFoundError,
+  PermissionDeniedError,
+  StoreUnavailableError,
+  UnauthenticatedError,
+} from '../core/errors.js';
 import type { LimitOverrides } from '../core/limit-overrides.js';
 import {
   planCheck,
@@ -21,7 +27,7 @@ import {
   type CheckPlan,
   type CheckRequest,
 } from '../core/plan.js';
-import type { Policy } from '../core/policy.js';
+import type { ModelSpec, Policy } from '../core/policy.js';
 import type { Principal, ReserveCommand, SettleOutcome, SettleResult } from '../core/quota.js';
 import type { KeyRegistry } from '../keys/key-registry.js';
 import { keyPrincipal, type ApiKeyRecord } from '../keys/key-record.js';
@@ -67,8 +73,17 @@ export interface UsageReport {
   limits: LimitReport[];
   /** When asked with an API key: the key. */
   key: KeyIdentity | undefined;
+  warning: string;
   tokensUsed: number;
   usdMicrosSpent: number;
+}
+
+export interface ModelsReport {
+  tier: string;
+  /** The models the tier may use, sorted by name, each with its other names. */
+  models: { spec: ModelSpec; aliases: string[] }[];
+  key: KeyIdentity | undefined;
+  warning: string;
 }
 
 export interface QuotaAuthorityOptions {
@@ -144,6 +159,14 @@ export class QuotaAuthority {
     if (!record) throw new NotFoundError('api_key_sha256: no API key has this hash');
     const key = keyIdentity(record, record.expiresMs);
     return { principal: keyPrincipal(record), overrides: record.limits, key, warning: '' };
+  }
+
+  /** For a caller's own reports: as for a check, but a refused key is an error rather than a decision. */
+  async #resolveCaller(credential: Credential): Promise<Resolved> {
+    const resolved = await this.#resolveToCheck(credential);
+    if (!('allowed' in resolved)) return resolved;
+    if (resolved.code === 'INVALID_KEY') throw new UnauthenticatedError(resolved.reason);
+    throw new PermissionDeniedError(resolved.reason);
   }
 
   async check(input: CheckQuotaInput): Promise<Decision> {
@@ -250,9 +273,14 @@ export class QuotaAuthority {
     return { ...result, limits: reportLimits(limits, result.limits) };
   }
 
-  async usage(credential: Credential): Promise<UsageReport> {
+  /**
+   * A caller's limits, used and remaining. `caller`: the credential must be usable now (the caller asks
+   * about itself); `operator`: any known key, revoked or expired ones included (an operator looks back).
+   */
+  async usage(credential: Credential, as: 'caller' | 'operator' = 'caller'): Promise<UsageReport> {
     const started = performance.now();
-    const { principal, overrides, key } = await this.#resolveToReport(credential);
+    const { principal, overrides, key, warning } =
+      as === 'caller' ? await this.#resolveCaller(credential) : await this.#resolveToReport(credential);
     const policy = this.#policy();
     const limits = planPeek(policy, principal, this.#boundsAt(), overrides);
     const result = await this.#timedStore('reserve', () =>
@@ -273,9 +301,29 @@ export class QuotaAuthority {
       tier: principal.tier,
       limits: reports,
       key,
+      warning,
       tokensUsed: largestBudgetUse(reports, 'tokens'),
       usdMicrosSpent: largestBudgetUse(reports, 'usd_micros'),
     };
+  }
+
+  /** The models the caller's tier may use. Asks no store: the policy and the key are enough. */
+  async models(credential: Credential): Promise<ModelsReport> {
+    const { principal, key, warning } = await this.#resolveCaller(credential);
+    const policy = this.#policy();
+    const tier = policy.tiers.get(principal.tier);
+    if (!tier) {
+      throw new InvalidArgumentError('principal.tier', `tier '${principal.tier}' is not in the policy`);
+    }
+    const byName = new Map<string, { spec: ModelSpec; aliases: string[] }>();
+    for (const [name, spec] of policy.models) {
+      if (tier.models && !tier.models.has(spec.name)) continue;
+      let entry = byName.get(spec.name);
+      if (!entry) byName.set(spec.name, (entry = { spec, aliases: [] }));
+      if (name !== spec.name) entry.aliases.push(name);
+    }
+    const models = [...byName.values()].sort((a, b) => a.spec.name.localeCompare(b.spec.name));
+    return { tier: tier.name, models, key, warning };
   }
 
   /** One store round trip, timed and counted, with the expired leases it reclaimed. */

@@ -1,6 +1,13 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Decision, LimitReport } from '../core/decision.js';
-import { ConflictError, InvalidArgumentError, NotFoundError, StoreUnavailableError } from '../core/errors.js';
+import {
+  ConflictError,
+  InvalidArgumentError,
+  NotFoundError,
+  PermissionDeniedError,
+  StoreUnavailableError,
+  UnauthenticatedError,
+} from '../core/errors.js';
 import type { LimitKind, LimitUnit } from '../core/policy.js';
 import type { CheckQuotaResponse } from '../gen/quotad/v1/CheckQuotaResponse.js';
 import type { LimitStatus } from '../gen/quotad/v1/LimitStatus.js';
@@ -86,6 +93,12 @@ export function toServiceError(
   }
   if (error instanceof NotFoundError) return { code: grpc.status.NOT_FOUND, details: error.message };
   if (error instanceof ConflictError) return { code: grpc.status.ABORTED, details: error.message };
+  if (error instanceof UnauthenticatedError) {
+    return { code: grpc.status.UNAUTHENTICATED, details: error.message };
+  }
+  if (error instanceof PermissionDeniedError) {
+    return { code: grpc.status.PERMISSION_DENIED, details: error.message };
+  }
   if (error instanceof StoreUnavailableError) {
     return { code: grpc.status.UNAVAILABLE, details: `quota store unavailable; retry: ${error.message}` };
   }
@@ -134,6 +147,22 @@ export function quotaServiceHandlers(
         limits: usage.limits.map(toLimitStatus),
         tokensUsed: usage.tokensUsed,
         usdMicrosSpent: usage.usdMicrosSpent,
+        key: usage.key ?? null,
+        warning: usage.warning,
+      };
+    }),
+    ListModels: unary('ListModels', async (request) => {
+      const report = await authority.models(toUsageCredential(request));
+      return {
+        tier: report.tier,
+        models: report.models.map(({ spec, aliases }) => ({
+          id: spec.name,
+          aliases,
+          inputUsdMicrosPerMillion: spec.inputMicrosPerMillion,
+          outputUsdMicrosPerMillion: spec.outputMicrosPerMillion,
+        })),
+        key: report.key ?? null,
+        warning: report.warning,
       };
     }),
   };

@@ -1,7 +1,6 @@
 import { InvalidArgumentError } from '../core/errors.js';
 import type { Principal, SettleOutcome } from '../core/quota.js';
 import type { CheckQuotaRequest__Output } from '../gen/quotad/v1/CheckQuotaRequest.js';
-import type { GetUsageRequest__Output } from '../gen/quotad/v1/GetUsageRequest.js';
 import type { RecordUsageRequest__Output } from '../gen/quotad/v1/RecordUsageRequest.js';
 import type { CheckQuotaInput, Credential, RecordUsageInput } from './quota-authority.js';
 
@@ -82,6 +81,7 @@ export function toRecordInput(request: RecordUsageRequest__Output): RecordUsageI
   };
 }
 
-export function toUsageCredential(request: GetUsageRequest__Output): Credential {
+/** The credential of a GetUsage or ListModels request. */
+export function toUsageCredential(request: WithCredential): Credential {
   return requireCredential(request);
 }

@@ -34,3 +34,19 @@ export class ConflictError extends Error {
     this.name = 'ConflictError';
   }
 }
+
+/** The caller's credential is not known (an API key never issued, or forgotten). The authority answers UNAUTHENTICATED. */
+export class UnauthenticatedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UnauthenticatedError';
+  }
+}
+
+/** The credential is known but may not be used (a revoked or expired key). The authority answers PERMISSION_DENIED. */
+export class PermissionDeniedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'PermissionDeniedError';
+  }
+}

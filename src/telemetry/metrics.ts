@@ -16,6 +16,7 @@ export type GrpcMethod =
   | 'CheckQuota'
   | 'RecordUsage'
   | 'GetUsage'
+  | 'ListModels'
   | 'CreateKey'
   | 'ListKeys'
   | 'GetKey'
@@ -62,6 +63,7 @@ const GRPC_METHODS: Record<GrpcMethod, true> = {
   CheckQuota: true,
   RecordUsage: true,
   GetUsage: true,
+  ListModels: true,
   CreateKey: true,
   ListKeys: true,
   GetKey: true,

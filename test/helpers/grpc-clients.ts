@@ -7,6 +7,8 @@ import type { CheckQuotaRequest } from '../../src/gen/quotad/v1/CheckQuotaReques
 import type { CheckQuotaResponse__Output } from '../../src/gen/quotad/v1/CheckQuotaResponse.js';
 import type { GetUsageRequest } from '../../src/gen/quotad/v1/GetUsageRequest.js';
 import type { GetUsageResponse__Output } from '../../src/gen/quotad/v1/GetUsageResponse.js';
+import type { ListModelsRequest } from '../../src/gen/quotad/v1/ListModelsRequest.js';
+import type { ListModelsResponse__Output } from '../../src/gen/quotad/v1/ListModelsResponse.js';
 import type { AdminServiceClient } from '../../src/gen/quotad/v1/AdminService.js';
 import type { ApiKey__Output } from '../../src/gen/quotad/v1/ApiKey.js';
 import type { CreateKeyRequest } from '../../src/gen/quotad/v1/CreateKeyRequest.js';
@@ -42,6 +44,7 @@ export interface QuotaClient {
   checkQuota: Unary<CheckQuotaRequest, CheckQuotaResponse__Output>;
   recordUsage: Unary<RecordUsageRequest, RecordUsageResponse__Output>;
   getUsage: Unary<GetUsageRequest, GetUsageResponse__Output>;
+  listModels: Unary<ListModelsRequest, ListModelsResponse__Output>;
   close(): void;
 }
 
@@ -53,6 +56,7 @@ export function quotaClient(address: string): QuotaClient {
     checkQuota: promisify(raw.checkQuota.bind(raw)),
     recordUsage: promisify(raw.recordUsage.bind(raw)),
     getUsage: promisify(raw.getUsage.bind(raw)),
+    listModels: promisify(raw.listModels.bind(raw)),
     close: () => raw.close(),
   };
 }

@@ -283,6 +283,44 @@ describe('API keys in CheckQuota', () => {
   });
 });
 
+describe("a caller's own reports: GetUsage and ListModels by key", () => {
+  test("ListModels gives the models of the key's tier with their aliases, and the key", async () => {
+    const key = await createKey();
+    const answer = await b.quota.listModels({ apiKeySha256: key.hash });
+    assert.equal(answer.tier, 'free');
+    assert.equal(answer.key?.id, key.id);
+    assert.deepEqual(
+      answer.models.map((m) => m.id),
+      ['gpt-4.1-mini', 'gpt-4.1-nano', 'gpt-4o-mini', 'text-embedding-3-small'],
+    );
+    const mini = answer.models.find((m) => m.id === 'gpt-4o-mini');
+    assert.deepEqual(mini?.aliases, ['gpt-4o-mini-2024-07-18']);
+    assert.equal(mini?.inputUsdMicrosPerMillion, 150_000);
+  });
+
+  test('GetUsage by key reports the key and its warning', async () => {
+    const key = await createKey({ expiresInMs: 10 * DAY });
+    const usage = await a.quota.getUsage({ apiKeySha256: key.hash });
+    assert.equal(usage.key?.id, key.id);
+    assert.match(usage.warning, /expires in 10 days/);
+  });
+
+  test('an unknown key is UNAUTHENTICATED and a revoked one PERMISSION_DENIED, for both', async () => {
+    const unknown = sha256('qd_live_never-issued');
+    for (const call of [a.quota.getUsage, a.quota.listModels]) {
+      await assert.rejects(call({ apiKeySha256: unknown }), { code: grpc.status.UNAUTHENTICATED });
+    }
+    const key = await createKey();
+    await a.admin.revokeKey({ id: key.id });
+    for (const call of [a.quota.getUsage, a.quota.listModels]) {
+      await assert.rejects(call({ apiKeySha256: key.hash }), {
+        code: grpc.status.PERMISSION_DENIED,
+        details: /revoked/,
+      });
+    }
+  });
+});
+
 describe('the key cache of a replica', () => {
   const TTL_MS = 200;
 
