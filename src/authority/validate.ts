@@ -51,6 +51,13 @@ function requireCredential(request: WithCredential): Credential {
   return { principal };
 }
 
+function requireNoOutput(request: CheckQuotaRequest__Output): boolean {
+  if (request.noOutput && request.maxOutputTokens > 0) {
+    throw new InvalidArgumentError('max_output_tokens', 'must be 0 when no_output is set');
+  }
+  return request.noOutput;
+}
+
 export function toCheckInput(request: CheckQuotaRequest__Output): CheckQuotaInput {
   return {
     requestId: requireText('request_id', request.requestId, 128),
@@ -58,6 +65,7 @@ export function toCheckInput(request: CheckQuotaRequest__Output): CheckQuotaInpu
     model: requireText('model', request.model, 128),
     inputTokens: requireTokens('input_tokens', request.inputTokens),
     maxOutputTokens: requireTokens('max_output_tokens', request.maxOutputTokens),
+    noOutput: requireNoOutput(request),
     dryRun: request.dryRun,
   };
 }

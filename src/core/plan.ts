@@ -17,6 +17,8 @@ export interface CheckRequest {
   inputTokens: number;
   /** 0 reserves the tier's cap. */
   maxOutputTokens: number;
+  /** The request produces no output (embeddings): reserve none. */
+  noOutput?: boolean;
   /** The API key's own amounts for some of the tier's limits. */
   overrides?: LimitOverrides;
 }
@@ -80,7 +82,7 @@ export function planCheck(policy: Policy, request: CheckRequest, boundsAt: Bound
       `input_tokens ${request.inputTokens} is above tier '${tier.name}' cap of ${tier.maxInputTokens}`,
     );
   }
-  const outputAllowance = request.maxOutputTokens || tier.maxOutputTokens;
+  const outputAllowance = request.noOutput ? 0 : request.maxOutputTokens || tier.maxOutputTokens;
   const estimate: ActualUsage = {
     inputTokens: request.inputTokens,
     outputTokens: outputAllowance,

@@ -367,6 +367,17 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
       assert.equal((await authority.usage({ principal })).tokensUsed, 600);
     });
 
+    test('a request with no output (an embedding) reserves its input tokens only', async (t) => {
+      const { authority, store } = await setup();
+      t.after(() => store.close());
+      const principal = freshPrincipal('free');
+      const decision = await authority.check(
+        checkInput(principal, { inputTokens: 40, maxOutputTokens: 0, noOutput: true }),
+      );
+      assert.equal(decision.code, 'OK');
+      assert.equal(decision.reservation?.tokens, 40);
+    });
+
     test('a request larger than a limit is refused before the store, with no retry time', async (t) => {
       const { authority, store } = await setup();
       t.after(() => store.close());

@@ -156,6 +156,13 @@ describe('QuotaService over a real socket', () => {
     );
   });
 
+  test('no_output with an output allowance is INVALID_ARGUMENT naming max_output_tokens', async () => {
+    await assert.rejects(
+      client.checkQuota(check(principal(), { noOutput: true, maxOutputTokens: 10 })),
+      assertInvalidArgument('max_output_tokens'),
+    );
+  });
+
   test('a RecordUsage without an outcome is INVALID_ARGUMENT naming outcome, and charges nothing', async () => {
     const who = principal('pro');
     await assert.rejects(
