@@ -1,0 +1,116 @@
+import { formatDuration } from '../core/duration.js';
+import type { LimitStatus__Output } from '../gen/quotad/v1/LimitStatus.js';
+
+type Limit = LimitStatus__Output;
+
+const IETF_UNITS: Partial<Record<Limit['unit'], string>> = {
+  TOKENS: 'tokens',
+  USD_MICROS: 'usd-micros',
+};
+
+/**
+ * The rate-limit headers for a gateway response, from the limits the authority reported. Shadow limits never
+ * show. Three dialects: OpenAI's `x-ratelimit-*-requests|tokens`, the widespread `x-ratelimit-limit|remaining|reset`
+ * for the most constraining limit, and the IETF draft's `ratelimit-policy` and `ratelimit` structured fields.
+ * Header names are lower-case.
+ */
+export function rateLimitHeaders(limits: readonly Limit[]): Record<string, string> {
+  const enforced = limits.filter((limit) => !limit.shadow);
+  const headers: Record<string, string> = {};
+
+  const requests = leastRemaining(enforced.filter((l) => l.unit === 'REQUESTS' && l.kind === 'RATE'));
+  if (requests) {
+    headers['x-ratelimit-limit-requests'] = String(requests.limit);
+    headers['x-ratelimit-remaining-requests'] = String(requests.remaining);
+    headers['x-ratelimit-reset-requests'] = formatDuration(requests.resetAfterMs);
+  }
+  const tokens = leastRemaining(enforced.filter((l) => l.unit === 'TOKENS' && isRateOrBudget(l)));
+  if (tokens) {
+    headers['x-ratelimit-limit-tokens'] = String(tokens.limit);
+    headers['x-ratelimit-remaining-tokens'] = String(tokens.remaining);
+    headers['x-ratelimit-reset-tokens'] = formatDuration(tokens.resetAfterMs);
+  }
+
+  const tightest = mostConstraining(
+    enforced.filter((l) => l.kind !== 'CONCURRENCY' && l.unit !== 'CONCURRENT'),
+  );
+  if (tightest) {
+    headers['x-ratelimit-limit'] = String(tightest.limit);
+    headers['x-ratelimit-remaining'] = String(tightest.remaining);
+    headers['x-ratelimit-reset'] = String(secondsUntil(tightest.resetAfterMs));
+  }
+
+  // Concurrency limits are not listed: the draft's quota units describe amounts per window, and an
+  // in-flight cap has neither a window nor a reset.
+  const listed = enforced.filter(isRateOrBudget);
+  if (listed.length > 0) {
+    headers['ratelimit-policy'] = listed.map(policyItem).join(', ');
+    headers['ratelimit'] = listed
+      .map((l) => `${sfString(l.name)};r=${l.remaining};t=${secondsUntil(l.resetAfterMs)}`)
+      .join(', ');
+  }
+  return headers;
+}
+
+/** `retry-after` in whole seconds (rounded up, at least 1) and OpenAI's `retry-after-ms` with the exact wait. */
+export function retryHeaders(retryAfterMs: number): Record<string, string> {
+  const ms = Math.max(0, Math.ceil(retryAfterMs));
+  return { 'retry-after': String(Math.max(1, Math.ceil(ms / 1_000))), 'retry-after-ms': String(ms) };
+}
+
+function isRateOrBudget(limit: Limit): boolean {
+  return limit.kind === 'RATE' || limit.kind === 'BUDGET';
+}
+
+/** A rate's window, or a budget's calendar period, in milliseconds. */
+function windowMs(limit: Limit): number {
+  return limit.kind === 'BUDGET' ? limit.periodEndMs - limit.periodStartMs : limit.windowMs;
+}
+
+/** Least remaining; on a tie the shorter window, then the earlier in the authority's order. */
+function leastRemaining(limits: readonly Limit[]): Limit | undefined {
+  let best: Limit | undefined;
+  for (const limit of limits) {
+    if (
+      !best ||
+      limit.remaining < best.remaining ||
+      (limit.remaining === best.remaining && windowMs(limit) < windowMs(best))
+    ) {
+      best = limit;
+    }
+  }
+  return best;
+}
+
+/** Lowest remaining/limit ratio; on a tie the earlier in the authority's order. */
+function mostConstraining(limits: readonly Limit[]): Limit | undefined {
+  let best: Limit | undefined;
+  let bestRatio = Infinity;
+  for (const limit of limits) {
+    const ratio = limit.limit > 0 ? limit.remaining / limit.limit : 0;
+    if (ratio < bestRatio) {
+      best = limit;
+      bestRatio = ratio;
+    }
+  }
+  return best;
+}
+
+function policyItem(limit: Limit): string {
+  let item = `${sfString(limit.name)};q=${limit.limit}`;
+  const windowSeconds = secondsUntil(windowMs(limit));
+  if (windowSeconds > 0) item += `;w=${windowSeconds}`;
+  const unit = IETF_UNITS[limit.unit];
+  // "requests" is the draft's default quota unit, so it goes unsaid.
+  if (unit) item += `;qu=${sfString(unit)}`;
+  return item;
+}
+
+function secondsUntil(ms: number): number {
+  return Math.max(0, Math.ceil(ms / 1_000));
+}
+
+/** An RFC 8941 sf-string: quoted, with `\` and `"` escaped and anything outside printable ASCII dropped. */
+function sfString(text: string): string {
+  return `"${text.replace(/[^\x20-\x7e]/g, '').replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+}

@@ -1,0 +1,195 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { rateLimitHeaders, retryHeaders } from '../../src/gateway/rate-limit-headers.js';
+import type { LimitStatus__Output } from '../../src/gen/quotad/v1/LimitStatus.js';
+
+const DAY_MS = 86_400_000;
+
+function status(
+  fields: Partial<LimitStatus__Output> & Pick<LimitStatus__Output, 'name' | 'unit' | 'kind'>,
+): LimitStatus__Output {
+  return {
+    limit: 0,
+    used: 0,
+    remaining: 0,
+    resetAfterMs: 0,
+    exceeded: false,
+    shadow: false,
+    retryAfterMs: 0,
+    windowMs: 0,
+    periodStartMs: 0,
+    periodEndMs: 0,
+    ...fields,
+  };
+}
+
+const rpm = status({
+  name: 'requests_per_minute',
+  unit: 'REQUESTS',
+  kind: 'RATE',
+  limit: 10,
+  used: 2,
+  remaining: 8,
+  resetAfterMs: 42_000,
+  windowMs: 60_000,
+});
+const tpm = status({
+  name: 'tokens_per_minute',
+  unit: 'TOKENS',
+  kind: 'RATE',
+  limit: 4_000,
+  used: 1_200,
+  remaining: 2_800,
+  resetAfterMs: 18_000,
+  windowMs: 60_000,
+});
+const tpd = status({
+  name: 'tokens_per_day',
+  unit: 'TOKENS',
+  kind: 'BUDGET',
+  limit: 100_000,
+  used: 5_000,
+  remaining: 95_000,
+  resetAfterMs: 36_000_500,
+  periodStartMs: DAY_MS,
+  periodEndMs: 2 * DAY_MS,
+});
+const spend = status({
+  name: 'spend_per_day',
+  unit: 'USD_MICROS',
+  kind: 'BUDGET',
+  limit: 1_000_000,
+  used: 250_000,
+  remaining: 750_000,
+  resetAfterMs: 36_000_500,
+  periodStartMs: DAY_MS,
+  periodEndMs: 2 * DAY_MS,
+});
+const concurrent = status({
+  name: 'concurrent_requests',
+  unit: 'CONCURRENT',
+  kind: 'CONCURRENCY',
+  limit: 2,
+  used: 1,
+  remaining: 1,
+});
+const freeTier = [rpm, tpm, tpd, spend, concurrent];
+
+describe('rate-limit headers', () => {
+  test('a free-tier limit set produces exactly the expected headers', () => {
+    assert.deepEqual(rateLimitHeaders(freeTier), {
+      'x-ratelimit-limit-requests': '10',
+      'x-ratelimit-remaining-requests': '8',
+      'x-ratelimit-reset-requests': '42s',
+      'x-ratelimit-limit-tokens': '4000',
+      'x-ratelimit-remaining-tokens': '2800',
+      'x-ratelimit-reset-tokens': '18s',
+      'x-ratelimit-limit': '4000',
+      'x-ratelimit-remaining': '2800',
+      'x-ratelimit-reset': '18',
+      'ratelimit-policy':
+        '"requests_per_minute";q=10;w=60, "tokens_per_minute";q=4000;w=60;qu="tokens", ' +
+        '"tokens_per_day";q=100000;w=86400;qu="tokens", "spend_per_day";q=1000000;w=86400;qu="usd-micros"',
+      ratelimit:
+        '"requests_per_minute";r=8;t=42, "tokens_per_minute";r=2800;t=18, ' +
+        '"tokens_per_day";r=95000;t=36001, "spend_per_day";r=750000;t=36001',
+    });
+  });
+
+  test('no limits, no headers', () => {
+    assert.deepEqual(rateLimitHeaders([]), {});
+  });
+
+  test('the request trio comes from the request rate with the least remaining', () => {
+    const rph = status({
+      name: 'requests_per_hour',
+      unit: 'REQUESTS',
+      kind: 'RATE',
+      limit: 100,
+      remaining: 3,
+      resetAfterMs: 360_000,
+      windowMs: 3_600_000,
+    });
+    const headers = rateLimitHeaders([rpm, rph]);
+    assert.equal(headers['x-ratelimit-limit-requests'], '100');
+    assert.equal(headers['x-ratelimit-remaining-requests'], '3');
+    assert.equal(headers['x-ratelimit-reset-requests'], '6m0s');
+  });
+
+  test('between request rates with equal remaining, the shorter window wins', () => {
+    const rph = status({
+      name: 'requests_per_hour',
+      unit: 'REQUESTS',
+      kind: 'RATE',
+      limit: 100,
+      remaining: 8,
+      resetAfterMs: 360_000,
+      windowMs: 3_600_000,
+    });
+    assert.equal(rateLimitHeaders([rph, rpm])['x-ratelimit-limit-requests'], '10');
+  });
+
+  test('the token trio comes from a token budget when it has the least remaining', () => {
+    const nearlySpent = { ...tpd, remaining: 250, resetAfterMs: 250 };
+    const headers = rateLimitHeaders([tpm, nearlySpent]);
+    assert.equal(headers['x-ratelimit-limit-tokens'], '100000');
+    assert.equal(headers['x-ratelimit-remaining-tokens'], '250');
+    assert.equal(headers['x-ratelimit-reset-tokens'], '250ms');
+  });
+
+  test('a trio is omitted when no limit of its unit exists', () => {
+    const headers = rateLimitHeaders([spend]);
+    assert.equal(headers['x-ratelimit-limit-requests'], undefined);
+    assert.equal(headers['x-ratelimit-limit-tokens'], undefined);
+    assert.equal(headers['x-ratelimit-limit'], '1000000');
+  });
+
+  test('shadow limits show in no header', () => {
+    const shadows = freeTier.map((limit) => ({
+      ...limit,
+      name: `shadow_${limit.name}`,
+      remaining: 0,
+      shadow: true,
+    }));
+    assert.deepEqual(rateLimitHeaders([...freeTier, ...shadows]), rateLimitHeaders(freeTier));
+  });
+
+  test('the most constraining limit is the lowest remaining share, concurrency excluded', () => {
+    const headers = rateLimitHeaders([
+      rpm,
+      { ...spend, remaining: 900_000 },
+      { ...concurrent, remaining: 0 },
+    ]);
+    assert.equal(headers['x-ratelimit-limit'], '10');
+    assert.equal(headers['x-ratelimit-remaining'], '8');
+  });
+
+  test('the reset in seconds rounds up', () => {
+    assert.equal(rateLimitHeaders([{ ...rpm, resetAfterMs: 1_001 }])['x-ratelimit-reset'], '2');
+  });
+
+  test('concurrency limits are not listed in RateLimit-Policy or RateLimit', () => {
+    const headers = rateLimitHeaders([concurrent, rpm]);
+    assert.equal(headers['ratelimit-policy'], '"requests_per_minute";q=10;w=60');
+    assert.equal(headers['ratelimit'], '"requests_per_minute";r=8;t=42');
+  });
+
+  test('RateLimit-Policy and RateLimit follow the order the authority reported', () => {
+    const names = (header: string | undefined) => header?.split(', ').map((item) => item.split(';')[0]);
+    const reversed = rateLimitHeaders([...freeTier].reverse());
+    const expected = ['"spend_per_day"', '"tokens_per_day"', '"tokens_per_minute"', '"requests_per_minute"'];
+    assert.deepEqual(names(reversed['ratelimit-policy']), expected);
+    assert.deepEqual(names(reversed['ratelimit']), expected);
+  });
+});
+
+describe('retry headers', () => {
+  test('retry-after rounds up to whole seconds and retry-after-ms is exact', () => {
+    assert.deepEqual(retryHeaders(1_500), { 'retry-after': '2', 'retry-after-ms': '1500' });
+  });
+
+  test('retry-after is at least one second', () => {
+    assert.deepEqual(retryHeaders(0), { 'retry-after': '1', 'retry-after-ms': '0' });
+    assert.deepEqual(retryHeaders(200), { 'retry-after': '1', 'retry-after-ms': '200' });
+  });
+});
