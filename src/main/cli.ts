@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 import { PolicyError } from '../policy/policy-error.js';
+import type { Logger } from '../telemetry/logger.js';
 import { EXIT, keysCli, usageCli } from './admin-cli.js';
 import { ConfigError, parseServeConfig, serveUsage } from './config.js';
+import { gatewayUsage, parseGatewayConfig } from './gateway-config.js';
 import { VERSION } from './version.js';
 
 const USAGE = `quotad ${VERSION}: one quota authority for every LLM gateway replica.
@@ -9,6 +11,8 @@ const USAGE = `quotad ${VERSION}: one quota authority for every LLM gateway repl
 Usage:
   quotad serve [flags]     run the authority (gRPC QuotaService, health, reflection, /metrics)
   quotad serve --help      list serve's flags and environment variables
+  quotad gateway [flags]   run the OpenAI-compatible HTTP gateway in front of the authority
+  quotad gateway --help    list the gateway's flags and environment variables
   quotad keys <command>    manage API keys over the authority's admin API (create, list, show,
                            revoke, rotate, limits)
   quotad usage ID          an API key's limits: used, remaining, limit, reset
@@ -16,16 +20,14 @@ Usage:
   quotad version           print the version
 `;
 
-async function serve(args: string[]): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
-    process.stdout.write(serveUsage());
-    return EXIT.ok;
-  }
-  const config = parseServeConfig(args, process.env);
-  // Loaded here, not at the top: the key commands would otherwise pay for Redis, metrics and the server
-  // at every start (a third of their run time), and they are run by scripts in loops.
-  const { startAuthority } = await import('./serve.js');
-  const running = await startAuthority(config);
+/** What a long-running command hands to `runUntilSignalled`. */
+interface Running {
+  logger: Logger;
+  stop(): Promise<void>;
+}
+
+/** Serves until SIGTERM or SIGINT, then stops gracefully. `onHangup` handles SIGHUP. */
+async function runUntilSignalled(running: Running, onHangup?: () => void): Promise<number> {
   const { logger } = running;
   await new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
@@ -37,12 +39,35 @@ async function serve(args: string[]): Promise<number> {
     };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
-    process.on('SIGHUP', () => {
-      logger.info('SIGHUP: re-reading the policy');
-      void running.policy.reload();
-    });
+    if (onHangup) process.on('SIGHUP', onHangup);
   });
   return EXIT.ok;
+}
+
+async function serve(args: string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(serveUsage());
+    return EXIT.ok;
+  }
+  const config = parseServeConfig(args, process.env);
+  // Loaded here, not at the top: the key commands would otherwise pay for Redis, metrics and the server
+  // at every start (a third of their run time), and they are run by scripts in loops.
+  const { startAuthority } = await import('./serve.js');
+  const running = await startAuthority(config);
+  return runUntilSignalled(running, () => {
+    running.logger.info('SIGHUP: re-reading the policy');
+    void running.policy.reload();
+  });
+}
+
+async function gateway(args: string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(gatewayUsage());
+    return EXIT.ok;
+  }
+  const config = parseGatewayConfig(args, process.env);
+  const { startGateway } = await import('./gateway.js');
+  return runUntilSignalled(await startGateway(config));
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -50,6 +75,8 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'serve':
       return serve(rest);
+    case 'gateway':
+      return gateway(rest);
     case 'keys':
       return keysCli(rest, process.env);
     case 'usage':

@@ -9,7 +9,7 @@ export class ConfigError extends Error {
   }
 }
 
-interface Setting {
+export interface Setting {
   flag: string;
   env: string;
   default: string | undefined;
@@ -114,7 +114,7 @@ function adminTokenSetting(env: NodeJS.ProcessEnv): string | undefined {
   return token;
 }
 
-function onOffSetting(name: string, text: string): boolean {
+export function onOffSetting(name: string, text: string): boolean {
   if (text === 'on' || text === 'off') return text === 'on';
   throw new ConfigError(`${name}: expected on or off, got '${text}'`);
 }
@@ -128,17 +128,21 @@ export function parseHostPort(name: string, text: string): HostPort {
   return { host: (match[1] as string).replace(/^\[|\]$/g, ''), port };
 }
 
-function durationSetting(name: string, text: string): number {
+export function durationSetting(name: string, text: string): number {
   const ms = parseDuration(text);
   if (ms === undefined)
     throw new ConfigError(`${name}: expected a duration like 50ms, 2s or 1m, got '${text}'`);
   return ms;
 }
 
-/** Reads `quotad serve`'s settings from its arguments and the environment. */
-export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv): ServeConfig {
+/** Reads settings: each flag, or else its environment variable, or else its default. */
+export function settingsReader(
+  settings: Record<string, Setting>,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+): { read(setting: Setting): string | undefined; required(setting: Setting): string } {
   const options = Object.fromEntries(
-    Object.values(SERVE_SETTINGS).map((setting) => [setting.flag, { type: 'string' as const }]),
+    Object.values(settings).map((setting) => [setting.flag, { type: 'string' as const }]),
   );
   let values: Record<string, string | boolean | undefined>;
   try {
@@ -152,8 +156,15 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     const fromEnv = env[setting.env];
     return fromEnv === undefined || fromEnv === '' ? setting.default : fromEnv;
   };
-  const required = (setting: Setting): string => read(setting) as string;
-  const name = (setting: Setting) => `--${setting.flag} (${setting.env})`;
+  return { read, required: (setting) => read(setting) as string };
+}
+
+export const settingName = (setting: Setting) => `--${setting.flag} (${setting.env})`;
+
+/** Reads `quotad serve`'s settings from its arguments and the environment. */
+export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv): ServeConfig {
+  const { read, required } = settingsReader(SERVE_SETTINGS, args, env);
+  const name = settingName;
   const s = SERVE_SETTINGS;
   return {
     redisUrl: read(s.redisUrl),
@@ -170,11 +181,16 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
   };
 }
 
+export function settingLines(settings: Record<string, Setting>): string {
+  return Object.values(settings)
+    .map(
+      (s: Setting) =>
+        `  --${s.flag.padEnd(18)} ${s.env.padEnd(26)} ${(s.default ?? '(unset)').padEnd(20)} ${s.help}`,
+    )
+    .join('\n');
+}
+
 /** The settings as a help text: flag, variable, default, meaning. */
 export function serveUsage(): string {
-  const lines = Object.values(SERVE_SETTINGS).map(
-    (s: Setting) =>
-      `  --${s.flag.padEnd(16)} ${s.env.padEnd(22)} ${(s.default ?? '(unset)').padEnd(20)} ${s.help}`,
-  );
-  return `Usage: quotad serve [flags]\n\nEach flag may also be set by its environment variable.\n\n${lines.join('\n')}\n\nQUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService.\n`;
+  return `Usage: quotad serve [flags]\n\nEach flag may also be set by its environment variable.\n\n${settingLines(SERVE_SETTINGS)}\n\nQUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService.\n`;
 }

@@ -1,0 +1,151 @@
+import { readFile } from 'node:fs/promises';
+import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import { InvalidArgumentError } from '../core/errors.js';
+import type { Principal } from '../core/quota.js';
+import { requireOrg, requireText } from '../authority/validate.js';
+import { checkApiKey } from '../keys/api-key.js';
+import type { JwtConfig } from '../main/gateway-config.js';
+import { authenticationError } from './openai-error.js';
+
+/**
+ * Who is calling, as far as the gateway can tell without the authority: the SHA-256 of an API key (the
+ * authority decides whether the key is known and usable), or the principal of a verified JWT.
+ */
+export type Caller = { kind: 'key'; sha256: Buffer } | { kind: 'jwt'; principal: Principal };
+
+/** The caller as a QuotaService credential (the oneof of CheckQuota, RecordUsage, GetUsage, ListModels). */
+export function credentialOf(caller: Caller): { apiKeySha256: Buffer } | { principal: Principal } {
+  return caller.kind === 'key' ? { apiKeySha256: caller.sha256 } : { principal: caller.principal };
+}
+
+const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]*$/;
+const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'];
+const PUBLIC_KEY_ALGORITHMS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'EdDSA',
+];
+
+type Verifier = (token: string) => Promise<Principal>;
+
+function claim(payload: Record<string, unknown>, name: string): string {
+  const value = payload[name];
+  if (typeof value !== 'string' || value === '') {
+    throw authenticationError(`The token has no '${name}' claim.`, 'invalid_token');
+  }
+  return value;
+}
+
+function principalOf(payload: Record<string, unknown>): Principal {
+  const principal = {
+    subject: claim(payload, 'sub'),
+    org: claim(payload, 'org'),
+    tier: claim(payload, 'tier'),
+  };
+  try {
+    requireText('sub', principal.subject, 128);
+    requireOrg('org', principal.org);
+    requireText('tier', principal.tier, 64);
+  } catch (error) {
+    if (error instanceof InvalidArgumentError) {
+      throw authenticationError(`The token's ${error.field} claim ${error.reason}.`, 'invalid_token');
+    }
+    throw error;
+  }
+  return principal;
+}
+
+/** Builds the JWT verifier for the configuration: an HMAC secret, or the public keys of a JWKS file. */
+export async function jwtVerifier(config: JwtConfig): Promise<Verifier> {
+  let key: Uint8Array | JWTVerifyGetKey;
+  let algorithms: string[];
+  if (config.kind === 'secret') {
+    key = config.secret;
+    algorithms = HMAC_ALGORITHMS;
+  } else {
+    key = createLocalJWKSet(
+      JSON.parse(await readFile(config.path, 'utf8')) as Parameters<typeof createLocalJWKSet>[0],
+    );
+    algorithms = PUBLIC_KEY_ALGORITHMS;
+  }
+  const options = {
+    algorithms,
+    ...(config.issuer ? { issuer: config.issuer } : {}),
+    ...(config.audience ? { audience: config.audience } : {}),
+  };
+  return async (token) => {
+    try {
+      const { payload } = await (typeof key === 'function'
+        ? jwtVerify(token, key, options)
+        : jwtVerify(token, key, options));
+      return principalOf(payload);
+    } catch (error) {
+      if (error instanceof joseErrors.JWTExpired) {
+        throw authenticationError('The token has expired.', 'token_expired');
+      }
+      if (error instanceof joseErrors.JOSEError) {
+        throw authenticationError(`The token was not accepted: ${error.message}.`, 'invalid_token');
+      }
+      throw error;
+    }
+  };
+}
+
+/** The bearer credential of a request: `Authorization: Bearer <credential>` or `X-API-Key: <credential>`. */
+export function presentedCredential(
+  headers: Record<string, string | string[] | undefined>,
+): string | undefined {
+  const authorization = headers.authorization;
+  if (typeof authorization === 'string' && authorization !== '') {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+    if (!match) {
+      throw authenticationError(
+        'The Authorization header must be "Bearer <API key>".',
+        'invalid_authorization_header',
+      );
+    }
+    return match[1];
+  }
+  const apiKey = headers['x-api-key'];
+  return typeof apiKey === 'string' && apiKey !== '' ? apiKey.trim() : undefined;
+}
+
+/**
+ * Authenticates what a request presents. API keys are checked for format and checksum here, so a typo
+ * or a scanner's guess never costs an authority call; only the SHA-256 of a well-formed key leaves.
+ */
+export class Authenticator {
+  readonly #verifyJwt: Verifier | undefined;
+
+  constructor(verifyJwt: Verifier | undefined) {
+    this.#verifyJwt = verifyJwt;
+  }
+
+  async authenticate(headers: Record<string, string | string[] | undefined>): Promise<Caller> {
+    const presented = presentedCredential(headers);
+    if (presented === undefined) {
+      throw authenticationError(
+        'You did not provide an API key. Send it as "Authorization: Bearer <key>" or "X-API-Key: <key>".',
+        'missing_api_key',
+      );
+    }
+    if (presented.startsWith('qd_')) {
+      const checked = checkApiKey(presented);
+      if (checked.ok) return { kind: 'key', sha256: checked.sha256 };
+      throw authenticationError('Incorrect API key provided.', 'invalid_api_key');
+    }
+    if (JWT_SHAPE.test(presented)) {
+      if (!this.#verifyJwt) {
+        throw authenticationError('This gateway does not accept JWTs; use an API key.', 'invalid_api_key');
+      }
+      return { kind: 'jwt', principal: await this.#verifyJwt(presented) };
+    }
+    throw authenticationError('Incorrect API key provided.', 'invalid_api_key');
+  }
+}

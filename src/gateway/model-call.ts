@@ -1,0 +1,327 @@
+import { once } from 'node:events';
+import type { ServerResponse } from 'node:http';
+import type { CheckQuotaResponse__Output } from '../gen/quotad/v1/CheckQuotaResponse.js';
+import type { RecordUsageRequest } from '../gen/quotad/v1/RecordUsageRequest.js';
+import type { FailMode } from '../main/gateway-config.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { GatewayMetrics, GatewayRoute } from '../telemetry/gateway-metrics.js';
+import { isGrpcError, isTransient, type AuthorityClient } from './authority-client.js';
+import { credentialOf, type Caller } from './auth.js';
+import { duplicateRequest, quotaUnavailable, refusal } from './decision.js';
+import { countStreamedTokens, estimateInputTokens } from './estimate.js';
+import { errorBody, invalidRequest } from './openai-error.js';
+import { rateLimitHeaders } from './rate-limit-headers.js';
+import type { ModelCall } from './requests.js';
+import type { Settler } from './settlement.js';
+import { SseSplitter } from './sse.js';
+import { upstreamFailure, type Upstream } from './upstream.js';
+
+/** What the request log line and the metrics learn while a model call is served. */
+export interface CallRecord {
+  requestId: string;
+  keyId?: string;
+  model?: string;
+  inputTokens?: number;
+  outputTokens?: number;
+  unmetered?: boolean;
+  /** A JWT caller's subject (an API key is named by its id instead). */
+  subject?: string;
+}
+
+export interface ModelCallOptions {
+  authority: AuthorityClient;
+  upstream: Upstream;
+  settler: Settler;
+  metrics: GatewayMetrics;
+  logger: Logger;
+  authorityTimeoutMs: number;
+  failMode: FailMode;
+}
+
+/** Where the answer goes: headers to set, then a JSON body, or a raw stream after `hijack()`. */
+export interface Responder {
+  header(name: string, value: string): void;
+  /** Sends a whole JSON answer (already serialized). */
+  send(status: number, json: string): void;
+  /** Takes the raw socket over for a stream; the headers set so far go out with `writeHead`. */
+  hijack(): ServerResponse;
+  headers(): Record<string, string>;
+}
+
+interface Usage {
+  prompt_tokens?: number;
+  completion_tokens?: number;
+}
+
+type Outcome = RecordUsageRequest['outcome'];
+
+const METRIC_ROUTE: Record<ModelCall['route'], GatewayRoute> = {
+  chat: 'chat_completions',
+  completions: 'completions',
+  embeddings: 'embeddings',
+};
+
+function tokenCount(value: unknown): number | undefined {
+  return typeof value === 'number' && Number.isInteger(value) && value >= 0 ? value : undefined;
+}
+
+/** The generated text in a chat or completion chunk (or whole answer): content, refusals, tool-call arguments. */
+function generatedTexts(payload: unknown, into: string[]): void {
+  const choices = (payload as { choices?: unknown }).choices;
+  if (!Array.isArray(choices)) return;
+  for (const choice of choices as Record<string, unknown>[]) {
+    const part = (choice.delta ?? choice.message ?? choice) as Record<string, unknown>;
+    for (const field of ['content', 'refusal', 'text']) {
+      if (typeof part[field] === 'string') into.push(part[field]);
+    }
+    const toolCalls = part.tool_calls;
+    if (Array.isArray(toolCalls)) {
+      for (const call of toolCalls as { function?: { arguments?: unknown } }[]) {
+        if (typeof call.function?.arguments === 'string') into.push(call.function.arguments);
+      }
+    }
+  }
+}
+
+/**
+ * One model call through the gateway: reserve with the authority, forward to the upstream, relay the
+ * answer (streams event by event), and settle with what the upstream really used.
+ */
+export class ModelCallHandler {
+  readonly #o: ModelCallOptions;
+
+  constructor(options: ModelCallOptions) {
+    this.#o = options;
+  }
+
+  async handle(call: ModelCall, caller: Caller, record: CallRecord, responder: Responder): Promise<void> {
+    const inputTokens = estimateInputTokens(call);
+    record.inputTokens = inputTokens;
+    const noOutput = call.route === 'embeddings';
+    const requestedOutput = call.maxOutput ? call.maxOutput.value * call.choices : 0;
+    const decision = await this.#decide({
+      requestId: record.requestId,
+      ...credentialOf(caller),
+      model: call.model,
+      inputTokens,
+      maxOutputTokens: noOutput ? 0 : requestedOutput,
+      noOutput,
+    });
+    if (decision === 'unmetered') {
+      record.unmetered = true;
+    } else {
+      record.model = decision.model || call.model;
+      if (decision.key) record.keyId = decision.key.id;
+      for (const [name, value] of Object.entries(rateLimitHeaders(decision.limits)))
+        responder.header(name, value);
+      if (decision.warning) responder.header('x-quotad-warning', decision.warning);
+      if (!decision.allowed) throw refusal(decision, call, requestedOutput);
+      if (decision.duplicate) throw duplicateRequest(record.requestId);
+    }
+    const body = this.#upstreamBody(call, decision === 'unmetered' ? undefined : decision.maxOutputTokens);
+    const settle = (outcome: Outcome, usage: { input: number; output: number }) => {
+      record.outputTokens = usage.output;
+      if (outcome !== 'FAILED' || usage.input + usage.output > 0) {
+        const model = record.model ?? 'unmetered';
+        this.#o.metrics.tokens.inc({ model, direction: 'input' }, usage.input);
+        this.#o.metrics.tokens.inc({ model, direction: 'output' }, usage.output);
+      }
+      this.#o.settler.settle({
+        requestId: record.requestId,
+        ...credentialOf(caller),
+        model: call.model,
+        inputTokens: usage.input,
+        outputTokens: usage.output,
+        outcome,
+      });
+    };
+
+    const abort = new AbortController();
+    const started = performance.now();
+    const route = METRIC_ROUTE[call.route];
+    let response: Response;
+    try {
+      response = await this.#o.upstream.send(call.route, body, abort.signal);
+    } catch (error) {
+      this.#o.metrics.upstreamDuration.observe(
+        { route, outcome: 'error' },
+        (performance.now() - started) / 1000,
+      );
+      settle('FAILED', { input: 0, output: 0 });
+      const failure = upstreamFailure(error);
+      if (failure.status >= 500) {
+        this.#o.logger.warn(
+          { requestId: record.requestId, err: (error as Error).message },
+          'upstream failed',
+        );
+      }
+      throw failure;
+    }
+    this.#o.metrics.upstreamDuration.observe({ route, outcome: 'ok' }, (performance.now() - started) / 1000);
+    if (call.stream) return this.#relayStream(call, inputTokens, response, abort, responder, settle);
+    return this.#relayWhole(call, inputTokens, response, responder, settle);
+  }
+
+  /** Asks the authority; when it cannot answer in time, the fail mode decides. */
+  async #decide(
+    request: Parameters<AuthorityClient['check']>[0],
+  ): Promise<CheckQuotaResponse__Output | 'unmetered'> {
+    const { authority, metrics, logger, authorityTimeoutMs, failMode } = this.#o;
+    const started = performance.now();
+    try {
+      const decision = await authority.check(request, authorityTimeoutMs);
+      metrics.decisionDuration.observe({ result: decision.code }, (performance.now() - started) / 1000);
+      return decision;
+    } catch (error) {
+      const result = isGrpcError(error) ? String(error.code) : 'error';
+      metrics.decisionDuration.observe({ result }, (performance.now() - started) / 1000);
+      if (isGrpcError(error) && !isTransient(error)) {
+        // INVALID_ARGUMENT and the like: the request itself, which validation should have caught.
+        logger.error({ requestId: request.requestId, err: error.message }, 'authority refused the check');
+        throw invalidRequest(error.details, null);
+      }
+      if (failMode === 'open') {
+        metrics.unmetered.inc();
+        logger.warn(
+          { requestId: request.requestId, err: (error as Error).message },
+          'authority unavailable; fail mode open lets the request through unmetered',
+        );
+        return 'unmetered';
+      }
+      logger.warn(
+        { requestId: request.requestId, err: (error as Error).message },
+        'authority unavailable; refused',
+      );
+      throw quotaUnavailable();
+    }
+  }
+
+  /**
+   * The body sent upstream: the client's, with an output cap when it set none (so the model cannot
+   * outrun the reservation), and usage asked for on streams.
+   */
+  #upstreamBody(call: ModelCall, capPerRequest: number | undefined): Record<string, unknown> {
+    const body: Record<string, unknown> = { ...call.body };
+    if (call.route === 'embeddings') {
+      // The SDK would otherwise ask for base64 and decode it itself; the client expects OpenAI's default.
+      body.encoding_format ??= 'float';
+      return body;
+    }
+    if (!call.maxOutput && capPerRequest !== undefined && capPerRequest > 0) {
+      const perChoice = Math.max(1, Math.floor(capPerRequest / call.choices));
+      body[call.route === 'chat' ? 'max_completion_tokens' : 'max_tokens'] = perChoice;
+    }
+    if (call.stream) {
+      const asked = (call.body.stream_options ?? {}) as Record<string, unknown>;
+      body.stream_options = { ...asked, include_usage: true };
+    }
+    return body;
+  }
+
+  async #relayWhole(
+    call: ModelCall,
+    inputEstimate: number,
+    response: Response,
+    responder: Responder,
+    settle: (outcome: Outcome, usage: { input: number; output: number }) => void,
+  ): Promise<void> {
+    let text: string;
+    try {
+      text = await response.text();
+    } catch (error) {
+      settle('FAILED', { input: 0, output: 0 });
+      throw upstreamFailure(error);
+    }
+    let payload: { usage?: Usage } = {};
+    try {
+      payload = JSON.parse(text) as { usage?: Usage };
+    } catch {
+      // Relayed as is; usage then falls back to counting.
+    }
+    responder.send(response.status, text);
+    const usage = payload.usage ?? {};
+    const output = (): number => {
+      const texts: string[] = [];
+      generatedTexts(payload, texts);
+      return countStreamedTokens(texts, call.model);
+    };
+    settle('COMPLETED', {
+      input: tokenCount(usage.prompt_tokens) ?? inputEstimate,
+      output: call.route === 'embeddings' ? 0 : (tokenCount(usage.completion_tokens) ?? output()),
+    });
+  }
+
+  /**
+   * Relays a stream event by event, unchanged, except the usage chunk when the client did not ask for
+   * it. Settles from the upstream's usage chunk; when the client leaves first, aborts the upstream and
+   * settles from the tokens streamed so far.
+   */
+  async #relayStream(
+    call: ModelCall,
+    inputEstimate: number,
+    response: Response,
+    abort: AbortController,
+    responder: Responder,
+    settle: (outcome: Outcome, usage: { input: number; output: number }) => void,
+  ): Promise<void> {
+    const res = responder.hijack();
+    res.writeHead(200, {
+      ...responder.headers(),
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      'x-accel-buffering': 'no',
+    });
+    let clientGone = false;
+    const onClose = () => {
+      if (!res.writableFinished) {
+        clientGone = true;
+        abort.abort();
+      }
+    };
+    res.once('close', onClose);
+    const texts: string[] = [];
+    let usage: Usage | undefined;
+    const splitter = new SseSplitter();
+    const relay = async (raw: string, data: string | undefined): Promise<void> => {
+      if (data !== undefined && data !== '[DONE]') {
+        let payload: { usage?: Usage | null; choices?: unknown[] } | undefined;
+        try {
+          payload = JSON.parse(data) as typeof payload;
+        } catch {
+          payload = undefined;
+        }
+        if (payload?.usage) {
+          usage = payload.usage;
+          if (!call.clientWantsUsage && payload.choices?.length === 0) return;
+        }
+        if (payload) generatedTexts(payload, texts);
+      }
+      if (!res.write(raw)) await once(res, 'drain', { signal: abort.signal });
+    };
+    const streamed = () => ({
+      input: tokenCount(usage?.prompt_tokens) ?? inputEstimate,
+      output: tokenCount(usage?.completion_tokens) ?? countStreamedTokens(texts, call.model),
+    });
+    try {
+      for await (const chunk of response.body ?? []) {
+        for (const event of splitter.push(chunk as Uint8Array)) await relay(event.raw, event.data);
+      }
+      const last = splitter.end();
+      if (last) await relay(last.raw, last.data);
+      res.end();
+      settle('COMPLETED', streamed());
+    } catch (error) {
+      if (clientGone) {
+        settle(usage ? 'COMPLETED' : 'CANCELLED', streamed());
+        return;
+      }
+      // The upstream broke off mid-stream: charge what reached the client, tell it in-band, end.
+      settle('FAILED', texts.length > 0 ? streamed() : { input: 0, output: 0 });
+      const failure = upstreamFailure(error);
+      this.#o.logger.warn({ err: (error as Error).message }, 'upstream stream broke off');
+      res.end(`data: ${JSON.stringify(errorBody(failure.message, failure.type, null, failure.code))}\n\n`);
+    } finally {
+      res.off('close', onClose);
+    }
+  }
+}

@@ -1,0 +1,287 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import Fastify, {
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from '../telemetry/logger.js';
+import type { GatewayMetrics, GatewayRoute } from '../telemetry/gateway-metrics.js';
+import { isGrpcError, isTransient, type AuthorityClient } from './authority-client.js';
+import { credentialOf, type Authenticator, type Caller } from './auth.js';
+import { quotaUnavailable } from './decision.js';
+import type { CallRecord, ModelCallHandler, Responder } from './model-call.js';
+import {
+  HttpError,
+  authenticationError,
+  invalidRequest,
+  notFound,
+  payloadTooLarge,
+  permissionError,
+} from './openai-error.js';
+import { rateLimitHeaders } from './rate-limit-headers.js';
+import { parseModelCall, type ModelRoute } from './requests.js';
+
+export interface GatewayServerOptions {
+  authority: AuthorityClient;
+  authenticator: Authenticator;
+  models: ModelCallHandler;
+  metrics: GatewayMetrics;
+  logger: Logger;
+  authorityTimeoutMs: number;
+  maxBodyBytes: number;
+  trustedProxies: string[];
+}
+
+const MAX_REQUEST_ID_LENGTH = 128;
+const PRINTABLE_ASCII = /^[\x20-\x7e]+$/;
+
+/** The request's id: the client's Idempotency-Key or X-Request-Id, else a new one. Retries reuse it. */
+function requestIdOf(request: FastifyRequest): string {
+  for (const name of ['idempotency-key', 'x-request-id']) {
+    const value = request.headers[name];
+    if (value === undefined) continue;
+    if (typeof value !== 'string' || value.length > MAX_REQUEST_ID_LENGTH || !PRINTABLE_ASCII.test(value)) {
+      throw invalidRequest(
+        `The ${name} header must be 1 to ${MAX_REQUEST_ID_LENGTH} printable ASCII characters.`,
+        null,
+        'invalid_request_id',
+      );
+    }
+    return value;
+  }
+  return randomUUID();
+}
+
+const MODEL_ROUTES: Record<string, { route: ModelRoute; metric: GatewayRoute }> = {
+  '/v1/chat/completions': { route: 'chat', metric: 'chat_completions' },
+  '/v1/completions': { route: 'completions', metric: 'completions' },
+  '/v1/embeddings': { route: 'embeddings', metric: 'embeddings' },
+};
+
+const OTHER_ROUTES: Record<string, GatewayRoute> = {
+  '/v1/models': 'models',
+  '/v1/usage': 'usage',
+  '/healthz': 'healthz',
+  '/readyz': 'readyz',
+  '/metrics': 'metrics',
+};
+
+/** Probes and scrapes come every few seconds; their lines would drown the traffic. */
+const QUIET_ROUTES = new Set<GatewayRoute>(['healthz', 'readyz', 'metrics']);
+
+function metricRoute(url: string | undefined): GatewayRoute {
+  if (url === undefined) return 'other';
+  return MODEL_ROUTES[url]?.metric ?? OTHER_ROUTES[url] ?? 'other';
+}
+
+/** Throws a failed authority call for a caller's own reports (usage, models) as an HTTP error. */
+function reportFailure(error: unknown): never {
+  throw reportError(error);
+}
+
+function reportError(error: unknown): unknown {
+  if (isGrpcError(error)) {
+    if (error.code === grpc.status.UNAUTHENTICATED) {
+      return authenticationError('Incorrect API key provided.', 'invalid_api_key');
+    }
+    if (error.code === grpc.status.PERMISSION_DENIED) {
+      const revoked = /revoked/.test(error.details);
+      return permissionError(
+        `This API key ${revoked ? 'was revoked' : 'has expired'}: ${error.details}.`,
+        revoked ? 'api_key_revoked' : 'api_key_expired',
+      );
+    }
+    if (error.code === grpc.status.INVALID_ARGUMENT) {
+      return permissionError(`Your credential cannot be used: ${error.details}.`, 'unknown_tier');
+    }
+    if (isTransient(error)) return quotaUnavailable();
+  }
+  return error;
+}
+
+function fastifyResponder(reply: FastifyReply): Responder {
+  return {
+    header: (name, value) => void reply.header(name, value),
+    send: (status, json) => void reply.code(status).type('application/json').send(json),
+    hijack: () => {
+      reply.hijack();
+      return reply.raw;
+    },
+    headers: () => {
+      const headers: Record<string, string> = {};
+      for (const [name, value] of Object.entries(reply.getHeaders())) {
+        if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : String(value);
+      }
+      return headers;
+    },
+  };
+}
+
+/**
+ * The OpenAI-compatible HTTP API: the model routes (metered through the authority), the caller's
+ * models and usage, and the operational endpoints, which are never metered.
+ */
+export function createGatewayServer(options: GatewayServerOptions): FastifyInstance {
+  const { authority, authenticator, metrics, logger } = options;
+  const app = Fastify({
+    logger: false,
+    bodyLimit: options.maxBodyBytes,
+    trustProxy: options.trustedProxies.length > 0 ? options.trustedProxies : false,
+    return503OnClosing: true,
+  });
+  const records = new WeakMap<IncomingMessage, CallRecord>();
+
+  app.addHook('onRequest', async (request, reply) => {
+    const started = performance.now();
+    const route = metricRoute(request.routeOptions.url);
+    metrics.inFlight.inc();
+    // On close, not onResponse: streams take the socket over, and a client may leave early.
+    reply.raw.once('close', () => {
+      metrics.inFlight.dec();
+      const seconds = (performance.now() - started) / 1000;
+      const status = reply.raw.statusCode;
+      metrics.requests.inc({ route, status: String(status) });
+      metrics.requestDuration.observe({ route }, seconds);
+      const record = records.get(request.raw);
+      const line = {
+        ...record,
+        method: request.method,
+        route: request.routeOptions.url ?? request.url.split('?')[0],
+        status,
+        client: request.ip,
+        ms: Math.round(seconds * 10_000) / 10,
+        ...(reply.raw.writableFinished ? {} : { clientGone: true }),
+      };
+      if (QUIET_ROUTES.has(route)) logger.debug(line, 'request');
+      else logger.info(line, 'request');
+    });
+  });
+
+  app.setErrorHandler((error: FastifyError | HttpError, request, reply) => {
+    let answer: HttpError;
+    if (error instanceof HttpError) answer = error;
+    else if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') answer = payloadTooLarge(options.maxBodyBytes);
+    else if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      answer = new HttpError(415, 'Send the request body as JSON, with Content-Type: application/json.', {
+        type: 'invalid_request_error',
+        code: 'unsupported_media_type',
+      });
+    } else if (error.statusCode === 400) {
+      answer = invalidRequest(
+        `We could not parse the JSON body of your request: ${error.message}.`,
+        null,
+        'invalid_json',
+      );
+    } else {
+      logger.error({ err: error, route: request.routeOptions.url }, 'unexpected error');
+      answer = new HttpError(500, 'The gateway failed; the request was not charged.', {
+        type: 'server_error',
+        code: null,
+      });
+    }
+    void reply
+      .code(answer.status)
+      .headers(answer.headers ?? {})
+      .send(answer.body());
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    const error = notFound(`Unknown request URL: ${request.method} ${request.url.split('?')[0]}.`);
+    void reply.code(404).send(error.body());
+  });
+
+  /** Authenticates the request and opens its record; every metered route starts here. */
+  async function begin(
+    request: FastifyRequest,
+    reply: FastifyReply,
+  ): Promise<{ caller: Caller; record: CallRecord }> {
+    const record: CallRecord = { requestId: requestIdOf(request) };
+    records.set(request.raw, record);
+    void reply.header('x-request-id', record.requestId);
+    const caller = await authenticator.authenticate(request.headers);
+    if (caller.kind === 'jwt') record.subject = caller.principal.subject;
+    return { caller, record };
+  }
+
+  for (const [url, { route }] of Object.entries(MODEL_ROUTES)) {
+    app.post(url, async (request, reply) => {
+      const { caller, record } = await begin(request, reply);
+      const call = parseModelCall(route, request.body);
+      record.model = call.model;
+      await options.models.handle(call, caller, record, fastifyResponder(reply));
+      return reply;
+    });
+  }
+
+  app.get('/v1/models', async (request, reply) => {
+    const { caller, record } = await begin(request, reply);
+    const answer = await authority
+      .models(credentialOf(caller), options.authorityTimeoutMs)
+      .catch(reportFailure);
+    if (answer.key) record.keyId = answer.key.id;
+    if (answer.warning) void reply.header('x-quotad-warning', answer.warning);
+    return {
+      object: 'list',
+      data: answer.models.map((model) => ({
+        id: model.id,
+        object: 'model',
+        created: 0,
+        owned_by: 'quotad',
+        aliases: model.aliases,
+      })),
+    };
+  });
+
+  app.get('/v1/usage', async (request, reply) => {
+    const { caller, record } = await begin(request, reply);
+    const usage = await authority
+      .usage(credentialOf(caller), options.authorityTimeoutMs)
+      .catch(reportFailure);
+    if (usage.key) record.keyId = usage.key.id;
+    void reply.headers(rateLimitHeaders(usage.limits));
+    if (usage.warning) void reply.header('x-quotad-warning', usage.warning);
+    return {
+      object: 'usage',
+      tier: usage.tier,
+      key: usage.key
+        ? {
+            id: usage.key.id,
+            org: usage.key.org,
+            expires_at: usage.key.expiresAtMs ? Math.floor(usage.key.expiresAtMs / 1000) : null,
+          }
+        : null,
+      tokens_used: usage.tokensUsed,
+      spend_usd: (usage.usdMicrosSpent / 1_000_000).toFixed(6),
+      limits: usage.limits.map((limit) => ({
+        name: limit.name,
+        kind: limit.kind.toLowerCase(),
+        unit: limit.unit.toLowerCase(),
+        limit: limit.limit,
+        used: limit.used,
+        remaining: limit.remaining,
+        resets_in_ms: limit.resetAfterMs,
+        ...(limit.kind === 'BUDGET'
+          ? { period_start: limit.periodStartMs / 1000, period_end: limit.periodEndMs / 1000 }
+          : {}),
+        ...(limit.kind === 'RATE' ? { window_seconds: limit.windowMs / 1000 } : {}),
+      })),
+    };
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get('/readyz', async (_request, reply) => {
+    const ready = await authority.ready(options.authorityTimeoutMs * 5);
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'authority unreachable' });
+  });
+
+  app.get('/metrics', async (_request, reply) => {
+    const { contentType, body } = await metrics.render();
+    return reply.type(contentType).send(body);
+  });
+
+  return app;
+}

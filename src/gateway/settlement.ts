@@ -1,0 +1,95 @@
+import type { RecordUsageRequest } from '../gen/quotad/v1/RecordUsageRequest.js';
+import type { RecordUsageResponse__Output } from '../gen/quotad/v1/RecordUsageResponse.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { GatewayMetrics, SettlementResult } from '../telemetry/gateway-metrics.js';
+import { isTransient, type AuthorityClient } from './authority-client.js';
+
+export interface SettlerOptions {
+  authority: AuthorityClient;
+  metrics: GatewayMetrics;
+  logger: Logger;
+  /** Deadline of each RecordUsage attempt. */
+  attemptTimeoutMs: number;
+  /** Delays before the 2nd, 3rd, ... attempt; their count is the number of retries. */
+  backoffMs?: readonly number[];
+}
+
+/** About 25 s of retries: an authority restart or a Redis failover is over by then. */
+const DEFAULT_BACKOFF_MS = [50, 100, 250, 500, 1_000, 2_000, 4_000, 8_000, 8_000];
+
+const RESULT: Record<RecordUsageResponse__Output['status'], SettlementResult> = {
+  SETTLED: 'settled',
+  DUPLICATE: 'duplicate',
+  CHARGED_WITHOUT_RESERVATION: 'charged_without_reservation',
+  STATUS_UNSPECIFIED: 'settled',
+};
+
+/**
+ * Reports real usage to the authority off the response path. Each settlement is retried on transient
+ * errors (RecordUsage is idempotent per request id, so a retry after a lost answer charges nothing
+ * twice), and `drain()` lets shutdown wait until every pending one has landed or given up.
+ */
+export class Settler {
+  readonly #options: SettlerOptions;
+  readonly #backoffMs: readonly number[];
+  readonly #pending = new Set<Promise<void>>();
+
+  constructor(options: SettlerOptions) {
+    this.#options = options;
+    this.#backoffMs = options.backoffMs ?? DEFAULT_BACKOFF_MS;
+  }
+
+  /** Starts settling; never throws and never blocks the caller. */
+  settle(request: RecordUsageRequest & { requestId: string; model: string }): void {
+    const { metrics } = this.#options;
+    metrics.settlementsPending.inc();
+    const done = this.#settle(request).finally(() => {
+      metrics.settlementsPending.dec();
+      this.#pending.delete(done);
+    });
+    this.#pending.add(done);
+  }
+
+  /** Settlements not yet answered. */
+  get pending(): number {
+    return this.#pending.size;
+  }
+
+  /** Resolves when every settlement started so far has ended. */
+  async drain(): Promise<void> {
+    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+  }
+
+  async #settle(request: RecordUsageRequest & { requestId: string; model: string }): Promise<void> {
+    const { authority, metrics, logger, attemptTimeoutMs } = this.#options;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const answer = await authority.record(request, attemptTimeoutMs);
+        metrics.settlements.inc({ result: RESULT[answer.status] });
+        const usd = (answer.charged?.usdMicros ?? 0) / 1_000_000;
+        if (usd > 0) metrics.spend.inc({ model: request.model }, usd);
+        return;
+      } catch (error) {
+        const delay = this.#backoffMs[attempt];
+        if (!isTransient(error) || delay === undefined) {
+          metrics.settlements.inc({ result: 'failed' });
+          logger.error(
+            {
+              requestId: request.requestId,
+              model: request.model,
+              inputTokens: request.inputTokens,
+              outputTokens: request.outputTokens,
+              outcome: request.outcome,
+              attempts: attempt + 1,
+              err: (error as Error).message,
+            },
+            'settlement failed: this usage is not recorded',
+          );
+          return;
+        }
+        metrics.settlementRetries.inc();
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+}

@@ -1,0 +1,79 @@
+import OpenAI from 'openai';
+import type { ModelRoute } from './requests.js';
+import { HttpError } from './openai-error.js';
+
+export interface UpstreamOptions {
+  baseUrl: string;
+  /** Unset for upstreams that need none (a local vLLM or Ollama). */
+  apiKey: string | undefined;
+  timeoutMs: number;
+}
+
+/** The model API, reached through the official SDK; each call returns the raw response to relay as is. */
+export interface Upstream {
+  send(route: ModelRoute, body: Record<string, unknown>, signal: AbortSignal): Promise<Response>;
+}
+
+export function connectUpstream(options: UpstreamOptions): Upstream {
+  const client = new OpenAI({
+    baseURL: options.baseUrl,
+    // The SDK insists on a key; an upstream without auth ignores this placeholder.
+    apiKey: options.apiKey ?? 'no-key',
+    // The caller's SDK retries with our rate-limit headers; retrying here too would multiply the wait.
+    maxRetries: 0,
+    timeout: options.timeoutMs,
+  });
+  return {
+    send(route, body, signal) {
+      // The bodies were validated against OpenAI's rules already; the SDK's types cannot see that.
+      const params = body as never;
+      switch (route) {
+        case 'chat':
+          return client.chat.completions.create(params, { signal }).asResponse();
+        case 'completions':
+          return client.completions.create(params, { signal }).asResponse();
+        case 'embeddings':
+          return client.embeddings.create(params, { signal }).asResponse();
+      }
+    },
+  };
+}
+
+/**
+ * What the client hears when the upstream fails. A 4xx about the request (context too long, a bad
+ * parameter) is the client's to fix and is passed on with the upstream's message; the upstream refusing
+ * the gateway's own credentials or rate, a 5xx, or no answer at all is 502 (504 for a timeout).
+ */
+export function upstreamFailure(error: unknown): HttpError {
+  if (error instanceof OpenAI.APIConnectionTimeoutError) {
+    return new HttpError(504, 'The model did not answer in time.', {
+      type: 'server_error',
+      code: 'upstream_timeout',
+    });
+  }
+  if (error instanceof OpenAI.APIError && error.status !== undefined) {
+    const passOn = error.status >= 400 && error.status < 500 && ![401, 403, 429].includes(error.status);
+    if (passOn) {
+      const upstream = (error.error ?? {}) as {
+        message?: unknown;
+        type?: unknown;
+        param?: unknown;
+        code?: unknown;
+      };
+      const text = (value: unknown) => (typeof value === 'string' ? value : null);
+      return new HttpError(error.status, text(upstream.message) ?? error.message, {
+        type: text(upstream.type) ?? 'invalid_request_error',
+        param: text(upstream.param),
+        code: text(upstream.code),
+      });
+    }
+    return new HttpError(502, `The model API failed (HTTP ${error.status}); the request was not charged.`, {
+      type: 'server_error',
+      code: 'upstream_error',
+    });
+  }
+  return new HttpError(502, 'The model API could not be reached; the request was not charged.', {
+    type: 'server_error',
+    code: 'upstream_unreachable',
+  });
+}

@@ -1,0 +1,213 @@
+import { isIP } from 'node:net';
+import {
+  ConfigError,
+  durationSetting,
+  onOffSetting,
+  parseHostPort,
+  settingLines,
+  settingName,
+  settingsReader,
+  type HostPort,
+  type Setting,
+} from './config.js';
+
+/** Every setting of `quotad gateway`: a flag, or else an environment variable, or else the default. */
+export const GATEWAY_SETTINGS = {
+  addr: {
+    flag: 'addr',
+    env: 'QUOTAD_GATEWAY_ADDR',
+    default: '0.0.0.0:8080',
+    help: 'host:port for the OpenAI-compatible API, /healthz, /readyz and /metrics.',
+  },
+  authority: {
+    flag: 'authority',
+    env: 'QUOTAD_AUTHORITY',
+    default: '127.0.0.1:8081',
+    help: 'The authority, as a gRPC target: host:port, or dns:///name:port to balance over every address.',
+  },
+  authorityTimeout: {
+    flag: 'authority-timeout',
+    env: 'QUOTAD_AUTHORITY_TIMEOUT',
+    default: '100ms',
+    help: 'Deadline of each CheckQuota; past it (or with the authority down) --fail-mode decides.',
+  },
+  failMode: {
+    flag: 'fail-mode',
+    env: 'QUOTAD_FAIL_MODE',
+    default: 'closed',
+    help: 'closed: answer 503 while the authority cannot decide. open: let requests through, unmetered, and log each.',
+  },
+  upstreamUrl: {
+    flag: 'upstream-url',
+    env: 'OPENAI_BASE_URL',
+    default: 'https://api.openai.com/v1',
+    help: 'The model API (any OpenAI-compatible server: vLLM, Ollama, ...). Its key: OPENAI_API_KEY.',
+  },
+  upstreamTimeout: {
+    flag: 'upstream-timeout',
+    env: 'QUOTAD_UPSTREAM_TIMEOUT',
+    default: '10m',
+    help: 'The longest a model call may take, streams included.',
+  },
+  maxBody: {
+    flag: 'max-body',
+    env: 'QUOTAD_MAX_BODY',
+    default: '4mb',
+    help: 'Largest request body (b, kb, mb); larger ones get 413 before anything is read or charged.',
+  },
+  trustedProxies: {
+    flag: 'trusted-proxies',
+    env: 'QUOTAD_TRUSTED_PROXIES',
+    default: '',
+    help: 'Comma-separated addresses or CIDRs whose X-Forwarded-For is believed. Empty: the socket address.',
+  },
+  jwtJwksFile: {
+    flag: 'jwt-jwks-file',
+    env: 'QUOTAD_JWT_JWKS_FILE',
+    default: undefined,
+    help: "A JWKS file of public keys for internal callers' JWTs (claims sub, org, tier). Or QUOTAD_JWT_SECRET.",
+  },
+  jwtIssuer: {
+    flag: 'jwt-issuer',
+    env: 'QUOTAD_JWT_ISSUER',
+    default: undefined,
+    help: 'When set, a JWT must carry this iss.',
+  },
+  jwtAudience: {
+    flag: 'jwt-audience',
+    env: 'QUOTAD_JWT_AUDIENCE',
+    default: undefined,
+    help: 'When set, a JWT must carry this aud.',
+  },
+  demoUpstream: {
+    flag: 'demo-upstream',
+    env: 'QUOTAD_DEMO_UPSTREAM',
+    default: 'off',
+    help: 'on: when OPENAI_API_KEY is unset, answer from a built-in demo upstream (canned text, real token counts).',
+  },
+  logLevel: {
+    flag: 'log-level',
+    env: 'LOG_LEVEL',
+    default: 'info',
+    help: 'fatal, error, warn, info (one line per request), debug, trace or silent.',
+  },
+  shutdownGrace: {
+    flag: 'shutdown-grace',
+    env: 'QUOTAD_SHUTDOWN_GRACE',
+    default: '30s',
+    help: 'After SIGTERM, how long in-flight requests and pending settlements may take.',
+  },
+} as const satisfies Record<string, Setting>;
+
+export type FailMode = 'closed' | 'open';
+
+/** How internal callers' JWTs are verified: a shared HMAC secret, or a JWKS file of public keys. */
+export type JwtConfig =
+  | { kind: 'secret'; secret: Uint8Array; issuer?: string; audience?: string }
+  | { kind: 'jwks'; path: string; issuer?: string; audience?: string };
+
+export interface GatewayConfig {
+  address: HostPort;
+  authorityTarget: string;
+  authorityTimeoutMs: number;
+  failMode: FailMode;
+  upstreamUrl: string;
+  /** From OPENAI_API_KEY only. Unset: no Authorization sent upstream (a local vLLM or Ollama needs none). */
+  upstreamApiKey: string | undefined;
+  upstreamTimeoutMs: number;
+  maxBodyBytes: number;
+  /** Addresses and CIDRs of proxies whose X-Forwarded-For is believed. */
+  trustedProxies: string[];
+  /** Unset: JWTs are refused with 401. */
+  jwt: JwtConfig | undefined;
+  demoUpstream: boolean;
+  logLevel: string;
+  shutdownGraceMs: number;
+}
+
+/** HMAC secrets shorter than this could be brute-forced from one token. */
+export const MIN_JWT_SECRET_LENGTH = 32;
+
+const SIZE = /^(\d+)(b|kb|mb)$/i;
+const SIZE_UNIT: Record<string, number> = { b: 1, kb: 1024, mb: 1024 * 1024 };
+
+export function parseSize(name: string, text: string): number {
+  const match = SIZE.exec(text.trim());
+  const bytes = match ? Number(match[1]) * (SIZE_UNIT[(match[2] as string).toLowerCase()] as number) : 0;
+  if (bytes <= 0) throw new ConfigError(`${name}: expected a size like 512kb or 4mb, got '${text}'`);
+  return bytes;
+}
+
+function proxiesSetting(name: string, text: string): string[] {
+  const entries = text
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter(Boolean);
+  for (const entry of entries) {
+    const [address, bits, extra] = entry.split('/');
+    const family = isIP(address ?? '');
+    const maxBits = family === 6 ? 128 : 32;
+    const validBits = bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= maxBits);
+    if (family === 0 || !validBits || extra !== undefined) {
+      throw new ConfigError(`${name}: '${entry}' is not an IP address or CIDR`);
+    }
+  }
+  return entries;
+}
+
+function jwtSetting(
+  env: NodeJS.ProcessEnv,
+  jwksFile: string | undefined,
+  claims: { issuer?: string; audience?: string },
+): JwtConfig | undefined {
+  const secret = env.QUOTAD_JWT_SECRET;
+  if (secret && jwksFile) {
+    throw new ConfigError('QUOTAD_JWT_SECRET and --jwt-jwks-file (QUOTAD_JWT_JWKS_FILE): set one, not both');
+  }
+  if (jwksFile) return { kind: 'jwks', path: jwksFile, ...claims };
+  if (!secret) return undefined;
+  if (secret.length < MIN_JWT_SECRET_LENGTH) {
+    throw new ConfigError(
+      `QUOTAD_JWT_SECRET: must be at least ${MIN_JWT_SECRET_LENGTH} characters (try: openssl rand -hex 32)`,
+    );
+  }
+  return { kind: 'secret', secret: new TextEncoder().encode(secret), ...claims };
+}
+
+/** Reads `quotad gateway`'s settings from its arguments and the environment. */
+export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessEnv): GatewayConfig {
+  const { read, required } = settingsReader(GATEWAY_SETTINGS, args, env);
+  const name = settingName;
+  const s = GATEWAY_SETTINGS;
+  const failMode = required(s.failMode);
+  if (failMode !== 'closed' && failMode !== 'open') {
+    throw new ConfigError(`${name(s.failMode)}: expected closed or open, got '${failMode}'`);
+  }
+  const upstreamUrl = required(s.upstreamUrl);
+  if (!URL.canParse(upstreamUrl)) {
+    throw new ConfigError(`${name(s.upstreamUrl)}: expected a URL, got '${upstreamUrl}'`);
+  }
+  const issuer = read(s.jwtIssuer);
+  const audience = read(s.jwtAudience);
+  const claims = { ...(issuer ? { issuer } : {}), ...(audience ? { audience } : {}) };
+  return {
+    address: parseHostPort(name(s.addr), required(s.addr)),
+    authorityTarget: required(s.authority),
+    authorityTimeoutMs: durationSetting(name(s.authorityTimeout), required(s.authorityTimeout)),
+    failMode,
+    upstreamUrl,
+    upstreamApiKey: env.OPENAI_API_KEY || undefined,
+    upstreamTimeoutMs: durationSetting(name(s.upstreamTimeout), required(s.upstreamTimeout)),
+    maxBodyBytes: parseSize(name(s.maxBody), required(s.maxBody)),
+    trustedProxies: proxiesSetting(name(s.trustedProxies), required(s.trustedProxies)),
+    jwt: jwtSetting(env, read(s.jwtJwksFile), claims),
+    demoUpstream: onOffSetting(name(s.demoUpstream), required(s.demoUpstream)),
+    logLevel: required(s.logLevel),
+    shutdownGraceMs: durationSetting(name(s.shutdownGrace), required(s.shutdownGrace)),
+  };
+}
+
+/** `quotad gateway --help`. */
+export function gatewayUsage(): string {
+  return `Usage: quotad gateway [flags]\n\nEach flag may also be set by its environment variable.\n\n${settingLines(GATEWAY_SETTINGS)}\n\nOPENAI_API_KEY (environment only) authenticates to the upstream. QUOTAD_JWT_SECRET (environment only; at least ${MIN_JWT_SECRET_LENGTH} characters) verifies HS256 JWTs from internal callers.\n`;
+}

@@ -1,0 +1,141 @@
+import type { AddressInfo } from 'node:net';
+import type { DestinationStream } from 'pino';
+import { startDemoUpstream, demoUpstreamBanner, type DemoUpstream } from '../demo/upstream.js';
+import { connectAuthority } from '../gateway/authority-client.js';
+import { Authenticator, jwtVerifier } from '../gateway/auth.js';
+import { ModelCallHandler } from '../gateway/model-call.js';
+import { createGatewayServer } from '../gateway/server.js';
+import { Settler } from '../gateway/settlement.js';
+import { connectUpstream } from '../gateway/upstream.js';
+import { createLogger, type Logger } from '../telemetry/logger.js';
+import { GatewayMetrics } from '../telemetry/gateway-metrics.js';
+import type { GatewayConfig } from './gateway-config.js';
+import { VERSION } from './version.js';
+
+/** Settlements get more time than checks: nobody waits on them, and losing one loses real usage. */
+const SETTLEMENT_ATTEMPT_TIMEOUT_MS = 2_000;
+
+export interface GatewayOverrides {
+  /** Where log lines go (tests capture them). */
+  logDestination?: DestinationStream;
+  /** Where the demo upstream banner goes (stderr by default). */
+  bannerOutput?: { write(text: string): unknown };
+  /** Delays between settlement attempts (tests shorten them). */
+  settlementBackoffMs?: readonly number[];
+}
+
+export interface RunningGateway {
+  port: number;
+  /** e.g. http://127.0.0.1:8080, for clients on this host. */
+  url: string;
+  logger: Logger;
+  metrics: GatewayMetrics;
+  settler: Settler;
+  /** Stops taking requests, finishes those in flight, waits for pending settlements (up to the grace). */
+  stop(): Promise<void>;
+}
+
+/** Wires and starts `quotad gateway`: authority client, upstream, authentication and the HTTP server. */
+export async function startGateway(
+  config: GatewayConfig,
+  overrides: GatewayOverrides = {},
+): Promise<RunningGateway> {
+  const logger = createLogger({
+    level: config.logLevel,
+    name: 'quotad-gateway',
+    destination: overrides.logDestination,
+  });
+  const metrics = new GatewayMetrics({ version: VERSION });
+  let demo: DemoUpstream | undefined;
+  let upstreamUrl = config.upstreamUrl;
+  if (config.demoUpstream && !config.upstreamApiKey) {
+    demo = await startDemoUpstream({ host: '127.0.0.1', port: 0 });
+    upstreamUrl = demo.url;
+    (overrides.bannerOutput ?? process.stderr).write(`\n${demoUpstreamBanner(demo.url)}\n\n`);
+    logger.warn(
+      { upstream: demo.url },
+      'DEMO upstream: answers are canned text, not a model (no OPENAI_API_KEY)',
+    );
+  }
+  const authority = connectAuthority(config.authorityTarget);
+  const settler = new Settler({
+    authority,
+    metrics,
+    logger,
+    attemptTimeoutMs: SETTLEMENT_ATTEMPT_TIMEOUT_MS,
+    ...(overrides.settlementBackoffMs ? { backoffMs: overrides.settlementBackoffMs } : {}),
+  });
+  const authenticator = new Authenticator(config.jwt ? await jwtVerifier(config.jwt) : undefined);
+  const models = new ModelCallHandler({
+    authority,
+    upstream: connectUpstream({
+      baseUrl: upstreamUrl,
+      apiKey: config.upstreamApiKey,
+      timeoutMs: config.upstreamTimeoutMs,
+    }),
+    settler,
+    metrics,
+    logger,
+    authorityTimeoutMs: config.authorityTimeoutMs,
+    failMode: config.failMode,
+  });
+  const app = createGatewayServer({
+    authority,
+    authenticator,
+    models,
+    metrics,
+    logger,
+    authorityTimeoutMs: config.authorityTimeoutMs,
+    maxBodyBytes: config.maxBodyBytes,
+    trustedProxies: config.trustedProxies,
+  });
+  await app.listen({ host: config.address.host, port: config.address.port });
+  const { port } = app.server.address() as AddressInfo;
+  const host = ['0.0.0.0', '::'].includes(config.address.host) ? '127.0.0.1' : config.address.host;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  logger.info(
+    {
+      version: VERSION,
+      address: `${config.address.host}:${port}`,
+      authority: config.authorityTarget,
+      upstream: upstreamUrl,
+      failMode: config.failMode,
+      jwt: config.jwt?.kind ?? 'off',
+    },
+    'quotad gateway serving',
+  );
+
+  let stopping: Promise<void> | undefined;
+  return {
+    port,
+    url,
+    logger,
+    metrics,
+    settler,
+    stop() {
+      stopping ??= (async () => {
+        logger.info(
+          { pendingSettlements: settler.pending },
+          'shutting down: finishing requests and settlements',
+        );
+        let timer: NodeJS.Timeout | undefined;
+        const grace = new Promise<'timeout'>((resolve) => {
+          timer = setTimeout(() => resolve('timeout'), config.shutdownGraceMs);
+        });
+        const drained = (async () => {
+          await app.close();
+          await settler.drain();
+        })();
+        if ((await Promise.race([drained, grace])) === 'timeout') {
+          logger.warn({ pendingSettlements: settler.pending }, 'grace period over; unsettled usage is lost');
+          app.server.closeAllConnections();
+        }
+        clearTimeout(timer);
+        authority.close();
+        await demo?.close();
+        logger.info('stopped');
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,141 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import {
+  LATENCY_BUCKETS_SECONDS,
+  type LabelledCounter,
+  type LabelledHistogram,
+  type UnlabelledCounter,
+} from './metrics.js';
+
+/** The gateway's routes as metrics name them: a fixed set, so a scanner's paths cannot mint series. */
+export type GatewayRoute =
+  | 'chat_completions'
+  | 'completions'
+  | 'embeddings'
+  | 'models'
+  | 'usage'
+  | 'healthz'
+  | 'readyz'
+  | 'metrics'
+  | 'other';
+
+/** How the gateway's quota question ended: the authority's code (OK, OVER_LIMIT, ...), or why it had none. */
+export type DecisionResult = string;
+
+/** How a settlement ended: the authority's status, or `failed` after the last retry. */
+export type SettlementResult = 'settled' | 'duplicate' | 'charged_without_reservation' | 'failed';
+
+/** Model calls take seconds; streams, minutes. */
+const UPSTREAM_BUCKETS_SECONDS = [0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+/** Every gateway metric, in one registry owned by this instance. No label names a key, user or request. */
+export class GatewayMetrics {
+  readonly registry = new Registry();
+
+  /** Answered HTTP requests by route and status code. */
+  readonly requests: LabelledCounter<{ route: GatewayRoute; status: string }>;
+  /** Time from request to the end of the response, by route. */
+  readonly requestDuration: LabelledHistogram<{ route: GatewayRoute }>;
+  /** Model calls: time to the upstream's response headers, by route and outcome (ok, error, aborted). */
+  readonly upstreamDuration: LabelledHistogram<{ route: GatewayRoute; outcome: string }>;
+  /** CheckQuota round trips, by the decision's code (or unavailable, deadline_exceeded, error). */
+  readonly decisionDuration: LabelledHistogram<{ result: DecisionResult }>;
+  /** Tokens settled, as the upstream reported them (or counted, when a stream was cut). */
+  readonly tokens: LabelledCounter<{ model: string; direction: 'input' | 'output' }>;
+  /** Dollars charged, from the authority's settlement at the policy's prices. */
+  readonly spend: LabelledCounter<{ model: string }>;
+  /** Settlements by how they ended. */
+  readonly settlements: LabelledCounter<{ result: SettlementResult }>;
+  /** Settlement attempts repeated after a transient authority error. */
+  readonly settlementRetries: UnlabelledCounter;
+  /** Settlements not yet acknowledged by the authority. */
+  readonly settlementsPending: Gauge;
+  /** Requests let through without a decision (fail mode open). */
+  readonly unmetered: UnlabelledCounter;
+  /** Requests being served now. */
+  readonly inFlight: Gauge;
+
+  constructor(options: { version: string; collectDefault?: boolean }) {
+    const registers = [this.registry];
+    if (options.collectDefault ?? true) collectDefaultMetrics({ register: this.registry });
+    this.requests = new Counter({
+      name: 'quotad_gateway_requests_total',
+      help: 'HTTP requests answered, by route and status code.',
+      labelNames: ['route', 'status'] as const,
+      registers,
+    });
+    this.requestDuration = new Histogram({
+      name: 'quotad_gateway_request_duration_seconds',
+      help: 'Time from request to the end of the response, by route.',
+      labelNames: ['route'] as const,
+      buckets: UPSTREAM_BUCKETS_SECONDS,
+      registers,
+    });
+    this.upstreamDuration = new Histogram({
+      name: 'quotad_gateway_upstream_duration_seconds',
+      help: 'Time to the upstream model API response headers, by route and outcome.',
+      labelNames: ['route', 'outcome'] as const,
+      buckets: UPSTREAM_BUCKETS_SECONDS,
+      registers,
+    });
+    this.decisionDuration = new Histogram({
+      name: 'quotad_gateway_decision_duration_seconds',
+      help: 'CheckQuota round trips to the authority, by decision code or failure.',
+      labelNames: ['result'] as const,
+      buckets: [...LATENCY_BUCKETS_SECONDS],
+      registers,
+    });
+    this.tokens = new Counter({
+      name: 'quotad_gateway_tokens_total',
+      help: 'Tokens settled, by model and direction (input, output).',
+      labelNames: ['model', 'direction'] as const,
+      registers,
+    });
+    this.spend = new Counter({
+      name: 'quotad_gateway_spend_usd_total',
+      help: 'US dollars charged at the policy prices, by model.',
+      labelNames: ['model'] as const,
+      registers,
+    });
+    const settlements = new Counter({
+      name: 'quotad_gateway_settlements_total',
+      help: 'RecordUsage settlements by result; failed means every retry failed and the usage was not recorded.',
+      labelNames: ['result'] as const,
+      registers,
+    });
+    this.settlements = settlements;
+    this.settlementRetries = new Counter({
+      name: 'quotad_gateway_settlement_retries_total',
+      help: 'Settlement attempts repeated after a transient authority error.',
+      registers,
+    });
+    this.settlementsPending = new Gauge({
+      name: 'quotad_gateway_settlements_pending',
+      help: 'Settlements not yet acknowledged by the authority.',
+      registers,
+    });
+    this.unmetered = new Counter({
+      name: 'quotad_gateway_unmetered_requests_total',
+      help: 'Requests let through without a quota decision because the authority was unavailable (fail mode open).',
+      registers,
+    });
+    this.inFlight = new Gauge({
+      name: 'quotad_gateway_requests_in_flight',
+      help: 'Requests being served now.',
+      registers,
+    });
+    const buildInfo = new Gauge({
+      name: 'quotad_gateway_build_info',
+      help: 'Always 1, labelled with the running quotad version.',
+      labelNames: ['version'] as const,
+      registers,
+    });
+    buildInfo.set({ version: options.version }, 1);
+    for (const result of ['settled', 'duplicate', 'charged_without_reservation', 'failed'] as const) {
+      settlements.inc({ result }, 0);
+    }
+  }
+
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}

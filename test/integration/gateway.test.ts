@@ -1,0 +1,659 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { SignJWT } from 'jose';
+import OpenAI from 'openai';
+import { estimateInputTokens, countTextTokens } from '../../src/gateway/estimate.js';
+import { parseModelCall } from '../../src/gateway/requests.js';
+import { formatApiKey, KEY_RANDOM_BYTES } from '../../src/keys/api-key.js';
+import { parseGatewayConfig } from '../../src/main/gateway-config.js';
+import { startGateway, type RunningGateway } from '../../src/main/gateway.js';
+import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
+import { FakeUpstream } from '../helpers/fake-upstream.js';
+import { quotaClient, type QuotaClient } from '../helpers/grpc-clients.js';
+import { freePort, TestRedisServer } from '../helpers/redis-server.js';
+import { inProcessServeConfig } from '../helpers/serve-config.js';
+
+const JWT_SECRET = 'gateway-test-jwt-secret-0123456789abcdef';
+const UPSTREAM_KEY = 'sk-upstream-secret-never-logged-4242';
+/** Sent in prompts; it must never reach a log line. */
+const CANARY_PROMPT = 'canary prompt text 7f3a9c';
+/** The token budget of the `pool` tier, which the concurrency test spends. */
+const POOL_TOKENS = 3_000;
+
+const POLICY = `
+version: 1
+timezone: UTC
+reservation: { lease: 10m, idempotency_window: 1h }
+replicas: 1
+models:
+  gpt-4o-mini: { input_per_million: '0.15', output_per_million: '0.60', aliases: [gpt-4o-mini-2024-07-18] }
+  gpt-4o: { input_per_million: '2.50', output_per_million: '10.00' }
+  gpt-3.5-turbo-instruct: { input_per_million: '1.50', output_per_million: '2.00' }
+  text-embedding-3-small: { input_per_million: '0.02', output_per_million: '0.00' }
+tiers:
+  free:
+    models: [gpt-4o-mini, text-embedding-3-small]
+    max_output_tokens: 500
+    max_input_tokens: 3000
+    limits:
+      - { name: requests_per_minute, type: rate, unit: requests, limit: 10, window: 1m }
+      - { name: tokens_per_minute, type: rate, unit: tokens, limit: 4000, window: 1m }
+      - { name: tokens_per_day, type: budget, unit: tokens, limit: 10000, period: day }
+      - { name: concurrent_requests, type: concurrency, limit: 2 }
+  wide:
+    max_output_tokens: 1000
+    max_input_tokens: 3000
+    limits:
+      - { name: requests_per_minute, type: rate, unit: requests, limit: 100000, window: 1m }
+      - { name: tokens_per_day, type: budget, unit: tokens, limit: 100000000, period: day }
+  pool:
+    max_output_tokens: 100
+    limits:
+      - { name: tokens_per_day, type: budget, unit: tokens, limit: ${POOL_TOKENS}, period: day }
+  burst:
+    max_output_tokens: 100
+    limits:
+      - { name: requests_per_second, type: rate, unit: requests, limit: 1, window: 1s }
+`;
+
+const logLines: string[] = [];
+const issuedSecrets: string[] = [];
+let dir: string;
+let redis: TestRedisServer;
+let authority: RunningAuthority;
+let quota: QuotaClient;
+let upstream: FakeUpstream;
+let gateway: RunningGateway;
+
+function capture(): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      logLines.push(...chunk.toString().split('\n').filter(Boolean));
+      done();
+    },
+  });
+}
+
+async function startTestGateway(args: string[], env: NodeJS.ProcessEnv = {}): Promise<RunningGateway> {
+  const config = parseGatewayConfig(
+    [
+      '--addr',
+      '127.0.0.1:0',
+      '--authority',
+      `127.0.0.1:${authority.grpcPort}`,
+      '--upstream-url',
+      upstream.url,
+      '--log-level',
+      'debug',
+      ...args,
+    ],
+    { OPENAI_API_KEY: UPSTREAM_KEY, ...env },
+  );
+  return startGateway(config, { logDestination: capture(), settlementBackoffMs: [10, 20, 40] });
+}
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'quotad-gateway-'));
+  await writeFile(join(dir, 'policy.yaml'), POLICY);
+  redis = await TestRedisServer.start();
+  upstream = await FakeUpstream.start({ apiKey: UPSTREAM_KEY });
+  authority = await startAuthority(
+    inProcessServeConfig(['--policy', join(dir, 'policy.yaml'), '--log-level', 'debug'], {
+      REDIS_URL: redis.url,
+      QUOTAD_REDIS_TIMEOUT: '2s',
+    }),
+    { logDestination: capture() },
+  );
+  quota = quotaClient(`127.0.0.1:${authority.grpcPort}`);
+  gateway = await startTestGateway(['--max-body', '64kb'], { QUOTAD_JWT_SECRET: JWT_SECRET });
+});
+
+after(async () => {
+  quota.close();
+  await gateway.stop();
+  await authority.stop();
+  await upstream.close();
+  await redis.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+let sequence = 0;
+
+async function createKey(tier = 'free'): Promise<{ id: string; secret: string }> {
+  sequence += 1;
+  const { record, secret } = await authority.keys.create({
+    name: `gateway test ${sequence}`,
+    owner: 'gateway test',
+    org: `gw-org-${sequence}`,
+    tier,
+    expiresInMs: 0,
+  });
+  issuedSecrets.push(secret);
+  return { id: record.id, secret };
+}
+
+function sdk(apiKey: string, options: Partial<ConstructorParameters<typeof OpenAI>[0]> = {}): OpenAI {
+  return new OpenAI({ baseURL: `${gateway.url}/v1`, apiKey, maxRetries: 0, ...options });
+}
+
+const chatBody = (extra: Record<string, unknown> = {}) => ({
+  model: 'gpt-4o-mini',
+  messages: [{ role: 'user', content: `Hello, ${CANARY_PROMPT}` }],
+  max_tokens: 20,
+  ...extra,
+});
+
+function post(path: string, secret: string | undefined, body: unknown, headers: Record<string, string> = {}) {
+  return fetch(`${gateway.url}${path}`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      ...(secret ? { authorization: `Bearer ${secret}` } : {}),
+      ...headers,
+    },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
+
+/** What the authority holds for a key: tokens used today and requests in the current minute. */
+async function usageOf(secret: string): Promise<{ tokens: number; requests: number }> {
+  const usage = await quota.getUsage({ apiKeySha256: createHash('sha256').update(secret).digest() });
+  const requests = usage.limits.find((l) => l.unit === 'REQUESTS')?.used ?? 0;
+  return { tokens: usage.tokensUsed, requests };
+}
+
+interface ErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+async function errorOf(response: Response): Promise<ErrorBody['error']> {
+  const body = (await response.json()) as ErrorBody;
+  assert.deepEqual(Object.keys(body.error).sort(), ['code', 'message', 'param', 'type']);
+  return body.error;
+}
+
+describe('the official openai SDK through the gateway', () => {
+  test('a chat completion comes back with the upstream usage and the rate-limit headers', async () => {
+    const key = await createKey();
+    const { data, response } = await sdk(key.secret)
+      .chat.completions.create(chatBody() as OpenAI.ChatCompletionCreateParamsNonStreaming)
+      .withResponse();
+    const reported = upstream.reportedFor(data.id);
+    assert.ok(data.choices[0]?.message.content?.includes('demo upstream'));
+    assert.equal(data.usage?.completion_tokens, reported?.completion_tokens);
+    assert.equal(response.headers.get('x-ratelimit-limit-requests'), '10');
+    assert.equal(response.headers.get('x-ratelimit-remaining-requests'), '9');
+    assert.match(response.headers.get('x-ratelimit-reset-requests') ?? '', /^(\d+m)?\d+s$|^\d+ms$/);
+    assert.equal(response.headers.get('x-ratelimit-limit-tokens'), '4000');
+    assert.ok(response.headers.get('x-ratelimit-remaining-tokens'));
+    assert.ok(response.headers.get('x-ratelimit-limit'));
+    assert.match(response.headers.get('ratelimit-policy') ?? '', /"requests_per_minute";q=10;w=60/);
+    assert.match(response.headers.get('ratelimit') ?? '', /"requests_per_minute";r=9;t=\d+/);
+  });
+
+  test('its settled usage is exactly what the upstream reported', async () => {
+    const key = await createKey();
+    const data = await sdk(key.secret).chat.completions.create(
+      chatBody() as OpenAI.ChatCompletionCreateParamsNonStreaming,
+    );
+    await gateway.settler.drain();
+    assert.equal((await usageOf(key.secret)).tokens, data.usage?.total_tokens);
+  });
+
+  test('a stream with include_usage ends with the usage chunk, and is charged exactly that', async () => {
+    const key = await createKey();
+    const stream = await sdk(key.secret).chat.completions.create({
+      ...(chatBody() as OpenAI.ChatCompletionCreateParamsStreaming),
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = '';
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      if (chunk.usage) usage = chunk.usage;
+    }
+    assert.ok(text.includes('demo upstream'));
+    assert.ok(usage);
+    await gateway.settler.drain();
+    assert.equal((await usageOf(key.secret)).tokens, usage.total_tokens);
+  });
+
+  test('a stream without include_usage carries no usage, yet is charged what the upstream reported', async () => {
+    const key = await createKey();
+    const before = upstream.calls.length;
+    const response = await post('/v1/chat/completions', key.secret, chatBody({ stream: true }));
+    assert.equal(response.status, 200);
+    assert.match(response.headers.get('content-type') ?? '', /^text\/event-stream/);
+    assert.equal(response.headers.get('x-ratelimit-remaining-requests'), '9');
+    const events = (await response.text()).split('\n\n').filter(Boolean);
+    assert.equal(events.at(-1), 'data: [DONE]');
+    for (const event of events.slice(0, -1)) {
+      const chunk = JSON.parse(event.replace(/^data: /, '')) as { usage?: unknown; choices: unknown[] };
+      assert.ok(!chunk.usage, 'no chunk carries usage');
+      assert.ok(chunk.choices.length > 0, 'the usage-only chunk was removed');
+    }
+    const call = upstream.calls[before];
+    assert.equal(call?.includeUsage, true, 'the gateway asked the upstream for usage');
+    await gateway.settler.drain();
+    assert.equal((await usageOf(key.secret)).tokens, upstream.reportedFor(call.id)?.total_tokens);
+  });
+
+  test('legacy completions and embeddings go through; an embedding is charged its input only', async () => {
+    const key = await createKey('wide');
+    const client = sdk(key.secret);
+    const completion = await client.completions.create({
+      model: 'gpt-3.5-turbo-instruct',
+      prompt: 'Say hi',
+      max_tokens: 10,
+    });
+    assert.ok(completion.choices[0]?.text);
+    const embedding = await client.embeddings.create({ model: 'text-embedding-3-small', input: 'embed me' });
+    assert.equal(embedding.data.length, 1);
+    await gateway.settler.drain();
+    const total = (completion.usage?.total_tokens ?? 0) + embedding.usage.prompt_tokens;
+    assert.equal((await usageOf(key.secret)).tokens, total);
+  });
+
+  test('over the limit the SDK raises its own RateLimitError, with the headers', async () => {
+    const key = await createKey();
+    const client = sdk(key.secret);
+    for (let i = 0; i < 10; i++) {
+      await client.chat.completions.create(chatBody() as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    }
+    const error = await client.chat.completions
+      .create(chatBody() as OpenAI.ChatCompletionCreateParamsNonStreaming)
+      .then(
+        () => assert.fail('the 11th request was admitted'),
+        (e: unknown) => e,
+      );
+    assert.ok(error instanceof OpenAI.RateLimitError);
+    assert.equal(error.status, 429);
+    assert.equal(error.code, 'rate_limit_exceeded');
+    assert.equal(error.type, 'requests');
+    assert.match(error.message, /requests_per_minute/);
+    assert.ok(Number(error.headers?.get('retry-after')) >= 1);
+    assert.ok(Number(error.headers?.get('retry-after-ms')) > 0);
+    assert.equal(error.headers?.get('x-ratelimit-remaining-requests'), '0');
+  });
+
+  test("the SDK's retry waits the retry-after-ms the gateway sent, then succeeds", async () => {
+    const key = await createKey('burst');
+    const attempts: { at: number; status: number; retryAfterMs: number }[] = [];
+    const recording: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init);
+      attempts.push({
+        at: performance.now(),
+        status: response.status,
+        retryAfterMs: Number(response.headers.get('retry-after-ms') ?? 0),
+      });
+      return response;
+    };
+    const client = sdk(key.secret, { maxRetries: 3, fetch: recording });
+    await client.chat.completions.create(chatBody() as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    await client.chat.completions.create(chatBody() as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    assert.equal(attempts[0]?.status, 200);
+    assert.equal(attempts[1]?.status, 429);
+    assert.equal(attempts.at(-1)?.status, 200);
+    const denied = attempts[1] as (typeof attempts)[number];
+    const retried = attempts[2] as (typeof attempts)[number];
+    assert.ok(
+      denied.retryAfterMs > 0 && denied.retryAfterMs <= 2_000,
+      `retry-after-ms ${denied.retryAfterMs}`,
+    );
+    // The retry's response arrives after the wait; timers may fire a millisecond early.
+    assert.ok(retried.at - denied.at >= denied.retryAfterMs - 2, 'the SDK waited as told');
+  });
+});
+
+describe('accounting', () => {
+  test('200 concurrent requests never reserve more than a token budget, and settle to exactly what the upstream reported', async () => {
+    const key = await createKey('pool');
+    const body = chatBody({ max_tokens: 50 });
+    const perRequest = estimateInputTokens(parseModelCall('chat', body)) + 50;
+    const release = upstream.hold();
+    const callsBefore = upstream.calls.length;
+    let answered = 0;
+    let wake = () => {};
+    const responses = Array.from({ length: 200 }, () =>
+      post('/v1/chat/completions', key.secret, body).then((response) => {
+        answered += 1;
+        wake();
+        return response;
+      }),
+    );
+    // Every admitted request is held at the upstream; every other one has its answer.
+    while (answered + (upstream.calls.length - callsBefore) < 200) {
+      await Promise.race([new Promise<void>((resolve) => (wake = resolve)), upstream.nextCall()]);
+    }
+    const admitted = upstream.calls.length - callsBefore;
+    assert.equal(admitted, Math.floor(POOL_TOKENS / perRequest), 'as many as fit, no more');
+    assert.ok(admitted * perRequest <= POOL_TOKENS);
+    release();
+    const statuses = await Promise.all(
+      (await Promise.all(responses)).map(async (r) => [r.status, await r.text()] as const),
+    );
+    assert.equal(statuses.filter(([status]) => status === 200).length, admitted);
+    for (const [status, text] of statuses.filter(([s]) => s !== 200)) {
+      assert.equal(status, 429);
+      assert.equal((JSON.parse(text) as ErrorBody).error.code, 'insufficient_quota');
+    }
+    await gateway.settler.drain();
+    const reported = upstream.calls
+      .slice(callsBefore)
+      .reduce((sum, call) => sum + (upstream.reportedFor(call.id)?.total_tokens ?? 0), 0);
+    assert.equal((await usageOf(key.secret)).tokens, reported);
+  });
+
+  test('a client that leaves mid-stream is charged for what was streamed, not the reservation', async () => {
+    const key = await createKey();
+    const body = chatBody({ max_tokens: 200, stream: true });
+    upstream.stallNext(3);
+    const abort = new AbortController();
+    const stream = await sdk(key.secret).chat.completions.create(
+      body as OpenAI.ChatCompletionCreateParamsStreaming,
+      { signal: abort.signal },
+    );
+    let contentChunks = 0;
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.delta.content) contentChunks += 1;
+      if (contentChunks === 3) abort.abort();
+    }
+    const { streamed } = await upstream.waitForClientGone();
+    await gateway.settler.drain();
+    const input = estimateInputTokens(parseModelCall('chat', body));
+    const charged = (await usageOf(key.secret)).tokens;
+    assert.equal(charged, input + countTextTokens(streamed.text, 'gpt-4o-mini'));
+    assert.ok(charged < input + 200);
+  });
+
+  test('an upstream 500 refunds the reservation: no tokens, no request', async () => {
+    const key = await createKey();
+    upstream.failNext(500);
+    const error = await sdk(key.secret)
+      .chat.completions.create(chatBody() as OpenAI.ChatCompletionCreateParamsNonStreaming)
+      .catch((e: unknown) => e);
+    assert.ok(error instanceof OpenAI.InternalServerError);
+    assert.equal(error.status, 502);
+    assert.equal(error.code, 'upstream_error');
+    await gateway.settler.drain();
+    assert.deepEqual(await usageOf(key.secret), { tokens: 0, requests: 0 });
+  });
+
+  test('a reused Idempotency-Key gets 409 and is neither sent upstream again nor charged twice', async () => {
+    const key = await createKey();
+    const headers = { 'idempotency-key': `idem-${sequence}` };
+    const first = await post('/v1/chat/completions', key.secret, chatBody(), headers);
+    assert.equal(first.status, 200);
+    const calls = upstream.calls.length;
+    const again = await post('/v1/chat/completions', key.secret, chatBody(), headers);
+    assert.equal(again.status, 409);
+    assert.equal((await errorOf(again)).code, 'idempotency_key_reused');
+    assert.equal(again.headers.get('x-should-retry'), 'false');
+    assert.equal(upstream.calls.length, calls);
+    await gateway.settler.drain();
+    assert.equal((await usageOf(key.secret)).requests, 1);
+  });
+});
+
+describe('what is refused, and charges nothing', () => {
+  test('/healthz, /readyz and /metrics answer a caller whose key is over its limit', async () => {
+    const key = await createKey();
+    for (let i = 0; i < 10; i++) await post('/v1/chat/completions', key.secret, chatBody());
+    assert.equal((await post('/v1/chat/completions', key.secret, chatBody())).status, 429);
+    for (let i = 0; i < 50; i++) {
+      const health = await fetch(`${gateway.url}/healthz`, {
+        headers: { authorization: `Bearer ${key.secret}` },
+      });
+      assert.equal(health.status, 200);
+      assert.equal(health.headers.get('x-ratelimit-remaining-requests'), null);
+    }
+    assert.equal((await fetch(`${gateway.url}/readyz`)).status, 200);
+    const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+    assert.match(metrics, /quotad_gateway_requests_total\{route="healthz",status="200"\} 5\d/);
+  });
+
+  test('a missing, malformed or unknown key is 401 and a revoked or rotated-out key 403, OpenAI-shaped', async () => {
+    const cases: [string, string | undefined, number, string][] = [];
+    cases.push(['missing', undefined, 401, 'missing_api_key']);
+    cases.push(['malformed', 'qd_live_not-a-key', 401, 'invalid_api_key']);
+    const revoked = await createKey();
+    await authority.keys.revoke(revoked.id);
+    const typo =
+      revoked.secret.slice(0, -7) + (revoked.secret.at(-7) === 'a' ? 'b' : 'a') + revoked.secret.slice(-6);
+    cases.push(['bad checksum', typo, 401, 'invalid_api_key']);
+    cases.push(['revoked', revoked.secret, 403, 'api_key_revoked']);
+    const rotated = await createKey();
+    issuedSecrets.push((await authority.keys.rotate(rotated.id, 0)).secret);
+    cases.push(['rotated out', rotated.secret, 403, 'api_key_expired']);
+    for (const [name, secret, status, code] of cases) {
+      const response = await post('/v1/chat/completions', secret, chatBody());
+      assert.equal(response.status, status, name);
+      assert.equal((await errorOf(response)).code, code, name);
+    }
+    const error = await sdk(revoked.secret)
+      .models.list()
+      .catch((e: unknown) => e);
+    assert.ok(error instanceof OpenAI.PermissionDeniedError);
+  });
+
+  test('a never-issued key with a valid checksum is 401 from the authority', async () => {
+    const error = await sdk(formatApiKey('live', randomBytes(KEY_RANDOM_BYTES)))
+      .chat.completions.create(chatBody() as OpenAI.ChatCompletionCreateParamsNonStreaming)
+      .catch((e: unknown) => e);
+    assert.ok(error instanceof OpenAI.AuthenticationError);
+    assert.equal(error.code, 'invalid_api_key');
+  });
+
+  test('a model outside the tier is 403 naming model; an unknown model is 400 naming model', async () => {
+    const key = await createKey();
+    const notAllowed = await post('/v1/chat/completions', key.secret, chatBody({ model: 'gpt-4o' }));
+    assert.equal(notAllowed.status, 403);
+    assert.deepEqual({ param: (await errorOf(notAllowed)).param }, { param: 'model' });
+    const unknown = await post('/v1/chat/completions', key.secret, chatBody({ model: 'gpt-9' }));
+    assert.equal(unknown.status, 400);
+    const error = await errorOf(unknown);
+    assert.equal(error.param, 'model');
+    assert.equal(error.code, 'model_not_found');
+  });
+
+  test('oversized and invalid input gets 400 or 413 naming the parameter, and charges nothing', async () => {
+    const key = await createKey();
+    const calls = upstream.calls.length;
+    const huge = 'word '.repeat(20_000);
+    const tooBig = await post(
+      '/v1/chat/completions',
+      key.secret,
+      chatBody({ messages: [{ role: 'user', content: huge }] }),
+    );
+    assert.equal(tooBig.status, 413);
+    assert.equal((await errorOf(tooBig)).code, 'request_too_large');
+    const longPrompt = 'word '.repeat(4_000);
+    const tooLong = await post(
+      '/v1/chat/completions',
+      key.secret,
+      chatBody({ messages: [{ role: 'user', content: longPrompt }] }),
+    );
+    assert.equal(tooLong.status, 400);
+    assert.deepEqual(await errorOf(tooLong).then((e) => [e.param, e.code]), [
+      'messages',
+      'context_length_exceeded',
+    ]);
+    const overCap = await post('/v1/chat/completions', key.secret, chatBody({ max_tokens: 501 }));
+    assert.equal(overCap.status, 400);
+    const capError = await errorOf(overCap);
+    assert.equal(capError.param, 'max_tokens');
+    assert.match(capError.message, /cap of 500/);
+    const overCapNew = await post(
+      '/v1/chat/completions',
+      key.secret,
+      chatBody({ max_completion_tokens: 900 }),
+    );
+    assert.equal((await errorOf(overCapNew)).param, 'max_completion_tokens');
+    const empty = await post('/v1/chat/completions', key.secret, chatBody({ messages: [] }));
+    assert.equal(empty.status, 400);
+    assert.equal((await errorOf(empty)).param, 'messages');
+    const badJson = await post('/v1/chat/completions', key.secret, '{"model":');
+    assert.equal(badJson.status, 400);
+    await errorOf(badJson);
+    assert.equal(upstream.calls.length, calls);
+    assert.deepEqual(await usageOf(key.secret), { tokens: 0, requests: 0 });
+  });
+});
+
+describe('callers and their reports', () => {
+  test("GET /v1/models lists the models of the caller's tier", async () => {
+    const key = await createKey();
+    const models = await sdk(key.secret).models.list();
+    assert.deepEqual(
+      models.data.map((m) => m.id),
+      ['gpt-4o-mini', 'text-embedding-3-small'],
+    );
+  });
+
+  test("GET /v1/usage reports the caller's own limits, tokens and spend", async () => {
+    const key = await createKey();
+    const data = await sdk(key.secret).chat.completions.create(
+      chatBody() as OpenAI.ChatCompletionCreateParamsNonStreaming,
+    );
+    await gateway.settler.drain();
+    const response = await fetch(`${gateway.url}/v1/usage`, { headers: { 'x-api-key': key.secret } });
+    assert.equal(response.status, 200);
+    const usage = (await response.json()) as {
+      tier: string;
+      key: { id: string };
+      tokens_used: number;
+      limits: { name: string; used: number; remaining: number }[];
+    };
+    assert.equal(usage.tier, 'free');
+    assert.equal(usage.key.id, key.id);
+    assert.equal(usage.tokens_used, data.usage?.total_tokens);
+    assert.deepEqual(
+      usage.limits.find((l) => l.name === 'requests_per_minute'),
+      { ...usage.limits.find((l) => l.name === 'requests_per_minute'), used: 1, remaining: 9 },
+    );
+    assert.equal(response.headers.get('x-ratelimit-remaining-requests'), '9');
+  });
+
+  test('an internal service with a signed JWT is charged as the subject, org and tier it names', async () => {
+    const token = await new SignJWT({ org: 'internal', tier: 'wide' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('svc-reports')
+      .setExpirationTime('5m')
+      .sign(new TextEncoder().encode(JWT_SECRET));
+    issuedSecrets.push(token);
+    const data = await sdk(token).chat.completions.create(
+      chatBody() as OpenAI.ChatCompletionCreateParamsNonStreaming,
+    );
+    await gateway.settler.drain();
+    const usage = await quota.getUsage({
+      principal: { subject: 'svc-reports', org: 'internal', tier: 'wide' },
+    });
+    assert.equal(usage.tokensUsed, data.usage?.total_tokens);
+  });
+
+  test('a JWT with a bad signature, or without an org claim, is 401', async () => {
+    const forged = await new SignJWT({ org: 'internal', tier: 'wide' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('svc')
+      .sign(new TextEncoder().encode('another-secret-another-secret-000'));
+    const noOrg = await new SignJWT({ tier: 'wide' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('svc')
+      .sign(new TextEncoder().encode(JWT_SECRET));
+    for (const token of [forged, noOrg]) {
+      const response = await post('/v1/chat/completions', token, chatBody());
+      assert.equal(response.status, 401);
+      assert.equal((await errorOf(response)).code, 'invalid_token');
+    }
+  });
+});
+
+describe('when the authority cannot answer', () => {
+  test('fail mode closed answers 503 within the deadline, and sends nothing upstream', async (t) => {
+    const dead = await freePort();
+    const closed = await startTestGateway([
+      '--authority',
+      `127.0.0.1:${dead}`,
+      '--authority-timeout',
+      '100ms',
+    ]);
+    t.after(() => closed.stop());
+    const key = await createKey();
+    const calls = upstream.calls.length;
+    const started = performance.now();
+    const response = await fetch(`${closed.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key.secret}` },
+      body: JSON.stringify(chatBody()),
+    });
+    const elapsed = performance.now() - started;
+    assert.equal(response.status, 503);
+    assert.equal((await errorOf(response)).code, 'quota_unavailable');
+    assert.equal(response.headers.get('retry-after'), '1');
+    assert.ok(elapsed < 1_000, `answered in ${Math.round(elapsed)} ms`);
+    assert.equal(upstream.calls.length, calls);
+    assert.equal((await fetch(`${closed.url}/readyz`)).status, 503);
+  });
+
+  test('fail mode open lets the request through and counts it as unmetered', async (t) => {
+    const dead = await freePort();
+    const open = await startTestGateway(['--authority', `127.0.0.1:${dead}`, '--fail-mode', 'open']);
+    t.after(() => open.stop());
+    const key = await createKey();
+    const response = await fetch(`${open.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key.secret}` },
+      body: JSON.stringify(chatBody()),
+    });
+    assert.equal(response.status, 200);
+    const metrics = await (await fetch(`${open.url}/metrics`)).text();
+    assert.match(metrics, /^quotad_gateway_unmetered_requests_total 1$/m);
+  });
+});
+
+describe('logs', () => {
+  test('X-Forwarded-For names the client only when it comes from a trusted proxy', async (t) => {
+    const trusting = await startTestGateway(['--trusted-proxies', '127.0.0.1']);
+    t.after(() => trusting.stop());
+    const headers = { 'x-forwarded-for': '203.0.113.7', 'x-request-id': `xff-${sequence}` };
+    await fetch(`${gateway.url}/v1/models`, { headers: { ...headers, 'x-request-id': 'xff-untrusted' } });
+    await fetch(`${trusting.url}/v1/models`, { headers: { ...headers, 'x-request-id': 'xff-trusted' } });
+    const clientOf = (id: string) =>
+      logLines
+        .map((l) => JSON.parse(l) as { requestId?: string; client?: string })
+        .find((l) => l.requestId === id)?.client;
+    assert.equal(clientOf('xff-untrusted'), '127.0.0.1');
+    assert.equal(clientOf('xff-trusted'), '203.0.113.7');
+  });
+
+  test('each request is one line with its id, key id, model, status, tokens and latency', async () => {
+    const key = await createKey();
+    await post('/v1/chat/completions', key.secret, chatBody(), { 'x-request-id': 'logged-1' });
+    await gateway.settler.drain();
+    const line = logLines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => l.requestId === 'logged-1' && l.msg === 'request');
+    assert.ok(line);
+    assert.equal(line.keyId, key.id);
+    assert.equal(line.model, 'gpt-4o-mini');
+    assert.equal(line.status, 200);
+    assert.equal(typeof line.inputTokens, 'number');
+    assert.equal(typeof line.outputTokens, 'number');
+    assert.equal(typeof line.ms, 'number');
+  });
+
+  test('no log line of the gateway or the authority holds a secret, a token or a prompt', () => {
+    assert.ok(issuedSecrets.length > 10);
+    assert.ok(logLines.length > 100);
+    const secrets = [...issuedSecrets, UPSTREAM_KEY, JWT_SECRET, CANARY_PROMPT];
+    for (const line of logLines) {
+      for (const secret of secrets) assert.ok(!line.includes(secret), `a log line holds a secret: ${line}`);
+    }
+  });
+});
