@@ -13,8 +13,11 @@ import { authenticationError } from './openai-error.js';
  */
 export type Caller = { kind: 'key'; sha256: Buffer } | { kind: 'jwt'; principal: Principal };
 
-/** The caller as a QuotaService credential (the oneof of CheckQuota, RecordUsage, GetUsage, ListModels). */
-export function credentialOf(caller: Caller): { apiKeySha256: Buffer } | { principal: Principal } {
+/** A QuotaService credential: the oneof of CheckQuota, RecordUsage, GetUsage and ListModels. */
+export type Credential = { apiKeySha256: Buffer } | { principal: Principal };
+
+/** The caller as a QuotaService credential. */
+export function credentialOf(caller: Caller): Credential {
   return caller.kind === 'key' ? { apiKeySha256: caller.sha256 } : { principal: caller.principal };
 }
 

@@ -1,12 +1,13 @@
 import { once } from 'node:events';
 import type { ServerResponse } from 'node:http';
+import type { CheckQuotaRequest } from '../gen/quotad/v1/CheckQuotaRequest.js';
 import type { CheckQuotaResponse__Output } from '../gen/quotad/v1/CheckQuotaResponse.js';
 import type { RecordUsageRequest } from '../gen/quotad/v1/RecordUsageRequest.js';
 import type { FailMode } from '../main/gateway-config.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { GatewayMetrics, GatewayRoute } from '../telemetry/gateway-metrics.js';
 import { isGrpcError, isTransient, type AuthorityClient } from './authority-client.js';
-import { credentialOf, type Caller } from './auth.js';
+import { credentialOf, type Caller, type Credential } from './auth.js';
 import { duplicateRequest, quotaUnavailable, refusal } from './decision.js';
 import { countStreamedTokens, estimateInputTokens } from './estimate.js';
 import { errorBody, invalidRequest } from './openai-error.js';
@@ -99,14 +100,18 @@ export class ModelCallHandler {
     record.inputTokens = inputTokens;
     const noOutput = call.route === 'embeddings';
     const requestedOutput = call.maxOutput ? call.maxOutput.value * call.choices : 0;
-    const decision = await this.#decide({
-      requestId: record.requestId,
-      ...credentialOf(caller),
-      model: call.model,
-      inputTokens,
-      maxOutputTokens: noOutput ? 0 : requestedOutput,
-      noOutput,
-    });
+    const credential = credentialOf(caller);
+    const decision = await this.#decide(
+      {
+        requestId: record.requestId,
+        ...credential,
+        model: call.model,
+        inputTokens,
+        maxOutputTokens: noOutput ? 0 : requestedOutput,
+        noOutput,
+      },
+      credential,
+    );
     if (decision === 'unmetered') {
       record.unmetered = true;
     } else {
@@ -128,7 +133,7 @@ export class ModelCallHandler {
       }
       this.#o.settler.settle({
         requestId: record.requestId,
-        ...credentialOf(caller),
+        ...credential,
         model: call.model,
         inputTokens: usage.input,
         outputTokens: usage.output,
@@ -164,7 +169,8 @@ export class ModelCallHandler {
 
   /** Asks the authority; when it cannot answer in time, the fail mode decides. */
   async #decide(
-    request: Parameters<AuthorityClient['check']>[0],
+    request: CheckQuotaRequest & { requestId: string; model: string },
+    credential: Credential,
   ): Promise<CheckQuotaResponse__Output | 'unmetered'> {
     const { authority, metrics, logger, authorityTimeoutMs, failMode } = this.#o;
     const started = performance.now();
@@ -192,6 +198,17 @@ export class ModelCallHandler {
         { requestId: request.requestId, err: (error as Error).message },
         'authority unavailable; refused',
       );
+      // A check past its deadline may still reserve at the authority. Cancel it: FAILED with no usage
+      // refunds a reservation that was made, and one made after this lands is a duplicate that charges nothing.
+      const { requestId, model } = request;
+      this.#o.settler.settle({
+        requestId,
+        ...credential,
+        model,
+        inputTokens: 0,
+        outputTokens: 0,
+        outcome: 'FAILED',
+      });
       throw quotaUnavailable();
     }
   }

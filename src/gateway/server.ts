@@ -36,6 +36,8 @@ export interface GatewayServerOptions {
 }
 
 const MAX_REQUEST_ID_LENGTH = 128;
+/** How long /readyz waits for a connection to come up: well inside a probe's default 1 s timeout. */
+const READY_WAIT_MS = 500;
 const PRINTABLE_ASCII = /^[\x20-\x7e]+$/;
 
 /** The request's id: the client's Idempotency-Key or X-Request-Id, else a new one. Retries reuse it. */
@@ -133,6 +135,14 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     return503OnClosing: true,
   });
   const records = new WeakMap<IncomingMessage, CallRecord>();
+  const callers = new WeakMap<IncomingMessage, Caller>();
+
+  // Keep-alive clients (undici, the OpenAI SDKs) hold their connection after a response; once shutdown
+  // has begun, each finished response lets its idle connection go, or close() would wait for the grace.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
 
   app.addHook('onRequest', async (request, reply) => {
     const started = performance.now();
@@ -140,6 +150,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     metrics.inFlight.inc();
     // On close, not onResponse: streams take the socket over, and a client may leave early.
     reply.raw.once('close', () => {
+      if (closing) setImmediate(() => app.server.closeIdleConnections());
       metrics.inFlight.dec();
       const seconds = (performance.now() - started) / 1000;
       const status = reply.raw.statusCode;
@@ -160,7 +171,29 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     });
   });
 
-  app.setErrorHandler((error: FastifyError | HttpError, request, reply) => {
+  /**
+   * The limits of a caller the gateway identified but refused for its request (a 400, a 403 for the
+   * model, a 409), so that answer carries the rate-limit headers too. Best effort: a caller the authority
+   * itself refuses (an unknown or revoked key) has none to show.
+   */
+  async function limitHeadersFor(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    status: number,
+  ): Promise<void> {
+    const caller = callers.get(request.raw);
+    if (!caller || reply.hasHeader('x-ratelimit-limit') || status < 400 || status >= 500 || status === 401) {
+      return;
+    }
+    try {
+      const usage = await authority.usage(credentialOf(caller), options.authorityTimeoutMs);
+      void reply.headers(rateLimitHeaders(usage.limits));
+    } catch {
+      // The error answer goes out without them.
+    }
+  }
+
+  app.setErrorHandler(async (error: FastifyError | HttpError, request, reply) => {
     let answer: HttpError;
     if (error instanceof HttpError) answer = error;
     else if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') answer = payloadTooLarge(options.maxBodyBytes);
@@ -182,7 +215,8 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
         code: null,
       });
     }
-    void reply
+    await limitHeadersFor(request, reply, answer.status);
+    return reply
       .code(answer.status)
       .headers(answer.headers ?? {})
       .send(answer.body());
@@ -202,6 +236,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     records.set(request.raw, record);
     void reply.header('x-request-id', record.requestId);
     const caller = await authenticator.authenticate(request.headers);
+    callers.set(request.raw, caller);
     if (caller.kind === 'jwt') record.subject = caller.principal.subject;
     return { caller, record };
   }
@@ -274,7 +309,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
   app.get('/healthz', async () => ({ status: 'ok' }));
 
   app.get('/readyz', async (_request, reply) => {
-    const ready = await authority.ready(options.authorityTimeoutMs * 5);
+    const ready = await authority.ready(READY_WAIT_MS);
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'authority unreachable' });
   });
 

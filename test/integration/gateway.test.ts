@@ -110,7 +110,11 @@ before(async () => {
     { logDestination: capture() },
   );
   quota = quotaClient(`127.0.0.1:${authority.grpcPort}`);
-  gateway = await startTestGateway(['--max-body', '64kb'], { QUOTAD_JWT_SECRET: JWT_SECRET });
+  // A generous deadline: on this shared box 200 concurrent checks can outlast 100 ms, and these tests are
+  // about decisions, not deadlines (those have their own tests below).
+  gateway = await startTestGateway(['--max-body', '64kb', '--authority-timeout', '5s'], {
+    QUOTAD_JWT_SECRET: JWT_SECRET,
+  });
 });
 
 after(async () => {
@@ -486,6 +490,11 @@ describe('what is refused, and charges nothing', () => {
     ]);
     const overCap = await post('/v1/chat/completions', key.secret, chatBody({ max_tokens: 501 }));
     assert.equal(overCap.status, 400);
+    assert.equal(
+      overCap.headers.get('x-ratelimit-remaining-requests'),
+      '10',
+      'a refusal carries the headers',
+    );
     const capError = await errorOf(overCap);
     assert.equal(capError.param, 'max_tokens');
     assert.match(capError.message, /cap of 500/);
@@ -497,6 +506,7 @@ describe('what is refused, and charges nothing', () => {
     assert.equal((await errorOf(overCapNew)).param, 'max_completion_tokens');
     const empty = await post('/v1/chat/completions', key.secret, chatBody({ messages: [] }));
     assert.equal(empty.status, 400);
+    assert.equal(empty.headers.get('x-ratelimit-limit-requests'), '10');
     assert.equal((await errorOf(empty)).param, 'messages');
     const badJson = await post('/v1/chat/completions', key.secret, '{"model":');
     assert.equal(badJson.status, 400);
@@ -599,6 +609,37 @@ describe('when the authority cannot answer', () => {
     assert.ok(elapsed < 1_000, `answered in ${Math.round(elapsed)} ms`);
     assert.equal(upstream.calls.length, calls);
     assert.equal((await fetch(`${closed.url}/readyz`)).status, 503);
+  });
+
+  test('a check that outlives its deadline is cancelled, so it leaves nothing charged', async (t) => {
+    const hasty = await startTestGateway(['--authority-timeout', '1ms']);
+    t.after(() => hasty.stop());
+    assert.equal((await fetch(`${hasty.url}/readyz`)).status, 200, 'connected before the clock starts');
+    const key = await createKey('wide');
+    const decided = async () => {
+      const metric = authority.metrics.registry.getSingleMetric('quotad_decisions_total');
+      return ((await metric?.get())?.values ?? []).reduce((sum, v) => sum + v.value, 0);
+    };
+    const decisionsBefore = await decided();
+    const callsBefore = upstream.calls.length;
+    const statuses = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        fetch(`${hasty.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${key.secret}` },
+          body: JSON.stringify(chatBody()),
+        }).then((r) => r.status),
+      ),
+    );
+    assert.ok(statuses.includes(503), 'some checks missed the deadline');
+    await hasty.settler.drain();
+    assert.ok((await decided()) > decisionsBefore, 'the authority did decide some of them');
+    const served = upstream.calls.slice(callsBefore);
+    const reported = served.reduce(
+      (sum, call) => sum + (upstream.reportedFor(call.id)?.total_tokens ?? 0),
+      0,
+    );
+    assert.deepEqual(await usageOf(key.secret), { tokens: reported, requests: served.length });
   });
 
   test('fail mode open lets the request through and counts it as unmetered', async (t) => {
