@@ -1,0 +1,179 @@
+import assert from 'node:assert/strict';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { GATEWAY_SETTINGS } from '../../src/main/gateway-config.js';
+import { AuthorityProcess } from '../helpers/authority-process.js';
+import { runCli } from '../helpers/cli.js';
+import { FakeUpstream } from '../helpers/fake-upstream.js';
+import { GatewayProcess } from '../helpers/gateway-process.js';
+import { adminClient, type AdminClient } from '../helpers/grpc-clients.js';
+
+/** What a client got back from the gateway: status, headers and the parsed JSON body. */
+interface Answer {
+  status: number;
+  headers: Headers;
+  body: unknown;
+}
+
+interface OpenAIErrorBody {
+  error: { message: unknown; type: unknown; param: unknown; code: unknown };
+}
+
+/** Yields to the event loop until `condition` holds (no timers: the test's timeout bounds it). */
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setImmediate(resolve));
+}
+
+describe('quotad gateway as a process', { timeout: 20_000 }, () => {
+  const token = randomBytes(16).toString('hex');
+  let authority: AuthorityProcess;
+  let admin: AdminClient;
+  let upstream: FakeUpstream;
+  /** Two gateways sharing the authority, for the rate test. */
+  let pair: GatewayProcess[] = [];
+  /** A gateway of its own for the SIGTERM test, with a grace far below the default 30s. */
+  let draining: GatewayProcess;
+  /** Every gateway started, to stop in `after`. */
+  const gateways: GatewayProcess[] = [];
+  let orgs = 0;
+
+  /** A gateway in front of the shared authority and upstream. */
+  async function spawnGateway(args: string[] = []): Promise<GatewayProcess> {
+    const gateway = await GatewayProcess.spawn(
+      {
+        QUOTAD_AUTHORITY: authority.grpcAddress,
+        OPENAI_BASE_URL: upstream.url,
+        // The first check also connects; a loaded test machine must not turn that into a 503.
+        QUOTAD_AUTHORITY_TIMEOUT: '2s',
+        LOG_LEVEL: 'info',
+      },
+      args,
+    );
+    gateways.push(gateway);
+    return gateway;
+  }
+
+  // Every process starts at once: a gateway connects to the authority when it first needs it.
+  before(async () => {
+    upstream = await FakeUpstream.start();
+    authority = await AuthorityProcess.spawn({ QUOTAD_ADMIN_TOKEN: token, LOG_LEVEL: 'info' });
+    pair = await Promise.all([spawnGateway(), spawnGateway()]);
+    draining = await spawnGateway(['--shutdown-grace', '3s']);
+    await Promise.all([authority, ...pair, draining].map((child) => child.ready()));
+    admin = adminClient(authority.grpcAddress, token);
+  });
+  after(async () => {
+    await Promise.all(gateways.map((gateway) => gateway.stop()));
+    admin?.close();
+    await authority?.stop();
+    await upstream?.close();
+  });
+
+  /** A new free-tier key in an org of its own, so no test's counters touch another's. */
+  async function createKey(): Promise<{ id: string; secret: string }> {
+    orgs += 1;
+    const org = `gateway-e2e-${orgs}`;
+    const created = await admin.createKey({ name: org, owner: 'e2e', org, tier: 'free', expiresInMs: 0 });
+    return { id: created.key?.id ?? '', secret: created.secret };
+  }
+
+  async function chat(gateway: GatewayProcess, secret: string, requestId: string): Promise<Answer> {
+    const response = await fetch(`${gateway.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${secret}`,
+        'content-type': 'application/json',
+        'x-request-id': requestId,
+      },
+      body: JSON.stringify({
+        model: 'gpt-4o-mini',
+        messages: [{ role: 'user', content: 'Say hello.' }],
+        max_tokens: 16,
+      }),
+    });
+    return { status: response.status, headers: response.headers, body: (await response.json()) as unknown };
+  }
+
+  test('two gateway processes sharing one authority admit exactly 10 requests a minute for a free key; the 11th gets 429 with Retry-After', async () => {
+    const key = await createKey();
+    const callsBefore = upstream.calls.length;
+
+    const answers: Answer[] = [];
+    const requestIds: string[] = [];
+    for (let n = 0; n < 11; n += 1) {
+      requestIds.push(randomUUID());
+      answers.push(await chat(pair[n % 2]!, key.secret, requestIds[n]!));
+    }
+
+    assert.deepEqual(
+      answers.map((answer) => answer.status),
+      [...Array<number>(10).fill(200), 429],
+    );
+    assert.deepEqual(
+      answers.slice(0, 10).map((answer) => answer.headers.get('x-ratelimit-remaining-requests')),
+      ['9', '8', '7', '6', '5', '4', '3', '2', '1', '0'],
+    );
+    assert.equal(upstream.calls.length - callsBefore, 10);
+
+    // A sliding-window counter may make a client wait into the next window: at most two windows (2m).
+    const denied = answers[10]!;
+    const retryAfter = denied.headers.get('retry-after') ?? '';
+    assert.match(retryAfter, /^\d+$/);
+    assert.ok(Number(retryAfter) >= 1 && Number(retryAfter) <= 120, `retry-after ${retryAfter}`);
+    const retryAfterMs = denied.headers.get('retry-after-ms') ?? '';
+    assert.match(retryAfterMs, /^\d+$/);
+    assert.equal(Number(retryAfter), Math.max(1, Math.ceil(Number(retryAfterMs) / 1000)));
+    const { error } = denied.body as OpenAIErrorBody;
+    assert.equal(typeof error.message, 'string');
+    assert.equal(typeof error.type, 'string');
+    assert.equal(error.param, null);
+    assert.equal(error.code, 'rate_limit_exceeded');
+
+    // Each gateway logged the requests sent to it, under this key, with the status the client saw.
+    await Promise.all(
+      answers.map(async (answer, n) => {
+        const line = await pair[n % 2]!.waitForLog('request', (l) => l.requestId === requestIds[n]);
+        assert.equal(line.keyId, key.id);
+        assert.equal(line.status, answer.status);
+      }),
+    );
+  });
+
+  test('SIGTERM lets in-flight requests finish and the gateway exits 0', async (t) => {
+    const key = await createKey();
+    upstream.setLatency(300);
+    t.after(() => upstream.setLatency(0));
+    const callsBefore = upstream.calls.length;
+
+    const inFlight = chat(draining, key.secret, randomUUID());
+    await until(() => upstream.calls.length > callsBefore);
+    draining.child.kill('SIGTERM');
+    await draining.waitForLog('shutting down');
+
+    const answer = await inFlight;
+    assert.equal(answer.status, 200);
+    assert.equal(await draining.exitCode(), 0);
+    assert.equal(upstream.calls.length - callsBefore, 1);
+    // It exited because the request finished (the client keeps its connection alive, as SDKs do), not
+    // because the grace period ran out.
+    assert.deepEqual(
+      draining.lines.filter((line) => line.level === 'warn').map((line) => line.msg),
+      [],
+    );
+  });
+
+  test('a bad setting exits 2 naming it', async () => {
+    const gateway = await spawnGateway(['--fail-mode', 'sideways']);
+    assert.equal(await gateway.exitCode(), 2);
+    assert.match(gateway.stderr, /^quotad: --fail-mode .*sideways/);
+    assert.ok(!gateway.lines.some((line) => line.msg === 'quotad gateway serving'));
+  });
+
+  test('quotad gateway --help lists every setting', async () => {
+    const run = await runCli(['gateway', '--help']);
+    assert.equal(run.code, 0, run.stderr);
+    for (const setting of Object.values(GATEWAY_SETTINGS)) {
+      assert.match(run.stdout, new RegExp(`^\\s+--${setting.flag}\\s+${setting.env}\\s`, 'm'));
+    }
+  });
+});
