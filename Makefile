@@ -1,4 +1,4 @@
-# quotad: `make run` starts the authority on the in-process store; `make test` installs what is missing and passes.
+# quotad: `make run` starts the authority and a gateway on the in-process store; `make test` installs what is missing and passes.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -33,8 +33,8 @@ test: deps tools lint build ## Lint, type-check and run every test (starts its o
 test-only: build ## Run the tests without lint
 	$(NPM) test
 
-run: build ## Start the authority on the in-process store with config/policy.yaml
-	$(NODE) dist/src/main/cli.js serve --demo-key on
+run: build ## Start the authority (in-process store, demo key) and a gateway (demo upstream without OPENAI_API_KEY)
+	scripts/run.sh
 
 clean: ## Remove build output
 	rm -rf dist src/gen

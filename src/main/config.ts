@@ -185,7 +185,7 @@ export function settingLines(settings: Record<string, Setting>): string {
   return Object.values(settings)
     .map(
       (s: Setting) =>
-        `  --${s.flag.padEnd(18)} ${s.env.padEnd(26)} ${(s.default ?? '(unset)').padEnd(20)} ${s.help}`,
+        `  --${s.flag.padEnd(18)} ${s.env.padEnd(25)} ${(s.default || '(unset)').padEnd(26)} ${s.help}`,
     )
     .join('\n');
 }

@@ -21,6 +21,9 @@ import { VERSION } from './version.js';
 
 const systemClock: Clock = { now: () => Date.now() };
 
+/** Where `quotad gateway` listens by default (QUOTAD_GATEWAY_ADDR), for the demo banner's curl line. */
+const DEMO_GATEWAY_URL = 'http://127.0.0.1:8080';
+
 export interface ServeOverrides {
   /** Drives time in both stores and the calendar (tests). Production uses the system clock and Redis TIME. */
   clock?: Clock;
@@ -105,9 +108,12 @@ async function seedDemoKey(
   // grpcurl takes bytes fields as base64: the SHA-256 the gateway would send for this key.
   const hash = sha256(secret).toString('base64');
   const request = `{"request_id":"try-1","api_key_sha256":"${hash}","model":"gpt-4o-mini","input_tokens":100,"max_output_tokens":200}`;
+  const chat = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello, quotad"}],"max_tokens":50}`;
   output.write(
     `\nquotad: DEMO API key (tier free, org demo, id ${record.id}). For trying quotad out, not for production:\n\n    ${secret}\n\n` +
-      `  Callers send its SHA-256, never the key. Try it:\n\n` +
+      `  Through a gateway on its default address (make run starts one):\n\n` +
+      `    curl -i ${DEMO_GATEWAY_URL}/v1/chat/completions -H 'Authorization: Bearer ${secret}' -H 'Content-Type: application/json' -d '${chat}'\n\n` +
+      `  Or ask the authority itself; callers send the key's SHA-256, never the key:\n\n` +
       `    grpcurl -plaintext -d '${request}' ${grpcAddress} quotad.v1.QuotaService/CheckQuota\n\n`,
   );
 }

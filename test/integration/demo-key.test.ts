@@ -35,6 +35,9 @@ test('a first run prints one demo key, marked as such, that works at once and is
   t.after(() => running.stop());
   const secret = /qd_demo_[0-9A-Za-z]{38}/.exec(banner)?.[0] as string;
   assert.match(banner, /DEMO API key/);
+  assert.ok(
+    banner.includes(`curl -i http://127.0.0.1:8080/v1/chat/completions -H 'Authorization: Bearer ${secret}'`),
+  );
   const checked = checkApiKey(secret);
   assert.ok(checked.ok);
   const client = quotaClient(`127.0.0.1:${running.grpcPort}`);
