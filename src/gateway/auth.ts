@@ -1,5 +1,11 @@
 import { readFile } from 'node:fs/promises';
-import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import {
+  createLocalJWKSet,
+  errors as joseErrors,
+  jwtVerify,
+  type JSONWebKeySet,
+  type JWTVerifyResult,
+} from 'jose';
 import { InvalidArgumentError } from '../core/errors.js';
 import type { Principal } from '../core/quota.js';
 import { requireOrg, requireText } from '../authority/validate.js';
@@ -66,28 +72,21 @@ function principalOf(payload: Record<string, unknown>): Principal {
 
 /** Builds the JWT verifier for the configuration: an HMAC secret, or the public keys of a JWKS file. */
 export async function jwtVerifier(config: JwtConfig): Promise<Verifier> {
-  let key: Uint8Array | JWTVerifyGetKey;
-  let algorithms: string[];
-  if (config.kind === 'secret') {
-    key = config.secret;
-    algorithms = HMAC_ALGORITHMS;
-  } else {
-    key = createLocalJWKSet(
-      JSON.parse(await readFile(config.path, 'utf8')) as Parameters<typeof createLocalJWKSet>[0],
-    );
-    algorithms = PUBLIC_KEY_ALGORITHMS;
-  }
-  const options = {
-    algorithms,
+  const claims = {
     ...(config.issuer ? { issuer: config.issuer } : {}),
     ...(config.audience ? { audience: config.audience } : {}),
   };
+  let verify: (token: string) => Promise<JWTVerifyResult>;
+  if (config.kind === 'secret') {
+    verify = (token) => jwtVerify(token, config.secret, { ...claims, algorithms: HMAC_ALGORITHMS });
+  } else {
+    const jwks = JSON.parse(await readFile(config.path, 'utf8')) as JSONWebKeySet;
+    const keys = createLocalJWKSet(jwks);
+    verify = (token) => jwtVerify(token, keys, { ...claims, algorithms: PUBLIC_KEY_ALGORITHMS });
+  }
   return async (token) => {
     try {
-      const { payload } = await (typeof key === 'function'
-        ? jwtVerify(token, key, options)
-        : jwtVerify(token, key, options));
-      return principalOf(payload);
+      return principalOf((await verify(token)).payload);
     } catch (error) {
       if (error instanceof joseErrors.JWTExpired) {
         throw authenticationError('The token has expired.', 'token_expired');

@@ -47,7 +47,7 @@ export const GATEWAY_SETTINGS = {
     flag: 'upstream-timeout',
     env: 'QUOTAD_UPSTREAM_TIMEOUT',
     default: '10m',
-    help: 'The longest a model call may take, streams included.',
+    help: 'How long the upstream may take to start answering (a whole answer, or the first bytes of a stream).',
   },
   maxBody: {
     flag: 'max-body',

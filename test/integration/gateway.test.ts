@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { SignJWT } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import OpenAI from 'openai';
 import { estimateInputTokens, countTextTokens } from '../../src/gateway/estimate.js';
 import { parseModelCall } from '../../src/gateway/requests.js';
@@ -565,6 +565,35 @@ describe('callers and their reports', () => {
       principal: { subject: 'svc-reports', org: 'internal', tier: 'wide' },
     });
     assert.equal(usage.tokensUsed, data.usage?.total_tokens);
+  });
+
+  test('a JWT signed by a key in the JWKS file is accepted; an expired one is 401 token_expired', async (t) => {
+    const { privateKey, publicKey } = await generateKeyPair('ES256');
+    const jwks = join(dir, 'jwks.json');
+    await writeFile(
+      jwks,
+      JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' }] }),
+    );
+    const withJwks = await startTestGateway(['--jwt-jwks-file', jwks]);
+    t.after(() => withJwks.stop());
+    const sign = (expires: string | number) =>
+      new SignJWT({ org: 'internal', tier: 'wide' })
+        .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+        .setSubject('svc-jwks')
+        .setExpirationTime(expires)
+        .sign(privateKey);
+    const send = async (token: string) => {
+      issuedSecrets.push(token);
+      return fetch(`${withJwks.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify(chatBody()),
+      });
+    };
+    assert.equal((await send(await sign('5m'))).status, 200);
+    const expired = await send(await sign(Math.floor(Date.now() / 1000) - 60));
+    assert.equal(expired.status, 401);
+    assert.equal((await errorOf(expired)).code, 'token_expired');
   });
 
   test('a JWT with a bad signature, or without an org claim, is 401', async () => {
