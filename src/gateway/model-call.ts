@@ -126,19 +126,20 @@ export class ModelCallHandler {
     const body = this.#upstreamBody(call, decision === 'unmetered' ? undefined : decision.maxOutputTokens);
     const settle = (outcome: Outcome, usage: { input: number; output: number }) => {
       record.outputTokens = usage.output;
-      if (outcome !== 'FAILED' || usage.input + usage.output > 0) {
-        const model = record.model ?? 'unmetered';
-        this.#o.metrics.tokens.inc({ model, direction: 'input' }, usage.input);
-        this.#o.metrics.tokens.inc({ model, direction: 'output' }, usage.output);
-      }
-      this.#o.settler.settle({
-        requestId: record.requestId,
-        ...credential,
-        model: call.model,
-        inputTokens: usage.input,
-        outputTokens: usage.output,
-        outcome,
-      });
+      const metricModel = record.unmetered ? 'unmetered' : (record.model ?? call.model);
+      this.#o.metrics.tokens.inc({ model: metricModel, direction: 'input' }, usage.input);
+      this.#o.metrics.tokens.inc({ model: metricModel, direction: 'output' }, usage.output);
+      this.#o.settler.settle(
+        {
+          requestId: record.requestId,
+          ...credential,
+          model: call.model,
+          inputTokens: usage.input,
+          outputTokens: usage.output,
+          outcome,
+        },
+        metricModel,
+      );
     };
 
     const abort = new AbortController();
@@ -201,14 +202,10 @@ export class ModelCallHandler {
       // A check past its deadline may still reserve at the authority. Cancel it: FAILED with no usage
       // refunds a reservation that was made, and one made after this lands is a duplicate that charges nothing.
       const { requestId, model } = request;
-      this.#o.settler.settle({
-        requestId,
-        ...credential,
+      this.#o.settler.settle(
+        { requestId, ...credential, model, inputTokens: 0, outputTokens: 0, outcome: 'FAILED' },
         model,
-        inputTokens: 0,
-        outputTokens: 0,
-        outcome: 'FAILED',
-      });
+      );
       throw quotaUnavailable();
     }
   }

@@ -39,11 +39,14 @@ export class Settler {
     this.#backoffMs = options.backoffMs ?? DEFAULT_BACKOFF_MS;
   }
 
-  /** Starts settling; never throws and never blocks the caller. */
-  settle(request: RecordUsageRequest & { requestId: string; model: string }): void {
+  /**
+   * Starts settling; never throws and never blocks the caller. `metricModel` labels the spend: the
+   * policy's canonical name, never the client's text.
+   */
+  settle(request: RecordUsageRequest & { requestId: string; model: string }, metricModel: string): void {
     const { metrics } = this.#options;
     metrics.settlementsPending.inc();
-    const done = this.#settle(request).finally(() => {
+    const done = this.#settle(request, metricModel).finally(() => {
       metrics.settlementsPending.dec();
       this.#pending.delete(done);
     });
@@ -60,14 +63,17 @@ export class Settler {
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
   }
 
-  async #settle(request: RecordUsageRequest & { requestId: string; model: string }): Promise<void> {
+  async #settle(
+    request: RecordUsageRequest & { requestId: string; model: string },
+    metricModel: string,
+  ): Promise<void> {
     const { authority, metrics, logger, attemptTimeoutMs } = this.#options;
     for (let attempt = 0; ; attempt++) {
       try {
         const answer = await authority.record(request, attemptTimeoutMs);
         metrics.settlements.inc({ result: RESULT[answer.status] });
         const usd = (answer.charged?.usdMicros ?? 0) / 1_000_000;
-        if (usd > 0) metrics.spend.inc({ model: request.model }, usd);
+        if (usd > 0) metrics.spend.inc({ model: metricModel }, usd);
         return;
       } catch (error) {
         const delay = this.#backoffMs[attempt];

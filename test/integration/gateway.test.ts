@@ -405,6 +405,52 @@ describe('accounting', () => {
   });
 });
 
+describe('settlement', () => {
+  test('a settlement that finds the authority down is retried until it lands', async (t) => {
+    const port = await freePort();
+    const startReplica = () =>
+      startAuthority(
+        inProcessServeConfig(['--policy', join(dir, 'policy.yaml'), '--grpc-addr', `127.0.0.1:${port}`], {
+          REDIS_URL: redis.url,
+          QUOTAD_REDIS_TIMEOUT: '2s',
+        }),
+        { logDestination: capture() },
+      );
+    let replica = await startReplica();
+    const config = parseGatewayConfig(
+      ['--addr', '127.0.0.1:0', '--authority', `127.0.0.1:${port}`, '--upstream-url', upstream.url],
+      { OPENAI_API_KEY: UPSTREAM_KEY },
+    );
+    const patient = await startGateway(config, {
+      logDestination: capture(),
+      settlementBackoffMs: [50, 100, 200, 400, 800, 1_600, 3_200],
+    });
+    t.after(async () => {
+      await patient.stop();
+      await replica.stop();
+    });
+    const key = await createKey();
+    const release = upstream.hold();
+    const answer = fetch(`${patient.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key.secret}` },
+      body: JSON.stringify(chatBody()),
+    });
+    await upstream.nextCall();
+    await replica.stop();
+    release();
+    const response = await answer;
+    assert.equal(response.status, 200, 'the answer does not wait for settlement');
+    const { usage } = (await response.json()) as { usage: { total_tokens: number } };
+    replica = await startReplica();
+    await patient.settler.drain();
+    assert.equal((await usageOf(key.secret)).tokens, usage.total_tokens);
+    const metrics = await (await fetch(`${patient.url}/metrics`)).text();
+    assert.match(metrics, /^quotad_gateway_settlements_total\{result="settled"\} 1$/m);
+    assert.match(metrics, /^quotad_gateway_settlement_retries_total [1-9]/m);
+  });
+});
+
 describe('what is refused, and charges nothing', () => {
   test('/healthz, /readyz and /metrics answer a caller whose key is over its limit', async () => {
     const key = await createKey();
