@@ -19,11 +19,6 @@ interface OpenAIErrorBody {
   error: { message: unknown; type: unknown; param: unknown; code: unknown };
 }
 
-/** Yields to the event loop until `condition` holds (no timers: the test's timeout bounds it). */
-async function until(condition: () => boolean): Promise<void> {
-  while (!condition()) await new Promise((resolve) => setImmediate(resolve));
-}
-
 describe('quotad gateway as a process', { timeout: 20_000 }, () => {
   const token = randomBytes(16).toString('hex');
   let authority: AuthorityProcess;
@@ -36,6 +31,7 @@ describe('quotad gateway as a process', { timeout: 20_000 }, () => {
   /** Every gateway started, to stop in `after`. */
   const gateways: GatewayProcess[] = [];
   let orgs = 0;
+  const secrets: string[] = [];
 
   /** A gateway in front of the shared authority and upstream. */
   async function spawnGateway(args: string[] = []): Promise<GatewayProcess> {
@@ -74,6 +70,7 @@ describe('quotad gateway as a process', { timeout: 20_000 }, () => {
     orgs += 1;
     const org = `gateway-e2e-${orgs}`;
     const created = await admin.createKey({ name: org, owner: 'e2e', org, tier: 'free', expiresInMs: 0 });
+    secrets.push(created.secret);
     return { id: created.key?.id ?? '', secret: created.secret };
   }
 
@@ -141,14 +138,16 @@ describe('quotad gateway as a process', { timeout: 20_000 }, () => {
 
   test('SIGTERM lets in-flight requests finish and the gateway exits 0', async (t) => {
     const key = await createKey();
-    upstream.setLatency(300);
-    t.after(() => upstream.setLatency(0));
+    const release = upstream.hold();
+    t.after(release);
     const callsBefore = upstream.calls.length;
 
+    const arrived = upstream.nextCall();
     const inFlight = chat(draining, key.secret, randomUUID());
-    await until(() => upstream.calls.length > callsBefore);
+    await arrived;
     draining.child.kill('SIGTERM');
     await draining.waitForLog('shutting down');
+    release();
 
     const answer = await inFlight;
     assert.equal(answer.status, 200);
@@ -174,6 +173,14 @@ describe('quotad gateway as a process', { timeout: 20_000 }, () => {
     assert.equal(run.code, 0, run.stderr);
     for (const setting of Object.values(GATEWAY_SETTINGS)) {
       assert.match(run.stdout, new RegExp(`^\\s+--${setting.flag}\\s+${setting.env}\\s`, 'm'));
+    }
+  });
+
+  test("no process's output holds a key it served", () => {
+    assert.ok(secrets.length >= 2);
+    for (const child of [authority, ...gateways]) {
+      const output = JSON.stringify(child.lines) + child.stderr;
+      for (const secret of secrets) assert.ok(!output.includes(secret));
     }
   });
 });
