@@ -56,6 +56,16 @@ interface Usage {
 
 type Outcome = RecordUsageRequest['outcome'];
 
+/** An upstream answer on its way to the client, and how to settle it. */
+interface Relay {
+  call: ModelCall;
+  inputEstimate: number;
+  requestId: string;
+  response: Response;
+  responder: Responder;
+  settle: (outcome: Outcome, usage: { input: number; output: number }) => void;
+}
+
 const METRIC_ROUTE: Record<ModelCall['route'], GatewayRoute> = {
   chat: 'chat_completions',
   completions: 'completions',
@@ -164,8 +174,15 @@ export class ModelCallHandler {
       throw failure;
     }
     this.#o.metrics.upstreamDuration.observe({ route, outcome: 'ok' }, (performance.now() - started) / 1000);
-    if (call.stream) return this.#relayStream(call, inputTokens, response, abort, responder, settle);
-    return this.#relayWhole(call, inputTokens, response, responder, settle);
+    const relay: Relay = {
+      call,
+      inputEstimate: inputTokens,
+      requestId: record.requestId,
+      response,
+      responder,
+      settle,
+    };
+    return call.stream ? this.#relayStream(relay, abort) : this.#relayWhole(relay);
   }
 
   /** Asks the authority; when it cannot answer in time, the fail mode decides. */
@@ -232,13 +249,7 @@ export class ModelCallHandler {
     return body;
   }
 
-  async #relayWhole(
-    call: ModelCall,
-    inputEstimate: number,
-    response: Response,
-    responder: Responder,
-    settle: (outcome: Outcome, usage: { input: number; output: number }) => void,
-  ): Promise<void> {
+  async #relayWhole({ call, inputEstimate, response, responder, settle }: Relay): Promise<void> {
     let text: string;
     try {
       text = await response.text();
@@ -271,12 +282,8 @@ export class ModelCallHandler {
    * settles from the tokens streamed so far.
    */
   async #relayStream(
-    call: ModelCall,
-    inputEstimate: number,
-    response: Response,
+    { call, inputEstimate, requestId, response, responder, settle }: Relay,
     abort: AbortController,
-    responder: Responder,
-    settle: (outcome: Outcome, usage: { input: number; output: number }) => void,
   ): Promise<void> {
     const res = responder.hijack();
     res.writeHead(200, {
@@ -332,7 +339,7 @@ export class ModelCallHandler {
       // The upstream broke off mid-stream: charge what reached the client, tell it in-band, end.
       settle('FAILED', texts.length > 0 ? streamed() : { input: 0, output: 0 });
       const failure = upstreamFailure(error);
-      this.#o.logger.warn({ err: (error as Error).message }, 'upstream stream broke off');
+      this.#o.logger.warn({ requestId, err: (error as Error).message }, 'upstream stream broke off');
       res.end(`data: ${JSON.stringify(errorBody(failure.message, failure.type, null, failure.code))}\n\n`);
     } finally {
       res.off('close', onClose);
