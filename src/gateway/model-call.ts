@@ -47,6 +47,8 @@ export interface Responder {
   /** Takes the raw socket over for a stream; the headers set so far go out with `writeHead`. */
   hijack(): ServerResponse;
   headers(): Record<string, string>;
+  /** Calls `listener` once if the client goes away before its answer is complete. */
+  onClientGone(listener: () => void): void;
 }
 
 interface Usage {
@@ -64,6 +66,8 @@ interface Relay {
   response: Response;
   responder: Responder;
   settle: (outcome: Outcome, usage: { input: number; output: number }) => void;
+  /** Whether the client has gone away (streams only; a whole answer is waited for regardless). */
+  clientGone: () => boolean;
 }
 
 const METRIC_ROUTE: Record<ModelCall['route'], GatewayRoute> = {
@@ -130,7 +134,11 @@ export class ModelCallHandler {
       for (const [name, value] of Object.entries(rateLimitHeaders(decision.limits)))
         responder.header(name, value);
       if (decision.warning) responder.header('x-quotad-warning', decision.warning);
-      if (!decision.allowed) throw refusal(decision, call, requestedOutput);
+      if (!decision.allowed) {
+        // The store timed out: its script may still have reserved. Cancel, as after a missed deadline.
+        if (decision.code === 'STORE_UNAVAILABLE') this.#cancel(record.requestId, credential, call.model);
+        throw refusal(decision, call, requestedOutput);
+      }
       if (decision.duplicate) throw duplicateRequest(record.requestId);
     }
     const body = this.#upstreamBody(call, decision === 'unmetered' ? undefined : decision.maxOutputTokens);
@@ -148,24 +156,33 @@ export class ModelCallHandler {
           outputTokens: usage.output,
           outcome,
         },
-        metricModel,
+        { metricModel },
       );
     };
 
+    // A streaming client that leaves stops the model at once, even before it starts answering; a whole
+    // answer is waited for and charged what the upstream reports, since the upstream bills it anyway.
     const abort = new AbortController();
+    let clientGone = false;
+    if (call.stream) {
+      responder.onClientGone(() => {
+        clientGone = true;
+        abort.abort();
+      });
+    }
     const started = performance.now();
     const route = METRIC_ROUTE[call.route];
     let response: Response;
     try {
       response = await this.#o.upstream.send(call.route, body, abort.signal);
     } catch (error) {
-      this.#o.metrics.upstreamDuration.observe(
-        { route, outcome: 'error' },
-        (performance.now() - started) / 1000,
-      );
-      settle('FAILED', { input: 0, output: 0 });
+      const seconds = (performance.now() - started) / 1000;
+      this.#o.metrics.upstreamDuration.observe({ route, outcome: clientGone ? 'aborted' : 'error' }, seconds);
+      // The prompt reached the model, so a client that left is charged it; a failed upstream refunds.
+      if (clientGone) settle('CANCELLED', { input: inputTokens, output: 0 });
+      else settle('FAILED', { input: 0, output: 0 });
       const failure = upstreamFailure(error);
-      if (failure.status >= 500) {
+      if (failure.status >= 500 && !clientGone) {
         this.#o.logger.warn(
           { requestId: record.requestId, err: (error as Error).message },
           'upstream failed',
@@ -181,6 +198,7 @@ export class ModelCallHandler {
       response,
       responder,
       settle,
+      clientGone: () => clientGone,
     };
     return call.stream ? this.#relayStream(relay, abort) : this.#relayWhole(relay);
   }
@@ -216,15 +234,21 @@ export class ModelCallHandler {
         { requestId: request.requestId, err: (error as Error).message },
         'authority unavailable; refused',
       );
-      // A check past its deadline may still reserve at the authority. Cancel it: FAILED with no usage
-      // refunds a reservation that was made, and one made after this lands is a duplicate that charges nothing.
-      const { requestId, model } = request;
-      this.#o.settler.settle(
-        { requestId, ...credential, model, inputTokens: 0, outputTokens: 0, outcome: 'FAILED' },
-        model,
-      );
+      // A check past its deadline may still have reserved at the authority.
+      this.#cancel(request.requestId, credential, request.model);
       throw quotaUnavailable();
     }
+  }
+
+  /**
+   * Cancels a check whose answer never arrived or could not be trusted: FAILED with no usage refunds a
+   * reservation that was made, and makes one that is made after this lands a duplicate that charges nothing.
+   */
+  #cancel(requestId: string, credential: Credential, model: string): void {
+    this.#o.settler.settle(
+      { requestId, ...credential, model, inputTokens: 0, outputTokens: 0, outcome: 'FAILED' },
+      { cancel: true },
+    );
   }
 
   /**
@@ -282,7 +306,7 @@ export class ModelCallHandler {
    * settles from the tokens streamed so far.
    */
   async #relayStream(
-    { call, inputEstimate, requestId, response, responder, settle }: Relay,
+    { call, inputEstimate, requestId, response, responder, settle, clientGone }: Relay,
     abort: AbortController,
   ): Promise<void> {
     const res = responder.hijack();
@@ -292,14 +316,6 @@ export class ModelCallHandler {
       'cache-control': 'no-cache',
       'x-accel-buffering': 'no',
     });
-    let clientGone = false;
-    const onClose = () => {
-      if (!res.writableFinished) {
-        clientGone = true;
-        abort.abort();
-      }
-    };
-    res.once('close', onClose);
     const texts: string[] = [];
     let usage: Usage | undefined;
     const splitter = new SseSplitter();
@@ -332,7 +348,7 @@ export class ModelCallHandler {
       res.end();
       settle('COMPLETED', streamed());
     } catch (error) {
-      if (clientGone) {
+      if (clientGone()) {
         settle(usage ? 'COMPLETED' : 'CANCELLED', streamed());
         return;
       }
@@ -341,8 +357,6 @@ export class ModelCallHandler {
       const failure = upstreamFailure(error);
       this.#o.logger.warn({ requestId, err: (error as Error).message }, 'upstream stream broke off');
       res.end(`data: ${JSON.stringify(errorBody(failure.message, failure.type, null, failure.code))}\n\n`);
-    } finally {
-      res.off('close', onClose);
     }
   }
 }

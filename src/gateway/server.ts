@@ -112,6 +112,11 @@ function fastifyResponder(reply: FastifyReply): Responder {
       reply.hijack();
       return reply.raw;
     },
+    onClientGone: (listener) => {
+      reply.raw.once('close', () => {
+        if (!reply.raw.writableFinished) listener();
+      });
+    },
     headers: () => {
       const headers: Record<string, string> = {};
       for (const [name, value] of Object.entries(reply.getHeaders())) {

@@ -17,6 +17,14 @@ export interface SettlerOptions {
 /** About 25 s of retries: an authority restart or a Redis failover is over by then. */
 const DEFAULT_BACKOFF_MS = [50, 100, 250, 500, 1_000, 2_000, 4_000, 8_000, 8_000];
 
+type SettleRequest = RecordUsageRequest & { requestId: string; model: string };
+
+/**
+ * Real usage, whose spend is counted under `metricModel` (the policy's canonical name, never the client's
+ * text); or the cancellation of a check whose answer never came (no usage; nothing to count).
+ */
+export type SettlementKind = { metricModel: string } | { cancel: true };
+
 const RESULT: Record<RecordUsageResponse__Output['status'], SettlementResult> = {
   SETTLED: 'settled',
   DUPLICATE: 'duplicate',
@@ -39,14 +47,11 @@ export class Settler {
     this.#backoffMs = options.backoffMs ?? DEFAULT_BACKOFF_MS;
   }
 
-  /**
-   * Starts settling; never throws and never blocks the caller. `metricModel` labels the spend: the
-   * policy's canonical name, never the client's text.
-   */
-  settle(request: RecordUsageRequest & { requestId: string; model: string }, metricModel: string): void {
+  /** Starts settling; never throws and never blocks the caller. */
+  settle(request: SettleRequest, kind: SettlementKind): void {
     const { metrics } = this.#options;
     metrics.settlementsPending.inc();
-    const done = this.#settle(request, metricModel).finally(() => {
+    const done = this.#settle(request, kind).finally(() => {
       metrics.settlementsPending.dec();
       this.#pending.delete(done);
     });
@@ -63,22 +68,26 @@ export class Settler {
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
   }
 
-  async #settle(
-    request: RecordUsageRequest & { requestId: string; model: string },
-    metricModel: string,
-  ): Promise<void> {
+  async #settle(request: SettleRequest, kind: SettlementKind): Promise<void> {
     const { authority, metrics, logger, attemptTimeoutMs } = this.#options;
     for (let attempt = 0; ; attempt++) {
       try {
         const answer = await authority.record(request, attemptTimeoutMs);
         metrics.settlements.inc({ result: RESULT[answer.status] });
         const usd = (answer.charged?.usdMicros ?? 0) / 1_000_000;
-        if (usd > 0) metrics.spend.inc({ model: metricModel }, usd);
+        if (usd > 0 && 'metricModel' in kind) metrics.spend.inc({ model: kind.metricModel }, usd);
         return;
       } catch (error) {
         const delay = this.#backoffMs[attempt];
         if (!isTransient(error) || delay === undefined) {
           metrics.settlements.inc({ result: 'failed' });
+          if ('cancel' in kind) {
+            logger.warn(
+              { requestId: request.requestId, attempts: attempt + 1, err: (error as Error).message },
+              'could not cancel a check; a reservation it made keeps its estimate, and its slot until its lease ends',
+            );
+            return;
+          }
           logger.error(
             {
               requestId: request.requestId,

@@ -72,7 +72,7 @@ export class GatewayMetrics {
     });
     this.upstreamDuration = new Histogram({
       name: 'quotad_gateway_upstream_duration_seconds',
-      help: 'Time to the upstream model API response headers, by route and outcome.',
+      help: 'Time to the upstream model API response headers, by route and outcome (ok, error, aborted by a client that left).',
       labelNames: ['route', 'outcome'] as const,
       buckets: UPSTREAM_BUCKETS_SECONDS,
       registers,

@@ -51,6 +51,7 @@ tiers:
     limits:
       - { name: requests_per_minute, type: rate, unit: requests, limit: 100000, window: 1m }
       - { name: tokens_per_day, type: budget, unit: tokens, limit: 100000000, period: day }
+      - { name: concurrent_requests, type: concurrency, limit: 1000 }
   pool:
     max_output_tokens: 100
     limits:
@@ -152,9 +153,16 @@ const chatBody = (extra: Record<string, unknown> = {}) => ({
   ...extra,
 });
 
-function post(path: string, secret: string | undefined, body: unknown, headers: Record<string, string> = {}) {
+function post(
+  path: string,
+  secret: string | undefined,
+  body: unknown,
+  headers: Record<string, string> = {},
+  signal?: AbortSignal,
+) {
   return fetch(`${gateway.url}${path}`, {
     method: 'POST',
+    ...(signal ? { signal } : {}),
     headers: {
       'content-type': 'application/json',
       ...(secret ? { authorization: `Bearer ${secret}` } : {}),
@@ -169,6 +177,12 @@ async function usageOf(secret: string): Promise<{ tokens: number; requests: numb
   const usage = await quota.getUsage({ apiKeySha256: createHash('sha256').update(secret).digest() });
   const requests = usage.limits.find((l) => l.unit === 'REQUESTS')?.used ?? 0;
   return { tokens: usage.tokensUsed, requests };
+}
+
+/** How many concurrency slots a key holds now. */
+async function inFlightOf(secret: string): Promise<number> {
+  const usage = await quota.getUsage({ apiKeySha256: createHash('sha256').update(secret).digest() });
+  return usage.limits.find((l) => l.unit === 'CONCURRENT')?.used ?? 0;
 }
 
 interface ErrorBody {
@@ -375,6 +389,31 @@ describe('accounting', () => {
     assert.equal(charged, input + countTextTokens(streamed.text, 'gpt-4o-mini'));
     assert.ok(charged < input + 200);
   });
+
+  test(
+    'a stream abandoned before the upstream answers frees its slot and is charged its input only',
+    { timeout: 10_000 },
+    async () => {
+      const key = await createKey('wide');
+      const body = chatBody({ stream: true });
+      const release = upstream.hold();
+      const arrived = upstream.nextCall();
+      const abort = new AbortController();
+      const request = post('/v1/chat/completions', key.secret, body, {}, abort.signal).catch(() => 'aborted');
+      await arrived;
+      abort.abort();
+      assert.equal(await request, 'aborted');
+      const { call } = await upstream.waitForClientGone();
+      release();
+      assert.equal(call.stream, true);
+      await gateway.settler.drain();
+      assert.equal(await inFlightOf(key.secret), 0);
+      assert.deepEqual(await usageOf(key.secret), {
+        tokens: estimateInputTokens(parseModelCall('chat', body)),
+        requests: 1,
+      });
+    },
+  );
 
   test('an upstream 500 refunds the reservation: no tokens, no request', async () => {
     const key = await createKey();
@@ -715,6 +754,7 @@ describe('when the authority cannot answer', () => {
       0,
     );
     assert.deepEqual(await usageOf(key.secret), { tokens: reported, requests: served.length });
+    assert.equal(await inFlightOf(key.secret), 0, 'no concurrency slot is left held');
   });
 
   test('fail mode open lets the request through and counts it as unmetered', async (t) => {
