@@ -109,7 +109,27 @@ export class ModelCallHandler {
     this.#o = options;
   }
 
+  /** Model calls being handled now, from the check to the start of their settlement. */
+  #active = 0;
+  #idleWaiters: (() => void)[] = [];
+
+  /** Resolves when no model call is being handled (their settlements may still be pending). */
+  idle(): Promise<void> {
+    if (this.#active === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
   async handle(call: ModelCall, caller: Caller, record: CallRecord, responder: Responder): Promise<void> {
+    this.#active += 1;
+    try {
+      await this.#handle(call, caller, record, responder);
+    } finally {
+      this.#active -= 1;
+      if (this.#active === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
+    }
+  }
+
+  async #handle(call: ModelCall, caller: Caller, record: CallRecord, responder: Responder): Promise<void> {
     const inputTokens = estimateInputTokens(call);
     record.inputTokens = inputTokens;
     const noOutput = call.route === 'embeddings';

@@ -113,9 +113,13 @@ function fastifyResponder(reply: FastifyReply): Responder {
       return reply.raw;
     },
     onClientGone: (listener) => {
-      reply.raw.once('close', () => {
-        if (!reply.raw.writableFinished) listener();
-      });
+      const res = reply.raw;
+      const gone = () => {
+        if (!res.writableFinished) listener();
+      };
+      // The client may have left while the check was being decided: 'close' has fired already then.
+      if (res.destroyed || reply.request.raw.destroyed || res.socket?.destroyed) gone();
+      else res.once('close', gone);
     },
     headers: () => {
       const headers: Record<string, string> = {};

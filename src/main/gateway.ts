@@ -31,6 +31,8 @@ export interface RunningGateway {
   logger: Logger;
   metrics: GatewayMetrics;
   settler: Settler;
+  /** Resolves once no model call is in progress and every settlement started has ended. */
+  drain(): Promise<void>;
   /** Stops taking requests, finishes those in flight, waits for pending settlements (up to the grace). */
   stop(): Promise<void>;
 }
@@ -112,6 +114,10 @@ export async function startGateway(
     logger,
     metrics,
     settler,
+    async drain() {
+      await models.idle();
+      await settler.drain();
+    },
     stop() {
       stopping ??= (async () => {
         logger.info(
@@ -124,6 +130,7 @@ export async function startGateway(
         });
         const drained = (async () => {
           await app.close();
+          await models.idle();
           await settler.drain();
         })();
         if ((await Promise.race([drained, grace])) === 'timeout') {

@@ -415,6 +415,35 @@ describe('accounting', () => {
     },
   );
 
+  test(
+    '100 streams abandoned at scattered moments all settle and leave no slot held',
+    { timeout: 20_000 },
+    async () => {
+      const key = await createKey('wide');
+      const streams = Array.from({ length: 100 }, async (_, i) => {
+        const abort = new AbortController();
+        const answer = post('/v1/chat/completions', key.secret, chatBody({ stream: true }), {}, abort.signal)
+          .then((response) => response.text())
+          .catch(() => 'aborted');
+        // Abort after 0 to 24 turns of the event loop: during the check, the upstream call, or the stream.
+        for (let turn = 0; turn < i % 25; turn++) await new Promise((resolve) => setImmediate(resolve));
+        abort.abort();
+        return answer;
+      });
+      await Promise.all(streams);
+      // A request the client left may still be on its way to the handler when drain() is called, so drain
+      // until the slots are back or 5 s have passed (a leaked slot would be held for the 10-minute lease).
+      const giveUp = performance.now() + 5_000;
+      let held = Infinity;
+      while (held > 0 && performance.now() < giveUp) {
+        await gateway.drain();
+        held = await inFlightOf(key.secret);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      assert.equal(held, 0);
+    },
+  );
+
   test('an upstream 500 refunds the reservation: no tokens, no request', async () => {
     const key = await createKey();
     upstream.failNext(500);
