@@ -118,7 +118,7 @@ function fastifyResponder(reply: FastifyReply): Responder {
         if (!res.writableFinished) listener();
       };
       // The client may have left while the check was being decided: 'close' has fired already then.
-      if (res.destroyed || reply.request.raw.destroyed || res.socket?.destroyed) gone();
+      if (res.destroyed || res.socket?.destroyed === true) gone();
       else res.once('close', gone);
     },
     headers: () => {
