@@ -29,12 +29,12 @@ import { parse, stringify } from 'yaml';
 import { startDemoUpstream } from '../src/demo/upstream.js';
 import { parseServeConfig } from '../src/main/config.js';
 import { startGateway } from '../src/main/gateway.js';
-import { parseGatewayConfig } from '../src/main/gateway-config.js';
 import { startAuthority } from '../src/main/serve.js';
 import { sha256 } from '../src/keys/api-key.js';
 import { REPO_ROOT } from '../test/helpers/authority-process.js';
 import { quotaClient } from '../test/helpers/grpc-clients.js';
 import { TestRedisServer } from '../test/helpers/redis-server.js';
+import { inProcessGatewayConfig } from '../test/helpers/serve-config.js';
 
 const { values } = parseArgs({
   options: {
@@ -244,14 +244,10 @@ async function benchmark(started: (() => Promise<unknown>)[]) {
     type: 'live',
   });
   const gateway = await startGateway(
-    parseGatewayConfig(
+    inProcessGatewayConfig(
+      authority.grpcPort,
+      upstream.url,
       [
-        '--addr',
-        '127.0.0.1:0',
-        '--authority',
-        `127.0.0.1:${authority.grpcPort}`,
-        '--upstream-url',
-        upstream.url,
         '--log-level',
         'silent',
         ...(values['authority-timeout'] ? ['--authority-timeout', values['authority-timeout']] : []),

@@ -10,13 +10,12 @@ import OpenAI from 'openai';
 import { estimateInputTokens, countTextTokens } from '../../src/gateway/estimate.js';
 import { parseModelCall } from '../../src/gateway/requests.js';
 import { formatApiKey, KEY_RANDOM_BYTES } from '../../src/keys/api-key.js';
-import { parseGatewayConfig } from '../../src/main/gateway-config.js';
 import { startGateway, type RunningGateway } from '../../src/main/gateway.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
 import { quotaClient, type QuotaClient } from '../helpers/grpc-clients.js';
 import { freePort, TestRedisServer } from '../helpers/redis-server.js';
-import { inProcessServeConfig } from '../helpers/serve-config.js';
+import { inProcessGatewayConfig, inProcessServeConfig } from '../helpers/serve-config.js';
 
 const JWT_SECRET = 'gateway-test-jwt-secret-0123456789abcdef';
 const UPSTREAM_KEY = 'sk-upstream-secret-never-logged-4242';
@@ -81,20 +80,10 @@ function capture(): Writable {
 }
 
 async function startTestGateway(args: string[], env: NodeJS.ProcessEnv = {}): Promise<RunningGateway> {
-  const config = parseGatewayConfig(
-    [
-      '--addr',
-      '127.0.0.1:0',
-      '--authority',
-      `127.0.0.1:${authority.grpcPort}`,
-      '--upstream-url',
-      upstream.url,
-      '--log-level',
-      'debug',
-      ...args,
-    ],
-    { OPENAI_API_KEY: UPSTREAM_KEY, ...env },
-  );
+  const config = inProcessGatewayConfig(authority.grpcPort, upstream.url, ['--log-level', 'debug', ...args], {
+    OPENAI_API_KEY: UPSTREAM_KEY,
+    ...env,
+  });
   return startGateway(config, { logDestination: capture(), settlementBackoffMs: [10, 20, 40] });
 }
 
@@ -488,10 +477,7 @@ describe('settlement', () => {
         { logDestination: capture() },
       );
     let replica = await startReplica();
-    const config = parseGatewayConfig(
-      ['--addr', '127.0.0.1:0', '--authority', `127.0.0.1:${port}`, '--upstream-url', upstream.url],
-      { OPENAI_API_KEY: UPSTREAM_KEY },
-    );
+    const config = inProcessGatewayConfig(port, upstream.url, [], { OPENAI_API_KEY: UPSTREAM_KEY });
     const patient = await startGateway(config, {
       logDestination: capture(),
       settlementBackoffMs: [50, 100, 200, 400, 800, 1_600, 3_200],
