@@ -1,12 +1,13 @@
 import { once } from 'node:events';
 import type { ServerResponse } from 'node:http';
+import * as grpc from '@grpc/grpc-js';
 import type { CheckQuotaRequest } from '../gen/quotad/v1/CheckQuotaRequest.js';
 import type { CheckQuotaResponse__Output } from '../gen/quotad/v1/CheckQuotaResponse.js';
 import type { RecordUsageRequest } from '../gen/quotad/v1/RecordUsageRequest.js';
 import type { FailMode } from '../main/gateway-config.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { GatewayMetrics, GatewayRoute } from '../telemetry/gateway-metrics.js';
-import { isGrpcError, isTransient, type AuthorityClient } from './authority-client.js';
+import { isGrpcError, type AuthorityClient } from './authority-client.js';
 import { credentialOf, type Caller, type Credential } from './auth.js';
 import { duplicateRequest, quotaUnavailable, refusal } from './decision.js';
 import { countStreamedTokens, estimateInputTokens } from './estimate.js';
@@ -235,10 +236,10 @@ export class ModelCallHandler {
       metrics.decisionDuration.observe({ result: decision.code }, (performance.now() - started) / 1000);
       return decision;
     } catch (error) {
-      const result = isGrpcError(error) ? String(error.code) : 'error';
+      const result = isGrpcError(error) ? (grpc.status[error.code] ?? 'error') : 'error';
       metrics.decisionDuration.observe({ result }, (performance.now() - started) / 1000);
-      if (isGrpcError(error) && !isTransient(error)) {
-        // INVALID_ARGUMENT and the like: the request itself, which validation should have caught.
+      if (isGrpcError(error) && error.code === grpc.status.INVALID_ARGUMENT) {
+        // The request itself, which validation here should have caught.
         logger.error({ requestId: request.requestId, err: error.message }, 'authority refused the check');
         throw invalidRequest(error.details, null);
       }

@@ -18,7 +18,7 @@ export type GatewayRoute =
   | 'metrics'
   | 'other';
 
-/** How the gateway's quota question ended: the authority's code (OK, OVER_LIMIT, ...), or why it had none. */
+/** How the gateway's quota question ended: the authority's code (OK, OVER_LIMIT, ...), or the gRPC status name (DEADLINE_EXCEEDED, ...) when none came. */
 export type DecisionResult = string;
 
 /** How a settlement ended: the authority's status, or `failed` after the last retry. */
