@@ -70,6 +70,8 @@ export type UpstreamScript =
    * connection open until the client goes away. A call that does not stream gets no answer at all.
    */
   | { kind: 'stall'; afterChunks: number }
+  /** Streaming: send the role chunk and `afterChunks` content chunks, then drop the connection. */
+  | { kind: 'cut'; afterChunks: number }
   /** Answer normally after `ms` milliseconds. */
   | { kind: 'latency'; ms: number }
   /** Answer normally once `until` settles (a test holds every call in flight at once). */
@@ -135,6 +137,16 @@ export function demoUpstreamBanner(url: string, models: readonly string[] = DEFA
  * prompt padded from a fixed cycle) and usage is what was really generated. Parameters it cannot honour
  * (temperature, tools, stop, …) are accepted and ignored.
  */
+/** Answers this upstream broke off on purpose (a `cut` script): their close is not a client leaving. */
+const cutByUs = new WeakSet<ServerResponse>();
+
+/** Breaks the connection off mid-answer, after what was written so far has gone out. */
+function cut(res: ServerResponse): void {
+  cutByUs.add(res);
+  if (res.socket) res.socket.end();
+  else res.destroy();
+}
+
 export async function startDemoUpstream(options: DemoUpstreamOptions = {}): Promise<DemoUpstream> {
   const models = options.models ?? DEFAULT_DEMO_MODELS;
   const observer = options.observer ?? {};
@@ -144,7 +156,7 @@ export async function startDemoUpstream(options: DemoUpstreamOptions = {}): Prom
     let accepted: { call: UpstreamCall; streamed: StreamedSoFar } | undefined;
     const gone = new AbortController();
     res.on('close', () => {
-      if (res.writableFinished) return;
+      if (res.writableFinished || cutByUs.has(res)) return;
       gone.abort();
       if (accepted && !closing) observer.onClientGone?.(accepted.call, { ...accepted.streamed });
     });
@@ -189,12 +201,12 @@ export async function startDemoUpstream(options: DemoUpstreamOptions = {}): Prom
         const left = once(gone.signal, 'abort').then(() => 'gone' as const);
         if ((await Promise.race([script.until, left])) === 'gone') return;
       }
-      if (script?.kind === 'stall' && !call.stream) return;
+      if ((script?.kind === 'stall' || script?.kind === 'cut') && !call.stream) return;
 
       const answer = request.answer(call, Math.floor(Date.now() / 1000));
       if (call.stream && answer.stream) {
-        const stallAfter = script?.kind === 'stall' ? script.afterChunks : undefined;
-        return await streamAnswer(res, call, answer, accepted.streamed, stallAfter, observer);
+        const halt = script?.kind === 'stall' || script?.kind === 'cut' ? script : undefined;
+        return await streamAnswer(res, call, answer, accepted.streamed, halt, observer);
       }
       if (sendJson(res, 200, answer.body)) observer.onUsage?.(call, answer.usage);
     } catch (err) {
@@ -446,7 +458,7 @@ async function streamAnswer(
   call: UpstreamCall,
   answer: Answer,
   streamed: StreamedSoFar,
-  stallAfter: number | undefined,
+  halt: { kind: 'stall' | 'cut'; afterChunks: number } | undefined,
   observer: UpstreamObserver,
 ): Promise<void> {
   const plan = answer.stream;
@@ -471,13 +483,20 @@ async function streamAnswer(
   for (const choice of plan.choices) {
     if (plan.opening && !(await send(chunk([plan.opening(choice.index)])))) return;
     for (const piece of tokenPieces(choice.text)) {
-      if ((stallAfter !== undefined && streamed.chunks >= stallAfter) || res.destroyed) return;
+      if (res.destroyed) return;
+      if (halt && streamed.chunks >= halt.afterChunks) {
+        if (halt.kind === 'cut') cut(res);
+        return;
+      }
       streamed.chunks += 1;
       streamed.text += piece;
       if (!(await send(chunk([plan.content(choice.index, piece)])))) return;
     }
-    // A stalled stream never finishes, even with content to spare.
-    if (stallAfter !== undefined) return;
+    // A halted stream never finishes, even with content to spare.
+    if (halt) {
+      if (halt.kind === 'cut') cut(res);
+      return;
+    }
     if (!(await send(chunk([plan.finish(choice.index, choice.finishReason)])))) return;
   }
   if (call.includeUsage) {

@@ -374,10 +374,11 @@ export class ModelCallHandler {
         return;
       }
       // The upstream broke off mid-stream: charge what reached the client, tell it in-band, end.
-      settle('FAILED', texts.length > 0 ? streamed() : { input: 0, output: 0 });
-      const failure = upstreamFailure(error);
+      const charged = texts.length > 0;
+      settle('FAILED', charged ? streamed() : { input: 0, output: 0 });
       this.#o.logger.warn({ requestId, err: (error as Error).message }, 'upstream stream broke off');
-      res.end(`data: ${JSON.stringify(errorBody(failure.message, failure.type, null, failure.code))}\n\n`);
+      const message = `The model API broke off the stream; ${charged ? 'only what was streamed is' : 'nothing was'} charged.`;
+      res.end(`data: ${JSON.stringify(errorBody(message, 'server_error', null, 'upstream_error'))}\n\n`);
     }
   }
 }

@@ -84,6 +84,11 @@ export class FakeUpstream {
     return new Promise((resolve) => this.callWaiters.push(resolve));
   }
 
+  /** The next call streams its role chunk and `afterChunks` content chunks, then drops the connection. */
+  cutNext(afterChunks: number): void {
+    this.scripts.push({ kind: 'cut', afterChunks });
+  }
+
   /** Holds every later call without a queued script until the returned function is called. */
   hold(): () => void {
     let release = () => {};

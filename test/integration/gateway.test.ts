@@ -436,6 +436,58 @@ describe('accounting', () => {
     },
   );
 
+  test('an upstream that breaks off mid-stream: the client gets an error event and is charged what it got', async () => {
+    const key = await createKey();
+    const body = chatBody({ max_tokens: 200, stream: true });
+    upstream.cutNext(4);
+    const response = await post('/v1/chat/completions', key.secret, body);
+    assert.equal(response.status, 200);
+    const events = (await response.text()).split('\n\n').filter(Boolean);
+    const last = JSON.parse((events.at(-1) as string).replace(/^data: /, '')) as ErrorBody;
+    assert.equal(last.error.code, 'upstream_error');
+    assert.match(last.error.message, /only what was streamed is charged/);
+    const streamed = events
+      .slice(0, -1)
+      .map((e) => JSON.parse(e.replace(/^data: /, '')) as { choices: { delta: { content?: string } }[] })
+      .map((chunk) => chunk.choices[0]?.delta.content ?? '')
+      .join('');
+    await gateway.settler.drain();
+    const input = estimateInputTokens(parseModelCall('chat', body));
+    assert.equal((await usageOf(key.secret)).tokens, input + countTextTokens(streamed, 'gpt-4o-mini'));
+  });
+
+  test('a client that leaves before a whole answer arrives is still charged what the upstream reports', async () => {
+    const key = await createKey();
+    const release = upstream.hold();
+    const arrived = upstream.nextCall();
+    const abort = new AbortController();
+    const request = post('/v1/chat/completions', key.secret, chatBody(), {}, abort.signal).catch(
+      () => 'aborted',
+    );
+    await arrived;
+    const call = upstream.calls.at(-1);
+    abort.abort();
+    assert.equal(await request, 'aborted');
+    release();
+    await gateway.drain();
+    assert.equal((await usageOf(key.secret)).tokens, upstream.reportedFor(call?.id ?? '')?.total_tokens);
+  });
+
+  test('a key that expires within 14 days says so in x-quotad-warning', async () => {
+    sequence += 1;
+    const { secret } = await authority.keys.create({
+      name: 'expiring',
+      owner: 'gateway test',
+      org: `gw-org-${sequence}`,
+      tier: 'free',
+      expiresInMs: 10 * 86_400_000,
+    });
+    issuedSecrets.push(secret);
+    const response = await post('/v1/chat/completions', secret, chatBody());
+    assert.equal(response.status, 200);
+    assert.match(response.headers.get('x-quotad-warning') ?? '', /expires in \d+ days/);
+  });
+
   test('an upstream 500 refunds the reservation: no tokens, no request', async () => {
     const key = await createKey();
     upstream.failNext(500);
