@@ -20,6 +20,12 @@ export const LOADER_OPTIONS: protoLoader.Options = {
   includeDirs: [PROTO_ROOT],
 };
 
+/**
+ * The trailer of a PERMISSION_DENIED from GetUsage or ListModels: why the key was refused (KEY_REVOKED or
+ * KEY_EXPIRED, as CheckQuotaResponse.Code names them), so callers need not read the message.
+ */
+export const REFUSAL_TRAILER = 'quotad-refusal';
+
 const QUOTAD_PROTOS = ['quotad/v1/quota.proto', 'quotad/v1/admin.proto'];
 
 /** quotad.v1: QuotaService, AdminService and their messages. */

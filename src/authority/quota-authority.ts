@@ -165,8 +165,10 @@ export class QuotaAuthority {
   async #resolveCaller(credential: Credential): Promise<Resolved> {
     const resolved = await this.#resolveToCheck(credential);
     if (!('allowed' in resolved)) return resolved;
-    if (resolved.code === 'INVALID_KEY') throw new UnauthenticatedError(resolved.reason);
-    throw new PermissionDeniedError(resolved.reason);
+    if (resolved.code === 'KEY_REVOKED' || resolved.code === 'KEY_EXPIRED') {
+      throw new PermissionDeniedError(resolved.code, resolved.reason);
+    }
+    throw new UnauthenticatedError(resolved.reason);
   }
 
   async check(input: CheckQuotaInput): Promise<Decision> {

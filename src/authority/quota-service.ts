@@ -16,6 +16,7 @@ import type { RecordUsageResponse } from '../gen/quotad/v1/RecordUsageResponse.j
 import type { Logger } from '../telemetry/logger.js';
 import type { AuthorityMetrics, GrpcMethod, GrpcStatusName } from '../telemetry/metrics.js';
 import type { QuotaAuthority, SettlementReport } from './quota-authority.js';
+import { REFUSAL_TRAILER } from './proto.js';
 import { toCheckInput, toRecordInput, toUsageCredential } from './validate.js';
 
 const UNIT: Record<LimitUnit, LimitStatus['unit']> = {
@@ -97,7 +98,9 @@ export function toServiceError(
     return { code: grpc.status.UNAUTHENTICATED, details: error.message };
   }
   if (error instanceof PermissionDeniedError) {
-    return { code: grpc.status.PERMISSION_DENIED, details: error.message };
+    const metadata = new grpc.Metadata();
+    metadata.set(REFUSAL_TRAILER, error.refusal);
+    return { code: grpc.status.PERMISSION_DENIED, details: error.message, metadata };
   }
   if (error instanceof StoreUnavailableError) {
     return { code: grpc.status.UNAVAILABLE, details: `quota store unavailable; retry: ${error.message}` };

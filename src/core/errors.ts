@@ -43,10 +43,16 @@ export class UnauthenticatedError extends Error {
   }
 }
 
-/** The credential is known but may not be used (a revoked or expired key). The authority answers PERMISSION_DENIED. */
+/**
+ * The credential is known but may not be used (a revoked or expired key). The authority answers
+ * PERMISSION_DENIED, with `refusal` (KEY_REVOKED or KEY_EXPIRED) in the `quotad-refusal` trailer.
+ */
 export class PermissionDeniedError extends Error {
-  constructor(message: string) {
+  readonly refusal: 'KEY_REVOKED' | 'KEY_EXPIRED';
+
+  constructor(refusal: 'KEY_REVOKED' | 'KEY_EXPIRED', message: string) {
     super(message);
     this.name = 'PermissionDeniedError';
+    this.refusal = refusal;
   }
 }

@@ -7,6 +7,7 @@ import Fastify, {
   type FastifyRequest,
 } from 'fastify';
 import * as grpc from '@grpc/grpc-js';
+import { REFUSAL_TRAILER } from '../authority/proto.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { GatewayMetrics, GatewayRoute } from '../telemetry/gateway-metrics.js';
 import { isGrpcError, isTransient, type AuthorityClient } from './authority-client.js';
@@ -81,27 +82,21 @@ function metricRoute(url: string | undefined): GatewayRoute {
 
 /** Throws a failed authority call for a caller's own reports (usage, models) as an HTTP error. */
 function reportFailure(error: unknown): never {
-  throw reportError(error);
-}
-
-function reportError(error: unknown): unknown {
-  if (isGrpcError(error)) {
-    if (error.code === grpc.status.UNAUTHENTICATED) {
-      return authenticationError('Incorrect API key provided.', 'invalid_api_key');
-    }
-    if (error.code === grpc.status.PERMISSION_DENIED) {
-      const revoked = /revoked/.test(error.details);
-      return permissionError(
-        `This API key ${revoked ? 'was revoked' : 'has expired'}: ${error.details}.`,
-        revoked ? 'api_key_revoked' : 'api_key_expired',
-      );
-    }
-    if (error.code === grpc.status.INVALID_ARGUMENT) {
-      return permissionError(`Your credential cannot be used: ${error.details}.`, 'unknown_tier');
-    }
-    if (isTransient(error)) return quotaUnavailable();
+  if (!isGrpcError(error)) throw error;
+  if (error.code === grpc.status.UNAUTHENTICATED) {
+    throw authenticationError('Incorrect API key provided.', 'invalid_api_key');
   }
-  return error;
+  if (error.code === grpc.status.PERMISSION_DENIED) {
+    const revoked = error.metadata.get(REFUSAL_TRAILER)[0] === 'KEY_REVOKED';
+    throw permissionError(
+      `This API key ${revoked ? 'was revoked' : 'has expired'}: ${error.details}.`,
+      revoked ? 'api_key_revoked' : 'api_key_expired',
+    );
+  }
+  if (error.code === grpc.status.INVALID_ARGUMENT) {
+    throw permissionError(`Your credential cannot be used: ${error.details}.`, 'unknown_tier');
+  }
+  throw isTransient(error) ? quotaUnavailable() : error;
 }
 
 function fastifyResponder(reply: FastifyReply): Responder {
@@ -143,8 +138,8 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     trustProxy: options.trustedProxies.length > 0 ? options.trustedProxies : false,
     return503OnClosing: true,
   });
-  const records = new WeakMap<IncomingMessage, CallRecord>();
-  const callers = new WeakMap<IncomingMessage, Caller>();
+  /** Each request's log record and, once authenticated, its caller. */
+  const requests = new WeakMap<IncomingMessage, { record: CallRecord; caller?: Caller }>();
 
   // Keep-alive clients (undici, the OpenAI SDKs) hold their connection after a response; once shutdown
   // has begun, each finished response lets its idle connection go, or close() would wait for the grace.
@@ -165,9 +160,8 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
       const status = reply.raw.statusCode;
       metrics.requests.inc({ route, status: String(status) });
       metrics.requestDuration.observe({ route }, seconds);
-      const record = records.get(request.raw);
       const line = {
-        ...record,
+        ...requests.get(request.raw)?.record,
         method: request.method,
         route: request.routeOptions.url ?? request.url.split('?')[0],
         status,
@@ -190,7 +184,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     reply: FastifyReply,
     status: number,
   ): Promise<void> {
-    const caller = callers.get(request.raw);
+    const caller = requests.get(request.raw)?.caller;
     if (!caller || reply.hasHeader('x-ratelimit-limit') || status < 400 || status >= 500 || status === 401) {
       return;
     }
@@ -241,11 +235,12 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     request: FastifyRequest,
     reply: FastifyReply,
   ): Promise<{ caller: Caller; record: CallRecord }> {
-    const record: CallRecord = { requestId: requestIdOf(request) };
-    records.set(request.raw, record);
+    const context: { record: CallRecord; caller?: Caller } = { record: { requestId: requestIdOf(request) } };
+    const { record } = context;
+    requests.set(request.raw, context);
     void reply.header('x-request-id', record.requestId);
     const caller = await authenticator.authenticate(request.headers);
-    callers.set(request.raw, caller);
+    context.caller = caller;
     if (caller.kind === 'jwt') record.subject = caller.principal.subject;
     return { caller, record };
   }

@@ -131,7 +131,7 @@ export const MIN_JWT_SECRET_LENGTH = 32;
 const SIZE = /^(\d+)(b|kb|mb)$/i;
 const SIZE_UNIT: Record<string, number> = { b: 1, kb: 1024, mb: 1024 * 1024 };
 
-export function parseSize(name: string, text: string): number {
+function parseSize(name: string, text: string): number {
   const match = SIZE.exec(text.trim());
   const bytes = match ? Number(match[1]) * (SIZE_UNIT[(match[2] as string).toLowerCase()] as number) : 0;
   if (bytes <= 0) throw new ConfigError(`${name}: expected a size like 512kb or 4mb, got '${text}'`);
