@@ -107,6 +107,10 @@ export async function startGateway(
     'quotad gateway serving',
   );
 
+  const drain = async () => {
+    await models.idle();
+    await settler.drain();
+  };
   let stopping: Promise<void> | undefined;
   return {
     port,
@@ -114,10 +118,7 @@ export async function startGateway(
     logger,
     metrics,
     settler,
-    async drain() {
-      await models.idle();
-      await settler.drain();
-    },
+    drain,
     stop() {
       stopping ??= (async () => {
         logger.info(
@@ -128,11 +129,7 @@ export async function startGateway(
         const grace = new Promise<'timeout'>((resolve) => {
           timer = setTimeout(() => resolve('timeout'), config.shutdownGraceMs);
         });
-        const drained = (async () => {
-          await app.close();
-          await models.idle();
-          await settler.drain();
-        })();
+        const drained = app.close().then(drain);
         if ((await Promise.race([drained, grace])) === 'timeout') {
           logger.warn({ pendingSettlements: settler.pending }, 'grace period over; unsettled usage is lost');
           app.server.closeAllConnections();
