@@ -113,6 +113,18 @@ export class KeyRegistry {
   }
 
   /**
+   * After this replica wrote `record`: its next lookup of any of the key's secrets reads the store, without
+   * waiting for the change channel, and no lookup begun before the write is shared with it.
+   */
+  #forgetWritten(record: ApiKeyRecord): void {
+    this.#generation += 1;
+    for (const { sha256 } of record.secrets) {
+      this.#cache.delete(sha256);
+      this.#inflight.delete(sha256);
+    }
+  }
+
+  /**
    * The record holding this secret hash: from the cache when fresh, else from the store (one lookup at a
    * time per hash). While the store is unreachable, the last known record is used: no revocation can be
    * written without the store either, and the limits' failure policies then decide as for any caller.
@@ -131,7 +143,9 @@ export class KeyRegistry {
     if (!pending) {
       pending = this.#fetch(sha);
       this.#inflight.set(sha, pending);
-      const clear = () => this.#inflight.delete(sha);
+      const clear = () => {
+        if (this.#inflight.get(sha) === pending) this.#inflight.delete(sha);
+      };
       pending.then(clear, clear);
     }
     try {
@@ -282,7 +296,10 @@ export class KeyRegistry {
       const now = this.#clock.now();
       const next = change(current, now);
       if (next === current) return current;
-      if (await this.#store.putKey(next, now)) return next;
+      if (await this.#store.putKey(next, now)) {
+        this.#forgetWritten(next);
+        return next;
+      }
     }
     throw new ConflictError(`API key ${id} changed ${WRITE_ATTEMPTS} times while being updated; retry`);
   }
