@@ -26,21 +26,29 @@ interface Running {
   stop(): Promise<void>;
 }
 
-/** Serves until SIGTERM or SIGINT, then stops gracefully. `onHangup` handles SIGHUP. */
-async function runUntilSignalled(running: Running, onHangup?: () => void): Promise<number> {
-  const { logger } = running;
-  await new Promise<void>((resolve) => {
-    const stop = (signal: NodeJS.Signals) => {
-      logger.info({ signal }, 'signal received');
-      running.stop().then(resolve, (error: unknown) => {
-        logger.error({ err: error }, 'shutdown failed');
-        resolve();
-      });
-    };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-    if (onHangup) process.on('SIGHUP', onHangup);
-  });
+/**
+ * Starts a long-running command and serves until SIGTERM or SIGINT, then stops it gracefully. The signal
+ * handlers are in place before `start` runs: a signal that comes while it starts (or the moment it says
+ * it serves) stops it once started, rather than killing the process by the default action.
+ * `onHangup` handles SIGHUP.
+ */
+async function runUntilSignalled<R extends Running>(
+  start: () => Promise<R>,
+  onHangup?: (running: R) => void,
+): Promise<number> {
+  let signalled: NodeJS.Signals | undefined;
+  let wake = () => {};
+  const onSignal = (signal: NodeJS.Signals) => {
+    signalled ??= signal;
+    wake();
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  const running = await start();
+  if (onHangup) process.on('SIGHUP', () => onHangup(running));
+  if (!signalled) await new Promise<void>((resolve) => (wake = resolve));
+  running.logger.info({ signal: signalled }, 'signal received');
+  await running.stop().catch((error: unknown) => running.logger.error({ err: error }, 'shutdown failed'));
   return EXIT.ok;
 }
 
@@ -53,11 +61,13 @@ async function serve(args: string[]): Promise<number> {
   // Loaded here, not at the top: the key commands would otherwise pay for Redis, metrics and the server
   // at every start (a third of their run time), and they are run by scripts in loops.
   const { startAuthority } = await import('./serve.js');
-  const running = await startAuthority(config);
-  return runUntilSignalled(running, () => {
-    running.logger.info('SIGHUP: re-reading the policy');
-    void running.policy.reload();
-  });
+  return runUntilSignalled(
+    () => startAuthority(config),
+    (running) => {
+      running.logger.info('SIGHUP: re-reading the policy');
+      void running.policy.reload();
+    },
+  );
 }
 
 async function gateway(args: string[]): Promise<number> {
@@ -67,7 +77,7 @@ async function gateway(args: string[]): Promise<number> {
   }
   const config = parseGatewayConfig(args, process.env);
   const { startGateway } = await import('./gateway.js');
-  return runUntilSignalled(await startGateway(config));
+  return runUntilSignalled(() => startGateway(config));
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -81,6 +81,21 @@ describe('quotad serve as a process', () => {
     assert.equal(code, 0);
   });
 
+  test('SIGTERM the moment it says it serves still shuts it down cleanly: exit 0', async () => {
+    const quotad = await AuthorityProcess.spawn({ REDIS_URL: redis.url });
+    await quotad.ready();
+    quotad.child.kill('SIGTERM');
+    assert.equal(await quotad.exitCode(), 0);
+    await quotad.waitForLog('signal received');
+  });
+
+  test('SIGTERM while it is still starting stops it once started: exit 0, not killed', async () => {
+    const quotad = await AuthorityProcess.spawn({ REDIS_URL: redis.url });
+    await quotad.waitForLog('redis ready');
+    quotad.child.kill('SIGTERM');
+    assert.equal(await quotad.exitCode(), 0);
+  });
+
   test('a malformed policy at start stops the process with exit 2 and names the field and line', async () => {
     const policy = join(dir, 'bad.yaml');
     const text = await readFile(SHIPPED_POLICY, 'utf8');
