@@ -17,8 +17,9 @@ export interface Upstream {
 export function connectUpstream(options: UpstreamOptions): Upstream {
   const client = new OpenAI({
     baseURL: options.baseUrl,
-    // The SDK insists on a key; an upstream without auth ignores this placeholder.
-    apiKey: options.apiKey ?? 'no-key',
+    // The SDK insists on a key. Without one, the placeholder never leaves: the header is removed below.
+    apiKey: options.apiKey ?? 'unset',
+    ...(options.apiKey === undefined ? { defaultHeaders: { Authorization: null } } : {}),
     // The caller's SDK retries with our rate-limit headers; retrying here too would multiply the wait.
     maxRetries: 0,
     timeout: options.timeoutMs,
