@@ -13,6 +13,12 @@ export const QUOTA_SERVICE_NAME = 'quotad.v1.QuotaService';
 export interface AuthorityServerOptions {
   /** host:port; port 0 binds a free one. */
   address: string;
+  /**
+   * After this long a client's connection is sent GOAWAY: its calls in flight finish, and the client
+   * reconnects, resolving the service's addresses again. That is how gateways balancing over a headless
+   * Service find authority replicas added since they connected. 0 or absent: connections live on.
+   */
+  maxConnectionAgeMs?: number;
   authority: QuotaAuthority;
   metrics: AuthorityMetrics;
   logger: Logger;
@@ -36,7 +42,8 @@ export interface AuthorityServer {
 /** The gRPC server: QuotaService, grpc.health.v1 and server reflection, bound to `address`. */
 export async function startAuthorityServer(options: AuthorityServerOptions): Promise<AuthorityServer> {
   const { proto } = loadQuotaPackage();
-  const server = new grpc.Server();
+  const age = options.maxConnectionAgeMs ?? 0;
+  const server = new grpc.Server(age > 0 ? { 'grpc.max_connection_age_ms': age } : {});
   server.addService(
     proto.quotad.v1.QuotaService.service,
     quotaServiceHandlers(options.authority, options.metrics, options.logger),

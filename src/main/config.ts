@@ -66,6 +66,12 @@ export const SERVE_SETTINGS = {
     default: '10s',
     help: 'After the delay, how long in-flight calls may take before they are cut.',
   },
+  maxConnectionAge: {
+    flag: 'max-connection-age',
+    env: 'QUOTAD_MAX_CONNECTION_AGE',
+    default: '5m',
+    help: 'Ask each client connection to reconnect (GOAWAY) after this long, so gateways re-resolve and spread over new replicas. 0s: never.',
+  },
   keyCacheTtl: {
     flag: 'key-cache-ttl',
     env: 'QUOTAD_KEY_CACHE_TTL',
@@ -94,6 +100,8 @@ export interface ServeConfig {
   redisTimeoutMs: number;
   shutdownDelayMs: number;
   shutdownGraceMs: number;
+  /** A client connection is asked to reconnect after this long (0: never), so clients re-resolve. */
+  maxConnectionAgeMs: number;
   keyCacheTtlMs: number;
   demoKey: boolean;
   /** From QUOTAD_ADMIN_TOKEN only (never a flag, which `ps` would show). Unset: no AdminService. */
@@ -175,6 +183,7 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     redisTimeoutMs: durationSetting(name(s.redisTimeout), required(s.redisTimeout)),
     shutdownDelayMs: durationSetting(name(s.shutdownDelay), required(s.shutdownDelay)),
     shutdownGraceMs: durationSetting(name(s.shutdownGrace), required(s.shutdownGrace)),
+    maxConnectionAgeMs: durationSetting(name(s.maxConnectionAge), required(s.maxConnectionAge)),
     keyCacheTtlMs: durationSetting(name(s.keyCacheTtl), required(s.keyCacheTtl)),
     demoKey: onOffSetting(name(s.demoKey), required(s.demoKey)),
     adminToken: adminTokenSetting(env),

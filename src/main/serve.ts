@@ -190,6 +190,7 @@ export async function startAuthority(
     : undefined;
   const server = await startAuthorityServer({
     address: `${config.grpcAddress.host}:${config.grpcAddress.port}`,
+    maxConnectionAgeMs: config.maxConnectionAgeMs,
     authority,
     metrics,
     logger,

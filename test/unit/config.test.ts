@@ -12,6 +12,7 @@ test('with nothing set, serve uses the documented defaults and the in-process st
     redisTimeoutMs: 50,
     shutdownDelayMs: 0,
     shutdownGraceMs: 10_000,
+    maxConnectionAgeMs: 300_000,
     keyCacheTtlMs: 1_000,
     demoKey: false,
     adminToken: undefined,
