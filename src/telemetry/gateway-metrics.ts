@@ -18,6 +18,20 @@ export type GatewayRoute =
   | 'metrics'
   | 'other';
 
+/** The routes that answer API clients (the rest are probes, scrapes and unknown paths). */
+const API_ROUTES: readonly GatewayRoute[] = [
+  'chat_completions',
+  'completions',
+  'embeddings',
+  'models',
+  'usage',
+];
+/**
+ * Answers whose series start at 0 on every API route, so that rate() and increase() see the first one:
+ * Prometheus cannot see the rise of a counter that first appears already at 1.
+ */
+const INITIAL_STATUSES: readonly string[] = ['200', '500', '502', '503', '504'];
+
 /** How the gateway's quota question ended: the authority's code (OK, OVER_LIMIT, ...), or the gRPC status name (DEADLINE_EXCEEDED, ...) when none came. */
 export type DecisionResult = string;
 
@@ -57,12 +71,13 @@ export class GatewayMetrics {
   constructor(options: { version: string; collectDefault?: boolean }) {
     const registers = [this.registry];
     if (options.collectDefault ?? true) collectDefaultMetrics({ register: this.registry });
-    this.requests = new Counter({
+    const requests = new Counter({
       name: 'quotad_gateway_requests_total',
       help: 'HTTP requests answered, by route and status code.',
       labelNames: ['route', 'status'] as const,
       registers,
     });
+    this.requests = requests;
     this.requestDuration = new Histogram({
       name: 'quotad_gateway_request_duration_seconds',
       help: 'Time from request to the end of the response, by route.',
@@ -132,6 +147,9 @@ export class GatewayMetrics {
     buildInfo.set({ version: options.version }, 1);
     for (const result of ['settled', 'duplicate', 'charged_without_reservation', 'failed'] as const) {
       settlements.inc({ result }, 0);
+    }
+    for (const route of API_ROUTES) {
+      for (const status of INITIAL_STATUSES) requests.inc({ route, status }, 0);
     }
   }
 

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect } from 'node:net';
 import { createLogger } from '../../src/telemetry/logger.js';
+import { GatewayMetrics } from '../../src/telemetry/gateway-metrics.js';
 import { AuthorityMetrics } from '../../src/telemetry/metrics.js';
 import {
   startMetricsServer,
@@ -269,4 +270,15 @@ test('an unknown log level is rejected with the levels that exist', () => {
     () => createLogger({ level: 'verbose', name: 'quotad' }),
     /unknown log level 'verbose': expected one of fatal, error, warn, info, debug, trace, silent/,
   );
+});
+
+test("the gateway's API routes start their 200 and 5xx answer series at 0, so rate() sees the first error", async () => {
+  const { body } = await new GatewayMetrics({ version: '1.2.3', collectDefault: false }).render();
+  const lines = body.split('\n');
+  for (const route of ['chat_completions', 'completions', 'embeddings', 'models', 'usage']) {
+    for (const status of ['200', '500', '502', '503', '504']) {
+      const series = `quotad_gateway_requests_total{route="${route}",status="${status}"} 0`;
+      assert.ok(lines.includes(series), `missing ${series}`);
+    }
+  }
 });
