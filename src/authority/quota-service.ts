@@ -109,7 +109,23 @@ export function toServiceError(
   return { code: grpc.status.INTERNAL, details: 'internal error' };
 }
 
-/** QuotaService over gRPC: validates, calls the authority, maps the answer; no decision logic here. */
+/** The most items one batch call may carry: enough to coalesce a busy gateway's tick, bounded in memory. */
+export const MAX_BATCH_ITEMS = 1_000;
+
+function requireBatch<T>(field: string, items: readonly T[]): readonly T[] {
+  if (items.length === 0 || items.length > MAX_BATCH_ITEMS) {
+    throw new InvalidArgumentError(field, `must hold 1 to ${MAX_BATCH_ITEMS} items, not ${items.length}`);
+  }
+  return items;
+}
+
+/**
+ * QuotaService over gRPC: validates, calls the authority, maps the answer; no decision logic here.
+ *
+ * A batch runs every item as its own call would, all started in the same turn of the event loop: their
+ * store commands leave together, one pipelined Redis round trip for the whole batch. An item that fails
+ * (bad input, the store out) gets its own error; the others are decided regardless.
+ */
 export function quotaServiceHandlers(
   authority: QuotaAuthority,
   metrics: AuthorityMetrics,
@@ -136,7 +152,41 @@ export function quotaServiceHandlers(
       );
     };
   }
+  /** One batch item: its answer, or the status its own call would have failed with. */
+  async function item<Res>(
+    method: GrpcMethod,
+    handle: () => Promise<Res>,
+  ): Promise<{ response: Res } | { error: { code: number; message: string } }> {
+    try {
+      return { response: await handle() };
+    } catch (error) {
+      const status = toServiceError(error, logger, method);
+      return { error: { code: status.code ?? grpc.status.UNKNOWN, message: status.details ?? '' } };
+    }
+  }
   return {
+    CheckQuotaBatch: unary('CheckQuotaBatch', async (request) => {
+      const checks = requireBatch('checks', request.checks);
+      metrics.batchItems.observe({ method: 'CheckQuotaBatch' }, checks.length);
+      const results = await Promise.all(
+        checks.map((check) =>
+          item('CheckQuotaBatch', async () => toCheckResponse(await authority.check(toCheckInput(check)))),
+        ),
+      );
+      return { results };
+    }),
+    RecordUsageBatch: unary('RecordUsageBatch', async (request) => {
+      const records = requireBatch('records', request.records);
+      metrics.batchItems.observe({ method: 'RecordUsageBatch' }, records.length);
+      const results = await Promise.all(
+        records.map((record) =>
+          item('RecordUsageBatch', async () =>
+            toRecordResponse(await authority.record(toRecordInput(record))),
+          ),
+        ),
+      );
+      return { results };
+    }),
     CheckQuota: unary('CheckQuota', async (request) =>
       toCheckResponse(await authority.check(toCheckInput(request))),
     ),

@@ -17,6 +17,8 @@ export type GrpcMethod =
   | 'RecordUsage'
   | 'GetUsage'
   | 'ListModels'
+  | 'CheckQuotaBatch'
+  | 'RecordUsageBatch'
   | 'CreateKey'
   | 'ListKeys'
   | 'GetKey'
@@ -28,6 +30,7 @@ export type GrpcMethod =
 export type KeyLookupLabels = { source: 'cache' | 'store' | 'stale'; result: 'found' | 'unknown' };
 /** Why cached key lookups were dropped: one key changed, or every key (the change channel reconnected). */
 export type KeyInvalidationReason = 'change' | 'resync';
+export type BatchMethod = Extract<GrpcMethod, 'CheckQuotaBatch' | 'RecordUsageBatch'>;
 /** A gRPC status by name (`OK`, `INVALID_ARGUMENT`), as operators read it. */
 export type GrpcStatusName = keyof typeof GrpcStatus;
 
@@ -64,6 +67,8 @@ const GRPC_METHODS: Record<GrpcMethod, true> = {
   RecordUsage: true,
   GetUsage: true,
   ListModels: true,
+  CheckQuotaBatch: true,
+  RecordUsageBatch: true,
   CreateKey: true,
   ListKeys: true,
   GetKey: true,
@@ -150,6 +155,8 @@ export class AuthorityMetrics {
   readonly keyLookups: LabelledCounter<KeyLookupLabels>;
   /** Cached key lookups dropped because a key changed somewhere, or on a change-channel reconnect. */
   readonly keyCacheInvalidations: LabelledCounter<{ reason: KeyInvalidationReason }>;
+  /** Items per batch call (CheckQuotaBatch, RecordUsageBatch): how much callers coalesce. */
+  readonly batchItems: LabelledHistogram<{ method: BatchMethod }>;
   /** Always 1; the version rides on the label so dashboards can join on it. */
   readonly buildInfo: LabelledGauge<{ version: string }>;
 
@@ -256,6 +263,13 @@ export class AuthorityMetrics {
       registers,
     });
     this.keyCacheInvalidations = keyInvalidations;
+    this.batchItems = new Histogram({
+      name: 'quotad_batch_items',
+      help: 'Items per batch call (CheckQuotaBatch, RecordUsageBatch).',
+      labelNames: ['method'] as const,
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000],
+      registers,
+    });
     const buildInfo = new Gauge({
       name: 'quotad_build_info',
       help: 'Always 1, labelled with the running quotad version.',

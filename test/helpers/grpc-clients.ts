@@ -3,6 +3,8 @@ import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { loadQuotaPackage } from '../../src/authority/proto.js';
+import type { CheckQuotaBatchRequest } from '../../src/gen/quotad/v1/CheckQuotaBatchRequest.js';
+import type { CheckQuotaBatchResponse__Output } from '../../src/gen/quotad/v1/CheckQuotaBatchResponse.js';
 import type { CheckQuotaRequest } from '../../src/gen/quotad/v1/CheckQuotaRequest.js';
 import type { CheckQuotaResponse__Output } from '../../src/gen/quotad/v1/CheckQuotaResponse.js';
 import type { GetUsageRequest } from '../../src/gen/quotad/v1/GetUsageRequest.js';
@@ -20,6 +22,8 @@ import type { QuotaServiceClient } from '../../src/gen/quotad/v1/QuotaService.js
 import type { RotateKeyRequest } from '../../src/gen/quotad/v1/RotateKeyRequest.js';
 import type { RotateKeyResponse__Output } from '../../src/gen/quotad/v1/RotateKeyResponse.js';
 import type { SetKeyLimitsRequest } from '../../src/gen/quotad/v1/SetKeyLimitsRequest.js';
+import type { RecordUsageBatchRequest } from '../../src/gen/quotad/v1/RecordUsageBatchRequest.js';
+import type { RecordUsageBatchResponse__Output } from '../../src/gen/quotad/v1/RecordUsageBatchResponse.js';
 import type { RecordUsageRequest } from '../../src/gen/quotad/v1/RecordUsageRequest.js';
 import type { RecordUsageResponse__Output } from '../../src/gen/quotad/v1/RecordUsageResponse.js';
 
@@ -45,6 +49,8 @@ export interface QuotaClient {
   recordUsage: Unary<RecordUsageRequest, RecordUsageResponse__Output>;
   getUsage: Unary<GetUsageRequest, GetUsageResponse__Output>;
   listModels: Unary<ListModelsRequest, ListModelsResponse__Output>;
+  checkQuotaBatch: Unary<CheckQuotaBatchRequest, CheckQuotaBatchResponse__Output>;
+  recordUsageBatch: Unary<RecordUsageBatchRequest, RecordUsageBatchResponse__Output>;
   close(): void;
 }
 
@@ -57,6 +63,8 @@ export function quotaClient(address: string): QuotaClient {
     recordUsage: promisify(raw.recordUsage.bind(raw)),
     getUsage: promisify(raw.getUsage.bind(raw)),
     listModels: promisify(raw.listModels.bind(raw)),
+    checkQuotaBatch: promisify(raw.checkQuotaBatch.bind(raw)),
+    recordUsageBatch: promisify(raw.recordUsageBatch.bind(raw)),
     close: () => raw.close(),
   };
 }
