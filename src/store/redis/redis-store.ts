@@ -23,6 +23,11 @@ export interface RedisClientOptions {
  * A client that fails fast instead of waiting: no offline queue, no resend after a reconnect, one bounded
  * timeout per command. A dead Redis then gives an error within the timeout, and the authority answers by
  * the store-failure policy. Reconnection goes on in the background, so recovery needs no restart.
+ *
+ * ioredis's auto-pipelining stays off: it keeps one pipeline in flight per connection and hands out no
+ * reply until the whole pipeline is answered, so under load Redis and this process take turns instead of
+ * working at once. RedisStore pipelines its writes itself (see `#pipelined`): 7,500-8,100 batched
+ * decisions a second against 5,100-5,500 with auto-pipelining, alternating in one `make bench` session.
  */
 export function createRedisClient(url: string, options: RedisClientOptions): Redis {
   return new Redis(url, {
@@ -31,7 +36,7 @@ export function createRedisClient(url: string, options: RedisClientOptions): Red
     enableOfflineQueue: false,
     autoResendUnfulfilledCommands: false,
     maxRetriesPerRequest: 0,
-    enableAutoPipelining: true,
+    enableAutoPipelining: false,
     retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 5), 1_000),
     lazyConnect: true,
   });
@@ -102,23 +107,45 @@ export class RedisStore implements QuotaStore {
     return this.#clock ? this.#clock.now() : '';
   }
 
+  #corked = false;
+
+  /**
+   * Sends a script pipelined with every other command of this turn of the event loop: the socket is
+   * corked until the turn's promise jobs have run, so a batch's scripts (or concurrent calls') leave in
+   * one write, one round trip. Each reply is still handled as soon as it arrives.
+   */
+  #pipelined<T>(send: () => Promise<T>): Promise<T> {
+    const stream = this.#redis.stream as Redis['stream'] | undefined;
+    if (!this.#corked && stream?.writable) {
+      this.#corked = true;
+      stream.cork();
+      process.nextTick(() => {
+        this.#corked = false;
+        stream.uncork();
+      });
+    }
+    return send();
+  }
+
   async reserve(command: ReserveCommand): Promise<ReserveResult> {
     const { principal, requestId, limits } = command;
     const { keys, specs } = keysAndSpecs(principal, limits);
     const reply = await callRedis(() =>
-      this.#redis.quotadReserve(
-        keys.length + 1,
-        reservationKey(principal, requestId),
-        ...keys,
-        this.#now(),
-        command.mode,
-        command.leaseMs,
-        command.idempotencyWindowMs,
-        leaseMember(principal, requestId),
-        command.reservedTokens,
-        command.reservedMicros,
-        limits.length,
-        ...specs,
+      this.#pipelined(() =>
+        this.#redis.quotadReserve(
+          keys.length + 1,
+          reservationKey(principal, requestId),
+          ...keys,
+          this.#now(),
+          command.mode,
+          command.leaseMs,
+          command.idempotencyWindowMs,
+          leaseMember(principal, requestId),
+          command.reservedTokens,
+          command.reservedMicros,
+          limits.length,
+          ...specs,
+        ),
       ),
     );
     return {
@@ -136,19 +163,21 @@ export class RedisStore implements QuotaStore {
     const { principal, requestId, limits, actual } = command;
     const { keys, specs } = keysAndSpecs(principal, limits);
     const reply = await callRedis(() =>
-      this.#redis.quotadSettle(
-        keys.length + 1,
-        reservationKey(principal, requestId),
-        ...keys,
-        this.#now(),
-        command.idempotencyWindowMs,
-        command.outcome,
-        actual.inputTokens,
-        actual.outputTokens,
-        actual.usdMicros,
-        leaseMember(principal, requestId),
-        limits.length,
-        ...specs,
+      this.#pipelined(() =>
+        this.#redis.quotadSettle(
+          keys.length + 1,
+          reservationKey(principal, requestId),
+          ...keys,
+          this.#now(),
+          command.idempotencyWindowMs,
+          command.outcome,
+          actual.inputTokens,
+          actual.outputTokens,
+          actual.usdMicros,
+          leaseMember(principal, requestId),
+          limits.length,
+          ...specs,
+        ),
       ),
     );
     return {

@@ -46,8 +46,11 @@ local function report(outcome, leaseEnd, tokens, micros, states)
   return out
 end
 
+-- Whether a reservation record is stored under this request_id, live or past its expiry.
+local stored = false
 if mode ~= 'peek' then
-  local existing = readReservation(KEYS[1], now)
+  local existing
+  existing, stored = readReservation(KEYS[1], now)
   if existing then
     local states = {}
     for i = 1, n do
@@ -85,15 +88,12 @@ for i = 1, n do
   local cost = spec.cost
   if spec.kind == 'r' then
     local W = spec.a
-    redis.call('HSET', key, 'w', int(st.bucket), 'c', int(st.current + cost), 'p', int(st.previous))
-    redis.call('PEXPIRE', key, int(2 * W))
+    writeWindow(key, st.bucket, W, st.current + cost, st.previous, st.sameWindow, now)
     if cost > 0 then
       st.reset = 2 * W - st.elapsed
     end
   elseif spec.kind == 'b' then
-    redis.call('HINCRBY', key, int(st.bucket), int(cost))
-    pruneBudget(key, spec.a)
-    redis.call('PEXPIRE', key, int(st.pend - now + leaseMs + windowMs))
+    chargeBudget(key, st.bucket, cost, spec.a, st.pend - now + leaseMs + windowMs)
     if cost > 0 then
       st.reset = st.pend - now
     end
@@ -109,7 +109,9 @@ for i = 1, n do
   charges[i] = table.concat({ spec.kind, key, int(st.bucket), int(cost), spec.measure }, '\t')
 end
 
-redis.call('DEL', KEYS[1])
+if stored then
+  redis.call('DEL', KEYS[1])
+end
 redis.call(
   'HSET', KEYS[1],
   's', 'r',

@@ -67,7 +67,7 @@ local function report(status, chargedIn, chargedOut, chargedUsd, tokens, micros,
   return out
 end
 
-local record = readReservation(KEYS[1], now)
+local record, stored = readReservation(KEYS[1], now)
 if record and record.state == 'd' then
   return report(2, record.chargedIn, record.chargedOut, record.chargedUsd, record.tokens, record.micros, record.late)
 end
@@ -103,14 +103,11 @@ else
     if spec.kind == 'r' then
       local W = spec.a
       local index = math.floor(now / W)
-      local current, previous = rollWindow(key, index)
-      redis.call('HSET', key, 'w', int(index), 'c', int(current + spec.cost), 'p', int(previous))
-      redis.call('PEXPIRE', key, int(2 * W))
+      local current, previous, sameWindow = rollWindow(key, index)
+      writeWindow(key, index, W, current + spec.cost, previous, sameWindow, now)
     elseif spec.kind == 'b' then
       local pstart, pend = periodAt(spec, now)
-      redis.call('HINCRBY', key, int(pstart), int(spec.cost))
-      pruneBudget(key, spec.a)
-      redis.call('PEXPIRE', key, int(pend - now + windowMs))
+      chargeBudget(key, pstart, spec.cost, spec.a, pend - now + windowMs)
     end
   end
 end
@@ -119,7 +116,9 @@ local lateFlag = '0'
 if late then
   lateFlag = '1'
 end
-redis.call('DEL', KEYS[1])
+if stored then
+  redis.call('DEL', KEYS[1])
+end
 redis.call(
   'HSET', KEYS[1],
   's', 'd',

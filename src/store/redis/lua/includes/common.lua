@@ -46,15 +46,40 @@ local function readSpecs(n, first)
 end
 
 -- The window counts seen from window `index`: rolled forward one window, or cleared when further behind.
+-- The third value says whether the stored counts were already at `index` (false: rolled, or new).
 local function rollWindow(key, index)
   local stored = redis.call('HMGET', key, 'w', 'c', 'p')
   local w = tonumber(stored[1])
   if w == index then
-    return tonumber(stored[2]) or 0, tonumber(stored[3]) or 0
+    return tonumber(stored[2]) or 0, tonumber(stored[3]) or 0, true
   elseif w == index - 1 then
-    return 0, tonumber(stored[2]) or 0
+    return 0, tonumber(stored[2]) or 0, false
   end
-  return 0, 0
+  return 0, 0, false
+end
+
+-- Writes a rate counter at window `index`. Its counts matter until window index + 1 ends, so its
+-- time to live is set only when it moves to a new window: one command fewer on every other write.
+local function writeWindow(key, index, W, current, previous, sameWindow, now)
+  redis.call('HSET', key, 'w', int(index), 'c', int(current), 'p', int(previous))
+  if not sameWindow then
+    redis.call('PEXPIRE', key, int((index + 2) * W - now))
+  end
+end
+
+-- Adds `cost` to a budget's period `pstart`. The first charge of a period sets the key's time to live,
+-- which every later charge would set to the same instant, and prunes periods no longer readable.
+local function chargeBudget(key, pstart, cost, oldestKept, ttl)
+  if redis.call('HINCRBY', key, int(pstart), int(cost)) == cost then
+    if redis.call('HLEN', key) > 2 then
+      for _, field in ipairs(redis.call('HKEYS', key)) do
+        if tonumber(field) < oldestKept then
+          redis.call('HDEL', key, field)
+        end
+      end
+    end
+    redis.call('PEXPIRE', key, int(ttl))
+  end
 end
 
 local function periodAt(spec, now)
@@ -79,7 +104,7 @@ local function judge(key, spec, cost, now, counters)
     local W = spec.a
     local index = math.floor(now / W)
     local elapsed = now - index * W
-    local current, previous = rollWindow(key, index)
+    local current, previous, sameWindow = rollWindow(key, index)
     local weighted = previous * (W - elapsed) + current * W
     st.used = math.ceil(weighted / W)
     st.exceeded = weighted + cost * W > limit * W
@@ -96,7 +121,7 @@ local function judge(key, spec, cost, now, counters)
       st.reset = W - elapsed
     end
     st.bucket = index
-    st.current, st.previous, st.elapsed = current, previous, elapsed
+    st.current, st.previous, st.elapsed, st.sameWindow = current, previous, elapsed, sameWindow
   elseif spec.kind == 'b' then
     local pstart, pend = periodAt(spec, now)
     local used = tonumber(redis.call('HGET', key, int(pstart))) or 0
@@ -151,23 +176,16 @@ local function pushState(out, st)
   out[#out + 1] = st.pend
 end
 
--- Keeps a budget hash to the periods still readable: the previous one and later.
-local function pruneBudget(key, oldestKept)
-  if redis.call('HLEN', key) > 2 then
-    for _, field in ipairs(redis.call('HKEYS', key)) do
-      if tonumber(field) < oldestKept then
-        redis.call('HDEL', key, field)
-      end
-    end
-  end
-end
-
 -- Reads a reservation record; a record past its logical expiry (field x) counts as absent, so that
--- time driven by a test clock forgets it exactly as real time would.
+-- time driven by a test clock forgets it exactly as real time would. The second value says whether a
+-- record is stored at all, live or not (one to delete before writing anew).
 local function readReservation(key, now)
   local r = redis.call('HMGET', key, 's', 'le', 't', 'u', 'x', 'ci', 'co', 'cu', 'lt', 'ch')
-  if not r[1] or now >= tonumber(r[5]) then
-    return nil
+  if not r[1] then
+    return nil, false
+  end
+  if now >= tonumber(r[5]) then
+    return nil, true
   end
   return {
     state = r[1],
@@ -179,5 +197,5 @@ local function readReservation(key, now)
     chargedUsd = tonumber(r[8]) or 0,
     late = r[9] == '1',
     charges = r[10] or '',
-  }
+  }, true
 end
