@@ -1,5 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { loadQuotaPackage } from '../authority/proto.js';
+import { Batcher } from './batcher.js';
+import type { CheckQuotaBatchRequest } from '../gen/quotad/v1/CheckQuotaBatchRequest.js';
+import type { CheckQuotaBatchResponse__Output } from '../gen/quotad/v1/CheckQuotaBatchResponse.js';
 import type { CheckQuotaRequest } from '../gen/quotad/v1/CheckQuotaRequest.js';
 import type { CheckQuotaResponse__Output } from '../gen/quotad/v1/CheckQuotaResponse.js';
 import type { GetUsageRequest } from '../gen/quotad/v1/GetUsageRequest.js';
@@ -7,6 +10,8 @@ import type { GetUsageResponse__Output } from '../gen/quotad/v1/GetUsageResponse
 import type { ListModelsRequest } from '../gen/quotad/v1/ListModelsRequest.js';
 import type { ListModelsResponse__Output } from '../gen/quotad/v1/ListModelsResponse.js';
 import type { QuotaServiceClient } from '../gen/quotad/v1/QuotaService.js';
+import type { RecordUsageBatchRequest } from '../gen/quotad/v1/RecordUsageBatchRequest.js';
+import type { RecordUsageBatchResponse__Output } from '../gen/quotad/v1/RecordUsageBatchResponse.js';
 import type { RecordUsageRequest } from '../gen/quotad/v1/RecordUsageRequest.js';
 import type { RecordUsageResponse__Output } from '../gen/quotad/v1/RecordUsageResponse.js';
 
@@ -52,11 +57,21 @@ function unary<Req, Res>(
     });
 }
 
+/** Items per batch call: a busy turn's calls in a few batches, each well under the authority's 1,000. */
+const MAX_BATCH_ITEMS = 256;
+
+export interface AuthorityClientOptions {
+  /** Coalesce the checks and settlements of one event-loop turn into one batch call (default on). */
+  batch?: boolean;
+  /** Told once if the authority answers batches with UNIMPLEMENTED (older than batching). */
+  onBatchUnimplemented?: () => void;
+}
+
 /**
  * A client for `target`: `host:port`, or `dns:///name:port` to resolve every address of a headless
  * service and spread calls over all of them (round robin), re-resolving as replicas come and go.
  */
-export function connectAuthority(target: string): AuthorityClient {
+export function connectAuthority(target: string, options: AuthorityClientOptions = {}): AuthorityClient {
   const { proto } = loadQuotaPackage();
   const raw: QuotaServiceClient = new proto.quotad.v1.QuotaService(
     target,
@@ -71,9 +86,35 @@ export function connectAuthority(target: string): AuthorityClient {
       'grpc.max_reconnect_backoff_ms': 2_000,
     },
   );
+  const checkOne: AuthorityClient['check'] = unary(raw.checkQuota.bind(raw));
+  const recordOne: AuthorityClient['record'] = unary(raw.recordUsage.bind(raw));
+  let check = checkOne;
+  let record = recordOne;
+  if (options.batch ?? true) {
+    const checkBatch = unary<CheckQuotaBatchRequest, CheckQuotaBatchResponse__Output>(
+      raw.checkQuotaBatch.bind(raw),
+    );
+    const recordBatch = unary<RecordUsageBatchRequest, RecordUsageBatchResponse__Output>(
+      raw.recordUsageBatch.bind(raw),
+    );
+    const checks = new Batcher<CheckQuotaRequest, CheckQuotaResponse__Output>({
+      sendBatch: async (items, deadlineMs) => (await checkBatch({ checks: items }, deadlineMs)).results,
+      sendOne: checkOne,
+      maxItems: MAX_BATCH_ITEMS,
+      onUnimplemented: options.onBatchUnimplemented,
+    });
+    const records = new Batcher<RecordUsageRequest, RecordUsageResponse__Output>({
+      sendBatch: async (items, deadlineMs) => (await recordBatch({ records: items }, deadlineMs)).results,
+      sendOne: recordOne,
+      maxItems: MAX_BATCH_ITEMS,
+      onUnimplemented: options.onBatchUnimplemented,
+    });
+    check = (request, deadlineMs) => checks.call(request, deadlineMs);
+    record = (request, deadlineMs) => records.call(request, deadlineMs);
+  }
   return {
-    check: unary(raw.checkQuota.bind(raw)),
-    record: unary(raw.recordUsage.bind(raw)),
+    check,
+    record,
     usage: unary(raw.getUsage.bind(raw)),
     models: unary(raw.listModels.bind(raw)),
     ready: (timeoutMs) =>

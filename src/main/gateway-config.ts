@@ -31,6 +31,12 @@ export const GATEWAY_SETTINGS = {
     default: '100ms',
     help: 'Deadline of each CheckQuota; past it (or with the authority down) --fail-mode decides.',
   },
+  authorityBatch: {
+    flag: 'authority-batch',
+    env: 'QUOTAD_AUTHORITY_BATCH',
+    default: 'on',
+    help: 'on: coalesce the checks and settlements of one event-loop turn into one batch call to the authority.',
+  },
   failMode: {
     flag: 'fail-mode',
     env: 'QUOTAD_FAIL_MODE',
@@ -110,6 +116,8 @@ export interface GatewayConfig {
   address: HostPort;
   authorityTarget: string;
   authorityTimeoutMs: number;
+  /** Coalesce concurrent CheckQuota and RecordUsage calls into CheckQuotaBatch and RecordUsageBatch. */
+  authorityBatch: boolean;
   failMode: FailMode;
   upstreamUrl: string;
   /** From OPENAI_API_KEY only. Unset: no Authorization sent upstream (a local vLLM or Ollama needs none). */
@@ -194,6 +202,7 @@ export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessE
     address: parseHostPort(name(s.addr), required(s.addr)),
     authorityTarget: required(s.authority),
     authorityTimeoutMs: durationSetting(name(s.authorityTimeout), required(s.authorityTimeout)),
+    authorityBatch: onOffSetting(name(s.authorityBatch), required(s.authorityBatch)),
     failMode,
     upstreamUrl,
     upstreamApiKey: env.OPENAI_API_KEY || undefined,

@@ -59,7 +59,14 @@ export async function startGateway(
       'DEMO upstream: answers are canned text, not a model (no OPENAI_API_KEY)',
     );
   }
-  const authority = connectAuthority(config.authorityTarget);
+  const authority = connectAuthority(config.authorityTarget, {
+    batch: config.authorityBatch,
+    onBatchUnimplemented: () =>
+      logger.warn(
+        { authority: config.authorityTarget },
+        'the authority does not serve batch calls (older than this gateway); calling it one request at a time',
+      ),
+  });
   const settler = new Settler({
     authority,
     metrics,
