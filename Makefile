@@ -5,10 +5,10 @@ SHELL := /bin/bash
 NPM ?= npm
 NODE ?= node
 
-.PHONY: help deps tools build lint typecheck test test-only run clean
+.PHONY: help deps tools build lint typecheck test test-only deploy-check run clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 node_modules/.installed: package.json package-lock.json
 	$(NPM) ci --no-audit --no-fund
@@ -16,8 +16,9 @@ node_modules/.installed: package.json package-lock.json
 
 deps: node_modules/.installed ## Install the locked npm dependencies
 
-tools: ## Make sure redis-server is installed (apt-get when absent and root)
-	@scripts/ensure-tools.sh redis-server
+tools: ## Make sure redis-server, promtool, prometheus and kubectl are there (apt-get when absent and root)
+	@scripts/ensure-tools.sh redis-server promtool prometheus
+	@scripts/ensure-tools.sh kubectl
 
 build: deps ## Generate proto types and compile to dist/
 	$(NPM) run --silent build
@@ -27,11 +28,14 @@ lint: deps ## ESLint, Prettier and the TypeScript type-check
 	$(NPM) run --silent typecheck
 	$(NPM) run --silent lint
 
-test: deps tools lint build ## Lint, type-check and run every test (starts its own redis-server)
+test: deps tools lint build ## Lint, type-check and run every test, deploy checks included (starts its own redis-server)
 	$(NPM) test
 
 test-only: build ## Run the tests without lint
 	$(NPM) test
+
+deploy-check: tools build ## Render and validate the manifests, rules and dashboard
+	$(NODE) --test dist/test/deploy/*.test.js
 
 run: build ## Start the authority (in-process store, demo key) and a gateway (demo upstream without OPENAI_API_KEY)
 	scripts/run.sh
