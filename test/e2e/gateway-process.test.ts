@@ -5,7 +5,7 @@ import { GATEWAY_SETTINGS } from '../../src/main/gateway-config.js';
 import { AuthorityProcess } from '../helpers/authority-process.js';
 import { runCli } from '../helpers/cli.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
-import { GatewayProcess } from '../helpers/gateway-process.js';
+import { GatewayProcess, postChat } from '../helpers/gateway-process.js';
 import { adminClient, type AdminClient } from '../helpers/grpc-clients.js';
 
 /** What a client got back from the gateway: status, headers and the parsed JSON body. */
@@ -75,19 +75,7 @@ describe('quotad gateway as a process', { timeout: 20_000 }, () => {
   }
 
   async function chat(gateway: GatewayProcess, secret: string, requestId: string): Promise<Answer> {
-    const response = await fetch(`${gateway.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: {
-        authorization: `Bearer ${secret}`,
-        'content-type': 'application/json',
-        'x-request-id': requestId,
-      },
-      body: JSON.stringify({
-        model: 'gpt-4o-mini',
-        messages: [{ role: 'user', content: 'Say hello.' }],
-        max_tokens: 16,
-      }),
-    });
+    const response = await postChat(gateway.url, secret, requestId);
     return { status: response.status, headers: response.headers, body: (await response.json()) as unknown };
   }
 

@@ -26,3 +26,20 @@ export class GatewayProcess extends QuotadProcess {
     return `http://127.0.0.1:${this.port}`;
   }
 }
+
+/** POSTs a short chat completion to the gateway at `baseUrl` with an API key, under `requestId`. */
+export function postChat(baseUrl: string, secret: string, requestId: string): Promise<Response> {
+  return fetch(`${baseUrl}/v1/chat/completions`, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${secret}`,
+      'content-type': 'application/json',
+      'x-request-id': requestId,
+    },
+    body: JSON.stringify({
+      model: 'gpt-4o-mini',
+      messages: [{ role: 'user', content: 'Say hello.' }],
+      max_tokens: 16,
+    }),
+  });
+}
