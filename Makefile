@@ -5,7 +5,7 @@ SHELL := /bin/bash
 NPM ?= npm
 NODE ?= node
 
-.PHONY: help deps tools build lint typecheck test test-only deploy-check run clean
+.PHONY: help deps tools build lint typecheck test test-only deploy-check run bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -39,6 +39,13 @@ deploy-check: tools build ## Render and validate the manifests, rules and dashbo
 
 run: build ## Start the authority (in-process store, demo key) and a gateway (demo upstream without OPENAI_API_KEY)
 	scripts/run.sh
+
+# Options for bench/run.js, e.g. make bench BENCH_ARGS="--only transport,redis --seconds 5"
+BENCH_ARGS ?=
+
+bench: build ## Run every benchmark scenario and write bench/RESULTS.md
+	@scripts/ensure-tools.sh redis-server redis-benchmark
+	$(NODE) dist/bench/run.js $(BENCH_ARGS)
 
 clean: ## Remove build output
 	rm -rf dist src/gen

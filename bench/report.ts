@@ -1,0 +1,692 @@
+/**
+ * bench/RESULTS.md from one run's results: every scenario side by side, the targets, then the detail of
+ * each scenario, where the time went, and the setup (machine, versions, command lines). Formatted with the
+ * repository's Prettier settings, so `npm run lint` passes on the file as written.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { basename, dirname, join, relative } from 'node:path';
+import * as prettier from 'prettier';
+import { REPO_ROOT } from '../test/helpers/authority-process.js';
+import type { GrpcScenario, LoadPoint, Results } from './run.js';
+
+const require = createRequire(import.meta.url);
+
+const int = (n: number | undefined) =>
+  n === undefined || !Number.isFinite(n) ? '—' : Math.round(n).toLocaleString('en-US');
+const ms = (n: number | undefined) =>
+  n === undefined || !Number.isFinite(n) ? '—' : n < 1 ? `${n.toFixed(3)} ms` : `${n.toFixed(2)} ms`;
+const ratio = (a: number | undefined, b: number | undefined) =>
+  a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0
+    ? '—'
+    : `${(a / b).toFixed(2)}×`;
+const cores = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? '—' : n.toFixed(2));
+const met = (ok: boolean | undefined) => (ok === undefined ? 'not measured' : ok ? 'yes' : '**no**');
+
+function table(header: string[], rows: (string | number)[][]): string {
+  const line = (cells: (string | number)[]) =>
+    `| ${cells.map((c) => String(c).replace(/\|/g, '\\|')).join(' | ')} |`;
+  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
+}
+
+const half = (s: GrpcScenario | undefined) => s?.open.find((p) => p.fraction === 0.5);
+const errorText = (p: LoadPoint) => {
+  const parts = Object.entries(p.errors).map(([k, v]) => `${k} ${v}`);
+  if (p.unfinished) parts.push(`unfinished ${p.unfinished}`);
+  if (p.denied) parts.push(`denied ${p.denied}`);
+  return parts.join(', ') || '0';
+};
+/** Commands Redis runs inside the scripts (quotad's Lua, rate-limiter-flexible's): counted by commandstats too. */
+function scriptInnerCommands(): Set<string> {
+  const sources: string[] = [];
+  const luaDir = join(REPO_ROOT, 'src/store/redis/lua');
+  for (const entry of readdirSync(luaDir, { recursive: true, encoding: 'utf8' })) {
+    if (entry.endsWith('.lua')) sources.push(readFileSync(join(luaDir, entry), 'utf8'));
+  }
+  sources.push(readFileSync(require.resolve('rate-limiter-flexible/lib/RateLimiterRedis.js'), 'utf8'));
+  const names = new Set<string>();
+  for (const source of sources) {
+    for (const match of source.matchAll(/redis\.call\(\s*['"](\w+)['"]/gi))
+      names.add((match[1] as string).toLowerCase());
+  }
+  return names;
+}
+const INNER = scriptInnerCommands();
+/** The benchmark's own (INFO) and clients' housekeeping, not the operations'. */
+const HOUSEKEEPING = new Set([
+  'info',
+  'ping',
+  'client',
+  'select',
+  'hello',
+  'command',
+  'config',
+  'script',
+  'monitor',
+]);
+
+interface RoundTrips {
+  /** EVALSHA + EVAL per call of `method` (or per item of a batch method). */
+  scripts: number;
+  /** Commands sent from outside any script (neither a script call, one a script makes, nor housekeeping). */
+  outside: number;
+  calls: number;
+}
+
+/** Script calls per call of `method` over a whole phase; `known` takes off the scripts of other methods. */
+function roundTrips(
+  p: LoadPoint | undefined,
+  method: string,
+  known: [string, number][] = [],
+): RoundTrips | undefined {
+  const totals = p?.redisTotals;
+  const calls = totals?.sent[method];
+  if (!totals || !calls) return undefined;
+  let scripts = (totals.commands.evalsha ?? 0) + (totals.commands.eval ?? 0);
+  for (const [other, perCall] of known) scripts -= perCall * (totals.sent[other] ?? 0);
+  const outside = Object.entries(totals.commands)
+    .filter(
+      ([k]) =>
+        k !== 'evalsha' &&
+        k !== 'eval' &&
+        !INNER.has(k.split('|')[0] as string) &&
+        !HOUSEKEEPING.has(k.split('|')[0] as string),
+    )
+    .reduce((sum, [, v]) => sum + v, 0);
+  return { scripts: scripts / calls, outside: outside / calls, calls };
+}
+
+/** The server process's CPU milliseconds per gRPC call over a loop's measured period. */
+const serverMsPerCall = (pt: LoadPoint | undefined) =>
+  pt && pt.cpu.server !== undefined && Number.isFinite(pt.cpu.server)
+    ? (1000 * pt.cpu.server) / pt.callsPerSecond
+    : undefined;
+const msPerCall = (n: number | undefined) => (n === undefined ? '—' : `${n.toFixed(3)} ms`);
+
+export async function renderReport(
+  results: Results,
+  files: { chartFile: string; outFile: string },
+): Promise<string> {
+  const by = (id: string) => results.grpc.find((s) => s.id === id && !s.skipped);
+  const transport = by('transport');
+  const redis = by('redis');
+  const memory = by('memory');
+  const rlf = by('rlf');
+  const batch = results.grpc.find((s) => s.id === 'batch');
+  const { storage, gateway, footprint, profile, machine, settings } = results;
+  const batchShape = `${settings.batchInflight ?? 8} in flight × ${settings.batchSize ?? 64}`;
+  const chart = relative(dirname(files.outFile), files.chartFile) || basename(files.chartFile);
+  const out: string[] = [];
+  const p = (...blocks: string[]) => {
+    for (const block of blocks) if (block !== '') out.push(block, '');
+  };
+
+  p(
+    '# Benchmark results',
+    `Written by \`make bench\` (\`${results.commandLines.run}\`) on ${results.startedAt.slice(0, 16).replace('T', ' ')} UTC at commit ${machine.commit} (branch ${machine.branch}); the whole run took ${Math.floor(results.durationSeconds / 60)} min ${results.durationSeconds % 60} s. How to run it and what each scenario does: [README.md](README.md). Raw figures: [results/latest.json](results/latest.json).`,
+    `**Read these figures as one machine's, in one run.** This machine has ${machine.nproc} vCPUs (${machine.cpu}), and the load generator, the server under test and Redis share them: every gRPC figure below is the whole system's on two cores, where the load generator's own gRPC client costs about as much CPU as the server (see "Closed loop and where the time goes"). Load average before the run: ${machine.loadBefore}; after: ${machine.loadAfter}.`,
+  );
+
+  // ----------------------------------------------------------------------------- side by side
+  p('## Side by side');
+  const rows: (string | number)[][] = [];
+  const grpcRow = (s: GrpcScenario | undefined, title: string) => {
+    if (!s) return;
+    const h = half(s);
+    rows.push([
+      title,
+      int(s.closed?.operationsPerSecond),
+      int(s.closed?.decisionsPerSecond),
+      int(s.checkOnly?.callsPerSecond),
+      ms(h?.p50Ms),
+      ms(h?.p99Ms),
+      ms(h?.p999Ms),
+      s.id === 'transport'
+        ? '1.00×'
+        : ratio(s.closed?.operationsPerSecond, transport?.closed?.operationsPerSecond),
+      s.id === 'rlf' ? '1.00×' : ratio(s.closed?.operationsPerSecond, rlf?.closed?.operationsPerSecond),
+    ]);
+  };
+  grpcRow(transport, '1. Transport ceiling (no-op grpc-js server)');
+  if (transport?.batch) {
+    rows.push([
+      `1b. Transport ceiling, batched no-op (${batchShape})`,
+      `${int(transport.batch.operationsPerSecond)} batch pairs/s`,
+      int(transport.batch.decisionsPerSecond),
+      '—',
+      '—',
+      '—',
+      '—',
+      `${ratio(transport.batch.decisionsPerSecond, transport.closed?.decisionsPerSecond)} (decisions)`,
+      '—',
+    ]);
+  }
+  grpcRow(redis, '2. quotad, Redis store');
+  grpcRow(memory, '3. quotad, memory store');
+  grpcRow(rlf, '4. rate-limiter-flexible, RateLimiterRedis ×3');
+  if (storage && !storage.skipped) {
+    const r1 = storage.runs.find((r) => r.pipeline === 1 && r.clients === 64);
+    rows.push([
+      '5. Storage ceiling: reserve.lua by redis-benchmark (-c 64, -P 1)',
+      `${int(r1?.rps)} scripts/s`,
+      '—',
+      '—',
+      `${ms(r1?.p50Ms)} (closed loop)`,
+      `${ms(r1?.p99Ms)} (closed loop)`,
+      '—',
+      '—',
+      '—',
+    ]);
+  }
+  if (gateway) {
+    const d = gateway.runs.find((r) => r.target === 'direct' && r.connections === 32);
+    const g = gateway.runs.find((r) => r.target === 'gateway' && r.connections === 32);
+    const d1 = gateway.runs.find((r) => r.target === 'direct' && r.connections === 1);
+    const g1 = gateway.runs.find((r) => r.target === 'gateway' && r.connections === 1);
+    rows.push([
+      '6. Gateway (HTTP, 32 connections), direct → through the gateway',
+      `${int(d?.requestsPerSecond)} → ${int(g?.requestsPerSecond)} req/s`,
+      '—',
+      '—',
+      `${ms(d1?.p50Ms)} → ${ms(g1?.p50Ms)} (1 connection)`,
+      `${ms(d1?.p99Ms)} → ${ms(g1?.p99Ms)} (1 connection)`,
+      '—',
+      '—',
+      '—',
+    ]);
+  }
+  if (batch) {
+    rows.push([
+      `8. quotad batched (Redis), ${batchShape} checks`,
+      batch.batch ? `${int(batch.batch.operationsPerSecond)} batch pairs/s` : 'skipped',
+      batch.batch ? int(batch.batch.decisionsPerSecond) : '—',
+      '—',
+      '—',
+      '—',
+      '—',
+      batch.batch
+        ? `${ratio(batch.batch.decisionsPerSecond, transport?.closed?.decisionsPerSecond)} (decisions)`
+        : '—',
+      '—',
+    ]);
+  }
+  p(
+    table(
+      [
+        'scenario',
+        'max operations/s (closed loop, 64 in flight)',
+        'decisions/s',
+        'CheckQuota alone, calls/s',
+        'p50 at 50 % load',
+        'p99 at 50 % load',
+        'p99.9 at 50 % load',
+        '÷ transport ceiling',
+        '÷ rate-limiter-flexible',
+      ],
+      rows,
+    ),
+    'An operation is one CheckQuota and then its RecordUsage; a decision is one answered CheckQuota or RecordUsage (a batch item counts one), so decisions/s is twice operations/s for the unary scenarios. Latency is per operation (both calls), measured in the open loop at 50 % of the scenario\'s own closed-loop maximum, from each operation\'s intended send time. The ratios are of operations/s (decisions/s for the batched row). "CheckQuota alone" is a second closed loop of CheckQuota calls without RecordUsage.',
+  );
+  if (footprint) {
+    p(
+      `7. Redis memory: **${footprint.countersPerPrincipalLimit.toFixed(0)} bytes per active (principal, limit)** for quotad's counters (${int(footprint.principals)} principals × ${footprint.limits} limits), against **${int(footprint.slidingLogPerPrincipalLimit)} bytes** for a sliding-log ZSET at ${footprint.slidingLogMembers} requests per window (${(footprint.slidingLogPerPrincipalLimit / footprint.countersPerPrincipalLimit).toFixed(1)}× more). Each request also leaves a reservation record of ${footprint.reservationRecordBytes.toFixed(0)} bytes for the lease plus the idempotency window. Detail below.`,
+    );
+  }
+
+  // ------------------------------------------------------------------------------------ targets
+  p('## Targets');
+  const checkTrips = roundTrips(redis?.checkOnly, 'checkQuota');
+  const recordTrips =
+    checkTrips && roundTrips(redis?.closed, 'recordUsage', [['checkQuota', checkTrips.scripts]]);
+  const checkRt = checkTrips?.scripts;
+  const recordRt = recordTrips?.scripts;
+  const checkRatio =
+    redis?.checkOnly && transport?.checkOnly
+      ? redis.checkOnly.callsPerSecond / transport.checkOnly.callsPerSecond
+      : undefined;
+  const rlfRatio =
+    redis?.closed && rlf?.closed
+      ? redis.closed.operationsPerSecond / rlf.closed.operationsPerSecond
+      : undefined;
+  const rlfCheckRatio =
+    redis?.checkOnly && rlf?.checkOnly
+      ? redis.checkOnly.callsPerSecond / rlf.checkOnly.callsPerSecond
+      : undefined;
+  const h = half(redis);
+  const d1 = gateway?.runs.find((r) => r.target === 'direct' && r.connections === 1);
+  const g1 = gateway?.runs.find((r) => r.target === 'gateway' && r.connections === 1);
+  const d32 = gateway?.runs.find((r) => r.target === 'direct' && r.connections === 32);
+  const g32 = gateway?.runs.find((r) => r.target === 'gateway' && r.connections === 32);
+  const addedP50 = d1 && g1 ? g1.p50Ms - d1.p50Ms : undefined;
+  const gatewayRatio = d32 && g32 ? g32.requestsPerSecond / d32.requestsPerSecond : undefined;
+  const batchRatio =
+    batch?.batch && transport?.closed
+      ? batch.batch.decisionsPerSecond / transport.closed.decisionsPerSecond
+      : undefined;
+  const targets: [string, string, boolean | undefined][] = [
+    [
+      'Redis round trips per CheckQuota: 1',
+      checkRt === undefined
+        ? '—'
+        : `${checkRt.toFixed(3)} EVALSHA/EVAL per CheckQuota and ${checkTrips?.outside.toFixed(3)} commands outside a script (INFO commandstats over the whole CheckQuota-alone loop: ${int(checkTrips?.calls)} calls)`,
+      checkRt === undefined ? undefined : checkRt <= 1.001 && (checkTrips?.outside ?? 0) < 0.001,
+    ],
+    [
+      'Redis round trips per RecordUsage: 1',
+      recordRt === undefined
+        ? '—'
+        : `${recordRt.toFixed(3)} EVALSHA/EVAL per RecordUsage and ${recordTrips?.outside.toFixed(3)} commands outside a script (over the whole CheckQuota + RecordUsage loop, less ${checkRt?.toFixed(3)} per CheckQuota: ${int(recordTrips?.calls)} calls)`,
+      recordRt === undefined ? undefined : recordRt <= 1.001 && (recordTrips?.outside ?? 0) < 0.001,
+    ],
+    [
+      'Unary CheckQuota throughput ≥ 0.8× the transport ceiling',
+      checkRatio === undefined
+        ? '—'
+        : `${checkRatio.toFixed(2)}× (${int(redis?.checkOnly?.callsPerSecond)} vs ${int(transport?.checkOnly?.callsPerSecond)} CheckQuota/s, Redis store); with CheckQuota + RecordUsage ${ratio(redis?.closed?.operationsPerSecond, transport?.closed?.operationsPerSecond)}; memory store ${ratio(memory?.checkOnly?.callsPerSecond, transport?.checkOnly?.callsPerSecond)}. By the server's own CPU per CheckQuota (what would set the ratio if the server had a core to itself): ${ratio(serverMsPerCall(transport?.checkOnly), serverMsPerCall(redis?.checkOnly))} (${msPerCall(serverMsPerCall(redis?.checkOnly))} vs ${msPerCall(serverMsPerCall(transport?.checkOnly))})`,
+      checkRatio === undefined ? undefined : checkRatio >= 0.8,
+    ],
+    [
+      '≥ 1.5× rate-limiter-flexible',
+      rlfRatio === undefined
+        ? '—'
+        : `${rlfRatio.toFixed(2)}× operations/s (${int(redis?.closed?.operationsPerSecond)} vs ${int(rlf?.closed?.operationsPerSecond)}); CheckQuota alone ${rlfCheckRatio?.toFixed(2)}×`,
+      rlfRatio === undefined ? undefined : rlfRatio >= 1.5,
+    ],
+    [
+      'p99 ≤ 5 ms at 50 % load (quotad, Redis)',
+      h
+        ? `${ms(h.p99Ms)} at ${int(h.offeredPerSecond)} operations/s offered (p50 ${ms(h.p50Ms)}, p99.9 ${ms(h.p999Ms)}); the no-op transport at its own 50 %: p99 ${ms(half(transport)?.p99Ms)}, p50 ${ms(half(transport)?.p50Ms)}: on this machine much of the tail is the gRPC client and server`
+        : '—',
+      h ? h.p99Ms <= 5 : undefined,
+    ],
+    [
+      '≤ 200 bytes of Redis memory per active (principal, limit)',
+      footprint ? `${footprint.countersPerPrincipalLimit.toFixed(0)} bytes` : '—',
+      footprint ? footprint.countersPerPrincipalLimit <= 200 : undefined,
+    ],
+    [
+      'Gateway adds ≤ 1 ms at p50',
+      addedP50 === undefined
+        ? '—'
+        : `+${addedP50.toFixed(2)} ms (${ms(d1?.p50Ms)} direct → ${ms(g1?.p50Ms)}, one connection)`,
+      addedP50 === undefined ? undefined : addedP50 <= 1,
+    ],
+    [
+      'Gateway throughput ≥ 0.7× direct',
+      gatewayRatio === undefined
+        ? '—'
+        : `${gatewayRatio.toFixed(2)}× (${int(g32?.requestsPerSecond)} vs ${int(d32?.requestsPerSecond)} req/s, 32 connections)`,
+      gatewayRatio === undefined ? undefined : gatewayRatio >= 0.7,
+    ],
+    [
+      'Batched decisions/s ≥ 2× the unary transport ceiling',
+      batchRatio === undefined
+        ? `not measured: ${batch?.skipped ?? 'scenario not run'}`
+        : `${batchRatio.toFixed(2)}× (${int(batch?.batch?.decisionsPerSecond)} decisions/s vs ${int(transport?.closed?.decisionsPerSecond)} unary calls/s)`,
+      batchRatio === undefined ? undefined : batchRatio >= 2,
+    ],
+  ];
+  p(
+    table(
+      ['target', 'measured', 'met?'],
+      targets.map(([t, m, ok]) => [t, m, met(ok)]),
+    ),
+  );
+  const notMet = targets.filter(([, , ok]) => ok === false).map(([t]) => t);
+  const notMeasured = targets.filter(([, , ok]) => ok === undefined).map(([t]) => t);
+  p(
+    notMet.length === 0
+      ? 'Every measured target is met.'
+      : `**Not met (${notMet.length} of ${targets.length}):** ${notMet.join('; ')}.` +
+          (notMeasured.length ? ` Not measured in this run: ${notMeasured.join('; ')}.` : ''),
+  );
+
+  // ---------------------------------------------------------------------------- how to read it
+  const lens = [transport, redis, memory, rlf].filter((x): x is GrpcScenario => Boolean(x?.checkOnly));
+  if (lens.length > 0) {
+    const perCall = (pt: LoadPoint, key: string) => {
+      const c = pt.cpu[key];
+      return c === undefined || !Number.isFinite(c) ? 0 : (1000 * c) / pt.callsPerSecond;
+    };
+    p(
+      '## How to read the throughput figures',
+      `In the closed loops no process is saturated: during quotad's CheckQuota-alone loop the machine was ${cores(redis?.checkOnly?.cpu.machine)} cores busy of ${machine.nproc}, the authority ${cores(redis?.checkOnly?.cpu.server)}, the load generator ${cores(redis?.checkOnly?.cpu.loadgen)}, Redis ${cores(redis?.checkOnly?.cpu.redis)}. With 64 calls in flight on one channel the calls move through the load generator, the server and Redis in waves, each process waiting for the others' batch, so the throughput comes out near 1 ÷ (the CPU all of them spend per call), not 1 ÷ (the largest one's). The server's own CPU per call is the cleanest measure of what quotad costs; the load generator's is the same client for every scenario.`,
+      table(
+        [
+          'scenario (CheckQuota alone)',
+          'calls/s',
+          'CPU ms per call: load generator',
+          'server',
+          'Redis',
+          'sum',
+          '1 ÷ sum',
+        ],
+        lens.map((sc) => {
+          const pt = sc.checkOnly as LoadPoint;
+          const parts = ['loadgen', 'server', 'redis'].map((k) => perCall(pt, k));
+          const sum = parts.reduce((a, b) => a + b, 0);
+          return [
+            sc.title,
+            int(pt.callsPerSecond),
+            ...parts.map((v, i) => (i === 2 && pt.cpu.redis === undefined ? '—' : v.toFixed(3))),
+            sum.toFixed(3),
+            int(1000 / sum),
+          ];
+        }),
+      ),
+    );
+  }
+
+  // --------------------------------------------------------------------------------- open loop
+  p(
+    '## Latency against load (open loop)',
+    `![p50 and p99 latency against offered load](${chart})`,
+    `Each point: operations sent on a fixed schedule at the given share of the scenario's closed-loop maximum for ${settings.seconds} s (after ${settings.openWarmupSeconds} s of warm-up), latency from each operation's intended send time. "From send" leaves out the load generator's own delay in sending (its timers fire late by up to a millisecond or so, more when the CPU is busy); "sender lag" is that delay. A point whose achieved rate falls short of the offered one, or with errors or unfinished operations, is past what the system sustains. The server's CPU per operation falls as the load rises, in the no-op server as much as in quotad: a lightly loaded Node gRPC server pays its per-wake-up costs (system calls, HTTP/2 frames, timers) for one call at a time, a busy one shares them among many — the same effect a batched RPC buys on purpose.`,
+  );
+  for (const s of results.grpc.filter((g) => g.open.length > 0)) {
+    p(
+      `### ${s.title}`,
+      table(
+        [
+          'load',
+          'offered ops/s',
+          'achieved ops/s',
+          'p50',
+          'p99',
+          'p99.9',
+          'max',
+          'p50 from send',
+          'p99 from send',
+          'sender lag p99',
+          'server CPU ms per op',
+          'errors',
+        ],
+        s.open.map((pt) => [
+          `${Math.round((pt.fraction ?? 0) * 100)} %`,
+          int(pt.offeredPerSecond),
+          int(pt.operationsPerSecond),
+          ms(pt.p50Ms),
+          ms(pt.p99Ms),
+          ms(pt.p999Ms),
+          ms(pt.maxMs),
+          ms(pt.serviceP50Ms),
+          ms(pt.serviceP99Ms),
+          ms(pt.lagP99Ms),
+          pt.cpu.server === undefined || !Number.isFinite(pt.cpu.server)
+            ? '—'
+            : ((1000 * pt.cpu.server) / pt.operationsPerSecond).toFixed(3),
+          errorText(pt),
+        ]),
+      ),
+    );
+  }
+
+  // -------------------------------------------------------------------------------- closed loop
+  p(
+    '## Closed loop and where the time goes',
+    `${settings.concurrency} operations in flight from ${settings.loadgens} load-generator process(es) over one gRPC channel each, ${settings.warmupSeconds} s of warm-up discarded, then ${settings.seconds} s measured. CPU is each process's user + system time over the measured period from /proc (1.00 = one core busy the whole time; the machine has ${machine.nproc}), and per operation. "Others" is the machine's busy time (/proc/stat) less these processes: other work on the machine during the measurement, which took that much CPU away from the benchmark.`,
+  );
+  const closedRows: (string | number)[][] = [];
+  for (const s of results.grpc) {
+    for (const [label, pt] of [
+      ['CheckQuota + RecordUsage', s.closed],
+      ['CheckQuota alone', s.checkOnly],
+      [
+        `batch pair (${settings.batchSize ?? 64} + ${settings.batchSize ?? 64}), ${settings.batchInflight ?? 8} in flight`,
+        s.batch,
+      ],
+    ] as const) {
+      if (!pt) continue;
+      const perOp = (c: number | undefined) =>
+        c === undefined || !Number.isFinite(c) ? '—' : ((1000 * c) / pt.operationsPerSecond).toFixed(3);
+      closedRows.push([
+        s.title,
+        label,
+        int(pt.operationsPerSecond),
+        ms(pt.p50Ms),
+        ms(pt.p99Ms),
+        cores(pt.cpu.loadgen),
+        cores(pt.cpu.server),
+        cores(pt.cpu.redis),
+        cores(pt.cpu.others),
+        `${perOp(pt.cpu.loadgen)} / ${perOp(pt.cpu.server)} / ${pt.cpu.redis === undefined ? '—' : perOp(pt.cpu.redis)}`,
+        errorText(pt),
+      ]);
+    }
+  }
+  p(
+    table(
+      [
+        'scenario',
+        'operation',
+        'ops/s',
+        'p50',
+        'p99',
+        'CPU load generator',
+        'CPU server',
+        'CPU redis',
+        'CPU others',
+        'CPU ms per op: load gen / server / redis',
+        'errors',
+      ],
+      closedRows,
+    ),
+  );
+  const commandRows: (string | number)[][] = [];
+  for (const s of [redis, rlf, batch]) {
+    if (!s) continue;
+    const check = roundTrips(s.checkOnly, 'checkQuota');
+    const record = check && roundTrips(s.closed, 'recordUsage', [['checkQuota', check.scripts]]);
+    const batchCheck = roundTrips(s.batch, 'checkQuotaBatch items');
+    const rows: [string, RoundTrips | undefined, LoadPoint | undefined][] = [
+      ['CheckQuota (CheckQuota-alone loop)', check, s.checkOnly],
+      ['RecordUsage (CheckQuota + RecordUsage loop, less the CheckQuota share)', record, s.closed],
+      ['batch item: one check and its record, both batched', batchCheck, s.batch],
+    ];
+    for (const [label, trips, pt] of rows) {
+      if (!trips || !pt?.redisTotals) continue;
+      commandRows.push([
+        s.title,
+        label,
+        int(trips.calls),
+        trips.scripts.toFixed(3),
+        trips.outside.toFixed(3),
+        Object.entries(pt.redisTotals.commands)
+          .sort((x, y) => y[1] - x[1])
+          .map(([k, v]) => `${k} ${int(v)}`)
+          .join(', '),
+      ]);
+    }
+  }
+  if (commandRows.length > 0) {
+    p(
+      `Redis round trips, from \`INFO commandstats\` just before each loop was sent and just after its last answer, against every call the load generator sent in it (warm-up and stragglers included, so the edges do not blur the count). Redis counts the commands a script runs inside it too (${[...INNER].sort().join(', ')}): only EVALSHA and EVAL are round trips; "outside a script" counts any other command from a client (housekeeping such as INFO and PING left out).`,
+      table(
+        [
+          'scenario',
+          'per',
+          'calls',
+          'EVALSHA + EVAL per call',
+          'commands outside a script per call',
+          'every command in the loop',
+        ],
+        commandRows,
+      ),
+    );
+  }
+
+  // -------------------------------------------------------------------------------- storage
+  if (storage) {
+    const one = storage.runs.find((r) => r.clients === 1);
+    const c64 = storage.runs.find((r) => r.clients === 64 && r.pipeline === 1);
+    const p16 = storage.runs.find((r) => r.pipeline === 16);
+    p('## Storage ceiling: redis-benchmark on reserve.lua');
+    if (storage.skipped) p(`Skipped: ${storage.skipped}`);
+    else {
+      p(
+        `quotad's own reserve script (SHA ${storage.sha.slice(0, 12)}…, loaded with SCRIPT LOAD from src/store/redis/lua) called with EVALSHA by \`redis-benchmark\`, 64 clients, with the KEYS and ARGV a real \`quotad serve\` sent for one CheckQuota on the bench tier (captured with MONITOR in the same run: ${storage.argCount} arguments after the SHA, four keys — the reservation record and the three counters — and the three limit specs). The subject in the key names is \`bench-__rand_int__\` with \`-r ${settings.principals}\`, so each limit's counters spread over ${int(Number(settings.principals))} keys as in the gRPC scenarios; the org stays fixed; the request id takes two random numbers so that a reservation is practically never asked twice (a repeat would take the cheaper duplicate path). Each \`__rand_int__\` is drawn on its own, so one call's three counters belong to three random subjects — the same key spread and the same work per call. The database is flushed before each run.`,
+        table(
+          ['clients', 'pipelining', 'requests', 'scripts/s', 'p50', 'p99', 'max', 'redis-server CPU (cores)'],
+          storage.runs.map((r) => [
+            r.clients,
+            `-P ${r.pipeline}`,
+            int(r.requests),
+            int(r.rps),
+            ms(r.p50Ms),
+            ms(r.p99Ms),
+            ms(r.maxMs),
+            cores(r.redisCores),
+          ]),
+        ),
+        `- One client, one call at a time: p50 ${ms(one?.p50Ms)} for the whole round trip of a reserve script, ${int(one?.rps)} a second.`,
+        `- 64 clients, \`-P 1\` (one call in flight per connection, like the authority's unary path): ${int(c64?.rps)} reserve scripts a second with redis-server at ${cores(c64?.redisCores)} cores — Redis runs commands on one thread, so near 1.00 it is the limit: the storage ceiling of the unary path on this machine (redis-benchmark is a C client and uses little of the rest). quotad with the Redis store reached ${int(redis?.checkOnly?.callsPerSecond)} CheckQuota/s, ${ratio(redis?.checkOnly?.callsPerSecond, c64?.rps)} of it: the authority's process and the gRPC client set the pace, not Redis.`,
+        `- 64 clients, \`-P 16\` (16 calls in flight per connection, as a batched path would send them): ${int(p16?.rps)} scripts/s, ${ratio(p16?.rps, c64?.rps)} the unpipelined rate, redis-server at ${cores(p16?.redisCores)} cores. Pipelining saves round trips and system calls, not the script's own work (three counters and the reservation record): a batched path gains from fewer gRPC calls and socket writes far more than from Redis.`,
+        storage.settleRps !== undefined
+          ? `- settle.lua on the captured RecordUsage shape, 64 clients, \`-P 1\`: ${int(storage.settleRps)} scripts/s. With random request ids it finds no reservation and takes the charge-directly path, which writes the counters and a settled record like a settlement does.`
+          : '',
+        'The exact command (the 64-client `-P 1` run):',
+        ['```sh', storage.commandLine, '```'].join('\n'),
+      );
+    }
+  }
+
+  // -------------------------------------------------------------------------------- gateway
+  if (gateway) {
+    p(
+      '## Gateway overhead',
+      `\`POST /v1/chat/completions\` (\`${JSON.stringify({ model: 'gpt-4o-mini', max_tokens: 16 })}\` with one short user message) sent by autocannon ${machine.autocannon} from its own process (bench/http-load.ts), (a) straight to the demo upstream (src/demo/upstream.ts in its own process) and (b) through \`quotad gateway\` with an API key of the bench tier, to \`quotad serve\` on the Redis store. Four processes plus Redis on ${machine.nproc} vCPUs. 2 s of warm-up, then ${settings.seconds} s measured, each run. Latency has sub-millisecond resolution (autocannon's per-response event; its own histogram keeps whole milliseconds). The gateway runs with \`LOG_LEVEL=warn\` (info logs a line per request) and \`QUOTAD_AUTHORITY_TIMEOUT=1s\` (the 100 ms default fails closed when the closed loop saturates the machine).`,
+      table(
+        [
+          'target',
+          'connections',
+          'req/s',
+          'p50',
+          'p99',
+          'mean',
+          'non-2xx',
+          'errors',
+          'CPU cores: autocannon / upstream / gateway / authority / redis',
+          'CPU ms per request: gateway / authority',
+        ],
+        gateway.runs.map((r) => [
+          r.target,
+          r.connections,
+          int(r.requestsPerSecond),
+          ms(r.p50Ms),
+          ms(r.p99Ms),
+          ms(r.meanMs),
+          r.non2xx,
+          r.errors,
+          ['autocannon', 'upstream', 'gateway', 'authority', 'redis'].map((k) => cores(r.cpu[k])).join(' / '),
+          r.target === 'gateway'
+            ? `${((1000 * (r.cpu.gateway ?? NaN)) / r.requestsPerSecond).toFixed(2)} / ${((1000 * (r.cpu.authority ?? NaN)) / r.requestsPerSecond).toFixed(2)}`
+            : '—',
+        ]),
+      ),
+      `Added at p50 with one connection: ${addedP50 === undefined ? '—' : `+${addedP50.toFixed(2)} ms`}; throughput through the gateway at 32 connections: ${gatewayRatio === undefined ? '—' : `${gatewayRatio.toFixed(2)}×`} direct. At 32 connections the added p50 is ${d32 && g32 ? `+${(g32.p50Ms - d32.p50Ms).toFixed(2)} ms` : '—'}, queueing on a saturated machine.`,
+    );
+  }
+
+  // ------------------------------------------------------------------------------ footprint
+  if (footprint) {
+    p(
+      '## Redis memory per active (principal, limit)',
+      `Method: ${footprint.method}, for ${int(footprint.principals)} principals. \`used_memory\` from \`INFO memory\` after FLUSHALL and SCRIPT LOAD (so the script cache is in the baseline), after the decisions, and again once the reservation records were UNLINKed (a record is per request, kept for the lease plus the idempotency window, not per principal).`,
+      table(
+        ['layout', 'keys', 'used_memory delta', 'per (principal, limit)'],
+        [
+          [
+            `quotad counters (${footprint.limits} limits: requests/min and tokens/min as two-window hashes, USD/day as a hash of period → amount)`,
+            int(footprint.keys),
+            `${int(footprint.afterDropReservationsBytes - footprint.baselineBytes)} B`,
+            `**${footprint.countersPerPrincipalLimit.toFixed(0)} B**`,
+          ],
+          [
+            'quotad reservation records (one per request in its idempotency window)',
+            int(footprint.principals),
+            `${int(footprint.afterReserveBytes - footprint.afterDropReservationsBytes)} B`,
+            `${footprint.reservationRecordBytes.toFixed(0)} B per request`,
+          ],
+          [
+            `sliding-log ZSET baseline: ${footprint.slidingLogMembers} members (one per request: the shipped pro tier's 60 requests a minute), score = ms, member = a request id (encoding ${footprint.slidingLogEncoding})`,
+            int(footprint.principals),
+            `${int(footprint.slidingLogBytes)} B`,
+            `**${int(footprint.slidingLogPerPrincipalLimit)} B** (${(footprint.slidingLogPerPrincipalLimit / footprint.slidingLogMembers).toFixed(1)} B a member)`,
+          ],
+        ],
+      ),
+      `A sliding log grows with the rate it admits (a tokens/min limit would need one member per request too, holding its token count); quotad's sliding-window counters stay the same size at any rate. The reservation records are the part of quotad's footprint that does grow with traffic: requests a second × (lease + idempotency window) × ${footprint.reservationRecordBytes.toFixed(0)} B — with the shipped 10 min + 1 h, 1,000 requests/s hold about ${int((1000 * 4200 * footprint.reservationRecordBytes) / 2 ** 20)} MiB.`,
+    );
+  }
+
+  // ---------------------------------------------------------------------------------- batch
+  p('## Batched path (CheckQuotaBatch / RecordUsageBatch)');
+  if (!batch) p('Not run (`--only` left it out).');
+  else if (batch.skipped)
+    p(
+      `**Skipped:** ${batch.skipped}. The scenario runs as soon as the proto and the authority have the RPCs (${batchShape} checks, then the matching RecordUsageBatch), and the transport ceiling then gets a batched no-op variant too.`,
+    );
+  else if (batch.batch) {
+    p(
+      `8 batches in flight, each a CheckQuotaBatch of 64 checks then the RecordUsageBatch of the same 64: ${int(batch.batch.operationsPerSecond)} batch pairs/s, **${int(batch.batch.decisionsPerSecond)} decisions/s**, against ${int(transport?.closed?.decisionsPerSecond)} unary calls/s at the transport ceiling (${ratio(batch.batch.decisionsPerSecond, transport?.closed?.decisionsPerSecond)}). p50 ${ms(batch.batch.p50Ms)} and p99 ${ms(batch.batch.p99Ms)} per batch pair.` +
+        (transport?.batch
+          ? ` The no-op server's batched variant: ${int(transport.batch.decisionsPerSecond)} decisions/s.`
+          : ''),
+    );
+  }
+
+  // -------------------------------------------------------------------------------- profile
+  if (profile) {
+    p(
+      '## CPU profile of the authority (Redis store)',
+      `\`quotad serve\` on the Redis store, with the V8 sampling profiler (1 ms interval) started and stopped through node:inspector around the measured period of a closed loop as above (bench/cpu-profiler.ts, preloaded with \`NODE_OPTIONS=--import=...\`, since Node refuses \`--cpu-prof\` in NODE_OPTIONS): ${int(profile.operationsPerSecond)} operations/s under the profiler, ${settings.seconds} s. Self time as a share of the samples in which the process was not idle; it was idle ${profile.idlePercent.toFixed(1)} % of the ${(profile.totalMs / 1000).toFixed(1)} s (waiting on sockets: a process that is idle that often is not what limits the throughput).`,
+      '### By where the code lives',
+      table(
+        ['where', 'self %', 'self ms'],
+        profile.byPlace.map((e) => [e.name, e.selfPercent.toFixed(1), int(e.selfMs)]),
+      ),
+      '### Top functions by self time',
+      table(
+        ['function', 'location', 'self %', 'self ms'],
+        profile.top.map((e) => [`\`${e.name}\``, e.where, e.selfPercent.toFixed(1), int(e.selfMs)]),
+      ),
+    );
+  }
+
+  // ---------------------------------------------------------------------------------- setup
+  p(
+    '## Setup',
+    table(
+      ['', ''],
+      [
+        ['CPU', `${machine.cpu} (\`nproc\` ${machine.nproc})`],
+        ['memory', String(machine.memory)],
+        ['OS', String(machine.os)],
+        ['load average (1, 5, 15 min)', `before ${machine.loadBefore}; after ${machine.loadAfter}`],
+        ['Node', String(machine.node)],
+        ['Redis', String(machine.redis)],
+        ['@grpc/grpc-js / @grpc/proto-loader', `${machine.grpcJs} / ${machine.protoLoader}`],
+        ['ioredis', String(machine.ioredis)],
+        ['rate-limiter-flexible', String(machine.rateLimiterFlexible)],
+        ['autocannon', String(machine.autocannon)],
+        ['date', `${results.startedAt} → ${results.finishedAt}`],
+        ['commit', `${machine.commit} (${machine.branch})`],
+        ['scenarios', String(settings.scenarios)],
+        ['load generators', `${settings.loadgens} process(es), one gRPC channel each`],
+        ['principals', `${int(Number(settings.principals))} subjects in 97 orgs, tier \`bench\``],
+        ['batched RPCs in the loaded proto', results.protoHasBatch ? 'yes' : 'no'],
+      ],
+    ),
+    `- **Policy.** config/policy.yaml (its models, 10 min lease, 1 h idempotency window) plus a \`bench\` tier of exactly three limits per decision: requests/min (100,000, sliding 1 min window), tokens/min (100,000,000) and USD/day ($1,000,000, calendar day, UTC). Nothing is refused at these rates (denials would be counted in the errors column). Written to a temp dir and given as QUOTAD_POLICY.`,
+    `- **Operation.** CheckQuota for gpt-4o-mini, 200 prompt tokens, 300 output tokens reserved (500 tokens, 210 micro-dollars), then RecordUsage COMPLETED with 200 + 120 tokens. Operation n uses subject \`bench-(n mod ${settings.principals})\` in org \`org-(subject mod 97)\` and a unique request id.`,
+    `- **Load generator.** bench/loadgen.ts in its own process(es), forked by bench/run.ts and driven over IPC; one @grpc/grpc-js channel to the server, the QuotaService client the tests use. Closed loop: ${settings.concurrency} operations in flight. Open loop: operations sent on a fixed schedule (timers, each wake-up sends every operation whose time has come), latency measured from the intended time into a log-linear histogram (1.6 % buckets, merged exactly across processes).`,
+    `- **Servers.** Each scenario's server is its own process: \`quotad serve\` from dist (LOG_LEVEL=info, which logs nothing per decision; QUOTAD_REDIS_TIMEOUT=1s so that queueing in a saturated closed loop is not turned into store failures), the no-op server (bench/noop-server.ts) or the rate-limiter-flexible server (bench/rlf-server.ts), all three loading quota.proto through src/authority/proto.ts with the authority's loader options and answering the same messages. One private \`redis-server\` (test/helpers/redis-server.ts, no persistence) for the whole run, flushed between scenarios.`,
+    `- **rate-limiter-flexible.** RateLimiterUnion consumes the same points on every limiter, so it cannot charge 1 request, 500 tokens and 210 micro-dollars at once; the server consumes three RateLimiterRedis limiters together (Promise.all: three EVALSHA per CheckQuota, written together by ioredis auto-pipelining on the same client options as quotad's) and settles with \`reward\`/\`penalty\` of actual minus estimate on tokens and dollars (two EVALSHA per RecordUsage). What that gives up against quotad: all-or-nothing (a request refused by one limiter stays charged on the others), a reservation in Redis (the estimate is kept in the server's memory by request id: another replica could not settle it), idempotency, sliding windows and calendar days (its windows are fixed and start at a key's first request).`,
+    '### Command lines',
+    ['```sh', ...Object.entries(results.commandLines).map(([k, v]) => `# ${k}\n${v}`), '```'].join('\n'),
+  );
+
+  const text = out.join('\n');
+  const config = (await prettier.resolveConfig(files.outFile)) ?? {};
+  return prettier.format(text, { ...config, filepath: files.outFile });
+}
