@@ -805,14 +805,6 @@ async function gatewayScenario(ctx: Context): Promise<GatewayResult> {
     };
     const gateway = await GatewayProcess.spawn(gatewayEnv);
     stops.push(() => gateway.stop());
-    stops.push(async () =>
-      console.error(
-        'DEBUG gateway lines',
-        gateway.lines.length,
-        JSON.stringify(gateway.lines.slice(-3)),
-        gateway.stderr.slice(-500),
-      ),
-    );
     for (let attempt = 0; ; attempt++) {
       const ready = await fetch(`${gateway.url}/readyz`).then(
         (r) => r.status === 200,
