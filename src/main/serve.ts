@@ -136,8 +136,9 @@ export async function startAuthority(
   const metrics = new AuthorityMetrics({ version: VERSION, storeKind: store.kind });
 
   const policy = new PolicyWatcher(config.policyPath);
-  policy.on('reloaded', ({ sha256 }) => {
+  policy.on('reloaded', ({ policy: next, sha256 }) => {
     metrics.recordPolicyReload({ ok: true, loadedAtMs: Date.now() });
+    metrics.startLimitSeries(next);
     logger.info({ path: policy.path, sha256 }, 'policy reloaded');
   });
   policy.on('rejected', (error) => {
@@ -158,6 +159,7 @@ export async function startAuthority(
     throw error;
   }
   metrics.recordPolicyReload({ ok: true, loadedAtMs: Date.now() });
+  metrics.startLimitSeries(policy.current);
 
   const keys = new KeyRegistry({
     store: stores.keys,

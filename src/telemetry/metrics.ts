@@ -1,7 +1,7 @@
 import type { status as GrpcStatus } from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { DecisionCode } from '../core/decision.js';
-import type { StoreFailureMode } from '../core/policy.js';
+import type { Policy, StoreFailureMode } from '../core/policy.js';
 
 export type DecisionResult = 'allowed' | 'denied';
 /** Which quotad operation a decision latency belongs to. */
@@ -308,6 +308,19 @@ export class AuthorityMetrics {
       for (const limit of decision.deniedBy) this.limitExceeded.inc({ limit, shadow: 'false' });
     }
     for (const limit of decision.shadowExceeded) this.limitExceeded.inc({ limit, shadow: 'true' });
+  }
+
+  /**
+   * Starts the exceeded count of every limit in `policy` at 0 (a shadow limit's under shadow="true"), so
+   * that rate() sees a limit's first denial: a series that first appears at 1 shows no rise. Called for
+   * each policy put in force; series of limits since removed stay as they were.
+   */
+  startLimitSeries(policy: Policy): void {
+    for (const tier of policy.tiers.values()) {
+      for (const spec of tier.limits) {
+        this.limitExceeded.inc({ limit: spec.name, shadow: spec.shadow ? 'true' : 'false' }, 0);
+      }
+    }
   }
 
   /** Counts a reload attempt and keeps the validity and load-time gauges in step with it. */

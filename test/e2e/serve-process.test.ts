@@ -144,4 +144,31 @@ describe('quotad serve as a process', () => {
     assert.match(await quotad.metrics(), /^quotad_policy_valid 0$/m);
     assert.equal((await ask('r2')).limits.find((l) => l.name === 'requests_per_minute')?.limit, 1);
   });
+
+  test('every limit in force has its exceeded series at 0, so rate() sees its first denial; a reload adds new ones', async (t) => {
+    const policyDir = await mkdtemp(join(dir, 'series-'));
+    const policy = join(policyDir, 'policy.yaml');
+    await copyFile(SHIPPED_POLICY, policy);
+    const quotad = await AuthorityProcess.spawn({ QUOTAD_POLICY: policy });
+    t.after(() => quotad.stop());
+    await quotad.ready();
+    const series = (limit: string, shadow: boolean) =>
+      new RegExp(`^quotad_limit_exceeded_total\\{limit="${limit}",shadow="${shadow}"\\} 0$`, 'm');
+    const before = await quotad.metrics();
+    for (const limit of ['requests_per_minute', 'tokens_per_minute', 'tokens_per_day', 'spend_per_day']) {
+      assert.match(before, series(limit, false));
+    }
+
+    const reloaded = quotad.nextLog('policy reloaded');
+    const shipped = await readFile(policy, 'utf8');
+    const withShadow = shipped.replace(
+      /( {2}free:\n(?:.*\n)*? {4}limits:\n)/,
+      '$1      - name: requests_per_hour_preview\n        type: rate\n        unit: requests\n        limit: 100\n        window: 1h\n        shadow: true\n',
+    );
+    assert.notEqual(withShadow, shipped);
+    await writeFile(join(policyDir, '.policy.tmp'), withShadow);
+    await rename(join(policyDir, '.policy.tmp'), policy);
+    await reloaded;
+    assert.match(await quotad.metrics(), series('requests_per_hour_preview', true));
+  });
 });
