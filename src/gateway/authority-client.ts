@@ -91,6 +91,13 @@ export function connectAuthority(target: string, options: AuthorityClientOptions
   let check = checkOne;
   let record = recordOne;
   if (options.batch ?? true) {
+    // Each batcher finds out on its own; the caller hears of it once.
+    let told = false;
+    const onUnimplemented = () => {
+      if (told) return;
+      told = true;
+      options.onBatchUnimplemented?.();
+    };
     const checkBatch = unary<CheckQuotaBatchRequest, CheckQuotaBatchResponse__Output>(
       raw.checkQuotaBatch.bind(raw),
     );
@@ -101,13 +108,13 @@ export function connectAuthority(target: string, options: AuthorityClientOptions
       sendBatch: async (items, deadlineMs) => (await checkBatch({ checks: items }, deadlineMs)).results,
       sendOne: checkOne,
       maxItems: MAX_BATCH_ITEMS,
-      onUnimplemented: options.onBatchUnimplemented,
+      onUnimplemented,
     });
     const records = new Batcher<RecordUsageRequest, RecordUsageResponse__Output>({
       sendBatch: async (items, deadlineMs) => (await recordBatch({ records: items }, deadlineMs)).results,
       sendOne: recordOne,
       maxItems: MAX_BATCH_ITEMS,
-      onUnimplemented: options.onBatchUnimplemented,
+      onUnimplemented,
     });
     check = (request, deadlineMs) => checks.call(request, deadlineMs);
     record = (request, deadlineMs) => records.call(request, deadlineMs);

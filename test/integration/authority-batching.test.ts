@@ -70,6 +70,10 @@ describe('the gateway coalesces concurrent calls to the authority', () => {
         unary += 1;
         callback(null, allowed);
       },
+      RecordUsage: (_call, callback) => {
+        unary += 1;
+        callback(null, { status: 'SETTLED' });
+      },
     });
     let told = 0;
     const client = connectAuthority(fake.address, { onBatchUnimplemented: () => (told += 1) });
@@ -79,9 +83,25 @@ describe('the gateway coalesces concurrent calls to the authority', () => {
     });
     const first = await Promise.all(Array.from({ length: 50 }, () => client.check(check(), 5_000)));
     const later = await Promise.all(Array.from({ length: 50 }, () => client.check(check(), 5_000)));
+    const settled = await Promise.all(
+      [...first, ...later].map((_, i) =>
+        client.record(
+          {
+            requestId: `old-authority-${i}`,
+            principal: { subject: 'batching-user', org: 'batching-org', tier: 'pro' },
+            model: 'gpt-4o-mini',
+            inputTokens: 10,
+            outputTokens: 5,
+            outcome: 'COMPLETED',
+          },
+          5_000,
+        ),
+      ),
+    );
     assert.equal([...first, ...later].filter((a) => a.allowed).length, 100);
-    assert.equal(unary, 100);
-    assert.equal(told, 1);
+    assert.equal(settled.filter((s) => s.status === 'SETTLED').length, 100);
+    assert.equal(unary, 200);
+    assert.equal(told, 1, 'the caller hears of it once, though checks and settlements each found out');
   });
 
   test('a batch carries its earliest deadline: no call waits past its own', async (t) => {
