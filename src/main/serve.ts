@@ -4,6 +4,7 @@ import { adminServiceHandlers } from '../authority/admin-service.js';
 import { QuotaAuthority } from '../authority/quota-authority.js';
 import { startAuthorityServer } from '../authority/server.js';
 import type { Clock } from '../core/clock.js';
+import type { Policy } from '../core/policy.js';
 import { sha256 } from '../keys/api-key.js';
 import { KeyRegistry } from '../keys/key-registry.js';
 import { PolicyWatcher } from '../policy/watcher.js';
@@ -136,9 +137,13 @@ export async function startAuthority(
   const metrics = new AuthorityMetrics({ version: VERSION, storeKind: store.kind });
 
   const policy = new PolicyWatcher(config.policyPath);
-  policy.on('reloaded', ({ policy: next, sha256 }) => {
+  /** What the metrics follow of each policy put in force, the first as every reloaded one. */
+  const inForce = (next: Policy) => {
     metrics.recordPolicyReload({ ok: true, loadedAtMs: Date.now() });
     metrics.startLimitSeries(next);
+  };
+  policy.on('reloaded', ({ policy: next, sha256 }) => {
+    inForce(next);
     logger.info({ path: policy.path, sha256 }, 'policy reloaded');
   });
   policy.on('rejected', (error) => {
@@ -158,8 +163,7 @@ export async function startAuthority(
     await store.close();
     throw error;
   }
-  metrics.recordPolicyReload({ ok: true, loadedAtMs: Date.now() });
-  metrics.startLimitSeries(policy.current);
+  inForce(policy.current);
 
   const keys = new KeyRegistry({
     store: stores.keys,
