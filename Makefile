@@ -16,8 +16,8 @@ node_modules/.installed: package.json package-lock.json
 
 deps: node_modules/.installed ## Install the locked npm dependencies
 
-tools: ## Make sure redis-server, promtool, prometheus and kubectl are there (apt-get when absent and root)
-	@scripts/ensure-tools.sh redis-server promtool prometheus
+tools: ## Make sure redis-server, promtool, prometheus, openssl and kubectl are there (apt-get when absent and root)
+	@scripts/ensure-tools.sh redis-server promtool prometheus openssl
 	@scripts/ensure-tools.sh kubectl
 
 build: deps ## Generate proto types and compile to dist/

@@ -1,4 +1,5 @@
 import OpenAI from 'openai';
+import { createHttpFetch } from './http-fetch.js';
 import type { ModelRoute } from './requests.js';
 import { HttpError } from './openai-error.js';
 
@@ -12,9 +13,12 @@ export interface UpstreamOptions {
 /** The model API, reached through the official SDK; each call returns the raw response to relay as is. */
 export interface Upstream {
   send(route: ModelRoute, body: Record<string, unknown>, signal: AbortSignal): Promise<Response>;
+  /** Closes the pooled connections to the model API. */
+  close(): void;
 }
 
 export function connectUpstream(options: UpstreamOptions): Upstream {
+  const transport = createHttpFetch();
   const client = new OpenAI({
     baseURL: options.baseUrl,
     // The SDK insists on a key. Without one, the placeholder never leaves: the header is removed below.
@@ -23,6 +27,7 @@ export function connectUpstream(options: UpstreamOptions): Upstream {
     // The caller's SDK retries with our rate-limit headers; retrying here too would multiply the wait.
     maxRetries: 0,
     timeout: options.timeoutMs,
+    fetch: transport.fetch,
   });
   return {
     send(route, body, signal) {
@@ -37,6 +42,7 @@ export function connectUpstream(options: UpstreamOptions): Upstream {
           return client.embeddings.create(params, { signal }).asResponse();
       }
     },
+    close: () => transport.close(),
   };
 }
 

@@ -75,13 +75,14 @@ export async function startGateway(
     ...(overrides.settlementBackoffMs ? { backoffMs: overrides.settlementBackoffMs } : {}),
   });
   const authenticator = new Authenticator(config.jwt ? await jwtVerifier(config.jwt) : undefined);
+  const upstream = connectUpstream({
+    baseUrl: upstreamUrl,
+    apiKey: config.upstreamApiKey,
+    timeoutMs: config.upstreamTimeoutMs,
+  });
   const models = new ModelCallHandler({
     authority,
-    upstream: connectUpstream({
-      baseUrl: upstreamUrl,
-      apiKey: config.upstreamApiKey,
-      timeoutMs: config.upstreamTimeoutMs,
-    }),
+    upstream,
     settler,
     metrics,
     logger,
@@ -143,6 +144,7 @@ export async function startGateway(
         }
         clearTimeout(timer);
         authority.close();
+        upstream.close();
         await demo?.close();
         logger.info('stopped');
       })();

@@ -19,13 +19,17 @@ async function headersSent(apiKey: string | undefined): Promise<IncomingHttpHead
   try {
     const { port } = server.address() as AddressInfo;
     const upstream = connectUpstream({ baseUrl: `http://127.0.0.1:${port}/v1`, apiKey, timeoutMs: 5_000 });
-    const response = await upstream.send(
-      'chat',
-      { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] },
-      new AbortController().signal,
-    );
-    await response.text();
-    return received;
+    try {
+      const response = await upstream.send(
+        'chat',
+        { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] },
+        new AbortController().signal,
+      );
+      await response.text();
+      return received;
+    } finally {
+      upstream.close();
+    }
   } finally {
     server.close();
   }
