@@ -1,0 +1,78 @@
+/**
+ * What one model call costs the gateway's process in the OpenAI SDK, by the fetch under it: Node's global
+ * fetch (undici) against src/gateway/http-fetch.ts (node:http over a keep-alive agent). The demo upstream
+ * runs in a process of its own, so this process's CPU is the client's alone.
+ *
+ *   node dist/bench/upstream-client.js [--calls 10000] [--rounds 3] [--concurrency 1,16]
+ *
+ * Each round measures both fetches, one after the other, at each concurrency: a non-streamed chat
+ * completion, its body read to the end, as the gateway relays it. Prints calls/s and CPU ms per call.
+ */
+import { fork } from 'node:child_process';
+import { once } from 'node:events';
+import { parseArgs } from 'node:util';
+import OpenAI from 'openai';
+import { createHttpFetch } from '../src/gateway/http-fetch.js';
+
+const { values } = parseArgs({
+  options: {
+    calls: { type: 'string', default: '10000' },
+    rounds: { type: 'string', default: '3' },
+    concurrency: { type: 'string', default: '1,16' },
+  },
+});
+const calls = Number(values.calls);
+const rounds = Number(values.rounds);
+const concurrencies = values.concurrency.split(',').map(Number);
+
+const upstream = fork(new URL('./upstream-server.js', import.meta.url), {
+  stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+});
+const [line] = (await once(upstream.stdout!, 'data')) as [Buffer];
+const baseURL = /listening (\S+)/.exec(line.toString())?.[1];
+if (!baseURL) throw new Error(`the upstream said: ${line.toString()}`);
+
+const transport = createHttpFetch();
+const clients = {
+  'global fetch (undici)': new OpenAI({ baseURL, apiKey: 'bench', maxRetries: 0 }),
+  'http-fetch (node:http)': new OpenAI({ baseURL, apiKey: 'bench', maxRetries: 0, fetch: transport.fetch }),
+};
+const body = {
+  model: 'gpt-4o-mini',
+  messages: [{ role: 'user' as const, content: 'Say hello to the benchmark' }],
+  max_tokens: 16,
+};
+
+async function run(client: OpenAI, n: number, concurrency: number): Promise<void> {
+  let started = 0;
+  const worker = async () => {
+    while (started++ < n) {
+      const response = await client.chat.completions
+        .create(body, { signal: new AbortController().signal })
+        .asResponse();
+      await response.text();
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+console.log('| round | concurrency | fetch | calls/s | CPU ms per call |');
+console.log('| ----- | ----------- | ----- | ------- | --------------- |');
+for (let round = 1; round <= rounds; round++) {
+  for (const concurrency of concurrencies) {
+    for (const [name, client] of Object.entries(clients)) {
+      await run(client, Math.ceil(calls / 5), concurrency); // warm-up
+      const cpu = process.cpuUsage();
+      const t0 = performance.now();
+      await run(client, calls, concurrency);
+      const seconds = (performance.now() - t0) / 1000;
+      const used = process.cpuUsage(cpu);
+      const cpuMs = (used.user + used.system) / 1000 / calls;
+      console.log(
+        `| ${round} | ${concurrency} | ${name} | ${Math.round(calls / seconds).toLocaleString('en-US')} | ${cpuMs.toFixed(3)} |`,
+      );
+    }
+  }
+}
+transport.close();
+upstream.kill('SIGTERM');
