@@ -69,7 +69,7 @@ export function createHttpFetch(options: HttpFetchOptions = {}): HttpFetch {
           }
         },
       );
-      request.once('error', reject);
+      request.on('error', reject); // the first error settles the call; any later one is the same failure
       request.end(body);
     });
   };
