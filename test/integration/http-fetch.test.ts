@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import OpenAI from 'openai';
 import { createHttpFetch, type HttpFetch } from '../../src/gateway/http-fetch.js';
-import { connectUpstream, upstreamFailure } from '../../src/gateway/upstream.js';
+import { connectUpstream, upstreamFailure, type Upstream } from '../../src/gateway/upstream.js';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse, body: string) => void;
 
@@ -58,6 +58,17 @@ function gate(): { opened: Promise<void>; release: () => void } {
   return { opened, release };
 }
 
+/** A handler that streams `data: 1`, then holds `data: 2` and the end until `release` is called. */
+function twoPartStream(): { handler: Handler; release: () => void } {
+  const second = gate();
+  const handler: Handler = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write('data: 1\n\n');
+    void second.opened.then(() => res.end('data: 2\n\n'));
+  };
+  return { handler, release: second.release };
+}
+
 const isAbortError = (error: unknown) => error instanceof Error && error.name === 'AbortError';
 
 describe('the upstream fetch over node:http', { timeout: 10_000 }, () => {
@@ -95,12 +106,8 @@ describe('the upstream fetch over node:http', { timeout: 10_000 }, () => {
   });
 
   test('the body streams as the server sends it, not once it has ended', async (t) => {
-    const second = gate();
-    const server = await startServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write('data: 1\n\n');
-      void second.opened.then(() => res.end('data: 2\n\n'));
-    });
+    const second = twoPartStream();
+    const server = await startServer(second.handler);
     t.after(() => server.close());
     const response = await client.fetch(server.url, { method: 'POST', body: '{}' });
     const reader = (response.body as ReadableStream<Uint8Array>).getReader();
@@ -204,12 +211,8 @@ describe('pooled connections', { timeout: 10_000 }, () => {
   test('a stream quieter than idleSocketMs is not cut', async (t) => {
     const client = createHttpFetch({ idleSocketMs: 20 });
     t.after(() => client.close());
-    const second = gate();
-    const server = await startServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write('data: 1\n\n');
-      void second.opened.then(() => res.end('data: 2\n\n'));
-    });
+    const second = twoPartStream();
+    const server = await startServer(second.handler);
     t.after(() => server.close());
     const response = await client.fetch(server.url, { method: 'POST', body: '{}' });
     const reader = (response.body as ReadableStream<Uint8Array>).getReader();
@@ -280,16 +283,19 @@ describe('the upstream fetch over node:https', { timeout: 10_000 }, () => {
 
 describe('the OpenAI SDK over it, as the gateway calls the model', { timeout: 10_000 }, () => {
   const chat = { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] };
+  /** What a chat completion that must fail rejects with. */
+  const failureOf = (upstream: Upstream) =>
+    upstream.send('chat', chat, new AbortController().signal).then(
+      () => assert.fail('answered'),
+      (error: unknown) => error,
+    );
 
   test('an upstream that does not answer in time is a timeout: 504 upstream_timeout', async (t) => {
     const server = await startServer(() => undefined); // never answers
     t.after(() => server.close());
     const upstream = connectUpstream({ baseUrl: `${server.url}/v1`, apiKey: 'sk-test', timeoutMs: 50 });
     t.after(() => upstream.close());
-    const error = await upstream.send('chat', chat, new AbortController().signal).then(
-      () => assert.fail('answered'),
-      (e: unknown) => e,
-    );
+    const error = await failureOf(upstream);
     assert.ok(error instanceof OpenAI.APIConnectionTimeoutError, String(error));
     assert.deepEqual([upstreamFailure(error).status, upstreamFailure(error).code], [504, 'upstream_timeout']);
   });
@@ -299,10 +305,7 @@ describe('the OpenAI SDK over it, as the gateway calls the model', { timeout: 10
     server.close();
     const upstream = connectUpstream({ baseUrl: `${server.url}/v1`, apiKey: 'sk-test', timeoutMs: 5_000 });
     t.after(() => upstream.close());
-    const error = await upstream.send('chat', chat, new AbortController().signal).then(
-      () => assert.fail('answered'),
-      (e: unknown) => e,
-    );
+    const error = await failureOf(upstream);
     assert.ok(error instanceof OpenAI.APIConnectionError, String(error));
     assert.deepEqual(
       [upstreamFailure(error).status, upstreamFailure(error).code],
@@ -331,10 +334,7 @@ describe('the OpenAI SDK over it, as the gateway calls the model', { timeout: 10
     t.after(() => server.close());
     const upstream = connectUpstream({ baseUrl: `${server.url}/v1`, apiKey: 'sk-test', timeoutMs: 5_000 });
     t.after(() => upstream.close());
-    const error = await upstream.send('chat', chat, new AbortController().signal).then(
-      () => assert.fail('answered'),
-      (e: unknown) => e,
-    );
+    const error = await failureOf(upstream);
     const failure = upstreamFailure(error);
     assert.deepEqual([failure.status, failure.message], [400, 'bad temperature']);
   });
