@@ -8,11 +8,10 @@
  * Each round measures both fetches, one after the other, at each concurrency: a non-streamed chat
  * completion, its body read to the end, as the gateway relays it. Prints calls/s and CPU ms per call.
  */
-import { fork } from 'node:child_process';
-import { once } from 'node:events';
 import { parseArgs } from 'node:util';
 import OpenAI from 'openai';
 import { createHttpFetch } from '../src/gateway/http-fetch.js';
+import { startNodeServer } from './processes.js';
 
 const { values } = parseArgs({
   options: {
@@ -25,12 +24,8 @@ const calls = Number(values.calls);
 const rounds = Number(values.rounds);
 const concurrencies = values.concurrency.split(',').map(Number);
 
-const upstream = fork(new URL('./upstream-server.js', import.meta.url), {
-  stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
-});
-const [line] = (await once(upstream.stdout!, 'data')) as [Buffer];
-const baseURL = /listening (\S+)/.exec(line.toString())?.[1];
-if (!baseURL) throw new Error(`the upstream said: ${line.toString()}`);
+const upstream = await startNodeServer('upstream-server');
+const baseURL = upstream.address;
 
 const transport = createHttpFetch();
 const clients = {
@@ -75,4 +70,4 @@ for (let round = 1; round <= rounds; round++) {
   }
 }
 transport.close();
-upstream.kill('SIGTERM');
+await upstream.stop();
