@@ -1,11 +1,8 @@
 import { InvalidArgumentError } from '../core/errors.js';
-import type { Principal, SettleOutcome } from '../core/quota.js';
+import { MAX_TOKENS, type Principal, type SettleOutcome } from '../core/quota.js';
 import type { CheckQuotaRequest__Output } from '../gen/quotad/v1/CheckQuotaRequest.js';
 import type { RecordUsageRequest__Output } from '../gen/quotad/v1/RecordUsageRequest.js';
 import type { CheckQuotaInput, Credential, RecordUsageInput } from './quota-authority.js';
-
-/** Above this, token counts cannot be real requests, and prices times tokens could leave exact integers. */
-export const MAX_TOKENS = 10_000_000;
 
 const ORG = /^[A-Za-z0-9._-]{1,64}$/;
 // Printable text without control characters: ids end up in logs and Redis keys.
@@ -19,6 +16,10 @@ export function requireText(field: string, value: string, maxLength: number): st
   return value;
 }
 
+/**
+ * Token counts are uint64 on the wire, so what a caller sent arrives whole: a count above MAX_TOKENS, such
+ * as a negative number's 2^64 − n or a 2^32 + n that a uint32 would have wrapped to n, is refused here.
+ */
 function requireTokens(field: string, value: number): number {
   if (value > MAX_TOKENS) throw new InvalidArgumentError(field, `must be at most ${MAX_TOKENS}`);
   return value;

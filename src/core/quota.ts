@@ -1,6 +1,12 @@
 import type { PeriodBounds } from './calendar.js';
 import type { LimitSpec } from './policy.js';
 
+/**
+ * The most tokens one request may count in any field. Above it a count cannot be a real request (the
+ * largest contexts are ~1M tokens), and prices times tokens could leave exact integers.
+ */
+export const MAX_TOKENS = 10_000_000;
+
 /** Who is charged. The org is the unit of co-location: all of its counters live together. */
 export interface Principal {
   subject: string;

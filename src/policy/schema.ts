@@ -3,6 +3,7 @@ import { isValidTimeZone } from '../core/calendar.js';
 import { parseDuration } from '../core/duration.js';
 import { parseUsdToMicros } from '../core/money.js';
 import type { LimitSpec, ModelSpec, Policy, TierSpec } from '../core/policy.js';
+import { MAX_TOKENS } from '../core/quota.js';
 
 const LIMIT_NAME = /^[a-z][a-z0-9_]{0,62}$/;
 const TIER_NAME = /^[a-z][a-z0-9_-]{0,62}$/;
@@ -211,10 +212,15 @@ const tierSchema = strictObject({
       error: expected('"*" or a list of model names'),
     })
     .optional(),
-  max_output_tokens: z.int({ error: expected('an integer') }).min(1, { error: 'expected an integer >= 1' }),
+  // A cap above MAX_TOKENS could never bind: the authority refuses such counts before any cap.
+  max_output_tokens: z
+    .int({ error: expected('an integer') })
+    .min(1, { error: 'expected an integer >= 1' })
+    .max(MAX_TOKENS, { error: `expected an integer <= ${MAX_TOKENS}` }),
   max_input_tokens: z
     .int({ error: expected('an integer') })
     .min(0, { error: 'expected an integer >= 0 (0: no cap)' })
+    .max(MAX_TOKENS, { error: `expected an integer <= ${MAX_TOKENS}` })
     .default(0),
   limits: z.array(limitSchema, { error: expected('a list of limits') }).default([]),
 }).superRefine((tier, ctx) => {

@@ -156,6 +156,42 @@ describe('QuotaService over a real socket', () => {
     );
   });
 
+  test('max_output_tokens of 2^32 + 1 arrives whole: INVALID_ARGUMENT naming it, and nothing charged', async () => {
+    const who = principal('pro');
+    await assert.rejects(
+      client.checkQuota(check(who, { maxOutputTokens: 4_294_967_297 })),
+      assertInvalidArgument('max_output_tokens'),
+    );
+    assert.equal(
+      (await client.getUsage({ principal: who })).limits.every((l) => l.used === 0),
+      true,
+    );
+  });
+
+  test('a negative token count sent as a 64-bit varint is INVALID_ARGUMENT naming input_tokens', async () => {
+    // What a client with int64 fields sends for -1: the 10-byte varint of 2^64 - 1.
+    await assert.rejects(
+      client.checkQuota(check(principal(), { inputTokens: '18446744073709551615' })),
+      assertInvalidArgument('input_tokens'),
+    );
+  });
+
+  test('a RecordUsage of 2^32 + 5 output tokens is INVALID_ARGUMENT naming output_tokens, and charges nothing', async () => {
+    const who = principal('pro');
+    await assert.rejects(
+      client.recordUsage({
+        requestId: 'wrapped-usage',
+        principal: who,
+        model: 'gpt-4o-mini',
+        inputTokens: 5,
+        outputTokens: 4_294_967_301,
+        outcome: 'COMPLETED',
+      }),
+      assertInvalidArgument('output_tokens'),
+    );
+    assert.equal((await client.getUsage({ principal: who })).tokensUsed, 0);
+  });
+
   test('no_output with an output allowance is INVALID_ARGUMENT naming max_output_tokens', async () => {
     await assert.rejects(
       client.checkQuota(check(principal(), { noOutput: true, maxOutputTokens: 10 })),

@@ -351,6 +351,14 @@ limit: 1`),
     );
   });
 
+  test('an output cap above 10,000,000 tokens, which no request could be checked against', () => {
+    const error = rejectionOf(VALID.replace('max_output_tokens: 500', 'max_output_tokens: 4294967297'));
+    assert.equal(
+      firstLine(error),
+      'policy.yaml:14:24 tiers.free.max_output_tokens: expected an integer <= 10000000',
+    );
+  });
+
   test('a missing required key, at the line of the mapping that lacks it', () => {
     const error = rejectionOf(VALID.replace('    max_output_tokens: 500\n', ''));
     assert.equal(firstLine(error), 'policy.yaml:12:3 tiers.free.max_output_tokens: required');
