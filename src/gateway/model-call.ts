@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
+import { MAX_TOKENS } from '../core/quota.js';
 import type { CheckQuotaRequest } from '../gen/quotad/v1/CheckQuotaRequest.js';
 import type { CheckQuotaResponse__Output } from '../gen/quotad/v1/CheckQuotaResponse.js';
 import type { RecordUsageRequest } from '../gen/quotad/v1/RecordUsageRequest.js';
@@ -133,6 +134,13 @@ export class ModelCallHandler {
   async #handle(call: ModelCall, caller: Caller, record: CallRecord, responder: Responder): Promise<void> {
     const inputTokens = estimateInputTokens(call);
     record.inputTokens = inputTokens;
+    if (inputTokens > MAX_TOKENS) {
+      throw invalidRequest(
+        `The input is about ${inputTokens} tokens, above the ${MAX_TOKENS} any request may have.`,
+        call.inputParam,
+        'context_length_exceeded',
+      );
+    }
     const noOutput = call.route === 'embeddings';
     const requestedOutput = call.maxOutput ? call.maxOutput.value * call.choices : 0;
     const credential = credentialOf(caller);
@@ -163,7 +171,12 @@ export class ModelCallHandler {
       if (decision.duplicate) throw duplicateRequest(record.requestId);
     }
     const body = this.#upstreamBody(call, decision === 'unmetered' ? undefined : decision.maxOutputTokens);
-    const settle = (outcome: Outcome, usage: { input: number; output: number }) => {
+    const settle = (outcome: Outcome, reported: { input: number; output: number }) => {
+      // The authority refuses a count above MAX_TOKENS; an upstream's absurd count is charged the most instead.
+      const usage = {
+        input: Math.min(reported.input, MAX_TOKENS),
+        output: Math.min(reported.output, MAX_TOKENS),
+      };
       record.outputTokens = usage.output;
       const metricModel = record.unmetered ? 'unmetered' : (record.model ?? call.model);
       this.#o.metrics.tokens.inc({ model: metricModel, direction: 'input' }, usage.input);

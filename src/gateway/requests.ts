@@ -1,3 +1,4 @@
+import { MAX_TOKENS } from '../core/quota.js';
 import { type HttpError, invalidRequest } from './openai-error.js';
 
 /** The three model routes the gateway meters. */
@@ -31,6 +32,8 @@ const ROLES = ['system', 'developer', 'user', 'assistant', 'tool', 'function'];
 const CONTENT_PART_TYPES = ['text', 'image_url', 'input_audio', 'file', 'refusal'];
 const MAX_CHOICES = 128;
 const MAX_BEST_OF = 20;
+/** Token ids are int32 in inference servers; a larger number is no token of any vocabulary. */
+const MAX_TOKEN_ID = 2 ** 31 - 1;
 
 /**
  * Validates a chat, completions or embeddings body and extracts what metering needs. Throws a 400
@@ -66,19 +69,20 @@ export function parseModelCall(route: ModelRoute, body: unknown): ModelCall {
 
   if (route === 'chat') {
     checkMessages(body.messages);
-    const maxCompletionTokens = optionalInteger(body, 'max_completion_tokens', 1);
-    const maxTokens = optionalInteger(body, 'max_tokens', 1);
+    const maxCompletionTokens = optionalInteger(body, 'max_completion_tokens', 1, MAX_TOKENS);
+    const maxTokens = optionalInteger(body, 'max_tokens', 1, MAX_TOKENS);
     const maxOutput =
       maxCompletionTokens !== undefined
         ? { param: 'max_completion_tokens' as const, value: maxCompletionTokens }
         : maxTokens !== undefined
           ? { param: 'max_tokens' as const, value: maxTokens }
           : undefined;
+    checkOutputInAll(maxOutput, n);
     return { route, model, stream, clientWantsUsage, maxOutput, choices: n, inputParam: 'messages', body };
   }
 
   const prompts = checkTextOrTokens(body.prompt, 'prompt');
-  const maxTokens = optionalInteger(body, 'max_tokens', 1);
+  const maxTokens = optionalInteger(body, 'max_tokens', 1, MAX_TOKENS);
   const bestOf = optionalInteger(body, 'best_of', 1, MAX_BEST_OF);
   if (bestOf !== undefined && bestOf < n) {
     throw invalidRequest(
@@ -87,16 +91,21 @@ export function parseModelCall(route: ModelRoute, body: unknown): ModelCall {
       'invalid_value',
     );
   }
-  return {
-    route,
-    model,
-    stream,
-    clientWantsUsage,
-    maxOutput: maxTokens !== undefined ? { param: 'max_tokens', value: maxTokens } : undefined,
-    choices: Math.max(n, bestOf ?? 1) * prompts,
-    inputParam: 'prompt',
-    body,
-  };
+  const maxOutput = maxTokens !== undefined ? { param: 'max_tokens' as const, value: maxTokens } : undefined;
+  const choices = Math.max(n, bestOf ?? 1) * prompts;
+  checkOutputInAll(maxOutput, choices);
+  return { route, model, stream, clientWantsUsage, maxOutput, choices, inputParam: 'prompt', body };
+}
+
+/** The output reserved is the cap times the choices; that product must fit the authority's range too. */
+function checkOutputInAll(maxOutput: ModelCall['maxOutput'], choices: number): void {
+  if (!maxOutput || maxOutput.value * choices <= MAX_TOKENS) return;
+  const { param, value } = maxOutput;
+  throw invalidRequest(
+    `Invalid '${param}': ${value} tokens for each of ${choices} choices is ${value * choices} in all, above the maximum of ${MAX_TOKENS}.`,
+    param,
+    'integer_above_max_value',
+  );
 }
 
 function streamOptionsIncludeUsage(body: Record<string, unknown>, stream: boolean): boolean {
@@ -224,6 +233,7 @@ function checkTextOrTokens(value: unknown, param: 'prompt' | 'input'): number {
 function checkTokenId(value: unknown, param: string): void {
   if (typeof value !== 'number' || !Number.isInteger(value)) throw invalidType(param, 'an integer', value);
   if (value < 0) throw belowMin(param, 0, value);
+  if (value > MAX_TOKEN_ID) throw aboveMax(param, MAX_TOKEN_ID, value);
 }
 
 function requiredString(

@@ -671,6 +671,20 @@ describe('what is refused, and charges nothing', () => {
   });
 });
 
+describe('numbers past what the wire carries', () => {
+  test('max_tokens of 2^32 + 1 is 400 naming max_tokens: nothing charged, the upstream not called', async () => {
+    const key = await createKey('wide');
+    const calls = upstream.calls.length;
+    const response = await post('/v1/chat/completions', key.secret, chatBody({ max_tokens: 4_294_967_297 }));
+    assert.equal(response.status, 400);
+    const error = await errorOf(response);
+    assert.deepEqual([error.param, error.code], ['max_tokens', 'integer_above_max_value']);
+    assert.equal(upstream.calls.length, calls);
+    await gateway.settler.drain();
+    assert.deepEqual(await usageOf(key.secret), { tokens: 0, requests: 0 });
+  });
+});
+
 describe('callers and their reports', () => {
   test("GET /v1/models lists the models of the caller's tier", async () => {
     const key = await createKey();

@@ -197,6 +197,20 @@ describe('chat bodies', () => {
     assertRejected('chat', chat({ max_tokens: '100' }), 'max_tokens', 'invalid_type');
   });
 
+  test('a max_tokens of 2^32 + 1 names max_tokens, whatever the tier', () => {
+    assertRejected('chat', chat({ max_tokens: 4_294_967_297 }), 'max_tokens', 'integer_above_max_value');
+  });
+
+  test('a max_completion_tokens above 10,000,000 names max_completion_tokens', () => {
+    const body = chat({ max_completion_tokens: 10_000_001 });
+    assertRejected('chat', body, 'max_completion_tokens', 'integer_above_max_value');
+  });
+
+  test('max_tokens times n above 10,000,000 names max_tokens', () => {
+    const body = chat({ max_tokens: 100_000, n: 101 });
+    assertRejected('chat', body, 'max_tokens', 'integer_above_max_value');
+  });
+
   test('n below 1 names n', () => {
     assertRejected('chat', chat({ n: 0 }), 'n', 'integer_below_min_value');
   });
@@ -265,6 +279,11 @@ describe('completions bodies', () => {
     assertRejected('completions', completion({ n: 3, best_of: 2 }), 'best_of', 'invalid_value');
   });
 
+  test('max_tokens times every best_of candidate of every prompt above 10,000,000 names max_tokens', () => {
+    const body = completion({ prompt: ['a', 'b'], best_of: 20, max_tokens: 250_001 });
+    assertRejected('completions', body, 'max_tokens', 'integer_above_max_value');
+  });
+
   test('a missing prompt names prompt', () => {
     assertRejected('completions', { model: 'm' }, 'prompt', 'missing_required_parameter');
   });
@@ -287,6 +306,11 @@ describe('completions bodies', () => {
 
   test('a fractional token id names its position', () => {
     assertRejected('completions', completion({ prompt: [[1, 2.5]] }), 'prompt[0][1]', 'invalid_type');
+  });
+
+  test('a token id above 2^31 - 1 names its position', () => {
+    const body = completion({ prompt: [1, 4_294_967_297] });
+    assertRejected('completions', body, 'prompt[1]', 'integer_above_max_value');
   });
 
   test('a prompt of the wrong type names prompt', () => {
