@@ -22,6 +22,7 @@ import {
   payloadTooLarge,
   permissionError,
 } from './openai-error.js';
+import { MAX_JSON_DEPTH, nestingBeyond } from './json-nesting.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 import { parseModelCall, type ModelRoute } from './requests.js';
 
@@ -138,6 +139,21 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     trustProxy: options.trustedProxies.length > 0 ? options.trustedProxies : false,
     return503OnClosing: true,
   });
+  // Nesting is bounded before JSON.parse, the estimate, the SDK or a log line walks the body: a deep
+  // body would take seconds to parse and overflow the stack of every recursive walk after.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const tooDeep = nestingBeyond(body as string, MAX_JSON_DEPTH);
+    if (tooDeep) {
+      const where = tooDeep.param === null ? '' : ` in '${tooDeep.param}'`;
+      const message = `The request body nests deeper than ${MAX_JSON_DEPTH} levels${where}.`;
+      done(invalidRequest(message, tooDeep.param, 'nesting_too_deep'), undefined);
+      return;
+    }
+    parseJson(request, body as string, done);
+  });
+
   /** Each request's log record and, once authenticated, its caller. */
   const requests = new WeakMap<IncomingMessage, { record: CallRecord; caller?: Caller }>();
 

@@ -671,6 +671,42 @@ describe('what is refused, and charges nothing', () => {
   });
 });
 
+describe('bodies nested past the bound', () => {
+  test('10,000 levels in tools, tool_calls or an extra message field are 400 naming where, never 500', async () => {
+    const key = await createKey('wide');
+    const calls = upstream.calls.length;
+    const deep = JSON.parse('['.repeat(10_000) + ']'.repeat(10_000)) as unknown;
+    const bodies: [string, Record<string, unknown>][] = [
+      [
+        'tools[0].function',
+        chatBody({ tools: [{ type: 'function', function: { name: 'f', parameters: deep } }] }),
+      ],
+      [
+        'messages[1].tool_calls',
+        chatBody({
+          messages: [
+            { role: 'user', content: 'hi' },
+            { role: 'assistant', content: null, tool_calls: deep },
+          ],
+        }),
+      ],
+      ['messages[0].x_vendor', chatBody({ messages: [{ role: 'user', content: 'hi', x_vendor: deep }] })],
+    ];
+    for (const [param, body] of bodies) {
+      // JSON.stringify itself would overflow: write the text by hand.
+      const text = JSON.stringify(body, (_key, value: unknown) =>
+        value === deep ? '@deep@' : value,
+      ).replace('"@deep@"', '['.repeat(10_000) + ']'.repeat(10_000));
+      const response = await post('/v1/chat/completions', key.secret, text);
+      assert.equal(response.status, 400, param);
+      const error = await errorOf(response);
+      assert.deepEqual([error.param, error.code], [param, 'nesting_too_deep']);
+    }
+    assert.equal(upstream.calls.length, calls);
+    assert.deepEqual(await usageOf(key.secret), { tokens: 0, requests: 0 });
+  });
+});
+
 describe('numbers past what the wire carries', () => {
   test('max_tokens of 2^32 + 1 is 400 naming max_tokens: nothing charged, the upstream not called', async () => {
     const key = await createKey('wide');
