@@ -1,5 +1,7 @@
 import { countTokens as countCl100k } from 'gpt-tokenizer/encoding/cl100k_base';
 import { countTokens as countO200k } from 'gpt-tokenizer/encoding/o200k_base';
+import { dataUrlImageSize } from './image-size.js';
+import { imageRuleFor, imageTokens, type ImageRule } from './image-tokens.js';
 import type { ModelCall } from './requests.js';
 
 /** The tokenizers the gateway counts with. */
@@ -16,14 +18,16 @@ const TOKENS_PER_MESSAGE = 3;
 const TOKENS_PER_NAME = 1;
 const REPLY_PRIMING_TOKENS = 3;
 
-/** An image at detail high or auto: 85 base + 170 per 512px tile, a 1024×1024 image being 4 tiles. */
-const IMAGE_TOKENS = 765;
-/** An image at detail low: the flat base. */
-const IMAGE_LOW_DETAIL_TOKENS = 85;
-/** Audio is ~10 tokens a second; this allows 100 s without decoding it. Settlement charges the real count. */
-const AUDIO_PART_TOKENS = 1_000;
-/** A file (a PDF, say) is text plus an image per page; this allows a few pages. Settlement charges the real count. */
-const FILE_PART_TOKENS = 2_000;
+/** Audio is billed about 10 tokens a second. */
+const AUDIO_TOKENS_PER_SECOND = 10;
+/** Audio that is not WAV is timed at 8 kbit/s, the lowest bitrate speech is encoded at: never shorter than it is. */
+const LOWEST_AUDIO_BYTES_PER_SECOND = 1_000;
+/** A canonical WAV header; anything after it counts as samples. */
+const WAV_HEADER_BYTES = 44;
+/** A PDF is read as its text and an image of each page; this much text is allowed a page. */
+const TEXT_TOKENS_PER_PAGE = 1_000;
+/** When a PDF's page objects cannot be seen (compressed object streams), a page per started 100 KB. */
+const FILE_BYTES_PER_PAGE = 100_000;
 
 /** The tokenizer a model uses, after stripping a fine-tune's `ft:` prefix. */
 export function encodingFor(model: string): Encoding {
@@ -52,7 +56,7 @@ export function estimateInputTokens(call: ModelCall): number {
   const { body } = call;
   switch (call.route) {
     case 'chat':
-      return chatTokens(body, count);
+      return chatTokens(body, count, imageRuleFor(call.model));
     case 'completions':
       return textOrTokens(body.prompt, count) + (typeof body.suffix === 'string' ? count(body.suffix) : 0);
     case 'embeddings':
@@ -68,8 +72,14 @@ function counterFor(model: string): Counter {
     : (text) => countO200k(text, SPECIAL_TOKENS_AS_TEXT);
 }
 
+/**
+ * The parameters besides messages that reach the model as prompt text: tool and function definitions,
+ * the tool choice, and the JSON schema of response_format (each counted as its JSON text).
+ */
+const PROMPT_PARAMETERS = ['tools', 'tool_choice', 'functions', 'function_call', 'response_format'];
+
 /** Every string field of a message counts (role, content, name, tool_call_id), as in the cookbook; objects as JSON. */
-function chatTokens(body: Record<string, unknown>, count: Counter): number {
+function chatTokens(body: Record<string, unknown>, count: Counter, images: ImageRule): number {
   let total = REPLY_PRIMING_TOKENS;
   const messages = Array.isArray(body.messages) ? (body.messages as unknown[]) : [];
   for (const message of messages) {
@@ -77,20 +87,31 @@ function chatTokens(body: Record<string, unknown>, count: Counter): number {
     total += TOKENS_PER_MESSAGE;
     for (const [key, value] of Object.entries(message)) {
       if (typeof value === 'string') total += count(value);
-      else if (key === 'content' && Array.isArray(value)) total += contentPartsTokens(value, count);
+      else if (key === 'content' && Array.isArray(value)) total += contentPartsTokens(value, count, images);
       else if (typeof value === 'object' && value !== null) total += count(JSON.stringify(value));
       if (key === 'name') total += TOKENS_PER_NAME;
     }
   }
-  // Tool and function definitions reach the model as text in the prompt.
-  for (const key of ['tools', 'functions']) {
-    const definitions = body[key];
-    if (Array.isArray(definitions) && definitions.length > 0) total += count(JSON.stringify(definitions));
+  for (const key of PROMPT_PARAMETERS) total += jsonTokens(body[key], count);
+  // A predicted output is compared with what the model writes: its text is billed.
+  const prediction = body.prediction;
+  if (isRecord(prediction)) {
+    const content = prediction.content;
+    if (typeof content === 'string') total += count(content);
+    else if (Array.isArray(content)) total += contentPartsTokens(content, count, images);
   }
   return total;
 }
 
-function contentPartsTokens(parts: readonly unknown[], count: Counter): number {
+/** A parameter as the model reads it: a string as its text, anything else as its JSON; unset is 0. */
+function jsonTokens(value: unknown, count: Counter): number {
+  if (value === undefined || value === null) return 0;
+  if (typeof value === 'string') return count(value);
+  if (Array.isArray(value) && value.length === 0) return 0;
+  return count(JSON.stringify(value));
+}
+
+function contentPartsTokens(parts: readonly unknown[], count: Counter, images: ImageRule): number {
   let total = 0;
   for (const part of parts) {
     if (!isRecord(part)) continue;
@@ -102,19 +123,65 @@ function contentPartsTokens(parts: readonly unknown[], count: Counter): number {
         if (typeof part.refusal === 'string') total += count(part.refusal);
         break;
       case 'image_url': {
-        const detail = isRecord(part.image_url) ? part.image_url.detail : undefined;
-        total += detail === 'low' ? IMAGE_LOW_DETAIL_TOKENS : IMAGE_TOKENS;
+        const image = isRecord(part.image_url) ? part.image_url : {};
+        const size = typeof image.url === 'string' ? dataUrlImageSize(image.url) : undefined;
+        total += imageTokens(images, size, image.detail);
         break;
       }
       case 'input_audio':
-        total += AUDIO_PART_TOKENS;
+        total += audioTokens(isRecord(part.input_audio) ? part.input_audio : {});
         break;
       case 'file':
-        total += FILE_PART_TOKENS;
+        total += fileTokens(isRecord(part.file) ? part.file : {}, images);
         break;
     }
   }
   return total;
+}
+
+/** Audio by its length: a WAV's from its header, anything else's at the lowest bitrate. */
+function audioTokens(audio: Record<string, unknown>): number {
+  const data = typeof audio.data === 'string' ? audio.data : '';
+  const bytes = base64Bytes(data);
+  const seconds = wavSeconds(data, bytes) ?? bytes / LOWEST_AUDIO_BYTES_PER_SECOND;
+  return Math.ceil(seconds * AUDIO_TOKENS_PER_SECOND);
+}
+
+/** A WAV's duration from its fmt chunk's byte rate; undefined when the data is not a canonical WAV. */
+function wavSeconds(base64: string, bytes: number): number | undefined {
+  const head = Buffer.from(base64.slice(0, 64), 'base64');
+  if (
+    head.length < 44 ||
+    head.toString('latin1', 0, 4) !== 'RIFF' ||
+    head.toString('latin1', 8, 12) !== 'WAVE'
+  ) {
+    return undefined;
+  }
+  if (head.toString('latin1', 12, 16) !== 'fmt ') return undefined;
+  const byteRate = head.readUInt32LE(28);
+  return byteRate > 0 ? Math.max(0, bytes - WAV_HEADER_BYTES) / byteRate : undefined;
+}
+
+/**
+ * A file (a PDF) by its pages, each the largest image the model bills plus a page of text: the pages are
+ * its page objects when inline data shows them, else one per started 100 KB; a file_id is one page.
+ */
+function fileTokens(file: Record<string, unknown>, images: ImageRule): number {
+  const page = imageTokens(images, undefined, 'high') + TEXT_TOKENS_PER_PAGE;
+  const data = typeof file.file_data === 'string' ? file.file_data : '';
+  const comma = data.indexOf(',');
+  const payload = data.startsWith('data:') && comma >= 0 ? data.slice(comma + 1) : data;
+  if (payload === '') return page;
+  const bytes = base64Bytes(payload);
+  const text = Buffer.from(payload, 'base64').toString('latin1');
+  const pageObjects = text.match(/\/Type\s*\/Page(?![a-zA-Z])/g)?.length ?? 0;
+  return page * Math.max(1, pageObjects || Math.ceil(bytes / FILE_BYTES_PER_PAGE));
+}
+
+/** The bytes base64 text decodes to, without decoding it. */
+function base64Bytes(base64: string): number {
+  const padding = base64.endsWith('==') ? 2 : base64.endsWith('=') ? 1 : 0;
+  return Math.max(0, Math.floor((base64.length * 3) / 4) - padding);
 }
 
 /** A prompt or input: strings are counted, token-id arrays are their length. */

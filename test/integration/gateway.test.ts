@@ -13,6 +13,7 @@ import { formatApiKey, KEY_RANDOM_BYTES } from '../../src/keys/api-key.js';
 import { startGateway, type RunningGateway } from '../../src/main/gateway.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
+import { pngDataUrl } from '../helpers/media.js';
 import { quotaClient, type QuotaClient } from '../helpers/grpc-clients.js';
 import { freePort, TestRedisServer } from '../helpers/redis-server.js';
 import { inProcessGatewayConfig, inProcessServeConfig } from '../helpers/serve-config.js';
@@ -666,6 +667,64 @@ describe('what is refused, and charges nothing', () => {
     const badJson = await post('/v1/chat/completions', key.secret, '{"model":');
     assert.equal(badJson.status, 400);
     await errorOf(badJson);
+    assert.equal(upstream.calls.length, calls);
+    assert.deepEqual(await usageOf(key.secret), { tokens: 0, requests: 0 });
+  });
+});
+
+describe('what the estimate counts besides the messages', () => {
+  test("a response_format schema over the tier's 3,000-token input cap is 400 context_length_exceeded, charging nothing", async () => {
+    const key = await createKey();
+    const calls = upstream.calls.length;
+    const properties = Object.fromEntries(
+      Array.from({ length: 400 }, (_, i) => [
+        `field_${i}`,
+        { type: 'string', description: `the ${i}th field` },
+      ]),
+    );
+    const responseFormat = {
+      type: 'json_schema',
+      json_schema: { name: 'many', schema: { type: 'object', properties } },
+    };
+    assert.ok(countTextTokens(JSON.stringify(responseFormat), 'gpt-4o-mini') > 3_000);
+    const response = await post(
+      '/v1/chat/completions',
+      key.secret,
+      chatBody({ response_format: responseFormat }),
+    );
+    assert.equal(response.status, 400);
+    assert.equal((await errorOf(response)).code, 'context_length_exceeded');
+    assert.equal(upstream.calls.length, calls);
+    assert.deepEqual(await usageOf(key.secret), { tokens: 0, requests: 0 });
+  });
+
+  test('a 1024×1024 image at high detail counts 25,501 tokens on gpt-4o-mini: over a 3,000-token cap, refused', async () => {
+    const key = await createKey();
+    const content = [
+      { type: 'text', text: 'What is in this picture?' },
+      { type: 'image_url', image_url: { url: pngDataUrl(1024, 1024), detail: 'high' } },
+    ];
+    const response = await post(
+      '/v1/chat/completions',
+      key.secret,
+      chatBody({ messages: [{ role: 'user', content }] }),
+    );
+    assert.equal(response.status, 400);
+    const error = await errorOf(response);
+    assert.equal(error.code, 'context_length_exceeded');
+    assert.match(error.message, /input_tokens 255\d\d is above/);
+  });
+
+  test('an input estimated above 10,000,000 tokens is 400 from the gateway, before any check', async () => {
+    const key = await createKey('pool');
+    const calls = upstream.calls.length;
+    const image = { type: 'image_url', image_url: { url: 'https://example.com/x.png' } };
+    const messages = [{ role: 'user', content: Array.from({ length: 250 }, () => image) }];
+    const response = await post('/v1/chat/completions', key.secret, chatBody({ messages }));
+    assert.equal(response.status, 400);
+    const error = await errorOf(response);
+    assert.deepEqual([error.param, error.code], ['messages', 'context_length_exceeded']);
+    assert.match(error.message, /above the 10000000/);
     assert.equal(upstream.calls.length, calls);
     assert.deepEqual(await usageOf(key.secret), { tokens: 0, requests: 0 });
   });

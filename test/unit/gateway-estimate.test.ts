@@ -9,6 +9,7 @@ import {
   estimateInputTokens,
 } from '../../src/gateway/estimate.js';
 import { type ModelRoute, parseModelCall } from '../../src/gateway/requests.js';
+import { pdfDataUrl, pngDataUrl, wavBase64 } from '../helpers/media.js';
 
 const o200k = (text: string) => encodeO200k(text).length;
 const cl100k = (text: string) => encodeCl100k(text).length;
@@ -109,29 +110,89 @@ describe('chat estimates', () => {
     );
   });
 
-  test('an image counts 765 at high or auto detail and 85 at low', () => {
-    const image = (detail?: string) => ({
+  test('an image counts by its size, its detail and the model: 1024×1024 is 765 on gpt-4o, 25,501 on gpt-4o-mini', () => {
+    const image = (url: string, detail?: string) => ({
       role: 'user',
-      content: [{ type: 'image_url', image_url: { url: 'https://x/y.png', detail } }],
+      content: [{ type: 'image_url', image_url: { url, detail } }],
     });
+    const square = pngDataUrl(1024, 1024);
     const frame = 3 + o200k('user') + 3;
-    assert.equal(chatOf([image()]), frame + 765);
-    assert.equal(chatOf([image('high')]), frame + 765);
-    assert.equal(chatOf([image('low')]), frame + 85);
+    assert.equal(chatOf([image(square)]), frame + 765);
+    assert.equal(chatOf([image(square, 'low')]), frame + 85);
+    assert.equal(
+      estimate('chat', { model: 'gpt-4o-mini', messages: [image(square, 'high')] }),
+      frame + 25_501,
+    );
   });
 
-  test('an audio part counts a fixed allowance whatever its size', () => {
-    const audio = (data: string) => [
-      { role: 'user', content: [{ type: 'input_audio', input_audio: { data, format: 'wav' } }] },
+  test('a remote image counts the most its detail allows', () => {
+    const remote = (detail?: string) => [
+      { role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://x/y.png', detail } }] },
     ];
-    assert.equal(chatOf(audio('AAAA')), chatOf(audio('A'.repeat(100_000))));
-    assert.ok(chatOf(audio('AAAA')) > 100);
+    const frame = 3 + o200k('user') + 3;
+    assert.equal(chatOf(remote()), frame + 85 + 8 * 170);
+    assert.equal(chatOf(remote('low')), frame + 85);
   });
 
-  test('a file part counts a fixed allowance whatever its size', () => {
-    const file = (data: string) => [{ role: 'user', content: [{ type: 'file', file: { file_data: data } }] }];
-    assert.equal(chatOf(file('AAAA')), chatOf(file('A'.repeat(100_000))));
-    assert.ok(chatOf(file('AAAA')) > 100);
+  test('a WAV counts 10 tokens a second of its length; other audio is timed at 8 kbit/s', () => {
+    const audio = (data: string, format: string) => [
+      { role: 'user', content: [{ type: 'input_audio', input_audio: { data, format } }] },
+    ];
+    const frame = 3 + o200k('user') + 3;
+    assert.equal(chatOf(audio(wavBase64(30, 32_000), 'wav')), frame + 300);
+    assert.equal(chatOf(audio(Buffer.alloc(60_000).toString('base64'), 'mp3')), frame + 600);
+  });
+
+  test("a PDF counts each page as the model's largest image plus 1,000 tokens of text; a file_id as one page", () => {
+    const file = (file: Record<string, unknown>) => [{ role: 'user', content: [{ type: 'file', file }] }];
+    const frame = 3 + o200k('user') + 3;
+    const page = 85 + 8 * 170 + 1_000;
+    assert.equal(chatOf(file({ filename: 'a.pdf', file_data: pdfDataUrl(3) })), frame + 3 * page);
+    assert.equal(chatOf(file({ file_id: 'file-abc' })), frame + page);
+  });
+
+  test('a JSON schema in response_format counts as its JSON text', () => {
+    const messages = [{ role: 'user', content: 'Extract the fields.' }];
+    const schema = {
+      type: 'object',
+      properties: Object.fromEntries(
+        Array.from({ length: 200 }, (_, i) => [`field_${i}`, { type: 'string', description: `field ${i}` }]),
+      ),
+    };
+    const responseFormat = { type: 'json_schema', json_schema: { name: 'fields', schema } };
+    assert.equal(
+      chatOf(messages, { response_format: responseFormat }) - chatOf(messages),
+      o200k(JSON.stringify(responseFormat)),
+    );
+  });
+
+  test('tool_choice, legacy functions and function_call count as their text', () => {
+    const messages = [{ role: 'user', content: 'weather?' }];
+    const toolChoice = { type: 'function', function: { name: 'get_weather' } };
+    const functions = [{ name: 'get_weather', parameters: { type: 'object', properties: {} } }];
+    assert.equal(
+      chatOf(messages, { tool_choice: toolChoice }) - chatOf(messages),
+      o200k(JSON.stringify(toolChoice)),
+    );
+    assert.equal(chatOf(messages, { tool_choice: 'required' }) - chatOf(messages), o200k('required'));
+    assert.equal(
+      chatOf(messages, { functions, function_call: 'auto' }) - chatOf(messages),
+      o200k(JSON.stringify(functions)) + o200k('auto'),
+    );
+  });
+
+  test("a predicted output counts its content's text", () => {
+    const messages = [{ role: 'user', content: 'Rename x to y.' }];
+    const code = 'const x = 1;\nconsole.log(x);\n';
+    assert.equal(
+      chatOf(messages, { prediction: { type: 'content', content: code } }) - chatOf(messages),
+      o200k(code),
+    );
+    const parts = [{ type: 'text', text: code }];
+    assert.equal(
+      chatOf(messages, { prediction: { type: 'content', content: parts } }) - chatOf(messages),
+      o200k(code),
+    );
   });
 
   test('tool definitions count as their JSON text', () => {
