@@ -1,17 +1,17 @@
-import { countTokens as countCl100k } from 'gpt-tokenizer/encoding/cl100k_base';
-import { countTokens as countO200k } from 'gpt-tokenizer/encoding/o200k_base';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { dataUrlImageSize } from './image-size.js';
 import { imageRuleFor, imageTokens, type ImageRule } from './image-tokens.js';
 import type { ModelCall } from './requests.js';
+import {
+  countTextTokens,
+  runToEnd,
+  tokenizerCounter,
+  utf8Counter,
+  type TextCounter,
+  type TokenWork,
+} from './text-tokens.js';
 
-/** The tokenizers the gateway counts with. */
-export type Encoding = 'o200k_base' | 'cl100k_base';
-
-const O200K_PREFIXES = ['gpt-4o', 'gpt-4.1', 'gpt-4.5', 'gpt-5', 'o1', 'o3', 'o4', 'chatgpt-4o'];
-const CL100K_PREFIXES = ['gpt-4', 'gpt-3.5', 'text-embedding-3', 'text-embedding-ada'];
-
-// A client's text that spells `<|endoftext|>` is plain text to the API; the tokenizer would throw on it.
-const SPECIAL_TOKENS_AS_TEXT = { disallowedSpecial: new Set<string>() };
+export { countTextTokens, encodingFor, type Encoding } from './text-tokens.js';
 
 /** OpenAI cookbook accounting for chat: each message is framed by 3 tokens, a name adds 1, the reply is primed by 3. */
 const TOKENS_PER_MESSAGE = 3;
@@ -29,19 +29,11 @@ const TEXT_TOKENS_PER_PAGE = 1_000;
 /** When a PDF's page objects cannot be seen (compressed object streams), a page per started 100 KB. */
 const FILE_BYTES_PER_PAGE = 100_000;
 
-/** The tokenizer a model uses, after stripping a fine-tune's `ft:` prefix. */
-export function encodingFor(model: string): Encoding {
-  const base = (model.startsWith('ft:') ? model.slice(3) : model).toLowerCase();
-  if (O200K_PREFIXES.some((prefix) => base.startsWith(prefix))) return 'o200k_base';
-  if (CL100K_PREFIXES.some((prefix) => base.startsWith(prefix))) return 'cl100k_base';
-  // Unknown models (new releases, other vendors behind the same API) count as o200k, the current default.
-  return 'o200k_base';
-}
+/** The estimate yields to the event loop after this much counting, so /healthz and other requests go on. */
+const SLICE_MS = 5;
 
-/** Tokens in a piece of text for a model. */
-export function countTextTokens(text: string, model: string): number {
-  return counterFor(model)(text);
-}
+/** How text is counted: the model's tokenizer, or (for a caller not yet known) UTF-8 bytes, an upper bound. */
+export type TextCounting = 'tokenizer' | 'bytes';
 
 /** Tokens in text already streamed to a client, counted once over the concatenation as the model produced it. */
 export function countStreamedTokens(texts: Iterable<string>, model: string): number {
@@ -50,26 +42,45 @@ export function countStreamedTokens(texts: Iterable<string>, model: string): num
   return countTextTokens(joined, model);
 }
 
-/** An estimate of the input tokens a validated call will be billed, before the model reports usage. */
-export function estimateInputTokens(call: ModelCall): number {
-  const count = counterFor(call.model);
-  const { body } = call;
-  switch (call.route) {
-    case 'chat':
-      return chatTokens(body, count, imageRuleFor(call.model));
-    case 'completions':
-      return textOrTokens(body.prompt, count) + (typeof body.suffix === 'string' ? count(body.suffix) : 0);
-    case 'embeddings':
-      return textOrTokens(body.input, count);
+/** An estimate of the input tokens a validated call will be billed, counted at once. */
+export function estimateInputTokens(call: ModelCall, counting: TextCounting = 'tokenizer'): number {
+  return runToEnd(inputTokens(call, counting));
+}
+
+/**
+ * The same estimate a slice at a time: after each SLICE_MS of counting it lets the event loop turn, so a
+ * 4 MB body never holds other requests (or /healthz) for longer than a slice.
+ */
+export async function estimateInputTokensInSlices(
+  call: ModelCall,
+  counting: TextCounting = 'tokenizer',
+): Promise<number> {
+  const work = inputTokens(call, counting);
+  let sliceStart = performance.now();
+  for (;;) {
+    const step = work.next();
+    if (step.done) return step.value;
+    if (performance.now() - sliceStart >= SLICE_MS) {
+      await nextTurn();
+      sliceStart = performance.now();
+    }
   }
 }
 
-type Counter = (text: string) => number;
-
-function counterFor(model: string): Counter {
-  return encodingFor(model) === 'cl100k_base'
-    ? (text) => countCl100k(text, SPECIAL_TOKENS_AS_TEXT)
-    : (text) => countO200k(text, SPECIAL_TOKENS_AS_TEXT);
+function* inputTokens(call: ModelCall, counting: TextCounting): TokenWork {
+  const count = counting === 'bytes' ? utf8Counter : tokenizerCounter(call.model);
+  const { body } = call;
+  switch (call.route) {
+    case 'chat':
+      return yield* chatTokens(body, count, imageRuleFor(call.model));
+    case 'completions':
+      return (
+        (yield* textOrTokens(body.prompt, count)) +
+        (typeof body.suffix === 'string' ? yield* count(body.suffix) : 0)
+      );
+    case 'embeddings':
+      return yield* textOrTokens(body.input, count);
+  }
 }
 
 /**
@@ -79,53 +90,55 @@ function counterFor(model: string): Counter {
 const PROMPT_PARAMETERS = ['tools', 'tool_choice', 'functions', 'function_call', 'response_format'];
 
 /** Every string field of a message counts (role, content, name, tool_call_id), as in the cookbook; objects as JSON. */
-function chatTokens(body: Record<string, unknown>, count: Counter, images: ImageRule): number {
+function* chatTokens(body: Record<string, unknown>, count: TextCounter, images: ImageRule): TokenWork {
   let total = REPLY_PRIMING_TOKENS;
   const messages = Array.isArray(body.messages) ? (body.messages as unknown[]) : [];
   for (const message of messages) {
     if (!isRecord(message)) continue;
     total += TOKENS_PER_MESSAGE;
     for (const [key, value] of Object.entries(message)) {
-      if (typeof value === 'string') total += count(value);
-      else if (key === 'content' && Array.isArray(value)) total += contentPartsTokens(value, count, images);
-      else if (typeof value === 'object' && value !== null) total += count(JSON.stringify(value));
+      if (typeof value === 'string') total += yield* count(value);
+      else if (key === 'content' && Array.isArray(value))
+        total += yield* contentPartsTokens(value, count, images);
+      else if (typeof value === 'object' && value !== null) total += yield* count(JSON.stringify(value));
       if (key === 'name') total += TOKENS_PER_NAME;
     }
   }
-  for (const key of PROMPT_PARAMETERS) total += jsonTokens(body[key], count);
+  for (const key of PROMPT_PARAMETERS) total += yield* jsonTokens(body[key], count);
   // A predicted output is compared with what the model writes: its text is billed.
   const prediction = body.prediction;
   if (isRecord(prediction)) {
     const content = prediction.content;
-    if (typeof content === 'string') total += count(content);
-    else if (Array.isArray(content)) total += contentPartsTokens(content, count, images);
+    if (typeof content === 'string') total += yield* count(content);
+    else if (Array.isArray(content)) total += yield* contentPartsTokens(content, count, images);
   }
   return total;
 }
 
 /** A parameter as the model reads it: a string as its text, anything else as its JSON; unset is 0. */
-function jsonTokens(value: unknown, count: Counter): number {
+function* jsonTokens(value: unknown, count: TextCounter): TokenWork {
   if (value === undefined || value === null) return 0;
-  if (typeof value === 'string') return count(value);
+  if (typeof value === 'string') return yield* count(value);
   if (Array.isArray(value) && value.length === 0) return 0;
-  return count(JSON.stringify(value));
+  return yield* count(JSON.stringify(value));
 }
 
-function contentPartsTokens(parts: readonly unknown[], count: Counter, images: ImageRule): number {
+function* contentPartsTokens(parts: readonly unknown[], count: TextCounter, images: ImageRule): TokenWork {
   let total = 0;
   for (const part of parts) {
     if (!isRecord(part)) continue;
     switch (part.type) {
       case 'text':
-        if (typeof part.text === 'string') total += count(part.text);
+        if (typeof part.text === 'string') total += yield* count(part.text);
         break;
       case 'refusal':
-        if (typeof part.refusal === 'string') total += count(part.refusal);
+        if (typeof part.refusal === 'string') total += yield* count(part.refusal);
         break;
       case 'image_url': {
         const image = isRecord(part.image_url) ? part.image_url : {};
         const size = typeof image.url === 'string' ? dataUrlImageSize(image.url) : undefined;
         total += imageTokens(images, size, image.detail);
+        yield;
         break;
       }
       case 'input_audio':
@@ -133,6 +146,7 @@ function contentPartsTokens(parts: readonly unknown[], count: Counter, images: I
         break;
       case 'file':
         total += fileTokens(isRecord(part.file) ? part.file : {}, images);
+        yield;
         break;
     }
   }
@@ -151,7 +165,7 @@ function audioTokens(audio: Record<string, unknown>): number {
 function wavSeconds(base64: string, bytes: number): number | undefined {
   const head = Buffer.from(base64.slice(0, 64), 'base64');
   if (
-    head.length < 44 ||
+    head.length < WAV_HEADER_BYTES ||
     head.toString('latin1', 0, 4) !== 'RIFF' ||
     head.toString('latin1', 8, 12) !== 'WAVE'
   ) {
@@ -185,12 +199,12 @@ function base64Bytes(base64: string): number {
 }
 
 /** A prompt or input: strings are counted, token-id arrays are their length. */
-function textOrTokens(value: unknown, count: Counter): number {
-  if (typeof value === 'string') return count(value);
+function* textOrTokens(value: unknown, count: TextCounter): TokenWork {
+  if (typeof value === 'string') return yield* count(value);
   if (!Array.isArray(value)) return 0;
   let total = 0;
   for (const item of value as unknown[]) {
-    if (typeof item === 'string') total += count(item);
+    if (typeof item === 'string') total += yield* count(item);
     else if (typeof item === 'number') total += 1;
     else if (Array.isArray(item)) total += item.length;
   }

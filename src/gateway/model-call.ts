@@ -11,7 +11,8 @@ import type { GatewayMetrics, GatewayRoute } from '../telemetry/gateway-metrics.
 import { isGrpcError, type AuthorityClient } from './authority-client.js';
 import { credentialOf, type Caller, type Credential } from './auth.js';
 import { duplicateRequest, quotaUnavailable, refusal } from './decision.js';
-import { countStreamedTokens, estimateInputTokens } from './estimate.js';
+import { countStreamedTokens, estimateInputTokensInSlices, type TextCounting } from './estimate.js';
+import type { KeyConfirmations } from './key-confirmations.js';
 import { errorBody, invalidRequest } from './openai-error.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 import type { ModelCall } from './requests.js';
@@ -39,6 +40,8 @@ export interface ModelCallOptions {
   logger: Logger;
   authorityTimeoutMs: number;
   failMode: FailMode;
+  /** Told of every key a decision confirms or refuses. */
+  keys: KeyConfirmations;
 }
 
 /** Where the answer goes: headers to set, then a JSON body, or a raw stream after `hijack()`. */
@@ -121,18 +124,31 @@ export class ModelCallHandler {
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
-  async handle(call: ModelCall, caller: Caller, record: CallRecord, responder: Responder): Promise<void> {
+  /** `counting`: 'bytes' for a caller whose key the authority could not confirm yet (see server.ts). */
+  async handle(
+    call: ModelCall,
+    caller: Caller,
+    record: CallRecord,
+    responder: Responder,
+    counting: TextCounting = 'tokenizer',
+  ): Promise<void> {
     this.#active += 1;
     try {
-      await this.#handle(call, caller, record, responder);
+      await this.#handle(call, caller, record, responder, counting);
     } finally {
       this.#active -= 1;
       if (this.#active === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
     }
   }
 
-  async #handle(call: ModelCall, caller: Caller, record: CallRecord, responder: Responder): Promise<void> {
-    const inputTokens = estimateInputTokens(call);
+  async #handle(
+    call: ModelCall,
+    caller: Caller,
+    record: CallRecord,
+    responder: Responder,
+    counting: TextCounting,
+  ): Promise<void> {
+    const inputTokens = await estimateInputTokensInSlices(call, counting);
     record.inputTokens = inputTokens;
     if (inputTokens > MAX_TOKENS) {
       throw invalidRequest(
@@ -158,6 +174,7 @@ export class ModelCallHandler {
     if (decision === 'unmetered') {
       record.unmetered = true;
     } else {
+      if (caller.kind === 'key') this.#noteKey(caller.sha256, decision);
       record.model = decision.model || call.model;
       if (decision.key) record.keyId = decision.key.id;
       for (const [name, value] of Object.entries(rateLimitHeaders(decision.limits)))
@@ -235,6 +252,12 @@ export class ModelCallHandler {
       clientGone: () => clientGone,
     };
     return call.stream ? this.#relayStream(relay, abort) : this.#relayWhole(relay);
+  }
+
+  /** A decision that names the key confirms it; one that refuses the key forgets it. */
+  #noteKey(sha256: Buffer, decision: CheckQuotaResponse__Output): void {
+    if (['INVALID_KEY', 'KEY_REVOKED', 'KEY_EXPIRED'].includes(decision.code)) this.#o.keys.forget(sha256);
+    else if (decision.key) this.#o.keys.confirm(sha256);
   }
 
   /** Asks the authority; when it cannot answer in time, the fail mode decides. */

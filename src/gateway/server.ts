@@ -12,6 +12,8 @@ import type { Logger } from '../telemetry/logger.js';
 import type { GatewayMetrics, GatewayRoute } from '../telemetry/gateway-metrics.js';
 import { isGrpcError, isTransient, type AuthorityClient } from './authority-client.js';
 import { credentialOf, type Authenticator, type Caller } from './auth.js';
+import type { TextCounting } from './estimate.js';
+import type { KeyConfirmations } from './key-confirmations.js';
 import { quotaUnavailable } from './decision.js';
 import type { CallRecord, ModelCallHandler, Responder } from './model-call.js';
 import {
@@ -29,6 +31,8 @@ import { parseModelCall, type ModelRoute } from './requests.js';
 export interface GatewayServerOptions {
   authority: AuthorityClient;
   authenticator: Authenticator;
+  /** Keys the authority recently confirmed: the model routes ask it about any other before reading a body. */
+  keys: KeyConfirmations;
   models: ModelCallHandler;
   metrics: GatewayMetrics;
   logger: Logger;
@@ -57,6 +61,13 @@ function requestIdOf(request: FastifyRequest): string {
     return value;
   }
   return randomUUID();
+}
+
+interface RequestContext {
+  record: CallRecord;
+  caller?: Caller;
+  /** How the prompt is counted: by bytes while the caller's key could not be confirmed. */
+  counting: TextCounting;
 }
 
 const MODEL_ROUTES: Record<string, { route: ModelRoute; metric: GatewayRoute }> = {
@@ -154,8 +165,11 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     parseJson(request, body as string, done);
   });
 
-  /** Each request's log record and, once authenticated, its caller. */
-  const requests = new WeakMap<IncomingMessage, { record: CallRecord; caller?: Caller }>();
+  /**
+   * Each request's log record, its caller once authenticated (and confirmed, for a key on a model route),
+   * and how its prompt is counted.
+   */
+  const requests = new WeakMap<IncomingMessage, RequestContext>();
 
   // Keep-alive clients (undici, the OpenAI SDKs) hold their connection after a response; once shutdown
   // has begun, each finished response lets its idle connection go, or close() would wait for the grace.
@@ -246,12 +260,12 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     void reply.code(404).send(error.body());
   });
 
-  /** Authenticates the request and opens its record; every metered route starts here. */
+  /** Authenticates the request from its headers and opens its record; every metered route starts here. */
   async function begin(
     request: FastifyRequest,
     reply: FastifyReply,
   ): Promise<{ caller: Caller; record: CallRecord }> {
-    const context: { record: CallRecord; caller?: Caller } = { record: { requestId: requestIdOf(request) } };
+    const context: RequestContext = { record: { requestId: requestIdOf(request) }, counting: 'tokenizer' };
     const { record } = context;
     requests.set(request.raw, context);
     void reply.header('x-request-id', record.requestId);
@@ -261,14 +275,49 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     return { caller, record };
   }
 
+  /**
+   * Makes sure the authority knows a key before its request's body is read: a key confirmed lately costs
+   * nothing more, any other one ListModels call (shared by its requests meanwhile). Unknown, revoked or
+   * expired: 401 or 403, with the body unread. When the authority cannot answer in time, the request goes
+   * on and CheckQuota decides, its prompt counted by UTF-8 bytes (an upper bound) rather than the
+   * tokenizer, so an unknown key never costs tokenizer time.
+   */
+  async function confirmKey(request: FastifyRequest, sha256: Buffer): Promise<void> {
+    if (options.keys.isConfirmed(sha256)) return;
+    const context = requests.get(request.raw) as RequestContext;
+    // Until the authority answers, a refusal carries no limit headers: the key may have none.
+    const caller = context.caller;
+    delete context.caller;
+    try {
+      await options.keys.confirmOnce(sha256, async () => {
+        const answer = await authority.models({ apiKeySha256: sha256 }, options.authorityTimeoutMs);
+        if (answer.key) options.keys.confirm(sha256);
+      });
+    } catch (error) {
+      if (!isTransient(error)) reportFailure(error);
+      context.counting = 'bytes';
+    }
+    context.caller = caller;
+  }
+
   for (const [url, { route }] of Object.entries(MODEL_ROUTES)) {
-    app.post(url, async (request, reply) => {
-      const { caller, record } = await begin(request, reply);
-      const call = parseModelCall(route, request.body);
-      record.model = call.model;
-      await options.models.handle(call, caller, record, fastifyResponder(reply));
-      return reply;
-    });
+    app.post(
+      url,
+      {
+        // Before the body is read: who is calling is settled from the headers and, for a key, the authority.
+        onRequest: async (request, reply) => {
+          const { caller } = await begin(request, reply);
+          if (caller.kind === 'key') await confirmKey(request, caller.sha256);
+        },
+      },
+      async (request, reply) => {
+        const { caller, record, counting } = requests.get(request.raw) as Required<RequestContext>;
+        const call = parseModelCall(route, request.body);
+        record.model = call.model;
+        await options.models.handle(call, caller, record, fastifyResponder(reply), counting);
+        return reply;
+      },
+    );
   }
 
   app.get('/v1/models', async (request, reply) => {
@@ -277,6 +326,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
       .models(credentialOf(caller), options.authorityTimeoutMs)
       .catch(reportFailure);
     if (answer.key) record.keyId = answer.key.id;
+    if (answer.key && caller.kind === 'key') options.keys.confirm(caller.sha256);
     if (answer.warning) void reply.header('x-quotad-warning', answer.warning);
     return {
       object: 'list',
@@ -296,6 +346,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
       .usage(credentialOf(caller), options.authorityTimeoutMs)
       .catch(reportFailure);
     if (usage.key) record.keyId = usage.key.id;
+    if (usage.key && caller.kind === 'key') options.keys.confirm(caller.sha256);
     void reply.headers(rateLimitHeaders(usage.limits));
     if (usage.warning) void reply.header('x-quotad-warning', usage.warning);
     return {

@@ -3,6 +3,7 @@ import type { DestinationStream } from 'pino';
 import { startDemoUpstream, demoUpstreamBanner, type DemoUpstream } from '../demo/upstream.js';
 import { connectAuthority } from '../gateway/authority-client.js';
 import { Authenticator, jwtVerifier } from '../gateway/auth.js';
+import { KeyConfirmations } from '../gateway/key-confirmations.js';
 import { ModelCallHandler } from '../gateway/model-call.js';
 import { createGatewayServer } from '../gateway/server.js';
 import { Settler } from '../gateway/settlement.js';
@@ -14,6 +15,10 @@ import { VERSION } from './version.js';
 
 /** Settlements get more time than checks: nobody waits on them, and losing one loses real usage. */
 const SETTLEMENT_ATTEMPT_TIMEOUT_MS = 2_000;
+/** A key the authority answered for is read and estimated without asking again for this long. */
+const KEY_CONFIRMATION_TTL_MS = 60_000;
+/** Keys remembered as confirmed: about 1.5 MB. */
+const CONFIRMED_KEYS = 10_000;
 
 export interface GatewayOverrides {
   /** Where log lines go (tests capture them). */
@@ -80,7 +85,13 @@ export async function startGateway(
     apiKey: config.upstreamApiKey,
     timeoutMs: config.upstreamTimeoutMs,
   });
+  const keys = new KeyConfirmations({
+    ttlMs: KEY_CONFIRMATION_TTL_MS,
+    maxKeys: CONFIRMED_KEYS,
+    clock: { now: () => Date.now() },
+  });
   const models = new ModelCallHandler({
+    keys,
     authority,
     upstream,
     settler,
@@ -92,6 +103,7 @@ export async function startGateway(
   const app = createGatewayServer({
     authority,
     authenticator,
+    keys,
     models,
     metrics,
     logger,

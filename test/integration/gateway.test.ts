@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -777,6 +778,93 @@ describe('numbers past what the wire carries', () => {
     assert.equal(upstream.calls.length, calls);
     await gateway.settler.drain();
     assert.deepEqual(await usageOf(key.secret), { tokens: 0, requests: 0 });
+  });
+});
+
+/**
+ * A POST that announces `announced` bytes of body but sends only its first kilobyte, and resolves with
+ * the answer it gets meanwhile: a gateway that waited for the whole body would never answer.
+ */
+function answerBeforeBody(
+  secret: string | undefined,
+  announced = 60_000,
+): Promise<{ status: number; error: ErrorBody['error'] }> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest(`${gateway.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'content-length': String(announced),
+        ...(secret ? { authorization: `Bearer ${secret}` } : {}),
+      },
+    });
+    request.on('error', reject);
+    request.on('response', (response) => {
+      let text = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => (text += chunk));
+      response.on('end', () => {
+        request.destroy();
+        resolve({ status: response.statusCode ?? 0, error: (JSON.parse(text) as ErrorBody).error });
+      });
+    });
+    request.write(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"${'x'.repeat(1_000)}`);
+  });
+}
+
+/** ListModels calls the authority has answered so far, whatever their status. */
+async function listModelsCalls(): Promise<number> {
+  const metric = authority.metrics.registry.getSingleMetric('quotad_grpc_requests_total');
+  const values = (await metric?.get())?.values ?? [];
+  return values.filter((v) => v.labels.method === 'ListModels').reduce((sum, v) => sum + v.value, 0);
+}
+
+describe('who calls is settled before the body is read', () => {
+  test(
+    'a missing, malformed or mistyped key gets its 401 before the body has been sent',
+    { timeout: 10_000 },
+    async () => {
+      const key = await createKey();
+      const typo = key.secret.slice(0, -7) + (key.secret.at(-7) === 'a' ? 'b' : 'a') + key.secret.slice(-6);
+      const asked = await listModelsCalls();
+      for (const [secret, code] of [
+        [undefined, 'missing_api_key'],
+        ['qd_live_not-a-key', 'invalid_api_key'],
+        [typo, 'invalid_api_key'],
+      ] as const) {
+        const { status, error } = await answerBeforeBody(secret);
+        assert.deepEqual([status, error.code], [401, code]);
+      }
+      assert.equal(await listModelsCalls(), asked, 'the authority was not asked');
+    },
+  );
+
+  test(
+    'a never-issued key with a valid checksum gets 401, a revoked key 403, before the body has been sent',
+    { timeout: 10_000 },
+    async () => {
+      const stranger = await answerBeforeBody(formatApiKey('live', randomBytes(KEY_RANDOM_BYTES)));
+      assert.deepEqual([stranger.status, stranger.error.code], [401, 'invalid_api_key']);
+      const revoked = await createKey();
+      await authority.keys.revoke(revoked.id);
+      const refused = await answerBeforeBody(revoked.secret);
+      assert.deepEqual([refused.status, refused.error.code], [403, 'api_key_revoked']);
+    },
+  );
+
+  test('a new key costs one ListModels, shared by its concurrent requests; a confirmed key costs none', async () => {
+    const key = await createKey('wide');
+    const asked = await listModelsCalls();
+    const statuses = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        post('/v1/chat/completions', key.secret, chatBody()).then(async (r) => (await r.text(), r.status)),
+      ),
+    );
+    assert.deepEqual(new Set(statuses), new Set([200]));
+    assert.equal(await listModelsCalls(), asked + 1);
+    const again = await post('/v1/chat/completions', key.secret, chatBody());
+    assert.equal(again.status, 200);
+    assert.equal(await listModelsCalls(), asked + 1, 'no round trip more for a confirmed key');
   });
 });
 
