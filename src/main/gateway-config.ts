@@ -29,7 +29,7 @@ export const GATEWAY_SETTINGS = {
     flag: 'authority-timeout',
     env: 'QUOTAD_AUTHORITY_TIMEOUT',
     default: '100ms',
-    help: 'Deadline of each CheckQuota; past it (or with the authority down) --fail-mode decides.',
+    help: 'Deadline of each CheckQuota (and of the ListModels confirming a key new to the gateway); past it (or with the authority down) --fail-mode decides.',
   },
   authorityBatch: {
     flag: 'authority-batch',
