@@ -143,6 +143,22 @@ export function durationSetting(name: string, text: string): number {
   return ms;
 }
 
+/** A duration that must be more than zero: a timeout of 0 would mean none. */
+export function positiveDurationSetting(name: string, text: string): number {
+  const ms = durationSetting(name, text);
+  if (ms <= 0) throw new ConfigError(`${name}: must be more than 0, got '${text}'`);
+  return ms;
+}
+
+/** A whole number from 1 to `max`. */
+export function countSetting(name: string, text: string, max: number): number {
+  const count = /^\d+$/.test(text.trim()) ? Number(text) : NaN;
+  if (!(count >= 1 && count <= max)) {
+    throw new ConfigError(`${name}: expected a whole number from 1 to ${max}, got '${text}'`);
+  }
+  return count;
+}
+
 /** Reads settings: each flag, or else its environment variable, or else its default. */
 export function settingsReader(
   settings: Record<string, Setting>,

@@ -1,15 +1,18 @@
 import { isIP } from 'node:net';
 import {
   ConfigError,
+  countSetting,
   durationSetting,
   onOffSetting,
   parseHostPort,
+  positiveDurationSetting,
   settingLines,
   settingName,
   settingsReader,
   type HostPort,
   type Setting,
 } from './config.js';
+import type { ConnectionLimits } from '../gateway/server.js';
 
 /** Every setting of `quotad gateway`: a flag, or else an environment variable, or else the default. */
 export const GATEWAY_SETTINGS = {
@@ -60,6 +63,30 @@ export const GATEWAY_SETTINGS = {
     env: 'QUOTAD_MAX_BODY',
     default: '4mb',
     help: 'Largest request body (b, kb, mb); larger ones get 413 before anything is read or charged.',
+  },
+  headerTimeout: {
+    flag: 'header-timeout',
+    env: 'QUOTAD_HEADER_TIMEOUT',
+    default: '10s',
+    help: "A request's headers must all arrive within this of its first byte, or it gets 408 and its connection is closed.",
+  },
+  bodyTimeout: {
+    flag: 'body-timeout',
+    env: 'QUOTAD_BODY_TIMEOUT',
+    default: '60s',
+    help: 'A whole request, body included, must arrive within this of its first byte (4mb at 560 kbit/s), or 408 and closed.',
+  },
+  idleTimeout: {
+    flag: 'idle-timeout',
+    env: 'QUOTAD_IDLE_TIMEOUT',
+    default: '75s',
+    help: 'A connection with no request in flight (before its first or between two) is closed after this long idle.',
+  },
+  maxConnections: {
+    flag: 'max-connections',
+    env: 'QUOTAD_MAX_CONNECTIONS',
+    default: '4096',
+    help: "Open client connections at most; a connection past it is closed at once. Keep it under the process's open-files limit.",
   },
   trustedProxies: {
     flag: 'trusted-proxies',
@@ -124,6 +151,8 @@ export interface GatewayConfig {
   upstreamApiKey: string | undefined;
   upstreamTimeoutMs: number;
   maxBodyBytes: number;
+  /** Timeouts and the cap on client connections. */
+  connections: ConnectionLimits;
   /** Addresses and CIDRs of proxies whose X-Forwarded-For is believed. */
   trustedProxies: string[];
   /** Unset: JWTs are refused with 401. */
@@ -131,6 +160,27 @@ export interface GatewayConfig {
   demoUpstream: boolean;
   logLevel: string;
   shutdownGraceMs: number;
+}
+
+/** Node keeps connections in a list; past this the cap protects nothing (a process has fewer open files). */
+const MAX_CONNECTIONS_CAP = 1_000_000;
+
+function connectionLimits(
+  required: (setting: Setting) => string,
+  s: typeof GATEWAY_SETTINGS,
+): ConnectionLimits {
+  const name = settingName;
+  const limits = {
+    headerTimeoutMs: positiveDurationSetting(name(s.headerTimeout), required(s.headerTimeout)),
+    bodyTimeoutMs: positiveDurationSetting(name(s.bodyTimeout), required(s.bodyTimeout)),
+    idleTimeoutMs: positiveDurationSetting(name(s.idleTimeout), required(s.idleTimeout)),
+    maxConnections: countSetting(name(s.maxConnections), required(s.maxConnections), MAX_CONNECTIONS_CAP),
+  };
+  // The body timeout counts from the same first byte as the header timeout, so it cannot be shorter.
+  if (limits.bodyTimeoutMs < limits.headerTimeoutMs) {
+    throw new ConfigError(`${name(s.bodyTimeout)}: must be at least ${name(s.headerTimeout)}`);
+  }
+  return limits;
 }
 
 /** HMAC secrets shorter than this could be brute-forced from one token. */
@@ -208,6 +258,7 @@ export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessE
     upstreamApiKey: env.OPENAI_API_KEY || undefined,
     upstreamTimeoutMs: durationSetting(name(s.upstreamTimeout), required(s.upstreamTimeout)),
     maxBodyBytes: parseSize(name(s.maxBody), required(s.maxBody)),
+    connections: connectionLimits(required, s),
     trustedProxies: proxiesSetting(name(s.trustedProxies), required(s.trustedProxies)),
     jwt: jwtSetting(env, read(s.jwtJwksFile), claims),
     demoUpstream: onOffSetting(name(s.demoUpstream), required(s.demoUpstream)),

@@ -98,6 +98,7 @@ export async function startGateway(
     authorityTimeoutMs: config.authorityTimeoutMs,
     maxBodyBytes: config.maxBodyBytes,
     trustedProxies: config.trustedProxies,
+    connections: config.connections,
   });
   await app.listen({ host: config.address.host, port: config.address.port });
   const { port } = app.server.address() as AddressInfo;

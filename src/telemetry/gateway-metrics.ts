@@ -67,6 +67,12 @@ export class GatewayMetrics {
   readonly unmetered: UnlabelledCounter;
   /** Requests being served now. */
   readonly inFlight: Gauge;
+  /** Client connections open now. */
+  readonly openConnections: Gauge;
+  /** Connections closed at once because --max-connections were open. */
+  readonly connectionsRefused: UnlabelledCounter;
+  /** Requests whose headers or body did not arrive within --header-timeout or --body-timeout. */
+  readonly requestTimeouts: UnlabelledCounter;
 
   constructor(options: { version: string; collectDefault?: boolean }) {
     const registers = [this.registry];
@@ -136,6 +142,21 @@ export class GatewayMetrics {
     this.inFlight = new Gauge({
       name: 'quotad_gateway_requests_in_flight',
       help: 'Requests being served now.',
+      registers,
+    });
+    this.openConnections = new Gauge({
+      name: 'quotad_gateway_open_connections',
+      help: 'Client connections open now.',
+      registers,
+    });
+    this.connectionsRefused = new Counter({
+      name: 'quotad_gateway_connections_refused_total',
+      help: 'Client connections closed as soon as accepted, because --max-connections were open.',
+      registers,
+    });
+    this.requestTimeouts = new Counter({
+      name: 'quotad_gateway_request_timeouts_total',
+      help: 'Requests whose headers or body did not arrive in time (--header-timeout, --body-timeout): answered 408 and closed.',
       registers,
     });
     const buildInfo = new Gauge({
