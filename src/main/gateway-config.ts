@@ -100,6 +100,12 @@ export const GATEWAY_SETTINGS = {
     default: undefined,
     help: "A JWKS file of public keys for internal callers' JWTs (claims sub, org, tier). Or QUOTAD_JWT_SECRET.",
   },
+  jwtMaxLifetime: {
+    flag: 'jwt-max-lifetime',
+    env: 'QUOTAD_JWT_MAX_LIFETIME',
+    default: '24h',
+    help: 'A JWT must carry exp, at most this long after its iat (or after now, without iat); an iat over 60s ahead is refused.',
+  },
   jwtIssuer: {
     flag: 'jwt-issuer',
     env: 'QUOTAD_JWT_ISSUER',
@@ -135,9 +141,12 @@ export const GATEWAY_SETTINGS = {
 export type FailMode = 'closed' | 'open';
 
 /** How internal callers' JWTs are verified: a shared HMAC secret, or a JWKS file of public keys. */
-export type JwtConfig =
-  | { kind: 'secret'; secret: Uint8Array; issuer?: string; audience?: string }
-  | { kind: 'jwks'; path: string; issuer?: string; audience?: string };
+export type JwtConfig = ({ kind: 'secret'; secret: Uint8Array } | { kind: 'jwks'; path: string }) & {
+  issuer?: string;
+  audience?: string;
+  /** The longest a token may be valid: exp − iat, or exp − now when it has no iat. */
+  maxLifetimeMs: number;
+};
 
 export interface GatewayConfig {
   address: HostPort;
@@ -216,7 +225,7 @@ function proxiesSetting(name: string, text: string): string[] {
 function jwtSetting(
   env: NodeJS.ProcessEnv,
   jwksFile: string | undefined,
-  claims: { issuer?: string; audience?: string },
+  claims: { issuer?: string; audience?: string; maxLifetimeMs: number },
 ): JwtConfig | undefined {
   const secret = env.QUOTAD_JWT_SECRET;
   if (secret && jwksFile) {
@@ -247,7 +256,11 @@ export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessE
   }
   const issuer = read(s.jwtIssuer);
   const audience = read(s.jwtAudience);
-  const claims = { ...(issuer ? { issuer } : {}), ...(audience ? { audience } : {}) };
+  const claims = {
+    ...(issuer ? { issuer } : {}),
+    ...(audience ? { audience } : {}),
+    maxLifetimeMs: positiveDurationSetting(name(s.jwtMaxLifetime), required(s.jwtMaxLifetime)),
+  };
   return {
     address: parseHostPort(name(s.addr), required(s.addr)),
     authorityTarget: required(s.authority),
