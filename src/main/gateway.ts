@@ -37,6 +37,14 @@ export interface RunningGateway {
   stop(): Promise<void>;
 }
 
+/** What the gateway's logs must never show, however it reaches them (an upstream may echo its key). */
+function gatewaySecrets(config: GatewayConfig): (string | undefined)[] {
+  return [
+    config.upstreamApiKey,
+    config.jwt?.kind === 'secret' ? new TextDecoder().decode(config.jwt.secret) : undefined,
+  ];
+}
+
 /** Wires and starts `quotad gateway`: authority client, upstream, authentication and the HTTP server. */
 export async function startGateway(
   config: GatewayConfig,
@@ -46,6 +54,7 @@ export async function startGateway(
     level: config.logLevel,
     name: 'quotad-gateway',
     destination: overrides.logDestination,
+    secrets: gatewaySecrets(config),
   });
   const metrics = new GatewayMetrics({ version: VERSION });
   let demo: DemoUpstream | undefined;

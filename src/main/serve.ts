@@ -119,6 +119,16 @@ async function seedDemoKey(
   );
 }
 
+/** What the authority's logs must never show: its tokens and the password in REDIS_URL. */
+function authoritySecrets(config: ServeConfig): (string | undefined)[] {
+  let redisPassword: string | undefined;
+  if (config.redisUrl && URL.canParse(config.redisUrl)) {
+    const { password } = new URL(config.redisUrl);
+    if (password) redisPassword = decodeURIComponent(password);
+  }
+  return [config.adminToken, redisPassword];
+}
+
 /** Wires and starts the authority: policy, store, gRPC server and metrics endpoint. */
 export async function startAuthority(
   config: ServeConfig,
@@ -128,6 +138,7 @@ export async function startAuthority(
     level: config.logLevel,
     name: 'quotad',
     destination: overrides.logDestination,
+    secrets: authoritySecrets(config),
   });
   const clock = overrides.clock;
   // Without an injected clock, Redis scripts read Redis TIME; everything else reads the system clock.
