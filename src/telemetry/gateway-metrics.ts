@@ -35,8 +35,11 @@ const INITIAL_STATUSES: readonly string[] = ['200', '500', '502', '503', '504'];
 /** How the gateway's quota question ended: the authority's code (OK, OVER_LIMIT, ...), or the gRPC status name (DEADLINE_EXCEEDED, ...) when none came. */
 export type DecisionResult = string;
 
-/** How a settlement ended: the authority's status, or `failed` after the last retry. */
-export type SettlementResult = 'settled' | 'duplicate' | 'charged_without_reservation' | 'failed';
+/**
+ * How a settlement ended: the authority's status; `failed` when the authority refused it (not recorded);
+ * `unknown` when the retries ran out after failures that may have been applied (a deadline, an outage).
+ */
+export type SettlementResult = 'settled' | 'duplicate' | 'charged_without_reservation' | 'failed' | 'unknown';
 
 /** Model calls take seconds; streams, minutes. */
 const UPSTREAM_BUCKETS_SECONDS = [0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
@@ -119,7 +122,7 @@ export class GatewayMetrics {
     });
     const settlements = new Counter({
       name: 'quotad_gateway_settlements_total',
-      help: 'RecordUsage settlements by result; failed means every retry failed and the usage was not recorded.',
+      help: 'RecordUsage settlements by result; failed: the authority refused it, not recorded; unknown: every retry failed in a way that may have recorded it.',
       labelNames: ['result'] as const,
       registers,
     });
@@ -166,7 +169,13 @@ export class GatewayMetrics {
       registers,
     });
     buildInfo.set({ version: options.version }, 1);
-    for (const result of ['settled', 'duplicate', 'charged_without_reservation', 'failed'] as const) {
+    for (const result of [
+      'settled',
+      'duplicate',
+      'charged_without_reservation',
+      'failed',
+      'unknown',
+    ] as const) {
       settlements.inc({ result }, 0);
     }
     for (const route of API_ROUTES) {
