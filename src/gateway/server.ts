@@ -101,6 +101,8 @@ function metricRoute(url: string | undefined): GatewayRoute {
 function reportFailure(error: unknown): never {
   if (!isGrpcError(error)) throw error;
   if (error.code === grpc.status.UNAUTHENTICATED) {
+    // The authority refused this gateway's own token (QUOTAD_AUTHORITY_TOKEN), not the caller's key.
+    if (error.metadata.get(REFUSAL_TRAILER)[0] === 'AUTHORITY_TOKEN') throw quotaUnavailable();
     throw authenticationError('Incorrect API key provided.', 'invalid_api_key');
   }
   if (error.code === grpc.status.PERMISSION_DENIED) {

@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import {
   ConfigError,
   countSetting,
+  tokenSetting,
   durationSetting,
   onOffSetting,
   parseHostPort,
@@ -13,6 +14,7 @@ import {
   type Setting,
 } from './config.js';
 import type { ConnectionLimits } from '../gateway/server.js';
+import { authorityTlsSetting, type AuthorityTls } from './tls.js';
 
 /** Every setting of `quotad gateway`: a flag, or else an environment variable, or else the default. */
 export const GATEWAY_SETTINGS = {
@@ -33,6 +35,24 @@ export const GATEWAY_SETTINGS = {
     env: 'QUOTAD_AUTHORITY_TIMEOUT',
     default: '100ms',
     help: 'Deadline of each CheckQuota; past it (or with the authority down) --fail-mode decides.',
+  },
+  authorityCa: {
+    flag: 'authority-ca',
+    env: 'QUOTAD_AUTHORITY_CA',
+    default: undefined,
+    help: "PEM CA bundle that signed the authority's certificate: set, the gateway speaks TLS to it.",
+  },
+  authorityCert: {
+    flag: 'authority-cert',
+    env: 'QUOTAD_AUTHORITY_CERT',
+    default: undefined,
+    help: 'PEM client certificate for an authority that requires one (mutual TLS), with --authority-key.',
+  },
+  authorityKey: {
+    flag: 'authority-key',
+    env: 'QUOTAD_AUTHORITY_KEY',
+    default: undefined,
+    help: 'PEM private key of --authority-cert.',
   },
   authorityBatch: {
     flag: 'authority-batch',
@@ -100,12 +120,6 @@ export const GATEWAY_SETTINGS = {
     default: undefined,
     help: "A JWKS file of public keys for internal callers' JWTs (claims sub, org, tier). Or QUOTAD_JWT_SECRET.",
   },
-  jwtMaxLifetime: {
-    flag: 'jwt-max-lifetime',
-    env: 'QUOTAD_JWT_MAX_LIFETIME',
-    default: '24h',
-    help: 'A JWT must carry exp, at most this long after its iat (or after now, without iat); an iat over 60s ahead is refused.',
-  },
   jwtIssuer: {
     flag: 'jwt-issuer',
     env: 'QUOTAD_JWT_ISSUER',
@@ -117,6 +131,12 @@ export const GATEWAY_SETTINGS = {
     env: 'QUOTAD_JWT_AUDIENCE',
     default: undefined,
     help: 'When set, a JWT must carry this aud.',
+  },
+  jwtMaxLifetime: {
+    flag: 'jwt-max-lifetime',
+    env: 'QUOTAD_JWT_MAX_LIFETIME',
+    default: '24h',
+    help: 'A JWT must carry exp, at most this long after its iat (or after now, without iat); an iat over 60s ahead is refused.',
   },
   demoUpstream: {
     flag: 'demo-upstream',
@@ -151,6 +171,10 @@ export type JwtConfig = ({ kind: 'secret'; secret: Uint8Array } | { kind: 'jwks'
 export interface GatewayConfig {
   address: HostPort;
   authorityTarget: string;
+  /** TLS to the authority; plaintext when unset. */
+  authorityTls: AuthorityTls | undefined;
+  /** From QUOTAD_AUTHORITY_TOKEN only: sent with every QuotaService call. */
+  authorityToken: string | undefined;
   authorityTimeoutMs: number;
   /** Coalesce concurrent CheckQuota and RecordUsage calls into CheckQuotaBatch and RecordUsageBatch. */
   authorityBatch: boolean;
@@ -264,6 +288,11 @@ export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessE
   return {
     address: parseHostPort(name(s.addr), required(s.addr)),
     authorityTarget: required(s.authority),
+    authorityTls: authorityTlsSetting(
+      { ca: name(s.authorityCa), cert: name(s.authorityCert), key: name(s.authorityKey) },
+      { ca: read(s.authorityCa), cert: read(s.authorityCert), key: read(s.authorityKey) },
+    ),
+    authorityToken: tokenSetting(env, 'QUOTAD_AUTHORITY_TOKEN'),
     authorityTimeoutMs: durationSetting(name(s.authorityTimeout), required(s.authorityTimeout)),
     authorityBatch: onOffSetting(name(s.authorityBatch), required(s.authorityBatch)),
     failMode,
@@ -282,5 +311,5 @@ export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessE
 
 /** `quotad gateway --help`. */
 export function gatewayUsage(): string {
-  return `Usage: quotad gateway [flags]\n\nEach flag may also be set by its environment variable.\n\n${settingLines(GATEWAY_SETTINGS)}\n\nOPENAI_API_KEY (environment only) authenticates to the upstream. QUOTAD_JWT_SECRET (environment only; at least ${MIN_JWT_SECRET_LENGTH} characters) verifies HS256 JWTs from internal callers.\n`;
+  return `Usage: quotad gateway [flags]\n\nEach flag may also be set by its environment variable.\n\n${settingLines(GATEWAY_SETTINGS)}\n\nOPENAI_API_KEY (environment only) authenticates to the upstream. QUOTAD_JWT_SECRET (environment only; at least ${MIN_JWT_SECRET_LENGTH} characters) verifies HS256 JWTs from internal callers. QUOTAD_AUTHORITY_TOKEN (environment only) is sent to an authority that requires it.\n`;
 }

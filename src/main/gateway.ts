@@ -10,6 +10,7 @@ import { connectUpstream } from '../gateway/upstream.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { GatewayMetrics } from '../telemetry/gateway-metrics.js';
 import type { GatewayConfig } from './gateway-config.js';
+import { authorityCredentials } from './tls.js';
 import { VERSION } from './version.js';
 
 /** Settlements get more time than checks: nobody waits on them, and losing one loses real usage. */
@@ -42,6 +43,7 @@ function gatewaySecrets(config: GatewayConfig): (string | undefined)[] {
   return [
     config.upstreamApiKey,
     config.jwt?.kind === 'secret' ? new TextDecoder().decode(config.jwt.secret) : undefined,
+    config.authorityToken,
   ];
 }
 
@@ -69,6 +71,8 @@ export async function startGateway(
     );
   }
   const authority = connectAuthority(config.authorityTarget, {
+    credentials: authorityCredentials(config.authorityTls),
+    ...(config.authorityToken === undefined ? {} : { token: config.authorityToken }),
     batch: config.authorityBatch,
     onBatchUnimplemented: () =>
       logger.warn(
@@ -118,6 +122,7 @@ export async function startGateway(
       version: VERSION,
       address: `${config.address.host}:${port}`,
       authority: config.authorityTarget,
+      authorityTls: config.authorityTls ? (config.authorityTls.certPath ? 'mutual' : 'on') : 'off',
       upstream: upstreamUrl,
       failMode: config.failMode,
       jwt: config.jwt?.kind ?? 'off',
