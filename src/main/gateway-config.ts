@@ -196,7 +196,7 @@ export interface GatewayConfig {
 }
 
 /** Node keeps connections in a list; past this the cap protects nothing (a process has fewer open files). */
-const MAX_CONNECTIONS_CAP = 1_000_000;
+const MAX_CONNECTIONS_CAP = 10_000_000;
 
 function connectionLimits(
   required: (setting: Setting) => string,

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { DestinationStream } from 'pino';
 import { startDemoUpstream, demoUpstreamBanner, type DemoUpstream } from '../demo/upstream.js';
@@ -36,6 +37,19 @@ export interface RunningGateway {
   drain(): Promise<void>;
   /** Stops taking requests, finishes those in flight, waits for pending settlements (up to the grace). */
   stop(): Promise<void>;
+}
+
+/** Open files the gateway needs besides its clients': upstream and authority connections, logs, Node's own. */
+const FILES_BESIDES_CLIENTS = 256;
+
+/** The process's soft limit on open files, where the system tells it (Linux); undefined elsewhere. */
+export function openFilesLimit(): number | undefined {
+  try {
+    const line = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return line ? Number(line[1]) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** What the gateway's logs must never show, however it reaches them (an upstream may echo its key). */
@@ -113,6 +127,14 @@ export async function startGateway(
     trustedProxies: config.trustedProxies,
     connections: config.connections,
   });
+  const files = openFilesLimit();
+  if (files !== undefined && config.connections.maxConnections > files - FILES_BESIDES_CLIENTS) {
+    // Past the limit, accept() and the upstream's connect() fail alike: every request would, not just new ones.
+    logger.warn(
+      { maxConnections: config.connections.maxConnections, openFilesLimit: files },
+      `--max-connections is above the open-files limit less ${FILES_BESIDES_CLIENTS}: raise the limit (ulimit -n) or lower --max-connections`,
+    );
+  }
   await app.listen({ host: config.address.host, port: config.address.port });
   const { port } = app.server.address() as AddressInfo;
   const host = ['0.0.0.0', '::'].includes(config.address.host) ? '127.0.0.1' : config.address.host;

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { startGateway, type RunningGateway } from '../../src/main/gateway.js';
+import { openFilesLimit, startGateway, type RunningGateway } from '../../src/main/gateway.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
 import { eventually } from '../helpers/eventually.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
@@ -252,6 +252,31 @@ describe('--max-connections', () => {
       assert.match(metrics.body, /^quotad_gateway_open_connections 10$/m);
     },
   );
+});
+
+test('a --max-connections the open-files limit cannot hold is warned about at start', async (t) => {
+  const files = openFilesLimit();
+  if (files === undefined) return t.skip('no /proc/self/limits on this system');
+  const lines: string[] = [];
+  const gateway = await startGateway(
+    inProcessGatewayConfig(authority.grpcPort, upstream.url, ['--max-connections', String(files)], {}),
+    {
+      logDestination: new Writable({
+        write(chunk: Buffer, _encoding, done) {
+          lines.push(chunk.toString());
+          done();
+        },
+      }),
+    },
+  );
+  await gateway.stop();
+  const warning = lines
+    .map((line) => JSON.parse(line) as Record<string, unknown>)
+    .find((line) => 'openFilesLimit' in line);
+  assert.deepEqual(warning && { level: warning.level, limit: warning.openFilesLimit }, {
+    level: 'warn',
+    limit: files,
+  });
 });
 
 describe('shutdown', () => {
