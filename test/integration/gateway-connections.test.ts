@@ -194,10 +194,11 @@ describe('client timeouts', () => {
       await idle.closed;
       const endless = await rawClient(gateway);
       endless.socket.write(
-        'POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: chunked\r\n\r\n',
+        'POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n' +
+          'Transfer-Encoding: chunked\r\n\r\n',
       );
       trickle(endless, '1\r\n \r\n', 50);
-      await endless.closed;
+      assert.match((await endless.closed).received, /^HTTP\/1\.1 408 /);
       release();
       const response = await answer;
       assert.equal(response.status, 200);
