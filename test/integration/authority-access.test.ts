@@ -103,9 +103,12 @@ describe('QUOTAD_AUTHORITY_TOKEN', () => {
   test('a gateway sends it; without it, the gateway answers 503, never a 401 blaming the caller', async (t) => {
     const secret = await issueKey(authority);
     const start = (env: NodeJS.ProcessEnv) =>
-      startGateway(inProcessGatewayConfig(authority.grpcPort, upstream.url, [], env), {
-        logDestination: quiet(),
-      });
+      startGateway(
+        inProcessGatewayConfig(authority.grpcPort, upstream.url, ['--authority-timeout', '5s'], env),
+        {
+          logDestination: quiet(),
+        },
+      );
     const withToken = await start({ QUOTAD_AUTHORITY_TOKEN: AUTHORITY_TOKEN });
     const without = await start({});
     t.after(async () => {
@@ -180,7 +183,12 @@ describe('TLS on the gRPC port', () => {
       certs.clientKey,
     ];
     const gateway = await startGateway(
-      inProcessGatewayConfig(authority.grpcPort, upstream.url, tlsFlags, {}),
+      inProcessGatewayConfig(
+        authority.grpcPort,
+        upstream.url,
+        ['--authority-timeout', '5s', ...tlsFlags],
+        {},
+      ),
       {
         logDestination: quiet(),
       },

@@ -29,7 +29,9 @@ before(async () => {
   upstream = await FakeUpstream.start();
   authority = await startAuthority(inProcessServeConfig([], {}), { logDestination: quiet() });
   gateway = await startGateway(
-    inProcessGatewayConfig(authority.grpcPort, upstream.url, [], { QUOTAD_JWT_SECRET: JWT_SECRET }),
+    inProcessGatewayConfig(authority.grpcPort, upstream.url, ['--authority-timeout', '5s'], {
+      QUOTAD_JWT_SECRET: JWT_SECRET,
+    }),
     { logDestination: quiet() },
   );
   quota = quotaClient(`127.0.0.1:${authority.grpcPort}`);

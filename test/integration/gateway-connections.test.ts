@@ -44,7 +44,14 @@ const quiet = () =>
   });
 
 async function gatewayWith(args: string[]): Promise<RunningGateway> {
-  const config = inProcessGatewayConfig(authority.grpcPort, upstream.url, args, {});
+  // A generous deadline: 20 checks at once on this shared machine can outlast 100 ms, and these tests
+  // are about connections, not decisions.
+  const config = inProcessGatewayConfig(
+    authority.grpcPort,
+    upstream.url,
+    ['--authority-timeout', '5s', ...args],
+    {},
+  );
   return startGateway(config, { logDestination: quiet() });
 }
 

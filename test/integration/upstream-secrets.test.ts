@@ -28,9 +28,14 @@ before(async () => {
   upstream = await FakeUpstream.start({ apiKey: UPSTREAM_KEY });
   authority = await startAuthority(inProcessServeConfig([], {}), { logDestination: capture() });
   gateway = await startGateway(
-    inProcessGatewayConfig(authority.grpcPort, upstream.url, ['--log-level', 'debug'], {
-      OPENAI_API_KEY: UPSTREAM_KEY,
-    }),
+    inProcessGatewayConfig(
+      authority.grpcPort,
+      upstream.url,
+      ['--log-level', 'debug', '--authority-timeout', '5s'],
+      {
+        OPENAI_API_KEY: UPSTREAM_KEY,
+      },
+    ),
     { logDestination: capture() },
   );
   ({ secret } = await authority.keys.create({
