@@ -197,8 +197,8 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     http: {
       headersTimeout: limits.headerTimeoutMs,
       requestTimeout: limits.bodyTimeoutMs,
-      // Node keeps no other timer on a connection with a request in flight: a slow upstream (minutes for a
-      // whole answer) or a quiet stream is waited for. How often it checks these two; its default, 30 s,
+      // These two are the only timers on a connection with a request in flight, so a slow upstream (minutes
+      // for a whole answer) or a quiet stream is waited for. Node checks them this often; its default, 30 s,
       // would let either run that much longer.
       connectionsCheckingInterval: Math.max(10, Math.min(1_000, Math.floor(limits.headerTimeoutMs / 4))),
     },
