@@ -133,7 +133,7 @@ export class Settler {
         if (uncertain) {
           logger.warn(
             usage,
-            'settlement outcome unknown after every retry: the authority may have recorded this usage; if not, its reservation keeps the estimate charged',
+            'settlement outcome unknown after every retry: the authority may have recorded this usage; if not, the request stays charged what its check reserved (nothing, if it went through unmetered)',
           );
         } else {
           logger.error(usage, 'settlement refused by the authority: this usage is not recorded');
