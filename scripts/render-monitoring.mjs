@@ -245,7 +245,8 @@ const PANELS = [
   },
   {
     title: 'Settlements per second',
-    description: 'failed: usage lost after every retry.',
+    description:
+      'failed: refused by the authority, not recorded; unknown: retries ran out, may have been recorded.',
     unit: 'reqps',
     targets: [
       { expr: `sum by (result) (${rate('quotad_gateway_settlements_total')})`, legend: '{{result}}' },

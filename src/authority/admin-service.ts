@@ -1,4 +1,3 @@
-import { timingSafeEqual } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Clock } from '../core/clock.js';
 import { InvalidArgumentError } from '../core/errors.js';
@@ -7,10 +6,11 @@ import type { Policy } from '../core/policy.js';
 import type { AdminServiceHandlers } from '../gen/quotad/v1/AdminService.js';
 import type { ApiKey } from '../gen/quotad/v1/ApiKey.js';
 import type { KeyRegistry } from '../keys/key-registry.js';
-import { isKeyId, sha256 } from '../keys/api-key.js';
+import { isKeyId } from '../keys/api-key.js';
 import { keyPrincipal, keyState, type ApiKeyRecord } from '../keys/key-record.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { AuthorityMetrics, GrpcMethod, GrpcStatusName } from '../telemetry/metrics.js';
+import { bearerTokenCheck } from './bearer-token.js';
 import type { QuotaAuthority } from './quota-authority.js';
 import { toLimitStatus, toServiceError } from './quota-service.js';
 import { requireOrg, requireText } from './validate.js';
@@ -37,13 +37,6 @@ export interface AdminServiceOptions {
   logger: Logger;
 }
 
-/** Whether the call carries the admin token; compared in constant time over equal-length digests. */
-function hasAdminToken(metadata: grpc.Metadata, expected: Buffer): boolean {
-  const [header] = metadata.get('authorization');
-  if (typeof header !== 'string' || !header.startsWith('Bearer ')) return false;
-  return timingSafeEqual(sha256(header.slice('Bearer '.length)), expected);
-}
-
 function requireId(id: string): string {
   requireText('id', id, 64);
   if (!isKeyId(id)) throw new InvalidArgumentError('id', `'${id}' is not a key id (key_…)`);
@@ -58,7 +51,7 @@ function requireDuration(field: string, ms: number): number {
 /** AdminService over gRPC: every call checks the admin token first, so a refused call changes nothing. */
 export function adminServiceHandlers(options: AdminServiceOptions): AdminServiceHandlers {
   const { keys, authority, metrics, logger } = options;
-  const expected = sha256(options.adminToken);
+  const hasAdminToken = bearerTokenCheck(options.adminToken);
 
   function toApiKey(record: ApiKeyRecord): ApiKey {
     const tier = options.policy().tiers.get(record.tier);
@@ -99,7 +92,7 @@ export function adminServiceHandlers(options: AdminServiceOptions): AdminService
         if (status) callback(status);
         else callback(null, response);
       };
-      if (!hasAdminToken(call.metadata, expected)) {
+      if (!hasAdminToken(call.metadata)) {
         logger.warn({ method, peer: call.getPeer() }, 'admin call refused: missing or wrong admin token');
         finish({
           code: grpc.status.UNAUTHENTICATED,

@@ -22,7 +22,9 @@ export const LOADER_OPTIONS: protoLoader.Options = {
 
 /**
  * The trailer of a PERMISSION_DENIED from GetUsage or ListModels: why the key was refused (KEY_REVOKED or
- * KEY_EXPIRED, as CheckQuotaResponse.Code names them), so callers need not read the message.
+ * KEY_EXPIRED, as CheckQuotaResponse.Code names them), so callers need not read the message. On an
+ * UNAUTHENTICATED from any QuotaService call, AUTHORITY_TOKEN says the caller's own token was missing or
+ * wrong (not the API key it asked about).
  */
 export const REFUSAL_TRAILER = 'quotad-refusal';
 

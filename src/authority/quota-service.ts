@@ -5,6 +5,7 @@ import {
   InvalidArgumentError,
   NotFoundError,
   PermissionDeniedError,
+  StoreFullError,
   StoreUnavailableError,
   UnauthenticatedError,
 } from '../core/errors.js';
@@ -16,6 +17,7 @@ import type { RecordUsageResponse } from '../gen/quotad/v1/RecordUsageResponse.j
 import type { Logger } from '../telemetry/logger.js';
 import type { AuthorityMetrics, GrpcMethod, GrpcStatusName } from '../telemetry/metrics.js';
 import type { QuotaAuthority, SettlementReport } from './quota-authority.js';
+import { bearerTokenCheck } from './bearer-token.js';
 import { REFUSAL_TRAILER } from './proto.js';
 import { toCheckInput, toRecordInput, toUsageCredential } from './validate.js';
 
@@ -102,6 +104,8 @@ export function toServiceError(
     metadata.set(REFUSAL_TRAILER, error.refusal);
     return { code: grpc.status.PERMISSION_DENIED, details: error.message, metadata };
   }
+  if (error instanceof StoreFullError)
+    return { code: grpc.status.RESOURCE_EXHAUSTED, details: error.message };
   if (error instanceof StoreUnavailableError) {
     return { code: grpc.status.UNAVAILABLE, details: `quota store unavailable; retry: ${error.message}` };
   }
@@ -119,8 +123,17 @@ function requireBatch<T>(field: string, items: readonly T[]): readonly T[] {
   return items;
 }
 
+export interface QuotaServiceOptions {
+  /**
+   * When set, every call must carry `authorization: Bearer <token>` (QUOTAD_AUTHORITY_TOKEN); any other is
+   * UNAUTHENTICATED, with the trailer quotad-refusal: AUTHORITY_TOKEN, before anything is read or charged.
+   */
+  token?: string;
+}
+
 /**
- * QuotaService over gRPC: validates, calls the authority, maps the answer; no decision logic here.
+ * QuotaService over gRPC: validates, calls the authority, maps the answer; no decision logic here. Its
+ * callers are trusted to name principals (or to pass on the hashes of keys their users presented).
  *
  * A batch runs every item as its own call would, all started in the same turn of the event loop: their
  * store commands leave together, one pipelined Redis round trip for the whole batch. An item that fails
@@ -130,12 +143,26 @@ export function quotaServiceHandlers(
   authority: QuotaAuthority,
   metrics: AuthorityMetrics,
   logger: Logger,
+  options: QuotaServiceOptions = {},
 ): QuotaServiceHandlers {
+  const authorized = options.token === undefined ? () => true : bearerTokenCheck(options.token);
   function unary<Req, Res>(
     method: GrpcMethod,
     handle: (request: Req) => Promise<Res>,
   ): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
+      if (!authorized(call.metadata)) {
+        metrics.grpcRequests.inc({ method, code: 'UNAUTHENTICATED' });
+        const metadata = new grpc.Metadata();
+        metadata.set(REFUSAL_TRAILER, 'AUTHORITY_TOKEN');
+        callback({
+          code: grpc.status.UNAUTHENTICATED,
+          details:
+            "this authority's QuotaService requires its token (authorization: Bearer <QUOTAD_AUTHORITY_TOKEN>)",
+          metadata,
+        });
+        return;
+      }
       handle(call.request).then(
         (response) => {
           metrics.grpcRequests.inc({ method, code: 'OK' });

@@ -24,6 +24,10 @@ export interface AuthorityServerOptions {
   logger: Logger;
   /** AdminService's handlers; the service is not served at all without them (no admin token configured). */
   admin?: AdminServiceHandlers;
+  /** TLS (and client certificates, with a client CA) on the port; plaintext when absent. */
+  credentials?: grpc.ServerCredentials;
+  /** When set, QuotaService calls must carry it as `authorization: Bearer <token>`. */
+  quotaToken?: string;
 }
 
 export interface ShutdownOptions {
@@ -46,7 +50,12 @@ export async function startAuthorityServer(options: AuthorityServerOptions): Pro
   const server = new grpc.Server(age > 0 ? { 'grpc.max_connection_age_ms': age } : {});
   server.addService(
     proto.quotad.v1.QuotaService.service,
-    quotaServiceHandlers(options.authority, options.metrics, options.logger),
+    quotaServiceHandlers(
+      options.authority,
+      options.metrics,
+      options.logger,
+      options.quotaToken === undefined ? {} : { token: options.quotaToken },
+    ),
   );
   if (options.admin) server.addService(proto.quotad.v1.AdminService.service, options.admin);
   const health = new HealthImplementation({ '': 'SERVING', [QUOTA_SERVICE_NAME]: 'SERVING' });
@@ -54,8 +63,10 @@ export async function startAuthorityServer(options: AuthorityServerOptions): Pro
   new ReflectionService(loadReflectedServices(options.admin !== undefined)).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(options.address, grpc.ServerCredentials.createInsecure(), (error, bound) =>
-      error ? reject(error) : resolve(bound),
+    server.bindAsync(
+      options.address,
+      options.credentials ?? grpc.ServerCredentials.createInsecure(),
+      (error, bound) => (error ? reject(error) : resolve(bound)),
     );
   });
 

@@ -1,6 +1,7 @@
 import { InvalidArgumentError } from '../core/errors.js';
 import { MAX_TOKENS, type Principal, type SettleOutcome } from '../core/quota.js';
 import type { CheckQuotaRequest__Output } from '../gen/quotad/v1/CheckQuotaRequest.js';
+import { isKeySubject, KEY_ID_PREFIX } from '../keys/api-key.js';
 import type { RecordUsageRequest__Output } from '../gen/quotad/v1/RecordUsageRequest.js';
 import type { CheckQuotaInput, Credential, RecordUsageInput } from './quota-authority.js';
 
@@ -46,6 +47,13 @@ function requireCredential(request: WithCredential): Credential {
   }
   const { subject, org, tier } = request.principal;
   requireText('principal.subject', subject, 128);
+  if (isKeySubject(subject)) {
+    // Else a principal could spend an API key's counters and claim its request ids.
+    throw new InvalidArgumentError(
+      'principal.subject',
+      `must not start with '${KEY_ID_PREFIX}', which names API keys (send api_key_sha256 for a key)`,
+    );
+  }
   requireOrg('principal.org', org);
   requireText('principal.tier', tier, 64);
   const principal: Principal = { subject, org, tier };

@@ -56,3 +56,15 @@ export class PermissionDeniedError extends Error {
     this.refusal = refusal;
   }
 }
+
+/**
+ * The authority will take on no more state: the in-process store holds its maximum number of entries. The
+ * request would have needed new ones (a new principal, a new reservation); nothing changed. The authority
+ * answers RESOURCE_EXHAUSTED; room comes back as entries expire.
+ */
+export class StoreFullError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StoreFullError';
+  }
+}

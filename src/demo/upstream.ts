@@ -72,6 +72,8 @@ export type UpstreamScript =
   | { kind: 'stall'; afterChunks: number }
   /** Streaming: send the role chunk and `afterChunks` content chunks, then drop the connection. */
   | { kind: 'cut'; afterChunks: number }
+  /** Streaming: send the role chunk and `afterChunks` content chunks, then the rest once `until` settles. */
+  | { kind: 'pause'; afterChunks: number; until: Promise<unknown> }
   /** Answer normally after `ms` milliseconds. */
   | { kind: 'latency'; ms: number }
   /** Answer normally once `until` settles (a test holds every call in flight at once). */
@@ -205,7 +207,8 @@ export async function startDemoUpstream(options: DemoUpstreamOptions = {}): Prom
 
       const answer = request.answer(call, Math.floor(Date.now() / 1000));
       if (call.stream && answer.stream) {
-        const halt = script?.kind === 'stall' || script?.kind === 'cut' ? script : undefined;
+        const halt =
+          script?.kind === 'stall' || script?.kind === 'cut' || script?.kind === 'pause' ? script : undefined;
         return await streamAnswer(res, call, answer, accepted.streamed, halt, observer);
       }
       if (sendJson(res, 200, answer.body)) observer.onUsage?.(call, answer.usage);
@@ -458,7 +461,7 @@ async function streamAnswer(
   call: UpstreamCall,
   answer: Answer,
   streamed: StreamedSoFar,
-  halt: { kind: 'stall' | 'cut'; afterChunks: number } | undefined,
+  halt: Extract<UpstreamScript, { kind: 'stall' | 'cut' | 'pause' }> | undefined,
   observer: UpstreamObserver,
 ): Promise<void> {
   const plan = answer.stream;
@@ -484,7 +487,8 @@ async function streamAnswer(
     if (plan.opening && !(await send(chunk([plan.opening(choice.index)])))) return;
     for (const piece of tokenPieces(choice.text)) {
       if (res.destroyed) return;
-      if (halt && streamed.chunks >= halt.afterChunks) {
+      if (halt?.kind === 'pause' && streamed.chunks === halt.afterChunks) await halt.until;
+      else if (halt && halt.kind !== 'pause' && streamed.chunks >= halt.afterChunks) {
         if (halt.kind === 'cut') cut(res);
         return;
       }
@@ -493,7 +497,7 @@ async function streamAnswer(
       if (!(await send(chunk([plan.content(choice.index, piece)])))) return;
     }
     // A halted stream never finishes, even with content to spare.
-    if (halt) {
+    if (halt && halt.kind !== 'pause') {
       if (halt.kind === 'cut') cut(res);
       return;
     }

@@ -6,10 +6,11 @@ import {
   type JSONWebKeySet,
   type JWTVerifyResult,
 } from 'jose';
+import { formatDuration } from '../core/duration.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import type { Principal } from '../core/quota.js';
 import { requireOrg, requireText } from '../authority/validate.js';
-import { checkApiKey } from '../keys/api-key.js';
+import { checkApiKey, isKeySubject, KEY_ID_PREFIX } from '../keys/api-key.js';
 import type { JwtConfig } from '../main/gateway-config.js';
 import { authenticationError } from './openai-error.js';
 
@@ -43,6 +44,9 @@ const PUBLIC_KEY_ALGORITHMS = [
 
 type Verifier = (token: string) => Promise<Principal>;
 
+/** How far ahead of this gateway's clock a token's iat may be: issuers' clocks drift a little. */
+export const JWT_IAT_SKEW_SECONDS = 60;
+
 function claim(payload: Record<string, unknown>, name: string): string {
   const value = payload[name];
   if (typeof value !== 'string' || value === '') {
@@ -57,6 +61,12 @@ function principalOf(payload: Record<string, unknown>): Principal {
     org: claim(payload, 'org'),
     tier: claim(payload, 'tier'),
   };
+  if (isKeySubject(principal.subject)) {
+    throw authenticationError(
+      `The token's sub claim must not start with '${KEY_ID_PREFIX}': that prefix names API keys.`,
+      'invalid_token',
+    );
+  }
   try {
     requireText('sub', principal.subject, 128);
     requireOrg('org', principal.org);
@@ -70,11 +80,31 @@ function principalOf(payload: Record<string, unknown>): Principal {
   return principal;
 }
 
+/**
+ * A token must not be issued in the future, nor live longer than the configured maximum: a leaked token
+ * is then good for a bounded time, whatever its issuer wrote.
+ */
+function checkLifetime(payload: Record<string, unknown>, maxLifetimeMs: number, nowSeconds: number): void {
+  // jose has checked that exp is present and a number, and iat a number when present.
+  const exp = payload.exp as number;
+  const iat = payload.iat as number | undefined;
+  if (iat !== undefined && iat > nowSeconds + JWT_IAT_SKEW_SECONDS) {
+    throw authenticationError("The token's iat claim is in the future.", 'invalid_token');
+  }
+  if (exp - (iat ?? nowSeconds) > maxLifetimeMs / 1000) {
+    throw authenticationError(
+      `The token's exp claim is more than ${formatDuration(maxLifetimeMs)} after ${iat === undefined ? 'now (it has no iat)' : 'its iat'}: this gateway accepts no longer-lived tokens.`,
+      'invalid_token',
+    );
+  }
+}
+
 /** Builds the JWT verifier for the configuration: an HMAC secret, or the public keys of a JWKS file. */
 export async function jwtVerifier(config: JwtConfig): Promise<Verifier> {
   const claims = {
     ...(config.issuer ? { issuer: config.issuer } : {}),
     ...(config.audience ? { audience: config.audience } : {}),
+    requiredClaims: ['exp'],
   };
   let verify: (token: string) => Promise<JWTVerifyResult>;
   if (config.kind === 'secret') {
@@ -86,7 +116,9 @@ export async function jwtVerifier(config: JwtConfig): Promise<Verifier> {
   }
   return async (token) => {
     try {
-      return principalOf((await verify(token)).payload);
+      const { payload } = await verify(token);
+      checkLifetime(payload, config.maxLifetimeMs, Math.floor(Date.now() / 1000));
+      return principalOf(payload);
     } catch (error) {
       if (error instanceof joseErrors.JWTExpired) {
         throw authenticationError('The token has expired.', 'token_expired');

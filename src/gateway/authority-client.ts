@@ -47,11 +47,17 @@ export function isTransient(error: unknown): boolean {
 type Callback<Res> = (error: grpc.ServiceError | null, response?: Res) => void;
 
 function unary<Req, Res>(
-  call: (request: Req, options: grpc.CallOptions, callback: Callback<Res>) => unknown,
+  call: (
+    request: Req,
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+    callback: Callback<Res>,
+  ) => unknown,
+  metadata: () => grpc.Metadata,
 ): (request: Req, deadlineMs: number) => Promise<Res> {
   return (request, deadlineMs) =>
     new Promise((resolve, reject) => {
-      call(request, { deadline: Date.now() + deadlineMs }, (error, response) =>
+      call(request, metadata(), { deadline: Date.now() + deadlineMs }, (error, response) =>
         error ? reject(error) : resolve(response as Res),
       );
     });
@@ -65,6 +71,10 @@ export interface AuthorityClientOptions {
   batch?: boolean;
   /** Told once if the authority answers batches with UNIMPLEMENTED (older than batching). */
   onBatchUnimplemented?: () => void;
+  /** TLS, possibly with a client certificate; plaintext when absent. */
+  credentials?: grpc.ChannelCredentials;
+  /** Sent as `authorization: Bearer <token>` with every call, for an authority that requires it. */
+  token?: string;
 }
 
 /**
@@ -75,7 +85,7 @@ export function connectAuthority(target: string, options: AuthorityClientOptions
   const { proto } = loadQuotaPackage();
   const raw: QuotaServiceClient = new proto.quotad.v1.QuotaService(
     target,
-    grpc.credentials.createInsecure(),
+    options.credentials ?? grpc.credentials.createInsecure(),
     {
       'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
       // Notice a dead authority between requests, not on the next request's deadline.
@@ -86,8 +96,13 @@ export function connectAuthority(target: string, options: AuthorityClientOptions
       'grpc.max_reconnect_backoff_ms': 2_000,
     },
   );
-  const checkOne: AuthorityClient['check'] = unary(raw.checkQuota.bind(raw));
-  const recordOne: AuthorityClient['record'] = unary(raw.recordUsage.bind(raw));
+  const metadata = () => {
+    const sent = new grpc.Metadata();
+    if (options.token !== undefined) sent.set('authorization', `Bearer ${options.token}`);
+    return sent;
+  };
+  const checkOne: AuthorityClient['check'] = unary(raw.checkQuota.bind(raw), metadata);
+  const recordOne: AuthorityClient['record'] = unary(raw.recordUsage.bind(raw), metadata);
   let check = checkOne;
   let record = recordOne;
   if (options.batch ?? true) {
@@ -100,9 +115,11 @@ export function connectAuthority(target: string, options: AuthorityClientOptions
     };
     const checkBatch = unary<CheckQuotaBatchRequest, CheckQuotaBatchResponse__Output>(
       raw.checkQuotaBatch.bind(raw),
+      metadata,
     );
     const recordBatch = unary<RecordUsageBatchRequest, RecordUsageBatchResponse__Output>(
       raw.recordUsageBatch.bind(raw),
+      metadata,
     );
     const checks = new Batcher<CheckQuotaRequest, CheckQuotaResponse__Output>({
       sendBatch: async (items, deadlineMs) => (await checkBatch({ checks: items }, deadlineMs)).results,
@@ -122,8 +139,8 @@ export function connectAuthority(target: string, options: AuthorityClientOptions
   return {
     check,
     record,
-    usage: unary(raw.getUsage.bind(raw)),
-    models: unary(raw.listModels.bind(raw)),
+    usage: unary(raw.getUsage.bind(raw), metadata),
+    models: unary(raw.listModels.bind(raw), metadata),
     ready: (timeoutMs) =>
       new Promise((resolve) => raw.waitForReady(Date.now() + timeoutMs, (error) => resolve(!error))),
     close: () => raw.close(),

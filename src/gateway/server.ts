@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import Fastify, {
   type FastifyError,
   type FastifyInstance,
@@ -18,6 +19,7 @@ import { quotaUnavailable } from './decision.js';
 import type { CallRecord, ModelCallHandler, Responder } from './model-call.js';
 import {
   HttpError,
+  errorBody,
   authenticationError,
   invalidRequest,
   notFound,
@@ -27,6 +29,18 @@ import {
 import { MAX_JSON_DEPTH, nestingBeyond } from './json-nesting.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 import { parseModelCall, type ModelRoute } from './requests.js';
+
+/** How long clients may take, and how many may connect at once. */
+export interface ConnectionLimits {
+  /** A request's headers must all arrive within this of its first byte (a new connection's: of its opening). */
+  headerTimeoutMs: number;
+  /** The whole request, body included, must arrive within this of its first byte. */
+  bodyTimeoutMs: number;
+  /** A kept-alive connection is closed after this long without a next request. */
+  idleTimeoutMs: number;
+  /** Open client connections at most; Node closes one past it as soon as it is accepted. */
+  maxConnections: number;
+}
 
 export interface GatewayServerOptions {
   authority: AuthorityClient;
@@ -39,12 +53,15 @@ export interface GatewayServerOptions {
   authorityTimeoutMs: number;
   maxBodyBytes: number;
   trustedProxies: string[];
+  connections: ConnectionLimits;
 }
 
 const MAX_REQUEST_ID_LENGTH = 128;
 /** How long /readyz waits for a connection to come up: well inside a probe's default 1 s timeout. */
 const READY_WAIT_MS = 500;
 const PRINTABLE_ASCII = /^[\x20-\x7e]+$/;
+/** Once shutdown has begun, a connection whose answer started before it (a stream) may idle this long. */
+const DRAINING_IDLE_MS = 1_000;
 
 /** The request's id: the client's Idempotency-Key or X-Request-Id, else a new one. Retries reuse it. */
 function requestIdOf(request: FastifyRequest): string {
@@ -96,6 +113,8 @@ function metricRoute(url: string | undefined): GatewayRoute {
 function reportFailure(error: unknown): never {
   if (!isGrpcError(error)) throw error;
   if (error.code === grpc.status.UNAUTHENTICATED) {
+    // The authority refused this gateway's own token (QUOTAD_AUTHORITY_TOKEN), not the caller's key.
+    if (error.metadata.get(REFUSAL_TRAILER)[0] === 'AUTHORITY_TOKEN') throw quotaUnavailable();
     throw authenticationError('Incorrect API key provided.', 'invalid_api_key');
   }
   if (error.code === grpc.status.PERMISSION_DENIED) {
@@ -111,12 +130,43 @@ function reportFailure(error: unknown): never {
   throw isTransient(error) ? quotaUnavailable() : error;
 }
 
-function fastifyResponder(reply: FastifyReply): Responder {
+/**
+ * Answers what Node refuses before a route sees it (a header or body timeout, headers too large, bytes that
+ * are not HTTP) with an OpenAI-shaped error, then closes the connection.
+ */
+function refuseClient(
+  error: NodeJS.ErrnoException,
+  socket: Socket,
+  answering: (socket: Socket) => boolean,
+  metrics: GatewayMetrics,
+): void {
+  const timedOut = error.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+  if (timedOut) metrics.requestTimeouts.inc();
+  // Bytes of an answer already out: an error written now would corrupt it.
+  if (!socket.writable || answering(socket)) {
+    socket.destroy();
+    return;
+  }
+  const [status, reason, message, code] = timedOut
+    ? [408, 'Request Timeout', 'The request did not arrive in time; send it again.', 'request_timeout']
+    : error.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large', 'The request headers are too large.', 'headers_too_large']
+      : [400, 'Bad Request', 'The request is not valid HTTP/1.1.', 'invalid_http'];
+  const body = JSON.stringify(errorBody(message, 'invalid_request_error', null, code));
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+  socket.destroySoon();
+}
+
+function fastifyResponder(reply: FastifyReply, draining: () => boolean): Responder {
   return {
     header: (name, value) => void reply.header(name, value),
     send: (status, json) => void reply.code(status).type('application/json').send(json),
     hijack: () => {
       reply.hijack();
+      if (draining()) reply.raw.setHeader('connection', 'close');
       return reply.raw;
     },
     onClientGone: (listener) => {
@@ -143,12 +193,44 @@ function fastifyResponder(reply: FastifyReply): Responder {
  * models and usage, and the operational endpoints, which are never metered.
  */
 export function createGatewayServer(options: GatewayServerOptions): FastifyInstance {
-  const { authority, authenticator, metrics, logger } = options;
+  const { authority, authenticator, metrics, logger, connections: limits } = options;
+  /** The answers each connection has in progress, so a late refusal never writes into one. */
+  const answers = new WeakMap<Socket, Set<ServerResponse>>();
+  const answering = (socket: Socket) => {
+    for (const res of answers.get(socket) ?? []) if (res.headersSent) return true;
+    return false;
+  };
   const app = Fastify({
     logger: false,
     bodyLimit: options.maxBodyBytes,
     trustProxy: options.trustedProxies.length > 0 ? options.trustedProxies : false,
-    return503OnClosing: true,
+    // While draining, a request on a connection still open is served (with Connection: close), not refused.
+    return503OnClosing: false,
+    http: {
+      headersTimeout: limits.headerTimeoutMs,
+      requestTimeout: limits.bodyTimeoutMs,
+      // These two are the only timers on a connection with a request in flight, so a slow upstream (minutes
+      // for a whole answer) or a quiet stream is waited for. Node checks them this often; its default, 30 s,
+      // would let either run that much longer.
+      connectionsCheckingInterval: Math.max(10, Math.min(1_000, Math.floor(limits.headerTimeoutMs / 4))),
+    },
+    requestTimeout: limits.bodyTimeoutMs,
+    keepAliveTimeout: limits.idleTimeoutMs,
+    clientErrorHandler: (error, socket) => refuseClient(error, socket, answering, metrics),
+  });
+  const server = app.server;
+  server.maxConnections = limits.maxConnections;
+  server.on('drop', () => metrics.connectionsRefused.inc());
+  server.on('connection', (socket: Socket) => {
+    metrics.openConnections.inc();
+    socket.once('close', () => metrics.openConnections.dec());
+  });
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket;
+    let inProgress = answers.get(socket);
+    if (!inProgress) answers.set(socket, (inProgress = new Set()));
+    inProgress.add(res);
+    res.once('close', () => inProgress.delete(res));
   });
   // Nesting is bounded before JSON.parse, the estimate, the SDK or a log line walks the body: a deep
   // body would take seconds to parse and overflow the stack of every recursive walk after.
@@ -172,11 +254,18 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
    */
   const requests = new WeakMap<IncomingMessage, RequestContext>();
 
-  // Keep-alive clients (undici, the OpenAI SDKs) hold their connection after a response; once shutdown
-  // has begun, each finished response lets its idle connection go, or close() would wait for the grace.
+  // Once shutdown has begun, every answer says Connection: close and Node closes its connection after it,
+  // so no keep-alive client (undici, the OpenAI SDKs) sends another request on a socket being torn down.
+  // Idle connections are closed by close() itself; one whose answer started earlier (a stream) told its
+  // client keep-alive, so it gets a short idle time after its answer instead of --idle-timeout.
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;
+    server.keepAliveTimeout = Math.min(server.keepAliveTimeout, DRAINING_IDLE_MS);
+  });
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (closing) void reply.header('connection', 'close');
+    return payload;
   });
 
   app.addHook('onRequest', async (request, reply) => {
@@ -185,7 +274,6 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     metrics.inFlight.inc();
     // On close, not onResponse: streams take the socket over, and a client may leave early.
     reply.raw.once('close', () => {
-      if (closing) setImmediate(() => app.server.closeIdleConnections());
       metrics.inFlight.dec();
       const seconds = (performance.now() - started) / 1000;
       const status = reply.raw.statusCode;
@@ -316,7 +404,13 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
         const { caller, record, counting } = requests.get(request.raw) as Required<RequestContext>;
         const call = parseModelCall(route, request.body);
         record.model = call.model;
-        await options.models.handle(call, caller, record, fastifyResponder(reply), counting);
+        await options.models.handle(
+          call,
+          caller,
+          record,
+          fastifyResponder(reply, () => closing),
+          counting,
+        );
         return reply;
       },
     );

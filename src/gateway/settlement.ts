@@ -1,8 +1,9 @@
+import * as grpc from '@grpc/grpc-js';
 import type { RecordUsageRequest } from '../gen/quotad/v1/RecordUsageRequest.js';
 import type { RecordUsageResponse__Output } from '../gen/quotad/v1/RecordUsageResponse.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { GatewayMetrics, SettlementResult } from '../telemetry/gateway-metrics.js';
-import { isTransient, type AuthorityClient } from './authority-client.js';
+import { isGrpcError, isTransient, type AuthorityClient } from './authority-client.js';
 
 export interface SettlerOptions {
   authority: AuthorityClient;
@@ -16,6 +17,26 @@ export interface SettlerOptions {
 
 /** About 25 s of retries: an authority restart or a Redis failover is over by then. */
 const DEFAULT_BACKOFF_MS = [50, 100, 250, 500, 1_000, 2_000, 4_000, 8_000, 8_000];
+
+/**
+ * Answers with which the authority refused a RecordUsage before applying it. After any other failure (a
+ * deadline, an unavailable authority or store, a dropped connection) it may have applied it: the call may
+ * have reached it, or its store may run a command that timed out once the store is back.
+ */
+const REFUSED_UNAPPLIED = new Set<number>([
+  grpc.status.INVALID_ARGUMENT,
+  grpc.status.NOT_FOUND,
+  grpc.status.UNAUTHENTICATED,
+  grpc.status.PERMISSION_DENIED,
+  grpc.status.FAILED_PRECONDITION,
+  grpc.status.OUT_OF_RANGE,
+  grpc.status.UNIMPLEMENTED,
+  grpc.status.RESOURCE_EXHAUSTED,
+]);
+
+function mayHaveApplied(error: unknown): boolean {
+  return !isGrpcError(error) || !REFUSED_UNAPPLIED.has(error.code);
+}
 
 type SettleRequest = RecordUsageRequest & { requestId: string; model: string };
 
@@ -70,6 +91,8 @@ export class Settler {
 
   async #settle(request: SettleRequest, kind: SettlementKind): Promise<void> {
     const { authority, metrics, logger, attemptTimeoutMs } = this.#options;
+    // Whether some failed attempt may still have been applied: then giving up is not knowing, not losing.
+    let uncertain = false;
     for (let attempt = 0; ; attempt++) {
       try {
         const answer = await authority.record(request, attemptTimeoutMs);
@@ -78,32 +101,44 @@ export class Settler {
         if (usd > 0 && 'metricModel' in kind) metrics.spend.inc({ model: kind.metricModel }, usd);
         return;
       } catch (error) {
+        uncertain ||= mayHaveApplied(error);
         const delay = this.#backoffMs[attempt];
-        if (!isTransient(error) || delay === undefined) {
-          metrics.settlements.inc({ result: 'failed' });
-          if ('cancel' in kind) {
-            logger.warn(
-              { requestId: request.requestId, attempts: attempt + 1, err: (error as Error).message },
-              'could not cancel a check; a reservation it made keeps its estimate, and its slot until its lease ends',
-            );
-            return;
-          }
-          logger.error(
-            {
-              requestId: request.requestId,
-              model: request.model,
-              inputTokens: request.inputTokens,
-              outputTokens: request.outputTokens,
-              outcome: request.outcome,
-              attempts: attempt + 1,
-              err: (error as Error).message,
-            },
-            'settlement failed: this usage is not recorded',
+        if (isTransient(error) && delay !== undefined) {
+          metrics.settlementRetries.inc();
+          await new Promise((resolve) => setTimeout(resolve, delay));
+          continue;
+        }
+        metrics.settlements.inc({ result: uncertain ? 'unknown' : 'failed' });
+        const context = {
+          requestId: request.requestId,
+          attempts: attempt + 1,
+          err: (error as Error).message,
+        };
+        if ('cancel' in kind) {
+          logger.warn(
+            context,
+            uncertain
+              ? 'cancellation of a check unconfirmed: unless the authority recorded it, a reservation the check made keeps its estimate, and its slot until its lease ends'
+              : 'the authority refused to cancel a check: a reservation it made keeps its estimate, and its slot until its lease ends',
           );
           return;
         }
-        metrics.settlementRetries.inc();
-        await new Promise((resolve) => setTimeout(resolve, delay));
+        const usage = {
+          ...context,
+          model: request.model,
+          inputTokens: request.inputTokens,
+          outputTokens: request.outputTokens,
+          outcome: request.outcome,
+        };
+        if (uncertain) {
+          logger.warn(
+            usage,
+            'settlement outcome unknown after every retry: the authority may have recorded this usage; if not, the request stays charged what its check reserved (nothing, if it went through unmetered)',
+          );
+        } else {
+          logger.error(usage, 'settlement refused by the authority: this usage is not recorded');
+        }
+        return;
       }
     }
   }

@@ -2,6 +2,7 @@ import OpenAI from 'openai';
 import { createHttpFetch } from './http-fetch.js';
 import type { ModelRoute } from './requests.js';
 import { HttpError } from './openai-error.js';
+import { secretScrubber } from '../telemetry/logger.js';
 
 export interface UpstreamOptions {
   baseUrl: string;
@@ -19,6 +20,16 @@ export interface Upstream {
 
 export function connectUpstream(options: UpstreamOptions): Upstream {
   const transport = createHttpFetch();
+  const scrub = secretScrubber([options.apiKey]);
+  /** An upstream may echo the key it was sent in its error message; no client or log line gets it. */
+  const withoutSecrets = (error: unknown): never => {
+    if (error instanceof OpenAI.APIError) {
+      error.message = scrub(error.message);
+      const body = error.error as { message?: unknown } | undefined;
+      if (body && typeof body.message === 'string') body.message = scrub(body.message);
+    }
+    throw error;
+  };
   const client = new OpenAI({
     baseURL: options.baseUrl,
     // The SDK insists on a key. Without one, the placeholder never leaves: the header is removed below.
@@ -35,11 +46,11 @@ export function connectUpstream(options: UpstreamOptions): Upstream {
       const params = body as never;
       switch (route) {
         case 'chat':
-          return client.chat.completions.create(params, { signal }).asResponse();
+          return client.chat.completions.create(params, { signal }).asResponse().catch(withoutSecrets);
         case 'completions':
-          return client.completions.create(params, { signal }).asResponse();
+          return client.completions.create(params, { signal }).asResponse().catch(withoutSecrets);
         case 'embeddings':
-          return client.embeddings.create(params, { signal }).asResponse();
+          return client.embeddings.create(params, { signal }).asResponse().catch(withoutSecrets);
       }
     },
     close: () => transport.close(),

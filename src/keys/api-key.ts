@@ -55,11 +55,22 @@ export function formatApiKey(type: KeyType, random: Uint8Array): string {
   return prefixAndBody + checksum(prefixAndBody);
 }
 
+/**
+ * What every key id starts with. A key is charged as the subject of its id, so this prefix is reserved:
+ * no other credential (a JWT's sub, a QuotaService principal) may name a subject that starts with it.
+ */
+export const KEY_ID_PREFIX = 'key_';
+
 const KEY_ID = /^key_[0-9A-Za-z]+$/;
 
 /** `key_` + the creation time (base36, padded, so ids sort by it) + 10 random base62 characters. */
 export function formatKeyId(nowMs: number, random: Uint8Array): string {
-  return `key_${nowMs.toString(36).padStart(9, '0')}${randomBase62(random, 10)}`;
+  return `${KEY_ID_PREFIX}${nowMs.toString(36).padStart(9, '0')}${randomBase62(random, 10)}`;
+}
+
+/** Whether a subject is in the API keys' namespace, which only the authority's key resolution may use. */
+export function isKeySubject(subject: string): boolean {
+  return subject.startsWith(KEY_ID_PREFIX);
 }
 
 export function isKeyId(text: string): boolean {

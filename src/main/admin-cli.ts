@@ -18,6 +18,7 @@ import type { RotateKeyRequest } from '../gen/quotad/v1/RotateKeyRequest.js';
 import type { RotateKeyResponse__Output } from '../gen/quotad/v1/RotateKeyResponse.js';
 import type { SetKeyLimitsRequest } from '../gen/quotad/v1/SetKeyLimitsRequest.js';
 import { ConfigError, parseHostPort } from './config.js';
+import { authorityCredentials, authorityTlsSetting, type AuthorityTls } from './tls.js';
 
 /** Exit codes a script can rely on (listed in ADMIN_USAGE, so keep the two in step). */
 export const EXIT = { ok: 0, failure: 1, usage: 2, unreachable: 3, unauthorized: 4, notFound: 5 } as const;
@@ -46,6 +47,9 @@ Commands:
 
 Flags of every command:
   --authority host:port     the authority's gRPC address (else QUOTAD_AUTHORITY, else ${DEFAULT_AUTHORITY})
+  --authority-ca FILE       PEM CA that signed the authority's certificate: speak TLS (else QUOTAD_AUTHORITY_CA)
+  --authority-cert FILE     PEM client certificate, for mutual TLS (else QUOTAD_AUTHORITY_CERT)
+  --authority-key FILE      its PEM private key (else QUOTAD_AUTHORITY_KEY)
   --json                    print the authority's answer as JSON, for scripts
   --timeout DURATION        how long to wait for each answer (default ${formatDuration(DEFAULT_TIMEOUT_MS)})
   --help                    print this text
@@ -101,6 +105,8 @@ interface AdminApi {
 /** Where to call and with what, from the flags and the environment. */
 interface Settings {
   authority: string;
+  /** TLS to the authority; plaintext when unset. */
+  tls: AuthorityTls | undefined;
   token: string;
   timeoutMs: number;
   json: boolean;
@@ -144,7 +150,7 @@ function isServiceError(error: unknown): error is grpc.ServiceError {
 /** One AdminService client for the command: the token in every call's metadata, a deadline on each call. */
 function connect(settings: Settings): { api: AdminApi; close: () => void } {
   const { proto } = loadQuotaPackage();
-  const client = new proto.quotad.v1.AdminService(settings.authority, grpc.credentials.createInsecure());
+  const client = new proto.quotad.v1.AdminService(settings.authority, authorityCredentials(settings.tls));
   const metadata = new grpc.Metadata();
   metadata.set('authorization', `Bearer ${settings.token}`);
   function unary<Req, Res>(method: UnaryMethod<Req, Res>): Unary<Req, Res> {
@@ -284,6 +290,9 @@ interface Command {
 
 const COMMON_OPTIONS = {
   authority: { type: 'string' },
+  'authority-ca': { type: 'string' },
+  'authority-cert': { type: 'string' },
+  'authority-key': { type: 'string' },
   json: { type: 'boolean' },
   timeout: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -471,7 +480,23 @@ function readSettings(values: Values, env: NodeJS.ProcessEnv): Settings {
       EXIT.unauthorized,
     );
   }
-  return { authority, token, timeoutMs, json: values.json === true };
+  const tlsValue = (flag: string, variable: string) =>
+    stringFlag(values, flag) ?? (env[variable] || undefined);
+  let tls: AuthorityTls | undefined;
+  try {
+    tls = authorityTlsSetting(
+      { ca: '--authority-ca', cert: '--authority-cert', key: '--authority-key' },
+      {
+        ca: tlsValue('authority-ca', 'QUOTAD_AUTHORITY_CA'),
+        cert: tlsValue('authority-cert', 'QUOTAD_AUTHORITY_CERT'),
+        key: tlsValue('authority-key', 'QUOTAD_AUTHORITY_KEY'),
+      },
+    );
+  } catch (error) {
+    if (error instanceof ConfigError) throw usageError(error.message);
+    throw error;
+  }
+  return { authority, tls, token, timeoutMs, json: values.json === true };
 }
 
 /** Parses, calls the authority once (or once a page), prints; a CliError becomes its message and code. */

@@ -78,6 +78,30 @@ export const SERVE_SETTINGS = {
     default: '1s',
     help: 'The most a cached API key may lag a change on another replica: older entries are kept only while the change channel is confirmed live. 0s: no cache.',
   },
+  memoryMaxEntries: {
+    flag: 'memory-max-entries',
+    env: 'QUOTAD_MEMORY_MAX_ENTRIES',
+    default: '1000000',
+    help: 'Most entries (counters, leases, reservations: ~650 bytes each) an in-process store holds; past it, RESOURCE_EXHAUSTED.',
+  },
+  tlsCert: {
+    flag: 'tls-cert',
+    env: 'QUOTAD_TLS_CERT',
+    default: undefined,
+    help: 'PEM certificate (chain) for TLS on the gRPC port, with --tls-key. Unset: plaintext.',
+  },
+  tlsKey: {
+    flag: 'tls-key',
+    env: 'QUOTAD_TLS_KEY',
+    default: undefined,
+    help: 'PEM private key of --tls-cert.',
+  },
+  tlsClientCa: {
+    flag: 'tls-client-ca',
+    env: 'QUOTAD_TLS_CLIENT_CA',
+    default: undefined,
+    help: 'PEM CA bundle: with it, every gRPC client must present a certificate it signed (mutual TLS).',
+  },
   demoKey: {
     flag: 'demo-key',
     env: 'QUOTAD_DEMO_KEY',
@@ -103,20 +127,30 @@ export interface ServeConfig {
   /** A client connection is asked to reconnect after this long (0: never), so clients re-resolve. */
   maxConnectionAgeMs: number;
   keyCacheTtlMs: number;
+  /** The most entries the in-process store, and the store-failure fallback, each hold. */
+  memoryMaxEntries: number;
+  /** TLS on the gRPC port: files of the certificate, its key, and the CA that client certificates need. */
+  tls: { certPath: string; keyPath: string; clientCaPath?: string } | undefined;
   demoKey: boolean;
   /** From QUOTAD_ADMIN_TOKEN only (never a flag, which `ps` would show). Unset: no AdminService. */
   adminToken: string | undefined;
+  /** From QUOTAD_AUTHORITY_TOKEN only. Set: QuotaService calls must carry it. */
+  authorityToken: string | undefined;
 }
 
-/** Shorter admin tokens are refused: they could be guessed. */
+/** Shorter admin (and authority) tokens are refused: they could be guessed. */
 export const MIN_ADMIN_TOKEN_LENGTH = 16;
 
-function adminTokenSetting(env: NodeJS.ProcessEnv): string | undefined {
-  const token = env.QUOTAD_ADMIN_TOKEN;
+/** A bearer token from the environment only (a flag would show in `ps`): QUOTAD_ADMIN_TOKEN, QUOTAD_AUTHORITY_TOKEN. */
+export function tokenSetting(
+  env: NodeJS.ProcessEnv,
+  name: 'QUOTAD_ADMIN_TOKEN' | 'QUOTAD_AUTHORITY_TOKEN',
+): string | undefined {
+  const token = env[name];
   if (token === undefined || token === '') return undefined;
   if (token.length < MIN_ADMIN_TOKEN_LENGTH || /\s/.test(token)) {
     throw new ConfigError(
-      `QUOTAD_ADMIN_TOKEN: must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters without spaces (try: openssl rand -hex 32)`,
+      `${name}: must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters without spaces (try: openssl rand -hex 32)`,
     );
   }
   return token;
@@ -141,6 +175,22 @@ export function durationSetting(name: string, text: string): number {
   if (ms === undefined)
     throw new ConfigError(`${name}: expected a duration like 50ms, 2s or 1m, got '${text}'`);
   return ms;
+}
+
+/** A duration that must be more than zero: a timeout of 0 would mean none. */
+export function positiveDurationSetting(name: string, text: string): number {
+  const ms = durationSetting(name, text);
+  if (ms <= 0) throw new ConfigError(`${name}: must be more than 0, got '${text}'`);
+  return ms;
+}
+
+/** A whole number from 1 to `max`. */
+export function countSetting(name: string, text: string, max: number): number {
+  const count = /^\d+$/.test(text.trim()) ? Number(text) : NaN;
+  if (!(count >= 1 && count <= max)) {
+    throw new ConfigError(`${name}: expected a whole number from 1 to ${max}, got '${text}'`);
+  }
+  return count;
 }
 
 /** Reads settings: each flag, or else its environment variable, or else its default. */
@@ -169,6 +219,28 @@ export function settingsReader(
 
 export const settingName = (setting: Setting) => `--${setting.flag} (${setting.env})`;
 
+/** The in-process store's bound: past ten million entries (several GB) a bound protects nothing. */
+const MAX_MEMORY_ENTRIES = 10_000_000;
+
+function tlsSetting(
+  read: (setting: Setting) => string | undefined,
+  s: typeof SERVE_SETTINGS,
+): ServeConfig['tls'] {
+  const [certPath, keyPath, clientCaPath] = [read(s.tlsCert), read(s.tlsKey), read(s.tlsClientCa)];
+  if ((certPath === undefined) !== (keyPath === undefined)) {
+    throw new ConfigError(`${settingName(s.tlsCert)} and ${settingName(s.tlsKey)}: set both, or neither`);
+  }
+  if (certPath === undefined || keyPath === undefined) {
+    if (clientCaPath !== undefined) {
+      throw new ConfigError(
+        `${settingName(s.tlsClientCa)}: needs ${settingName(s.tlsCert)} and ${settingName(s.tlsKey)}`,
+      );
+    }
+    return undefined;
+  }
+  return { certPath, keyPath, ...(clientCaPath === undefined ? {} : { clientCaPath }) };
+}
+
 /** Reads `quotad serve`'s settings from its arguments and the environment. */
 export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv): ServeConfig {
   const { read, required } = settingsReader(SERVE_SETTINGS, args, env);
@@ -185,8 +257,15 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     shutdownGraceMs: durationSetting(name(s.shutdownGrace), required(s.shutdownGrace)),
     maxConnectionAgeMs: durationSetting(name(s.maxConnectionAge), required(s.maxConnectionAge)),
     keyCacheTtlMs: durationSetting(name(s.keyCacheTtl), required(s.keyCacheTtl)),
+    memoryMaxEntries: countSetting(
+      name(s.memoryMaxEntries),
+      required(s.memoryMaxEntries),
+      MAX_MEMORY_ENTRIES,
+    ),
+    tls: tlsSetting(read, s),
     demoKey: onOffSetting(name(s.demoKey), required(s.demoKey)),
-    adminToken: adminTokenSetting(env),
+    adminToken: tokenSetting(env, 'QUOTAD_ADMIN_TOKEN'),
+    authorityToken: tokenSetting(env, 'QUOTAD_AUTHORITY_TOKEN'),
   };
 }
 
@@ -201,5 +280,5 @@ export function settingLines(settings: Record<string, Setting>): string {
 
 /** The settings as a help text: flag, variable, default, meaning. */
 export function serveUsage(): string {
-  return `Usage: quotad serve [flags]\n\nEach flag may also be set by its environment variable.\n\n${settingLines(SERVE_SETTINGS)}\n\nQUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService.\n`;
+  return `Usage: quotad serve [flags]\n\nEach flag may also be set by its environment variable.\n\n${settingLines(SERVE_SETTINGS)}\n\nQUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService. QUOTAD_AUTHORITY_TOKEN (environment only; likewise) makes every QuotaService call carry it.\n`;
 }

@@ -1,15 +1,20 @@
 import { isIP } from 'node:net';
 import {
   ConfigError,
+  countSetting,
+  tokenSetting,
   durationSetting,
   onOffSetting,
   parseHostPort,
+  positiveDurationSetting,
   settingLines,
   settingName,
   settingsReader,
   type HostPort,
   type Setting,
 } from './config.js';
+import type { ConnectionLimits } from '../gateway/server.js';
+import { authorityTlsSetting, type AuthorityTls } from './tls.js';
 
 /** Every setting of `quotad gateway`: a flag, or else an environment variable, or else the default. */
 export const GATEWAY_SETTINGS = {
@@ -30,6 +35,24 @@ export const GATEWAY_SETTINGS = {
     env: 'QUOTAD_AUTHORITY_TIMEOUT',
     default: '100ms',
     help: 'Deadline of each CheckQuota (and of the ListModels confirming a key new to the gateway); past it (or with the authority down) --fail-mode decides.',
+  },
+  authorityCa: {
+    flag: 'authority-ca',
+    env: 'QUOTAD_AUTHORITY_CA',
+    default: undefined,
+    help: "PEM CA bundle that signed the authority's certificate: set, the gateway speaks TLS to it.",
+  },
+  authorityCert: {
+    flag: 'authority-cert',
+    env: 'QUOTAD_AUTHORITY_CERT',
+    default: undefined,
+    help: 'PEM client certificate for an authority that requires one (mutual TLS), with --authority-key.',
+  },
+  authorityKey: {
+    flag: 'authority-key',
+    env: 'QUOTAD_AUTHORITY_KEY',
+    default: undefined,
+    help: 'PEM private key of --authority-cert.',
   },
   authorityBatch: {
     flag: 'authority-batch',
@@ -61,6 +84,30 @@ export const GATEWAY_SETTINGS = {
     default: '4mb',
     help: 'Largest request body (b, kb, mb); larger ones get 413 before anything is read or charged.',
   },
+  headerTimeout: {
+    flag: 'header-timeout',
+    env: 'QUOTAD_HEADER_TIMEOUT',
+    default: '10s',
+    help: "A request's headers must all arrive within this of its first byte, or it gets 408 and its connection is closed.",
+  },
+  bodyTimeout: {
+    flag: 'body-timeout',
+    env: 'QUOTAD_BODY_TIMEOUT',
+    default: '60s',
+    help: 'A whole request, body included, must arrive within this of its first byte (4mb at 560 kbit/s), or 408 and closed.',
+  },
+  idleTimeout: {
+    flag: 'idle-timeout',
+    env: 'QUOTAD_IDLE_TIMEOUT',
+    default: '75s',
+    help: 'A connection with no request in flight (before its first or between two) is closed after this long idle.',
+  },
+  maxConnections: {
+    flag: 'max-connections',
+    env: 'QUOTAD_MAX_CONNECTIONS',
+    default: '4096',
+    help: "Open client connections at most; a connection past it is closed at once. Keep it under the process's open-files limit.",
+  },
   trustedProxies: {
     flag: 'trusted-proxies',
     env: 'QUOTAD_TRUSTED_PROXIES',
@@ -85,6 +132,12 @@ export const GATEWAY_SETTINGS = {
     default: undefined,
     help: 'When set, a JWT must carry this aud.',
   },
+  jwtMaxLifetime: {
+    flag: 'jwt-max-lifetime',
+    env: 'QUOTAD_JWT_MAX_LIFETIME',
+    default: '24h',
+    help: 'A JWT must carry exp, at most this long after its iat (or after now, without iat); an iat over 60s ahead is refused.',
+  },
   demoUpstream: {
     flag: 'demo-upstream',
     env: 'QUOTAD_DEMO_UPSTREAM',
@@ -108,13 +161,20 @@ export const GATEWAY_SETTINGS = {
 export type FailMode = 'closed' | 'open';
 
 /** How internal callers' JWTs are verified: a shared HMAC secret, or a JWKS file of public keys. */
-export type JwtConfig =
-  | { kind: 'secret'; secret: Uint8Array; issuer?: string; audience?: string }
-  | { kind: 'jwks'; path: string; issuer?: string; audience?: string };
+export type JwtConfig = ({ kind: 'secret'; secret: Uint8Array } | { kind: 'jwks'; path: string }) & {
+  issuer?: string;
+  audience?: string;
+  /** The longest a token may be valid: exp − iat, or exp − now when it has no iat. */
+  maxLifetimeMs: number;
+};
 
 export interface GatewayConfig {
   address: HostPort;
   authorityTarget: string;
+  /** TLS to the authority; plaintext when unset. */
+  authorityTls: AuthorityTls | undefined;
+  /** From QUOTAD_AUTHORITY_TOKEN only: sent with every QuotaService call. */
+  authorityToken: string | undefined;
   authorityTimeoutMs: number;
   /** Coalesce concurrent CheckQuota and RecordUsage calls into CheckQuotaBatch and RecordUsageBatch. */
   authorityBatch: boolean;
@@ -124,6 +184,8 @@ export interface GatewayConfig {
   upstreamApiKey: string | undefined;
   upstreamTimeoutMs: number;
   maxBodyBytes: number;
+  /** Timeouts and the cap on client connections. */
+  connections: ConnectionLimits;
   /** Addresses and CIDRs of proxies whose X-Forwarded-For is believed. */
   trustedProxies: string[];
   /** Unset: JWTs are refused with 401. */
@@ -131,6 +193,27 @@ export interface GatewayConfig {
   demoUpstream: boolean;
   logLevel: string;
   shutdownGraceMs: number;
+}
+
+/** Node keeps connections in a list; past this the cap protects nothing (a process has fewer open files). */
+const MAX_CONNECTIONS_CAP = 10_000_000;
+
+function connectionLimits(
+  required: (setting: Setting) => string,
+  s: typeof GATEWAY_SETTINGS,
+): ConnectionLimits {
+  const name = settingName;
+  const limits = {
+    headerTimeoutMs: positiveDurationSetting(name(s.headerTimeout), required(s.headerTimeout)),
+    bodyTimeoutMs: positiveDurationSetting(name(s.bodyTimeout), required(s.bodyTimeout)),
+    idleTimeoutMs: positiveDurationSetting(name(s.idleTimeout), required(s.idleTimeout)),
+    maxConnections: countSetting(name(s.maxConnections), required(s.maxConnections), MAX_CONNECTIONS_CAP),
+  };
+  // The body timeout counts from the same first byte as the header timeout, so it cannot be shorter.
+  if (limits.bodyTimeoutMs < limits.headerTimeoutMs) {
+    throw new ConfigError(`${name(s.bodyTimeout)}: must be at least ${name(s.headerTimeout)}`);
+  }
+  return limits;
 }
 
 /** HMAC secrets shorter than this could be brute-forced from one token. */
@@ -166,7 +249,7 @@ function proxiesSetting(name: string, text: string): string[] {
 function jwtSetting(
   env: NodeJS.ProcessEnv,
   jwksFile: string | undefined,
-  claims: { issuer?: string; audience?: string },
+  claims: { issuer?: string; audience?: string; maxLifetimeMs: number },
 ): JwtConfig | undefined {
   const secret = env.QUOTAD_JWT_SECRET;
   if (secret && jwksFile) {
@@ -197,10 +280,19 @@ export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessE
   }
   const issuer = read(s.jwtIssuer);
   const audience = read(s.jwtAudience);
-  const claims = { ...(issuer ? { issuer } : {}), ...(audience ? { audience } : {}) };
+  const claims = {
+    ...(issuer ? { issuer } : {}),
+    ...(audience ? { audience } : {}),
+    maxLifetimeMs: positiveDurationSetting(name(s.jwtMaxLifetime), required(s.jwtMaxLifetime)),
+  };
   return {
     address: parseHostPort(name(s.addr), required(s.addr)),
     authorityTarget: required(s.authority),
+    authorityTls: authorityTlsSetting(
+      { ca: name(s.authorityCa), cert: name(s.authorityCert), key: name(s.authorityKey) },
+      { ca: read(s.authorityCa), cert: read(s.authorityCert), key: read(s.authorityKey) },
+    ),
+    authorityToken: tokenSetting(env, 'QUOTAD_AUTHORITY_TOKEN'),
     authorityTimeoutMs: durationSetting(name(s.authorityTimeout), required(s.authorityTimeout)),
     authorityBatch: onOffSetting(name(s.authorityBatch), required(s.authorityBatch)),
     failMode,
@@ -208,6 +300,7 @@ export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessE
     upstreamApiKey: env.OPENAI_API_KEY || undefined,
     upstreamTimeoutMs: durationSetting(name(s.upstreamTimeout), required(s.upstreamTimeout)),
     maxBodyBytes: parseSize(name(s.maxBody), required(s.maxBody)),
+    connections: connectionLimits(required, s),
     trustedProxies: proxiesSetting(name(s.trustedProxies), required(s.trustedProxies)),
     jwt: jwtSetting(env, read(s.jwtJwksFile), claims),
     demoUpstream: onOffSetting(name(s.demoUpstream), required(s.demoUpstream)),
@@ -218,5 +311,5 @@ export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessE
 
 /** `quotad gateway --help`. */
 export function gatewayUsage(): string {
-  return `Usage: quotad gateway [flags]\n\nEach flag may also be set by its environment variable.\n\n${settingLines(GATEWAY_SETTINGS)}\n\nOPENAI_API_KEY (environment only) authenticates to the upstream. QUOTAD_JWT_SECRET (environment only; at least ${MIN_JWT_SECRET_LENGTH} characters) verifies HS256 JWTs from internal callers.\n`;
+  return `Usage: quotad gateway [flags]\n\nEach flag may also be set by its environment variable.\n\n${settingLines(GATEWAY_SETTINGS)}\n\nOPENAI_API_KEY (environment only) authenticates to the upstream. QUOTAD_JWT_SECRET (environment only; at least ${MIN_JWT_SECRET_LENGTH} characters) verifies HS256 JWTs from internal callers. QUOTAD_AUTHORITY_TOKEN (environment only) is sent to an authority that requires it.\n`;
 }

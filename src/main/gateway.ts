@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { DestinationStream } from 'pino';
 import { startDemoUpstream, demoUpstreamBanner, type DemoUpstream } from '../demo/upstream.js';
@@ -11,6 +12,7 @@ import { connectUpstream } from '../gateway/upstream.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { GatewayMetrics } from '../telemetry/gateway-metrics.js';
 import type { GatewayConfig } from './gateway-config.js';
+import { authorityCredentials } from './tls.js';
 import { VERSION } from './version.js';
 
 /** Settlements get more time than checks: nobody waits on them, and losing one loses real usage. */
@@ -42,6 +44,28 @@ export interface RunningGateway {
   stop(): Promise<void>;
 }
 
+/** Open files the gateway needs besides its clients': upstream and authority connections, logs, Node's own. */
+const FILES_BESIDES_CLIENTS = 256;
+
+/** The process's soft limit on open files, where the system tells it (Linux); undefined elsewhere. */
+export function openFilesLimit(): number | undefined {
+  try {
+    const line = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return line ? Number(line[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What the gateway's logs must never show, however it reaches them (an upstream may echo its key). */
+function gatewaySecrets(config: GatewayConfig): (string | undefined)[] {
+  return [
+    config.upstreamApiKey,
+    config.jwt?.kind === 'secret' ? new TextDecoder().decode(config.jwt.secret) : undefined,
+    config.authorityToken,
+  ];
+}
+
 /** Wires and starts `quotad gateway`: authority client, upstream, authentication and the HTTP server. */
 export async function startGateway(
   config: GatewayConfig,
@@ -51,6 +75,7 @@ export async function startGateway(
     level: config.logLevel,
     name: 'quotad-gateway',
     destination: overrides.logDestination,
+    secrets: gatewaySecrets(config),
   });
   const metrics = new GatewayMetrics({ version: VERSION });
   let demo: DemoUpstream | undefined;
@@ -65,6 +90,8 @@ export async function startGateway(
     );
   }
   const authority = connectAuthority(config.authorityTarget, {
+    credentials: authorityCredentials(config.authorityTls),
+    ...(config.authorityToken === undefined ? {} : { token: config.authorityToken }),
     batch: config.authorityBatch,
     onBatchUnimplemented: () =>
       logger.warn(
@@ -110,7 +137,16 @@ export async function startGateway(
     authorityTimeoutMs: config.authorityTimeoutMs,
     maxBodyBytes: config.maxBodyBytes,
     trustedProxies: config.trustedProxies,
+    connections: config.connections,
   });
+  const files = openFilesLimit();
+  if (files !== undefined && config.connections.maxConnections > files - FILES_BESIDES_CLIENTS) {
+    // Past the limit, accept() and the upstream's connect() fail alike: every request would, not just new ones.
+    logger.warn(
+      { maxConnections: config.connections.maxConnections, openFilesLimit: files },
+      `--max-connections is above the open-files limit less ${FILES_BESIDES_CLIENTS}: raise the limit (ulimit -n) or lower --max-connections`,
+    );
+  }
   await app.listen({ host: config.address.host, port: config.address.port });
   const { port } = app.server.address() as AddressInfo;
   const host = ['0.0.0.0', '::'].includes(config.address.host) ? '127.0.0.1' : config.address.host;
@@ -120,6 +156,7 @@ export async function startGateway(
       version: VERSION,
       address: `${config.address.host}:${port}`,
       authority: config.authorityTarget,
+      authorityTls: config.authorityTls ? (config.authorityTls.certPath ? 'mutual' : 'on') : 'off',
       upstream: upstreamUrl,
       failMode: config.failMode,
       jwt: config.jwt?.kind ?? 'off',

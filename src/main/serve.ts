@@ -15,9 +15,10 @@ import { RedisKeyStore } from '../store/redis/redis-key-store.js';
 import { createRedisClient, RedisStore } from '../store/redis/redis-store.js';
 import type { QuotaStore } from '../store/store.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
-import { AuthorityMetrics } from '../telemetry/metrics.js';
+import { AuthorityMetrics, type MemoryStoreRole } from '../telemetry/metrics.js';
 import { startMetricsServer } from '../telemetry/metrics-server.js';
 import type { ServeConfig } from './config.js';
+import { serverCredentials } from './tls.js';
 import { VERSION } from './version.js';
 
 const systemClock: Clock = { now: () => Date.now() };
@@ -50,13 +51,37 @@ interface Stores {
   keys: KeyStore;
 }
 
-async function openStores(config: ServeConfig, clock: Clock | undefined, logger: Logger): Promise<Stores> {
+/** An in-process store bounded by --memory-max-entries, its size and refusals in the metrics. */
+function boundedMemoryStore(
+  role: MemoryStoreRole,
+  clock: Clock,
+  config: ServeConfig,
+  metrics: AuthorityMetrics,
+): MemoryStore {
+  const store = new MemoryStore({
+    clock,
+    maxEntries: config.memoryMaxEntries,
+    onFull: () => metrics.memoryStoreFull.inc({ store: role }),
+  });
+  metrics.watchMemoryStore(role, () => store.entries);
+  return store;
+}
+
+async function openStores(
+  config: ServeConfig,
+  clock: Clock | undefined,
+  logger: Logger,
+  metrics: AuthorityMetrics,
+): Promise<Stores> {
   if (!config.redisUrl) {
     logger.warn(
       'no REDIS_URL: counters and API keys live in this process only. Run a single instance; replicas would not share limits, and a restart forgets usage and keys.',
     );
     const local = clock ?? systemClock;
-    return { quota: new MemoryStore({ clock: local }), keys: new MemoryKeyStore({ clock: local }) };
+    return {
+      quota: boundedMemoryStore('memory', local, config, metrics),
+      keys: new MemoryKeyStore({ clock: local }),
+    };
   }
   const redis = createRedisClient(config.redisUrl, { commandTimeoutMs: config.redisTimeoutMs });
   redis.on('error', (error: Error) => logger.warn({ err: error.message }, 'redis connection error'));
@@ -119,6 +144,16 @@ async function seedDemoKey(
   );
 }
 
+/** What the authority's logs must never show: its tokens and the password in REDIS_URL. */
+function authoritySecrets(config: ServeConfig): (string | undefined)[] {
+  let redisPassword: string | undefined;
+  if (config.redisUrl && URL.canParse(config.redisUrl)) {
+    const { password } = new URL(config.redisUrl);
+    if (password) redisPassword = decodeURIComponent(password);
+  }
+  return [config.adminToken, config.authorityToken, redisPassword];
+}
+
 /** Wires and starts the authority: policy, store, gRPC server and metrics endpoint. */
 export async function startAuthority(
   config: ServeConfig,
@@ -128,13 +163,14 @@ export async function startAuthority(
     level: config.logLevel,
     name: 'quotad',
     destination: overrides.logDestination,
+    secrets: authoritySecrets(config),
   });
   const clock = overrides.clock;
   // Without an injected clock, Redis scripts read Redis TIME; everything else reads the system clock.
   const localClock = clock ?? systemClock;
-  const stores = await openStores(config, clock, logger);
+  const metrics = new AuthorityMetrics({ version: VERSION, storeKind: config.redisUrl ? 'redis' : 'memory' });
+  const stores = await openStores(config, clock, logger, metrics);
   const store = stores.quota;
-  const metrics = new AuthorityMetrics({ version: VERSION, storeKind: store.kind });
 
   const policy = new PolicyWatcher(config.policyPath);
   /** What the metrics follow of each policy put in force, the first as every reloaded one. */
@@ -176,7 +212,7 @@ export async function startAuthority(
   });
   const authority = new QuotaAuthority({
     store,
-    fallback: new MemoryStore({ clock: localClock }),
+    fallback: boundedMemoryStore('fallback', localClock, config, metrics),
     policy: () => policy.current,
     clock: localClock,
     metrics,
@@ -201,6 +237,8 @@ export async function startAuthority(
     metrics,
     logger,
     ...(admin ? { admin } : {}),
+    ...(config.tls ? { credentials: serverCredentials(config.tls) } : {}),
+    ...(config.authorityToken ? { quotaToken: config.authorityToken } : {}),
   });
   if (config.demoKey) {
     const host = ['0.0.0.0', '::'].includes(config.grpcAddress.host) ? '127.0.0.1' : config.grpcAddress.host;
@@ -218,6 +256,8 @@ export async function startAuthority(
       metrics: `${config.metricsAddress.host}:${metricsServer.port}`,
       store: store.kind,
       admin: admin ? 'on' : 'off (no QUOTAD_ADMIN_TOKEN)',
+      quotaService: config.authorityToken ? 'token required' : 'open to any caller that reaches the port',
+      tls: config.tls ? (config.tls.clientCaPath ? 'mutual' : 'on') : 'off',
       policy: policy.path,
       policySha256: policy.sha256,
     },

@@ -11,6 +11,7 @@ import type {
   SettleResult,
 } from '../core/quota.js';
 import { measuredAmount } from '../core/quota.js';
+import { StoreFullError } from '../core/errors.js';
 import { judgeWindow, rollWindow, type StoredWindow } from '../core/sliding-window.js';
 import { leaseMember, limitKey, reservationKey } from './keys.js';
 import { CONCURRENCY_RETRY_CAP_MS, type QuotaStore, type RecordedCharge } from './store.js';
@@ -54,6 +55,15 @@ class Keyspace {
     this.#entries.set(key, { value, expiresAtMs: this.#clock.now() + ttlMs });
   }
 
+  /** Whether `key` holds a value now (an expired one is dropped). */
+  isLive(key: string): boolean {
+    const entry = this.#entries.get(key);
+    if (!entry) return false;
+    if (entry.expiresAtMs > this.#clock.now()) return true;
+    this.#entries.delete(key);
+    return false;
+  }
+
   expire(key: string, ttlMs: number): void {
     const entry = this.#entries.get(key);
     if (entry) entry.expiresAtMs = this.#clock.now() + ttlMs;
@@ -73,7 +83,18 @@ export interface MemoryStoreOptions {
   clock: Clock;
   /** How often expired keys are swept out (real time). 0 turns the sweeper off. */
   sweepIntervalMs?: number;
+  /**
+   * The most entries (counters, lease sets, reservations) held at once. A command that would add entries
+   * past it is refused with StoreFullError before it changes anything; no live entry is ever evicted, since
+   * that would reset someone's limits. Unset: no bound.
+   */
+  maxEntries?: number;
+  /** Told of each command refused for want of room. */
+  onFull?: () => void;
 }
+
+/** When full, expired entries are swept out at most this often (a sweep walks every entry). */
+const FULL_SWEEP_INTERVAL_MS = 1_000;
 
 /**
  * The in-process store: one authority instance, the same semantics as RedisStore. Every operation runs to
@@ -84,10 +105,15 @@ export class MemoryStore implements QuotaStore {
   readonly #clock: Clock;
   readonly #keys: Keyspace;
   readonly #sweeper: NodeJS.Timeout | undefined;
+  readonly #maxEntries: number;
+  readonly #onFull: (() => void) | undefined;
+  #lastFullSweepMs = -Infinity;
 
   constructor(options: MemoryStoreOptions) {
     this.#clock = options.clock;
     this.#keys = new Keyspace(options.clock);
+    this.#maxEntries = options.maxEntries ?? Infinity;
+    this.#onFull = options.onFull;
     const interval = options.sweepIntervalMs ?? 10_000;
     if (interval > 0) {
       this.#sweeper = setInterval(() => this.#keys.sweep(), interval);
@@ -99,6 +125,28 @@ export class MemoryStore implements QuotaStore {
   get keyCount(): number {
     this.#keys.sweep();
     return this.#keys.size;
+  }
+
+  /** Entries held, expired ones not yet swept out included: what memory holds. */
+  get entries(): number {
+    return this.#keys.size;
+  }
+
+  /** Refuses, before anything changes, a command that would add entries past the maximum. */
+  #requireRoom(keys: readonly string[]): void {
+    if (this.#keys.size + keys.length <= this.#maxEntries) return;
+    const adding = () => keys.filter((key) => !this.#keys.isLive(key)).length;
+    if (this.#keys.size + adding() <= this.#maxEntries) return;
+    const now = this.#clock.now();
+    if (now - this.#lastFullSweepMs >= FULL_SWEEP_INTERVAL_MS) {
+      this.#lastFullSweepMs = now;
+      this.#keys.sweep();
+      if (this.#keys.size + adding() <= this.#maxEntries) return;
+    }
+    this.#onFull?.();
+    throw new StoreFullError(
+      `the in-process store holds its maximum of ${this.#maxEntries} entries; requests that need new ones are refused until some expire`,
+    );
   }
 
   async reserve(command: ReserveCommand): Promise<ReserveResult> {
@@ -152,6 +200,7 @@ export class MemoryStore implements QuotaStore {
         limits: judged.map((j) => j.state),
       };
     }
+    this.#requireRoom([resKey, ...judged.map((j) => j.key)]);
     const leaseExpiresAtMs = now + command.leaseMs;
     const member = leaseMember(principal, command.requestId);
     const charges = judged.map((j, i) =>
@@ -206,6 +255,12 @@ export class MemoryStore implements QuotaStore {
       }
       status = 'settled';
     } else {
+      this.#requireRoom([
+        resKey,
+        ...command.limits
+          .filter((p) => p.spec.kind !== 'concurrency')
+          .map((p) => limitKey(principal, p.spec)),
+      ]);
       for (const planned of command.limits)
         this.#chargeDirect(planned, principal, now, command.idempotencyWindowMs);
       status = 'charged_without_reservation';

@@ -35,8 +35,11 @@ const INITIAL_STATUSES: readonly string[] = ['200', '500', '502', '503', '504'];
 /** How the gateway's quota question ended: the authority's code (OK, OVER_LIMIT, ...), or the gRPC status name (DEADLINE_EXCEEDED, ...) when none came. */
 export type DecisionResult = string;
 
-/** How a settlement ended: the authority's status, or `failed` after the last retry. */
-export type SettlementResult = 'settled' | 'duplicate' | 'charged_without_reservation' | 'failed';
+/**
+ * How a settlement ended: the authority's status; `failed` when the authority refused it (not recorded);
+ * `unknown` when the retries ran out after failures that may have been applied (a deadline, an outage).
+ */
+export type SettlementResult = 'settled' | 'duplicate' | 'charged_without_reservation' | 'failed' | 'unknown';
 
 /** Model calls take seconds; streams, minutes. */
 const UPSTREAM_BUCKETS_SECONDS = [0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
@@ -67,6 +70,12 @@ export class GatewayMetrics {
   readonly unmetered: UnlabelledCounter;
   /** Requests being served now. */
   readonly inFlight: Gauge;
+  /** Client connections open now. */
+  readonly openConnections: Gauge;
+  /** Connections closed at once because --max-connections were open. */
+  readonly connectionsRefused: UnlabelledCounter;
+  /** Requests whose headers or body did not arrive within --header-timeout or --body-timeout. */
+  readonly requestTimeouts: UnlabelledCounter;
 
   constructor(options: { version: string; collectDefault?: boolean }) {
     const registers = [this.registry];
@@ -113,7 +122,7 @@ export class GatewayMetrics {
     });
     const settlements = new Counter({
       name: 'quotad_gateway_settlements_total',
-      help: 'RecordUsage settlements by result; failed means every retry failed and the usage was not recorded.',
+      help: 'RecordUsage settlements by result; failed: the authority refused it, not recorded; unknown: every retry failed in a way that may have recorded it.',
       labelNames: ['result'] as const,
       registers,
     });
@@ -138,6 +147,21 @@ export class GatewayMetrics {
       help: 'Requests being served now.',
       registers,
     });
+    this.openConnections = new Gauge({
+      name: 'quotad_gateway_open_connections',
+      help: 'Client connections open now.',
+      registers,
+    });
+    this.connectionsRefused = new Counter({
+      name: 'quotad_gateway_connections_refused_total',
+      help: 'Client connections closed as soon as accepted, because --max-connections were open.',
+      registers,
+    });
+    this.requestTimeouts = new Counter({
+      name: 'quotad_gateway_request_timeouts_total',
+      help: 'Requests whose headers or body did not arrive in time (--header-timeout, --body-timeout): answered 408 and closed.',
+      registers,
+    });
     const buildInfo = new Gauge({
       name: 'quotad_gateway_build_info',
       help: 'Always 1, labelled with the running quotad version.',
@@ -145,7 +169,13 @@ export class GatewayMetrics {
       registers,
     });
     buildInfo.set({ version: options.version }, 1);
-    for (const result of ['settled', 'duplicate', 'charged_without_reservation', 'failed'] as const) {
+    for (const result of [
+      'settled',
+      'duplicate',
+      'charged_without_reservation',
+      'failed',
+      'unknown',
+    ] as const) {
       settlements.inc({ result }, 0);
     }
     for (const route of API_ROUTES) {

@@ -7,6 +7,8 @@ export type DecisionResult = 'allowed' | 'denied';
 /** Which quotad operation a decision latency belongs to. */
 export type DecisionMethod = 'check' | 'record' | 'usage';
 export type StoreKind = 'redis' | 'memory';
+/** An in-process store: the store itself (no REDIS_URL), or the fallback counting `local` limits while Redis is out. */
+export type MemoryStoreRole = 'memory' | 'fallback';
 export type StoreOp = 'reserve' | 'settle';
 export type ReservationResult = 'reserved' | 'duplicate';
 /** `late`: settled after its lease had already ended. */
@@ -159,6 +161,9 @@ export class AuthorityMetrics {
   readonly batchItems: LabelledHistogram<{ method: BatchMethod }>;
   /** Always 1; the version rides on the label so dashboards can join on it. */
   readonly buildInfo: LabelledGauge<{ version: string }>;
+  /** Commands an in-process store refused for want of room (--memory-max-entries). */
+  readonly memoryStoreFull: LabelledCounter<{ store: MemoryStoreRole }>;
+  readonly #memoryStores = new Map<MemoryStoreRole, () => number>();
 
   constructor(options: AuthorityMetricsOptions) {
     const registers = [this.registry];
@@ -278,6 +283,22 @@ export class AuthorityMetrics {
     });
     this.buildInfo = buildInfo;
     buildInfo.set({ version: options.version }, 1);
+    this.memoryStoreFull = new Counter({
+      name: 'quotad_memory_store_full_total',
+      help: 'Commands refused with RESOURCE_EXHAUSTED because an in-process store (memory, fallback) held --memory-max-entries entries.',
+      labelNames: ['store'] as const,
+      registers,
+    });
+    const memoryStores = this.#memoryStores;
+    const memoryEntries: Gauge<'store'> = new Gauge({
+      name: 'quotad_memory_store_entries',
+      help: 'Entries (counters, lease sets, reservations) an in-process store (memory, fallback) holds.',
+      labelNames: ['store'] as const,
+      registers,
+      collect: () => {
+        for (const [store, entries] of memoryStores) memoryEntries.set({ store }, entries());
+      },
+    });
 
     // Series exist at 0 before the first event, so rate() and absence alerts work from the first scrape.
     for (const code of Object.keys(DECISION_CODES) as DecisionCode[]) {
@@ -298,6 +319,12 @@ export class AuthorityMetrics {
     for (const reason of ['change', 'resync'] as const) keyInvalidations.inc({ reason }, 0);
     for (const method of Object.keys(GRPC_METHODS) as GrpcMethod[])
       grpcRequests.inc({ method, code: 'OK' }, 0);
+  }
+
+  /** Reports an in-process store's entries on each scrape, and starts its refusals at 0. */
+  watchMemoryStore(store: MemoryStoreRole, entries: () => number): void {
+    this.#memoryStores.set(store, entries);
+    this.memoryStoreFull.inc({ store }, 0);
   }
 
   /** Counts a decision and the limits it found exceeded, so the two counters cannot disagree. */

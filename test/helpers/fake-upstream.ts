@@ -79,6 +79,17 @@ export class FakeUpstream {
     this.scripts.push({ kind: 'stall', afterChunks });
   }
 
+  /**
+   * The next call streams its role chunk and `afterChunks` content chunks, then waits until the returned
+   * function is called, and streams the rest.
+   */
+  pauseNext(afterChunks: number): () => void {
+    let resume = () => {};
+    const until = new Promise<void>((resolve) => (resume = resolve));
+    this.scripts.push({ kind: 'pause', afterChunks, until });
+    return resume;
+  }
+
   /** Resolves on the next call the upstream accepts. */
   nextCall(): Promise<void> {
     return new Promise((resolve) => this.callWaiters.push(resolve));

@@ -31,17 +31,6 @@ const require = createRequire(import.meta.url);
 
 type Unary<Req, Res> = (request: Req, deadlineMs?: number) => Promise<Res>;
 
-function promisify<Req, Res>(
-  call: (request: Req, options: grpc.CallOptions, callback: grpc.requestCallback<Res>) => unknown,
-): Unary<Req, Res> {
-  return (request, deadlineMs = 5_000) =>
-    new Promise((resolve, reject) => {
-      call(request, { deadline: Date.now() + deadlineMs }, (error, response) =>
-        error ? reject(error) : resolve(response as Res),
-      );
-    });
-}
-
 /** A real QuotaService client over a socket, with promise-returning methods. */
 export interface QuotaClient {
   raw: QuotaServiceClient;
@@ -54,17 +43,31 @@ export interface QuotaClient {
   close(): void;
 }
 
-export function quotaClient(address: string): QuotaClient {
+/** How a test client reaches the authority: TLS credentials, and the token QuotaService may require. */
+export interface QuotaClientOptions {
+  credentials?: grpc.ChannelCredentials;
+  token?: string;
+}
+
+export function quotaClient(address: string, options: QuotaClientOptions = {}): QuotaClient {
   const { proto } = loadQuotaPackage();
-  const raw = new proto.quotad.v1.QuotaService(address, grpc.credentials.createInsecure());
+  const raw = new proto.quotad.v1.QuotaService(
+    address,
+    options.credentials ?? grpc.credentials.createInsecure(),
+  );
+  const metadata = () => {
+    const sent = new grpc.Metadata();
+    if (options.token !== undefined) sent.set('authorization', `Bearer ${options.token}`);
+    return sent;
+  };
   return {
     raw,
-    checkQuota: promisify(raw.checkQuota.bind(raw)),
-    recordUsage: promisify(raw.recordUsage.bind(raw)),
-    getUsage: promisify(raw.getUsage.bind(raw)),
-    listModels: promisify(raw.listModels.bind(raw)),
-    checkQuotaBatch: promisify(raw.checkQuotaBatch.bind(raw)),
-    recordUsageBatch: promisify(raw.recordUsageBatch.bind(raw)),
+    checkQuota: promisifyWithMetadata(raw.checkQuota.bind(raw), metadata),
+    recordUsage: promisifyWithMetadata(raw.recordUsage.bind(raw), metadata),
+    getUsage: promisifyWithMetadata(raw.getUsage.bind(raw), metadata),
+    listModels: promisifyWithMetadata(raw.listModels.bind(raw), metadata),
+    checkQuotaBatch: promisifyWithMetadata(raw.checkQuotaBatch.bind(raw), metadata),
+    recordUsageBatch: promisifyWithMetadata(raw.recordUsageBatch.bind(raw), metadata),
     close: () => raw.close(),
   };
 }

@@ -87,6 +87,19 @@ export class TestRedisServer {
     this.#process = undefined;
   }
 
+  /**
+   * Stops the server's process (SIGSTOP): connections stay open and commands sent meanwhile wait in its
+   * socket buffers, to run when it is thawed, as with a Redis stalled by the machine under it.
+   */
+  freeze(): void {
+    this.#process?.kill('SIGSTOP');
+  }
+
+  /** Lets a frozen server run again (SIGCONT). */
+  thaw(): void {
+    this.#process?.kill('SIGCONT');
+  }
+
   /** A plain client for inspecting what the store wrote. */
   client(): Redis {
     return new Redis(this.url, { maxRetriesPerRequest: 1 });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ConfigError, parseServeConfig } from '../../src/main/config.js';
+import { parseGatewayConfig } from '../../src/main/gateway-config.js';
 
 test('with nothing set, serve uses the documented defaults and the in-process store', () => {
   assert.deepEqual(parseServeConfig([], {}), {
@@ -14,9 +15,52 @@ test('with nothing set, serve uses the documented defaults and the in-process st
     shutdownGraceMs: 10_000,
     maxConnectionAgeMs: 300_000,
     keyCacheTtlMs: 1_000,
+    memoryMaxEntries: 1_000_000,
+    tls: undefined,
     demoKey: false,
     adminToken: undefined,
+    authorityToken: undefined,
   });
+});
+
+test('TLS on the gRPC port takes a certificate and its key together; a client CA needs both', () => {
+  assert.deepEqual(parseServeConfig(['--tls-cert', 'c.pem', '--tls-key', 'k.pem'], {}).tls, {
+    certPath: 'c.pem',
+    keyPath: 'k.pem',
+  });
+  for (const args of [
+    ['--tls-cert', 'c.pem'],
+    ['--tls-key', 'k.pem'],
+    ['--tls-client-ca', 'ca.pem'],
+  ]) {
+    assert.throws(() => parseServeConfig(args, {}), ConfigError);
+  }
+});
+
+test('--memory-max-entries takes a whole number from 1', () => {
+  assert.equal(parseServeConfig([], { QUOTAD_MEMORY_MAX_ENTRIES: '5000' }).memoryMaxEntries, 5_000);
+  for (const text of ['0', '-1', '1e6', 'lots']) {
+    assert.throws(() => parseServeConfig(['--memory-max-entries', text], {}), ConfigError);
+  }
+});
+
+test('the gateway refuses a zero timeout, a body timeout under the header timeout, and a bad connection cap', () => {
+  const base = ['--header-timeout', '5s'];
+  assert.deepEqual(parseGatewayConfig(base, {}).connections, {
+    headerTimeoutMs: 5_000,
+    bodyTimeoutMs: 60_000,
+    idleTimeoutMs: 75_000,
+    maxConnections: 4_096,
+  });
+  for (const args of [
+    ['--header-timeout', '0s'],
+    ['--idle-timeout', '0ms'],
+    ['--header-timeout', '30s', '--body-timeout', '20s'],
+    ['--max-connections', '0'],
+    ['--max-connections', 'many'],
+  ]) {
+    assert.throws(() => parseGatewayConfig(args, {}), ConfigError, args.join(' '));
+  }
 });
 
 test('the admin token comes from QUOTAD_ADMIN_TOKEN, and a short one is refused', () => {

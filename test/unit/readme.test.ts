@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
+import { SERVE_SETTINGS, type Setting } from '../../src/main/config.js';
+import { GATEWAY_SETTINGS } from '../../src/main/gateway-config.js';
 import { parsePolicy } from '../../src/policy/load.js';
 
 const README = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
@@ -14,3 +16,38 @@ test("the README's example policy is a valid policy", () => {
     ['requests_per_minute', 'tokens_per_minute', 'tokens_per_day', 'spend_per_day', 'concurrent_requests'],
   );
 });
+
+/** The rows of the Markdown table that follows `heading` in the README: flag, variable, default. */
+function settingsTable(heading: string): { flag: string; env: string; default: string }[] {
+  const start = README.indexOf(heading);
+  assert.ok(start >= 0, `README has "${heading}"`);
+  const table = /\n(\|[^\n]*\n)+/.exec(README.slice(start))?.[0] ?? '';
+  return table
+    .trim()
+    .split('\n')
+    .slice(2)
+    .map((row) => row.split('|').map((cell) => cell.trim()))
+    .map(([, flag, env, text]) => ({
+      flag: (flag ?? '').replaceAll('`', ''),
+      env: (env ?? '').replaceAll('`', ''),
+      default: (text ?? '').replaceAll('`', ''),
+    }));
+}
+
+for (const [command, heading, settings] of [
+  ['serve', '`quotad serve` takes each setting', SERVE_SETTINGS],
+  ['gateway', '`quotad gateway` takes its settings', GATEWAY_SETTINGS],
+] as const) {
+  test(`the README's table of quotad ${command} settings is --help's: every flag, its variable and default`, () => {
+    const rows = settingsTable(heading).filter((row) => row.flag !== '');
+    const expected = Object.values(settings as Record<string, Setting>).map((setting) => ({
+      flag: `--${setting.flag}`,
+      env: setting.env,
+      default: setting.default || 'unset',
+    }));
+    assert.deepEqual(
+      rows.map((row) => ({ ...row, default: row.default === 'none' ? 'unset' : row.default })),
+      expected,
+    );
+  });
+}
