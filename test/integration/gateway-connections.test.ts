@@ -202,7 +202,7 @@ describe('client timeouts', () => {
       const endless = await rawClient(gateway);
       endless.socket.write(
         'POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n' +
-          'Transfer-Encoding: chunked\r\n\r\n',
+          `Authorization: Bearer ${secret}\r\nTransfer-Encoding: chunked\r\n\r\n`,
       );
       trickle(endless, '1\r\n \r\n', 50);
       assert.match((await endless.closed).received, /^HTTP\/1\.1 408 /);
