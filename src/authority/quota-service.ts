@@ -4,6 +4,7 @@ import {
   ConflictError,
   InvalidArgumentError,
   NotFoundError,
+  OverloadedError,
   PermissionDeniedError,
   StoreUnavailableError,
   UnauthenticatedError,
@@ -52,6 +53,8 @@ export function toLimitStatus(report: LimitReport): LimitStatus {
     windowMs: spec.kind === 'rate' ? spec.windowMs : 0,
     periodStartMs: report.periodStartMs,
     periodEndMs: report.periodEndMs,
+    reserved: report.reserved,
+    held: report.held,
   };
 }
 
@@ -70,6 +73,12 @@ export function toCheckResponse(decision: Decision): CheckQuotaResponse {
     key: decision.key ?? null,
     warning: decision.warning,
   };
+}
+
+/** When the caller stops waiting, in Unix ms (Infinity when it set no deadline). */
+function deadlineOf(call: { getDeadline(): grpc.Deadline }): number {
+  const deadline = call.getDeadline();
+  return deadline instanceof Date ? deadline.getTime() : deadline;
 }
 
 function toRecordResponse(report: SettlementReport): RecordUsageResponse {
@@ -105,6 +114,9 @@ export function toServiceError(
   if (error instanceof StoreUnavailableError) {
     return { code: grpc.status.UNAVAILABLE, details: `quota store unavailable; retry: ${error.message}` };
   }
+  if (error instanceof OverloadedError) {
+    return { code: grpc.status.RESOURCE_EXHAUSTED, details: `authority overloaded: ${error.message}` };
+  }
   logger.error({ err: error, method }, 'internal error');
   return { code: grpc.status.INTERNAL, details: 'internal error' };
 }
@@ -133,10 +145,10 @@ export function quotaServiceHandlers(
 ): QuotaServiceHandlers {
   function unary<Req, Res>(
     method: GrpcMethod,
-    handle: (request: Req) => Promise<Res>,
+    handle: (request: Req, deadlineMs: number) => Promise<Res>,
   ): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
-      handle(call.request).then(
+      handle(call.request, deadlineOf(call)).then(
         (response) => {
           metrics.grpcRequests.inc({ method, code: 'OK' });
           callback(null, response);
@@ -165,36 +177,38 @@ export function quotaServiceHandlers(
     }
   }
   return {
-    CheckQuotaBatch: unary('CheckQuotaBatch', async (request) => {
+    CheckQuotaBatch: unary('CheckQuotaBatch', async (request, deadlineMs) => {
       const checks = requireBatch('checks', request.checks);
       metrics.batchItems.observe({ method: 'CheckQuotaBatch' }, checks.length);
       const results = await Promise.all(
         checks.map((check) =>
-          item('CheckQuotaBatch', async () => toCheckResponse(await authority.check(toCheckInput(check)))),
-        ),
-      );
-      return { results };
-    }),
-    RecordUsageBatch: unary('RecordUsageBatch', async (request) => {
-      const records = requireBatch('records', request.records);
-      metrics.batchItems.observe({ method: 'RecordUsageBatch' }, records.length);
-      const results = await Promise.all(
-        records.map((record) =>
-          item('RecordUsageBatch', async () =>
-            toRecordResponse(await authority.record(toRecordInput(record))),
+          item('CheckQuotaBatch', async () =>
+            toCheckResponse(await authority.check(toCheckInput(check), deadlineMs)),
           ),
         ),
       );
       return { results };
     }),
-    CheckQuota: unary('CheckQuota', async (request) =>
-      toCheckResponse(await authority.check(toCheckInput(request))),
+    RecordUsageBatch: unary('RecordUsageBatch', async (request, deadlineMs) => {
+      const records = requireBatch('records', request.records);
+      metrics.batchItems.observe({ method: 'RecordUsageBatch' }, records.length);
+      const results = await Promise.all(
+        records.map((record) =>
+          item('RecordUsageBatch', async () =>
+            toRecordResponse(await authority.record(toRecordInput(record), deadlineMs)),
+          ),
+        ),
+      );
+      return { results };
+    }),
+    CheckQuota: unary('CheckQuota', async (request, deadlineMs) =>
+      toCheckResponse(await authority.check(toCheckInput(request), deadlineMs)),
     ),
-    RecordUsage: unary('RecordUsage', async (request) =>
-      toRecordResponse(await authority.record(toRecordInput(request))),
+    RecordUsage: unary('RecordUsage', async (request, deadlineMs) =>
+      toRecordResponse(await authority.record(toRecordInput(request), deadlineMs)),
     ),
-    GetUsage: unary('GetUsage', async (request) => {
-      const usage = await authority.usage(toUsageCredential(request));
+    GetUsage: unary('GetUsage', async (request, deadlineMs) => {
+      const usage = await authority.usage(toUsageCredential(request), 'caller', deadlineMs);
       return {
         tier: usage.tier,
         limits: usage.limits.map(toLimitStatus),
@@ -204,8 +218,8 @@ export function quotaServiceHandlers(
         warning: usage.warning,
       };
     }),
-    ListModels: unary('ListModels', async (request) => {
-      const report = await authority.models(toUsageCredential(request));
+    ListModels: unary('ListModels', async (request, deadlineMs) => {
+      const report = await authority.models(toUsageCredential(request), deadlineMs);
       return {
         tier: report.tier,
         models: report.models.map(({ spec, aliases }) => ({

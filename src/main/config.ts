@@ -51,7 +51,7 @@ export const SERVE_SETTINGS = {
   redisTimeout: {
     flag: 'redis-timeout',
     env: 'QUOTAD_REDIS_TIMEOUT',
-    default: '50ms',
+    default: '1s',
     help: "Bound on every Redis command; keep it below callers' deadlines. Past it, on_store_failure decides.",
   },
   shutdownDelay: {

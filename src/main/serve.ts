@@ -182,6 +182,7 @@ export async function startAuthority(
     metrics,
     logger,
     keys,
+    maxStoreWaitMs: config.redisTimeoutMs,
   });
   const admin = config.adminToken
     ? adminServiceHandlers({
@@ -238,6 +239,7 @@ export async function startAuthority(
       stopping ??= (async () => {
         logger.info({ drainDelayMs: config.shutdownDelayMs }, 'shutting down: health NOT_SERVING, draining');
         await server.shutdown({ drainDelayMs: config.shutdownDelayMs, graceMs: config.shutdownGraceMs });
+        authority.close();
         await policy.stop();
         await metricsServer.close();
         await stores.keys.close();
