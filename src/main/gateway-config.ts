@@ -28,8 +28,14 @@ export const GATEWAY_SETTINGS = {
   authorityTimeout: {
     flag: 'authority-timeout',
     env: 'QUOTAD_AUTHORITY_TIMEOUT',
-    default: '100ms',
-    help: 'Deadline of each CheckQuota; past it (or with the authority down) --fail-mode decides.',
+    default: '2s',
+    help: 'Deadline of each CheckQuota; past it (or with the authority down) --fail-mode decides. Long enough for a burst to queue.',
+  },
+  maxPendingChecks: {
+    flag: 'max-pending-checks',
+    env: 'QUOTAD_MAX_PENDING_CHECKS',
+    default: '2000',
+    help: 'Checks waiting for the authority at most; a request beyond them gets 503 server_overloaded at once, with Retry-After.',
   },
   authorityBatch: {
     flag: 'authority-batch',
@@ -116,6 +122,8 @@ export interface GatewayConfig {
   address: HostPort;
   authorityTarget: string;
   authorityTimeoutMs: number;
+  /** Checks waiting for the authority at most; more are shed (503 server_overloaded). */
+  maxPendingChecks: number;
   /** Coalesce concurrent CheckQuota and RecordUsage calls into CheckQuotaBatch and RecordUsageBatch. */
   authorityBatch: boolean;
   failMode: FailMode;
@@ -144,6 +152,14 @@ function parseSize(name: string, text: string): number {
   const bytes = match ? Number(match[1]) * (SIZE_UNIT[(match[2] as string).toLowerCase()] as number) : 0;
   if (bytes <= 0) throw new ConfigError(`${name}: expected a size like 512kb or 4mb, got '${text}'`);
   return bytes;
+}
+
+function countSetting(name: string, text: string): number {
+  const count = Number(text);
+  if (!/^\d+$/.test(text.trim()) || count < 1 || count > 1_000_000) {
+    throw new ConfigError(`${name}: expected a whole number from 1 to 1000000, got '${text}'`);
+  }
+  return count;
 }
 
 function proxiesSetting(name: string, text: string): string[] {
@@ -202,6 +218,7 @@ export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessE
     address: parseHostPort(name(s.addr), required(s.addr)),
     authorityTarget: required(s.authority),
     authorityTimeoutMs: durationSetting(name(s.authorityTimeout), required(s.authorityTimeout)),
+    maxPendingChecks: countSetting(name(s.maxPendingChecks), required(s.maxPendingChecks)),
     authorityBatch: onOffSetting(name(s.authorityBatch), required(s.authorityBatch)),
     failMode,
     upstreamUrl,
