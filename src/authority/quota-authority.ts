@@ -49,6 +49,7 @@ import type { AuthorityMetrics } from '../telemetry/metrics.js';
 import type { Logger } from '../telemetry/logger.js';
 import { CallBudget } from './call-budget.js';
 import { LateCancels } from './late-cancels.js';
+import { StoreSilence } from './store-silence.js';
 
 /**
  * Who asks: a principal the caller verified (with a key's overrides when the caller already resolved the
@@ -123,6 +124,8 @@ export interface QuotaAuthorityOptions {
 const NO_DEADLINE = Infinity;
 /** A key lookup may use this share of the time left, so that the reserve keeps the rest. */
 const KEY_LOOKUP_SHARE = 0.5;
+/** While the store has answered nothing for maxStoreWaitMs, a command is waited for only this long. */
+const SUSPECT_WAIT_MS = 50;
 /** Last counts the store reported for `local` limits, kept for this many (principal, limit) pairs. */
 export const LAST_SEEN_MAX_ENTRIES = 100_000;
 
@@ -149,6 +152,7 @@ export class QuotaAuthority {
   readonly #bounds = new PeriodBoundsCache();
   readonly #maxStoreWaitMs: number;
   readonly #lateCancels: LateCancels;
+  readonly #silence: StoreSilence;
   /** The `used` the store last reported per `local` limit's counter (LRU), to seed the fallback from. */
   readonly #lastSeen = new Map<string, { used: number; atMs: number }>();
 
@@ -162,6 +166,23 @@ export class QuotaAuthority {
     this.#keys = options.keys;
     this.#maxStoreWaitMs = options.maxStoreWaitMs ?? 1_000;
     this.#lateCancels = new LateCancels({ metrics: options.metrics, logger: options.logger });
+    this.#silence = new StoreSilence({
+      suspectAfterMs: this.#maxStoreWaitMs,
+      suspectWaitMs: SUSPECT_WAIT_MS,
+      onChange: (suspect) => {
+        if (suspect) {
+          this.#logger.warn(
+            { silentForMs: this.#maxStoreWaitMs, waitMs: SUSPECT_WAIT_MS },
+            'the store has answered nothing for a while; calls wait for it briefly, then failure policies decide',
+          );
+        } else this.#logger.info('the store answers again');
+      },
+    });
+  }
+
+  /** How long a store command sent now may be waited for: `share` of the call's time, less while the store is silent. */
+  #waitMs(budget: CallBudget, share = 1, nowMs = Date.now()): number {
+    return this.#silence.waitMs(budget.storeWaitMs(share, nowMs));
   }
 
   /** Stops retrying cancellations of late reservations (at shutdown). */
@@ -182,7 +203,10 @@ export class QuotaAuthority {
   /** For a check: a principal as given, a usable key as its principal, any other key as its refusal. */
   async #resolveToCheck(credential: Credential, budget: CallBudget): Promise<Resolved | Decision> {
     if ('principal' in credential) return asGiven(credential);
-    const auth = await this.#keys.authenticate(credential.apiKeySha256, budget.storeWaitMs(KEY_LOOKUP_SHARE));
+    const auth = await this.#keys.authenticate(
+      credential.apiKeySha256,
+      this.#waitMs(budget, KEY_LOOKUP_SHARE),
+    );
     if (auth.code === 'INVALID_KEY') return keyRefusalDecision(auth.code, auth.reason, undefined);
     const key = keyIdentity(auth.record, auth.expiresAtMs);
     if (auth.code !== 'OK') return keyRefusalDecision(auth.code, auth.reason, key);
@@ -197,7 +221,7 @@ export class QuotaAuthority {
   /** For settlement and reports: any known key, even one revoked or expired since, so no usage is lost. */
   async #resolveToReport(credential: Credential, budget: CallBudget): Promise<Resolved> {
     if ('principal' in credential) return asGiven(credential);
-    const record = await this.#keys.lookup(credential.apiKeySha256, budget.storeWaitMs(KEY_LOOKUP_SHARE));
+    const record = await this.#keys.lookup(credential.apiKeySha256, this.#waitMs(budget, KEY_LOOKUP_SHARE));
     if (!record) throw new NotFoundError('api_key_sha256: no API key has this hash');
     const key = keyIdentity(record, record.expiresMs);
     return { principal: keyPrincipal(record), overrides: record.limits, key, warning: '' };
@@ -249,7 +273,7 @@ export class QuotaAuthority {
     budget: CallBudget,
   ): Promise<Decision> {
     const sentAt = Date.now();
-    const waitMs = budget.storeWaitMs(1, sentAt);
+    const waitMs = this.#waitMs(budget, 1, sentAt);
     const command: ReserveCommand = {
       principal: input.principal,
       requestId: input.requestId,
@@ -265,7 +289,7 @@ export class QuotaAuthority {
     let answer: Promise<ReserveResult> | undefined;
     try {
       if (waitMs <= 0) throw new StoreUnavailableError('no time left of the call to ask the store');
-      answer = this.#store.reserve(command);
+      answer = this.#silence.watch(this.#store.reserve(command));
       const result = await this.#timedStore('reserve', within(answer, waitMs, 'reserve'));
       if (result.outcome === 'expired') {
         throw new StoreUnavailableError('the store got the reserve after its deadline');
@@ -408,7 +432,7 @@ export class QuotaAuthority {
       limits,
     };
     this.#fallback.releaseNow({ ...command, limits: [] });
-    const result = await this.#settleStore(command, budget.storeWaitMs());
+    const result = await this.#settleStore(command, this.#waitMs(budget));
     this.#noteSeen(principal, limits, result.limits);
     this.#metrics.reservationsSettled.inc({ status: result.status });
     if (result.late && result.status === 'settled') this.#metrics.reservationsSettled.inc({ status: 'late' });
@@ -428,7 +452,8 @@ export class QuotaAuthority {
   }
 
   #settleStore(command: SettleCommand, waitMs = this.#maxStoreWaitMs): Promise<SettleResult> {
-    return this.#timedStore('settle', within(this.#store.settle(command), waitMs, 'settle'));
+    const answer = this.#silence.watch(this.#store.settle(command));
+    return this.#timedStore('settle', within(answer, waitMs, 'settle'));
   }
 
   /**
@@ -448,18 +473,20 @@ export class QuotaAuthority {
         : await this.#resolveToReport(credential, budget);
     const policy = this.#policy();
     const limits = planPeek(policy, principal, this.#boundsAt(), overrides);
-    const peek = this.#store.reserve({
-      principal,
-      requestId: '',
-      mode: 'peek',
-      leaseMs: policy.leaseMs,
-      idempotencyWindowMs: policy.idempotencyWindowMs,
-      reservedTokens: 0,
-      reservedMicros: 0,
-      limits,
-      deadlineMs: 0,
-    });
-    const result = await this.#timedStore('reserve', within(peek, budget.storeWaitMs(), 'usage'));
+    const peek = this.#silence.watch(
+      this.#store.reserve({
+        principal,
+        requestId: '',
+        mode: 'peek',
+        leaseMs: policy.leaseMs,
+        idempotencyWindowMs: policy.idempotencyWindowMs,
+        reservedTokens: 0,
+        reservedMicros: 0,
+        limits,
+        deadlineMs: 0,
+      }),
+    );
+    const result = await this.#timedStore('reserve', within(peek, this.#waitMs(budget), 'usage'));
     this.#noteSeen(principal, limits, result.limits);
     const reports = reportLimits(limits, result.limits);
     this.#metrics.decisionDuration.observe({ method: 'usage' }, (performance.now() - started) / 1000);

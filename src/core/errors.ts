@@ -15,11 +15,14 @@ export class InvalidArgumentError extends Error {
 export class StoreUnavailableError extends Error {
   /** The command certainly never reached the store (no connection to send it on), so it changed nothing. */
   readonly unsent: boolean;
+  /** The store said nothing at all in time (as opposed to a refused connection or a failover reply). */
+  readonly silent: boolean;
 
-  constructor(message: string, options?: { cause?: unknown; unsent?: boolean }) {
+  constructor(message: string, options?: { cause?: unknown; unsent?: boolean; silent?: boolean }) {
     super(message, options);
     this.name = 'StoreUnavailableError';
     this.unsent = options?.unsent ?? false;
+    this.silent = options?.silent ?? false;
   }
 }
 

@@ -12,7 +12,10 @@ export function within<T>(answer: Promise<T>, waitMs: number, what: string): Pro
   if (waitMs === Infinity) return answer;
   return new Promise<T>((resolve, reject) => {
     const timer = setTimeout(
-      () => reject(new StoreUnavailableError(`${what}: no answer within ${Math.ceil(waitMs)} ms`)),
+      () =>
+        reject(
+          new StoreUnavailableError(`${what}: no answer within ${Math.ceil(waitMs)} ms`, { silent: true }),
+        ),
       waitMs,
     );
     answer.then(

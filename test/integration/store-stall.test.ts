@@ -145,6 +145,37 @@ describe('a slow or stalled Redis, at default settings', () => {
     }
   });
 
+  test('once Redis has answered nothing for --redis-timeout, checks wait for it only briefly, until it answers again', async () => {
+    const principal = freshPrincipal('open');
+    const round = () =>
+      Promise.all(
+        Array.from({ length: 5 }, async () => {
+          const started = performance.now();
+          const answer = await gatewayCheck({ principal });
+          return { outcome: outcome(answer), ms: performance.now() - started };
+        }),
+      );
+    server.pause();
+    let suspected;
+    try {
+      await round(); // these wait out --redis-timeout: Redis may only be slow
+      suspected = await round();
+    } finally {
+      await server.resume();
+    }
+    assert.deepEqual(new Set(suspected.map((each) => each.outcome)), new Set(['OK (degraded)']));
+    const slowest = Math.max(...suspected.map((each) => each.ms));
+    assert.ok(slowest < GATEWAY_DEADLINE_MS / 4, `decided in ${Math.round(slowest)} ms`);
+    const after = await eventually(
+      async () => {
+        const answer = outcome(await gatewayCheck({ principal }));
+        return answer === 'OK' ? answer : undefined;
+      },
+      () => 'checks were still decided without Redis after it came back',
+    );
+    assert.equal(after, 'OK');
+  });
+
   test('a batch answered by its failure policy while Redis hangs leaves nothing reserved once Redis runs again', async () => {
     const principal = freshPrincipal('closed');
     const checks = Array.from({ length: 1_000 }, () => request({ principal }));

@@ -5,6 +5,8 @@ import { StoreUnavailableError } from '../../core/errors.js';
 const TRANSIENT_REPLY = /^(LOADING|READONLY|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN)/;
 /** ioredis refuses a command at once when no connection can take it (the offline queue is off). */
 const NOT_SENT = /Stream isn't writeable/;
+/** ioredis gave up waiting (commandTimeout): Redis said nothing. */
+const TIMED_OUT = /Command timed out/;
 
 /**
  * Runs Redis commands, turning an outage (timeout, lost connection, failover reply) into
@@ -17,6 +19,10 @@ export async function callRedis<T>(run: () => Promise<T>): Promise<T> {
   } catch (error) {
     const message = (error as Error).message;
     if (error instanceof ReplyError && !TRANSIENT_REPLY.test(message)) throw error;
-    throw new StoreUnavailableError(`redis: ${message}`, { cause: error, unsent: NOT_SENT.test(message) });
+    throw new StoreUnavailableError(`redis: ${message}`, {
+      cause: error,
+      unsent: NOT_SENT.test(message),
+      silent: TIMED_OUT.test(message),
+    });
   }
 }
