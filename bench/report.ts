@@ -9,6 +9,7 @@ import { basename, dirname, join, relative } from 'node:path';
 import * as prettier from 'prettier';
 import { REPO_ROOT } from '../test/helpers/authority-process.js';
 import type { GrpcScenario, LoadPoint, Results } from './run.js';
+import { renderBurst } from './burst.js';
 
 const require = createRequire(import.meta.url);
 
@@ -652,6 +653,9 @@ export async function renderReport(
       ),
     );
   }
+
+  // ---------------------------------------------------------------------------------- burst
+  if (results.burst) p(...renderBurst(results.burst, table));
 
   // ---------------------------------------------------------------------------------- setup
   p(
