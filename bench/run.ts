@@ -609,9 +609,18 @@ async function captureScriptCalls(ctx: Context, subject: string, requestId: stri
       `MONITOR saw no EVALSHA of reserve.lua / settle.lua for ${requestId}: ${JSON.stringify(seen).slice(0, 500)}`,
     );
   return {
-    reserve: { sha: reserveSha, args: reserve.slice(2) } satisfies ScriptCall,
+    reserve: { sha: reserveSha, args: withoutDeadline(reserve.slice(2)) } satisfies ScriptCall,
     settle: { sha: settleSha, args: settle.slice(2) } satisfies ScriptCall,
   };
+}
+
+/**
+ * A captured reserve's args with its deadline (ARGV[9]: when the authority stopped waiting, long past by
+ * the time they are replayed) set to 0, none: replayed, it would reserve nothing.
+ */
+function withoutDeadline(args: string[]): string[] {
+  const deadlineAt = Number(args[0]) + 9;
+  return args.map((arg, i) => (i === deadlineAt ? '0' : arg));
 }
 
 /** The args of a captured call with its subject and request id replaced. */
