@@ -378,7 +378,7 @@ async function startAuthority(
   const env: Record<string, string> = {
     LOG_LEVEL: 'info', // logs nothing per decision; says when it serves
     QUOTAD_POLICY: ctx.policyPath,
-    QUOTAD_REDIS_TIMEOUT: '1s', // a saturated closed loop queues; the default 50 ms would turn that into store failures
+    QUOTAD_REDIS_TIMEOUT: '1s', // a saturated closed loop queues; the default before #12 (50 ms) turned that into store failures
     ...extraEnv,
   };
   if (store === 'redis') env.REDIS_URL = ctx.redis.url;
@@ -829,7 +829,7 @@ async function gatewayScenario(ctx: Context): Promise<GatewayResult> {
       QUOTAD_AUTHORITY: quotad.grpcAddress,
       OPENAI_BASE_URL: upstream.address,
       LOG_LEVEL: 'warn', // info logs a line per request
-      QUOTAD_AUTHORITY_TIMEOUT: '1s', // the 100 ms default fails closed when the closed loop saturates the machine
+      QUOTAD_AUTHORITY_TIMEOUT: '1s', // the default before #12 (100 ms) failed closed when the closed loop saturated the machine
     };
     const gateway = await GatewayProcess.spawn(gatewayEnv);
     stops.push(() => gateway.stop());

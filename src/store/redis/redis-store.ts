@@ -15,7 +15,7 @@ import { callRedis } from './call-redis.js';
 import { defineQuotaScripts, type QuotaScripts } from './scripts.js';
 
 export interface RedisClientOptions {
-  /** Every command is bounded by this; keep it below the callers' deadline. */
+  /** The longest any command is waited for (`--redis-timeout`); the authority waits less when a call's deadline leaves less. */
   commandTimeoutMs: number;
 }
 
