@@ -4,7 +4,7 @@
  * RecordUsage), alternating so drift on a noisy machine shows.
  *
  *   node dist/bench/gateway.js [--seconds 10] [--connections 32] [--stream] [--store memory|redis]
- *                              [--rounds 2] [--warmup 5] [--authority-timeout 100ms] [--redis-timeout 50ms]
+ *                              [--rounds 2] [--warmup 5] [--authority-timeout 2s] [--redis-timeout 1s]
  *
  * One process runs the demo upstream, the authority, the gateway and the load (autocannon); with
  * --store redis a private redis-server is started too. The policy is config/policy.yaml plus a `bench`
@@ -14,9 +14,9 @@
  * authority took by a limit's on_store_failure (the store timed out) instead of doing its work.
  *
  * --authority-timeout is the gateway's CheckQuota deadline and --redis-timeout the authority's bound on a
- * Redis command (their defaults, 100ms and 50ms, unless given): on a saturated machine both round trips
- * queue behind everything else in the process and can miss them (503 quota_unavailable; degraded
- * decisions). At the end the script reports the concurrency leases the bench key still holds: reservations
+ * Redis command (their defaults unless given: 2s and 1s since #12, 100ms and 50ms before): on a saturated
+ * machine both round trips queue behind everything else in the process and can miss short ones (503
+ * quota_unavailable; degraded decisions). At the end the script reports the concurrency leases the bench key still holds: reservations
  * that were never settled.
  */
 import autocannon from 'autocannon';

@@ -9,6 +9,7 @@ import { basename, dirname, join, relative } from 'node:path';
 import * as prettier from 'prettier';
 import { REPO_ROOT } from '../test/helpers/authority-process.js';
 import type { GrpcScenario, LoadPoint, Results } from './run.js';
+import { renderBurst } from './burst.js';
 
 const require = createRequire(import.meta.url);
 
@@ -554,7 +555,7 @@ export async function renderReport(
   if (gateway) {
     p(
       '## Gateway overhead',
-      `\`POST /v1/chat/completions\` (\`${JSON.stringify({ model: 'gpt-4o-mini', max_tokens: 16 })}\` with one short user message) sent by autocannon ${machine.autocannon} from its own process (bench/http-load.ts), (a) straight to the demo upstream (src/demo/upstream.ts in its own process) and (b) through \`quotad gateway\` with an API key of the bench tier, to \`quotad serve\` on the Redis store. Four processes plus Redis on ${machine.nproc} vCPUs. 2 s of warm-up, then ${settings.seconds} s measured, each run. Latency has sub-millisecond resolution (autocannon's per-response event; its own histogram keeps whole milliseconds). The gateway runs with \`LOG_LEVEL=warn\` (info logs a line per request) and \`QUOTAD_AUTHORITY_TIMEOUT=1s\` (the 100 ms default fails closed when the closed loop saturates the machine).`,
+      `\`POST /v1/chat/completions\` (\`${JSON.stringify({ model: 'gpt-4o-mini', max_tokens: 16 })}\` with one short user message) sent by autocannon ${machine.autocannon} from its own process (bench/http-load.ts), (a) straight to the demo upstream (src/demo/upstream.ts in its own process) and (b) through \`quotad gateway\` with an API key of the bench tier, to \`quotad serve\` on the Redis store. Four processes plus Redis on ${machine.nproc} vCPUs. 2 s of warm-up, then ${settings.seconds} s measured, each run. Latency has sub-millisecond resolution (autocannon's per-response event; its own histogram keeps whole milliseconds). The gateway runs with \`LOG_LEVEL=warn\` (info logs a line per request) and \`QUOTAD_AUTHORITY_TIMEOUT=1s\` (the default before #12, 100 ms, failed closed when the closed loop saturated the machine).`,
       table(
         [
           'target',
@@ -652,6 +653,9 @@ export async function renderReport(
       ),
     );
   }
+
+  // ---------------------------------------------------------------------------------- burst
+  if (results.burst) p(...renderBurst(results.burst, table));
 
   // ---------------------------------------------------------------------------------- setup
   p(

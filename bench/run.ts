@@ -4,8 +4,11 @@
  *
  *   node dist/bench/run.js [--only transport,redis,...] [--seconds 8] [--loadgens 1] [--principals 10000]
  *                          [--memory-principals 100000] [--out bench/RESULTS.md] [--chart bench/latency-vs-load.svg]
+ *                          [--burst 200] [--burst-rounds 3]
  *
- * Scenarios (ids for --only): transport, redis, memory, rlf, storage, gateway, footprint, batch, profile.
+ * Scenarios (ids for --only): transport, redis, memory, rlf, storage, gateway, footprint, batch, profile,
+ * burst. `--only burst` alone keeps the other scenarios' figures of the last run (results/latest.json) and
+ * rewrites only the burst section.
  * --seconds is the measured length of each load point (warm-ups come on top).
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -31,6 +34,7 @@ import {
   recordRequest,
   writeBenchPolicy,
 } from './common.js';
+import { burstScenario, type BurstResult } from './burst.js';
 import { summarizeProfile, type ProfileSummary } from './cpuprofile.js';
 import type { HistogramData } from './histogram.js';
 import { Histogram } from './histogram.js';
@@ -39,7 +43,18 @@ import { benchScript, LoadGenerator, mergeResults, startNodeServer } from './pro
 import { renderChart } from './chart.js';
 import { renderReport } from './report.js';
 
-const ALL = ['transport', 'redis', 'memory', 'rlf', 'storage', 'gateway', 'footprint', 'batch', 'profile'];
+const ALL = [
+  'transport',
+  'redis',
+  'memory',
+  'rlf',
+  'storage',
+  'gateway',
+  'footprint',
+  'batch',
+  'profile',
+  'burst',
+];
 
 const { values } = parseArgs({
   options: {
@@ -53,6 +68,9 @@ const { values } = parseArgs({
     'batch-inflight': { type: 'string', default: '8' },
     'batch-size': { type: 'string', default: '64' },
     fractions: { type: 'string', default: '0.1,0.25,0.5,0.75,0.9' },
+    /** The burst scenario: requests at once, and how many bursts per store. */
+    burst: { type: 'string', default: '200' },
+    'burst-rounds': { type: 'string', default: '3' },
     out: { type: 'string', default: 'bench/RESULTS.md' },
     chart: { type: 'string', default: 'bench/latency-vs-load.svg' },
     json: { type: 'string', default: 'bench/results/latest.json' },
@@ -192,6 +210,7 @@ export interface Results {
   gateway?: GatewayResult;
   footprint?: FootprintResult;
   profile?: ProfileSummary & { operationsPerSecond: number; seconds: number };
+  burst?: BurstResult;
   protoHasBatch: boolean;
 }
 
@@ -359,7 +378,7 @@ async function startAuthority(
   const env: Record<string, string> = {
     LOG_LEVEL: 'info', // logs nothing per decision; says when it serves
     QUOTAD_POLICY: ctx.policyPath,
-    QUOTAD_REDIS_TIMEOUT: '1s', // a saturated closed loop queues; the default 50 ms would turn that into store failures
+    QUOTAD_REDIS_TIMEOUT: '1s', // a saturated closed loop queues; the default before #12 (50 ms) turned that into store failures
     ...extraEnv,
   };
   if (store === 'redis') env.REDIS_URL = ctx.redis.url;
@@ -590,9 +609,18 @@ async function captureScriptCalls(ctx: Context, subject: string, requestId: stri
       `MONITOR saw no EVALSHA of reserve.lua / settle.lua for ${requestId}: ${JSON.stringify(seen).slice(0, 500)}`,
     );
   return {
-    reserve: { sha: reserveSha, args: reserve.slice(2) } satisfies ScriptCall,
+    reserve: { sha: reserveSha, args: withoutDeadline(reserve.slice(2)) } satisfies ScriptCall,
     settle: { sha: settleSha, args: settle.slice(2) } satisfies ScriptCall,
   };
+}
+
+/**
+ * A captured reserve's args with its deadline (ARGV[9]: when the authority stopped waiting, long past by
+ * the time they are replayed) set to 0, none: replayed, it would reserve nothing.
+ */
+function withoutDeadline(args: string[]): string[] {
+  const deadlineAt = Number(args[0]) + 9;
+  return args.map((arg, i) => (i === deadlineAt ? '0' : arg));
 }
 
 /** The args of a captured call with its subject and request id replaced. */
@@ -801,7 +829,7 @@ async function gatewayScenario(ctx: Context): Promise<GatewayResult> {
       QUOTAD_AUTHORITY: quotad.grpcAddress,
       OPENAI_BASE_URL: upstream.address,
       LOG_LEVEL: 'warn', // info logs a line per request
-      QUOTAD_AUTHORITY_TIMEOUT: '1s', // the 100 ms default fails closed when the closed loop saturates the machine
+      QUOTAD_AUTHORITY_TIMEOUT: '1s', // the default before #12 (100 ms) failed closed when the closed loop saturated the machine
     };
     const gateway = await GatewayProcess.spawn(gatewayEnv);
     stops.push(() => gateway.stop());
@@ -1022,6 +1050,15 @@ async function render(results: Results) {
   await writeFile(out, await renderReport(results, { chartFile: chart, outFile: out }));
 }
 
+/** The last run's results, to keep when only the burst scenario is measured again. */
+async function previousResults(json: string): Promise<Results | undefined> {
+  try {
+    return JSON.parse(await readFile(json, 'utf8')) as Results;
+  } catch {
+    return undefined;
+  }
+}
+
 async function main() {
   if (values['render-only']) {
     await render(JSON.parse(await readFile(values['render-only'], 'utf8')) as Results);
@@ -1075,6 +1112,16 @@ async function main() {
     if (only.has('gateway')) results.gateway = await gatewayScenario(ctx);
     if (only.has('footprint')) results.footprint = await footprintScenario(ctx);
     if (only.has('profile')) results.profile = await profileScenario(ctx);
+    if (only.has('burst')) {
+      results.burst = await burstScenario({
+        redis,
+        dir,
+        commit: String(results.machine.commit),
+        burst: Number(values.burst),
+        rounds: Number(values['burst-rounds']),
+        log,
+      });
+    }
   } finally {
     client.disconnect();
     await redis.stop();
@@ -1090,8 +1137,10 @@ async function main() {
 
   const json = resolve(REPO_ROOT, values.json as string);
   await mkdir(join(json, '..'), { recursive: true });
-  await writeFile(json, `${JSON.stringify(results, null, 2)}\n`);
-  await render(results);
+  const kept = only.size === 1 && only.has('burst') ? await previousResults(json) : undefined;
+  const written = kept ? { ...kept, burst: results.burst } : results;
+  await writeFile(json, `${JSON.stringify(written, null, 2)}\n`);
+  await render(written);
   log(
     `wrote ${values.out}, ${values.chart} and ${values.json} in ${results.durationSeconds} s; load average ${results.machine.loadAfter}`,
   );

@@ -1,4 +1,4 @@
-import { PeriodBoundsCache } from '../core/calendar.js';
+import { PeriodBoundsCache, periodAt } from '../core/calendar.js';
 import type { Clock } from '../core/clock.js';
 import {
   keyRefusalDecision,
@@ -14,6 +14,7 @@ import {
 import {
   InvalidArgumentError,
   NotFoundError,
+  OverloadedError,
   PermissionDeniedError,
   StoreUnavailableError,
   UnauthenticatedError,
@@ -28,13 +29,27 @@ import {
   type CheckRequest,
 } from '../core/plan.js';
 import type { ModelSpec, Policy } from '../core/policy.js';
-import type { Principal, ReserveCommand, SettleOutcome, SettleResult } from '../core/quota.js';
+import type {
+  LimitState,
+  PlannedLimit,
+  Principal,
+  ReserveCommand,
+  ReserveResult,
+  SettleCommand,
+  SettleOutcome,
+  SettleResult,
+} from '../core/quota.js';
 import type { KeyRegistry } from '../keys/key-registry.js';
 import { keyPrincipal, type ApiKeyRecord } from '../keys/key-record.js';
+import { limitKey, reservationKey } from '../store/keys.js';
 import type { MemoryStore } from '../store/memory-store.js';
 import type { QuotaStore } from '../store/store.js';
+import { within } from '../store/within.js';
 import type { AuthorityMetrics } from '../telemetry/metrics.js';
 import type { Logger } from '../telemetry/logger.js';
+import { CallBudget } from './call-budget.js';
+import { LateCancels } from './late-cancels.js';
+import { StoreSilence } from './store-silence.js';
 
 /**
  * Who asks: a principal the caller verified (with a key's overrides when the caller already resolved the
@@ -98,7 +113,21 @@ export interface QuotaAuthorityOptions {
   logger: Logger;
   /** Resolves API-key credentials. */
   keys: KeyRegistry;
+  /**
+   * The most one store command is waited for (`--redis-timeout`): a call with a deadline waits less when
+   * less of it remains, and a call without one waits this long. Default 1 s.
+   */
+  maxStoreWaitMs?: number;
 }
+
+/** A call without a deadline (an admin call, grpcurl): its store commands wait maxStoreWaitMs each. */
+const NO_DEADLINE = Infinity;
+/** A key lookup may use this share of the time left, so that the reserve keeps the rest. */
+const KEY_LOOKUP_SHARE = 0.5;
+/** While the store has answered nothing for maxStoreWaitMs, a command is waited for only this long. */
+const SUSPECT_WAIT_MS = 50;
+/** Last counts the store reported for `local` limits, kept for this many (principal, limit) pairs. */
+export const LAST_SEEN_MAX_ENTRIES = 100_000;
 
 function keyIdentity(record: ApiKeyRecord, expiresAtMs: number | null): KeyIdentity {
   return { id: record.id, org: record.org, tier: record.tier, expiresAtMs: expiresAtMs ?? 0 };
@@ -121,6 +150,11 @@ export class QuotaAuthority {
   readonly #logger: Logger;
   readonly #keys: KeyRegistry;
   readonly #bounds = new PeriodBoundsCache();
+  readonly #maxStoreWaitMs: number;
+  readonly #lateCancels: LateCancels;
+  readonly #silence: StoreSilence;
+  /** The `used` the store last reported per `local` limit's counter (LRU), to seed the fallback from. */
+  readonly #lastSeen = new Map<string, { used: number; atMs: number }>();
 
   constructor(options: QuotaAuthorityOptions) {
     this.#store = options.store;
@@ -130,6 +164,35 @@ export class QuotaAuthority {
     this.#metrics = options.metrics;
     this.#logger = options.logger;
     this.#keys = options.keys;
+    this.#maxStoreWaitMs = options.maxStoreWaitMs ?? 1_000;
+    this.#lateCancels = new LateCancels({ metrics: options.metrics, logger: options.logger });
+    this.#silence = new StoreSilence({
+      suspectAfterMs: this.#maxStoreWaitMs,
+      suspectWaitMs: SUSPECT_WAIT_MS,
+      onChange: (suspect) => {
+        if (suspect) {
+          this.#logger.warn(
+            { silentForMs: this.#maxStoreWaitMs, waitMs: SUSPECT_WAIT_MS },
+            'the store has answered nothing for a while; calls wait for it briefly, then failure policies decide',
+          );
+        } else this.#logger.info('the store answers again');
+      },
+    });
+  }
+
+  /** How long a store command sent now may be waited for: `share` of the call's time, less while the store is silent. */
+  #waitMs(budget: CallBudget, share = 1, nowMs = Date.now()): number {
+    return this.#silence.waitMs(budget.storeWaitMs(share, nowMs));
+  }
+
+  /** Stops retrying cancellations of late reservations (at shutdown). */
+  close(): void {
+    this.#lateCancels.close();
+  }
+
+  /** Late reservations still being cancelled (see LateCancels). */
+  get pendingCancels(): number {
+    return this.#lateCancels.pending;
   }
 
   #boundsAt(): BoundsAt {
@@ -138,9 +201,12 @@ export class QuotaAuthority {
   }
 
   /** For a check: a principal as given, a usable key as its principal, any other key as its refusal. */
-  async #resolveToCheck(credential: Credential): Promise<Resolved | Decision> {
+  async #resolveToCheck(credential: Credential, budget: CallBudget): Promise<Resolved | Decision> {
     if ('principal' in credential) return asGiven(credential);
-    const auth = await this.#keys.authenticate(credential.apiKeySha256);
+    const auth = await this.#keys.authenticate(
+      credential.apiKeySha256,
+      this.#waitMs(budget, KEY_LOOKUP_SHARE),
+    );
     if (auth.code === 'INVALID_KEY') return keyRefusalDecision(auth.code, auth.reason, undefined);
     const key = keyIdentity(auth.record, auth.expiresAtMs);
     if (auth.code !== 'OK') return keyRefusalDecision(auth.code, auth.reason, key);
@@ -153,17 +219,17 @@ export class QuotaAuthority {
   }
 
   /** For settlement and reports: any known key, even one revoked or expired since, so no usage is lost. */
-  async #resolveToReport(credential: Credential): Promise<Resolved> {
+  async #resolveToReport(credential: Credential, budget: CallBudget): Promise<Resolved> {
     if ('principal' in credential) return asGiven(credential);
-    const record = await this.#keys.lookup(credential.apiKeySha256);
+    const record = await this.#keys.lookup(credential.apiKeySha256, this.#waitMs(budget, KEY_LOOKUP_SHARE));
     if (!record) throw new NotFoundError('api_key_sha256: no API key has this hash');
     const key = keyIdentity(record, record.expiresMs);
     return { principal: keyPrincipal(record), overrides: record.limits, key, warning: '' };
   }
 
   /** For a caller's own reports: as for a check, but a refused key is an error rather than a decision. */
-  async #resolveCaller(credential: Credential): Promise<Resolved> {
-    const resolved = await this.#resolveToCheck(credential);
+  async #resolveCaller(credential: Credential, budget: CallBudget): Promise<Resolved> {
+    const resolved = await this.#resolveToCheck(credential, budget);
     if (!('allowed' in resolved)) return resolved;
     if (resolved.code === 'KEY_REVOKED' || resolved.code === 'KEY_EXPIRED') {
       throw new PermissionDeniedError(resolved.code, resolved.reason);
@@ -171,9 +237,20 @@ export class QuotaAuthority {
     throw new UnauthenticatedError(resolved.reason);
   }
 
-  async check(input: CheckQuotaInput): Promise<Decision> {
+  /**
+   * Decides a check within the caller's deadline (`deadlineMs`, Unix ms; Infinity when it set none):
+   * the key lookup and the reserve share what remains of it, and when the store cannot answer in time
+   * each limit's on_store_failure decides. A check that arrives with no time left is refused unanswered
+   * (OverloadedError): whatever it decided would come too late to matter.
+   */
+  async check(input: CheckQuotaInput, deadlineMs = NO_DEADLINE): Promise<Decision> {
     const started = performance.now();
-    const resolved = await this.#resolveToCheck(input);
+    const budget = new CallBudget(deadlineMs, this.#maxStoreWaitMs);
+    if (budget.spent()) {
+      this.#metrics.checksShed.inc();
+      throw new OverloadedError('the check came with no time left before its deadline; retry shortly');
+    }
+    const resolved = await this.#resolveToCheck(input, budget);
     if ('allowed' in resolved) {
       this.#observeDecision(input, undefined, resolved, started);
       return resolved;
@@ -182,7 +259,7 @@ export class QuotaAuthority {
     const request = { ...input, principal: resolved.principal, overrides: resolved.overrides };
     const plan = planCheck(policy, request, this.#boundsAt());
     const decision =
-      plan.kind === 'rejected' ? rejectionDecision(plan) : await this.#decide(policy, plan, request);
+      plan.kind === 'rejected' ? rejectionDecision(plan) : await this.#decide(policy, plan, request, budget);
     decision.key = resolved.key;
     decision.warning = resolved.warning;
     this.#observeDecision(input, resolved.principal, decision, started);
@@ -193,7 +270,10 @@ export class QuotaAuthority {
     policy: Policy,
     plan: CheckPlan,
     input: CheckQuotaInput & { principal: Principal },
+    budget: CallBudget,
   ): Promise<Decision> {
+    const sentAt = Date.now();
+    const waitMs = this.#waitMs(budget, 1, sentAt);
     const command: ReserveCommand = {
       principal: input.principal,
       requestId: input.requestId,
@@ -203,17 +283,66 @@ export class QuotaAuthority {
       reservedTokens: plan.reservedTokens,
       reservedMicros: plan.reservedMicros,
       limits: plan.limits,
+      // Past the moment this authority stops waiting, the store must not reserve any more.
+      deadlineMs: sentAt + waitMs,
     };
+    let answer: Promise<ReserveResult> | undefined;
     try {
-      const result = await this.#timedStore('reserve', () => this.#store.reserve(command));
+      if (waitMs <= 0) throw new StoreUnavailableError('no time left of the call to ask the store');
+      answer = this.#silence.watch(this.#store.reserve(command));
+      const result = await this.#timedStore('reserve', within(answer, waitMs, 'reserve'));
+      if (result.outcome === 'expired') {
+        throw new StoreUnavailableError('the store got the reserve after its deadline');
+      }
       if (command.mode === 'reserve' && result.outcome !== 'denied') {
         this.#metrics.reservations.inc({ result: result.outcome === 'duplicate' ? 'duplicate' : 'reserved' });
       }
+      this.#noteSeen(input.principal, plan.limits, result.limits);
       return storeDecision(plan, result);
     } catch (error) {
       if (!(error instanceof StoreUnavailableError)) throw error;
-      return this.#decideWithoutStore(policy, plan, command, error);
+      const decision = this.#decideWithoutStore(policy, plan, command, error);
+      // A reservation the store makes after all must not charge a refused request (an admitted one is
+      // the caller's to settle, as usual).
+      if (answer && command.mode === 'reserve' && !decision.allowed) {
+        this.#cancelIfReserved(answer, command, plan.model.name);
+      }
+      return decision;
     }
+  }
+
+  /** When the store's late answer shows (or may hide) a reservation for a refused check, cancels it. */
+  #cancelIfReserved(answer: Promise<ReserveResult>, command: ReserveCommand, model: string): void {
+    answer.then(
+      (late) => {
+        if (late.outcome === 'admitted') this.#cancelLate(command, model);
+      },
+      (error: unknown) => {
+        if (error instanceof StoreUnavailableError && !error.unsent) this.#cancelLate(command, model);
+      },
+    );
+  }
+
+  #cancelLate(command: ReserveCommand, model: string): void {
+    const { principal, requestId } = command;
+    this.#lateCancels.schedule(reservationKey(principal, requestId), () =>
+      this.#settleStore(this.#cancelCommand(principal, requestId, model)),
+    );
+  }
+
+  /** A settlement that charges nothing: refunds a reservation, and frees its request_id. */
+  #cancelCommand(principal: Principal, requestId: string, model: string): SettleCommand {
+    const policy = this.#policy();
+    const usage = { inputTokens: 0, outputTokens: 0 };
+    const { limits, actual } = planSettle(policy, principal, model, usage, 'failed', this.#boundsAt());
+    return {
+      principal,
+      requestId,
+      outcome: 'failed',
+      actual,
+      idempotencyWindowMs: policy.idempotencyWindowMs,
+      limits,
+    };
   }
 
   /** The shared store is out: `closed` limits deny, `local` limits count in-process, `open` limits pass. */
@@ -231,13 +360,59 @@ export class QuotaAuthority {
       'store unavailable; failure policy decides',
     );
     if (closed.length > 0) return storeUnavailableDecision(plan, closed);
+    for (const planned of local) this.#seedFallback(command.principal, planned, policy.replicas);
     const localPlan = { ...plan, limits: local };
-    return storeDecision(localPlan, this.#fallback.reserveNow({ ...command, limits: local }), true);
+    // The fallback decides at once, however late it is: no deadline of its own.
+    const localCommand = { ...command, limits: local, deadlineMs: 0 };
+    return storeDecision(localPlan, this.#fallback.reserveNow(localCommand), true);
   }
 
-  async record(input: RecordUsageInput): Promise<SettlementReport> {
+  /**
+   * Remembers what the store reported of each `local` limit (most recent last; the oldest are dropped
+   * past LAST_SEEN_MAX_ENTRIES), so that an outage starts the fallback from there rather than from zero.
+   */
+  #noteSeen(principal: Principal, limits: readonly PlannedLimit[], states: readonly LimitState[]): void {
+    const atMs = this.#clock.now();
+    limits.forEach((planned, i) => {
+      const { spec } = planned;
+      if (spec.onStoreFailure !== 'local' || spec.shadow || spec.kind === 'concurrency') return;
+      const key = limitKey(principal, spec);
+      this.#lastSeen.delete(key);
+      if (this.#lastSeen.size >= LAST_SEEN_MAX_ENTRIES) {
+        this.#lastSeen.delete(this.#lastSeen.keys().next().value as string);
+      }
+      this.#lastSeen.set(key, { used: (states[i] as LimitState).used, atMs });
+    });
+  }
+
+  /**
+   * Seeds a `local` limit's fallback counter, once per outage, with this replica's share of the last count
+   * the store reported, if that count still bears on now (the same window or calendar period).
+   */
+  #seedFallback(principal: Principal, local: PlannedLimit, replicas: number): void {
+    const key = limitKey(principal, local.spec);
+    const seen = this.#lastSeen.get(key);
+    if (!seen) return;
+    this.#lastSeen.delete(key);
+    const now = this.#clock.now();
+    const { spec } = local;
+    const current =
+      spec.kind === 'rate'
+        ? now - seen.atMs < spec.windowMs
+        : spec.kind === 'budget' &&
+          periodAt(local.bounds as NonNullable<PlannedLimit['bounds']>, seen.atMs).start ===
+            periodAt(local.bounds as NonNullable<PlannedLimit['bounds']>, now).start;
+    if (current) this.#fallback.seedNow(principal, local, Math.ceil(seen.used / replicas));
+  }
+
+  /**
+   * Settles a request. A reservation the `local` fallback made for it while the store was out is given
+   * back first, whatever the shared store then does (it may be out still; the caller retries).
+   */
+  async record(input: RecordUsageInput, deadlineMs = NO_DEADLINE): Promise<SettlementReport> {
     const started = performance.now();
-    const { principal, overrides } = await this.#resolveToReport(input);
+    const budget = new CallBudget(deadlineMs, this.#maxStoreWaitMs);
+    const { principal, overrides } = await this.#resolveToReport(input, budget);
     const policy = this.#policy();
     const { limits, actual } = planSettle(
       policy,
@@ -248,16 +423,17 @@ export class QuotaAuthority {
       this.#boundsAt(),
       overrides,
     );
-    const result = await this.#timedStore('settle', () =>
-      this.#store.settle({
-        principal,
-        requestId: input.requestId,
-        outcome: input.outcome,
-        actual,
-        idempotencyWindowMs: policy.idempotencyWindowMs,
-        limits,
-      }),
-    );
+    const command: SettleCommand = {
+      principal,
+      requestId: input.requestId,
+      outcome: input.outcome,
+      actual,
+      idempotencyWindowMs: policy.idempotencyWindowMs,
+      limits,
+    };
+    this.#fallback.releaseNow({ ...command, limits: [] });
+    const result = await this.#settleStore(command, this.#waitMs(budget));
+    this.#noteSeen(principal, limits, result.limits);
     this.#metrics.reservationsSettled.inc({ status: result.status });
     if (result.late && result.status === 'settled') this.#metrics.reservationsSettled.inc({ status: 'late' });
     this.#metrics.decisionDuration.observe({ method: 'record' }, (performance.now() - started) / 1000);
@@ -275,17 +451,29 @@ export class QuotaAuthority {
     return { ...result, limits: reportLimits(limits, result.limits) };
   }
 
+  #settleStore(command: SettleCommand, waitMs = this.#maxStoreWaitMs): Promise<SettleResult> {
+    const answer = this.#silence.watch(this.#store.settle(command));
+    return this.#timedStore('settle', within(answer, waitMs, 'settle'));
+  }
+
   /**
    * A caller's limits, used and remaining. `caller`: the credential must be usable now (the caller asks
    * about itself); `operator`: any known key, revoked or expired ones included (an operator looks back).
    */
-  async usage(credential: Credential, as: 'caller' | 'operator' = 'caller'): Promise<UsageReport> {
+  async usage(
+    credential: Credential,
+    as: 'caller' | 'operator' = 'caller',
+    deadlineMs = NO_DEADLINE,
+  ): Promise<UsageReport> {
     const started = performance.now();
+    const budget = new CallBudget(deadlineMs, this.#maxStoreWaitMs);
     const { principal, overrides, key, warning } =
-      as === 'caller' ? await this.#resolveCaller(credential) : await this.#resolveToReport(credential);
+      as === 'caller'
+        ? await this.#resolveCaller(credential, budget)
+        : await this.#resolveToReport(credential, budget);
     const policy = this.#policy();
     const limits = planPeek(policy, principal, this.#boundsAt(), overrides);
-    const result = await this.#timedStore('reserve', () =>
+    const peek = this.#silence.watch(
       this.#store.reserve({
         principal,
         requestId: '',
@@ -295,8 +483,11 @@ export class QuotaAuthority {
         reservedTokens: 0,
         reservedMicros: 0,
         limits,
+        deadlineMs: 0,
       }),
     );
+    const result = await this.#timedStore('reserve', within(peek, this.#waitMs(budget), 'usage'));
+    this.#noteSeen(principal, limits, result.limits);
     const reports = reportLimits(limits, result.limits);
     this.#metrics.decisionDuration.observe({ method: 'usage' }, (performance.now() - started) / 1000);
     return {
@@ -310,8 +501,9 @@ export class QuotaAuthority {
   }
 
   /** The models the caller's tier may use. Asks no store: the policy and the key are enough. */
-  async models(credential: Credential): Promise<ModelsReport> {
-    const { principal, key, warning } = await this.#resolveCaller(credential);
+  async models(credential: Credential, deadlineMs = NO_DEADLINE): Promise<ModelsReport> {
+    const budget = new CallBudget(deadlineMs, this.#maxStoreWaitMs);
+    const { principal, key, warning } = await this.#resolveCaller(credential, budget);
     const policy = this.#policy();
     const tier = policy.tiers.get(principal.tier);
     if (!tier) {
@@ -328,15 +520,15 @@ export class QuotaAuthority {
     return { tier: tier.name, models, key, warning };
   }
 
-  /** One store round trip, timed and counted, with the expired leases it reclaimed. */
+  /** One store round trip (or the wait for it), timed and counted, with the expired leases it reclaimed. */
   async #timedStore<T extends { expiredLeases: number }>(
     op: 'reserve' | 'settle',
-    call: () => Promise<T>,
+    answer: Promise<T>,
   ): Promise<T> {
     const labels = { store: this.#store.kind, op };
     const started = performance.now();
     try {
-      const result = await call();
+      const result = await answer;
       if (result.expiredLeases > 0) this.#metrics.reservationsExpired.inc(result.expiredLeases);
       return result;
     } catch (error) {

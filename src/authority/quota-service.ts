@@ -4,6 +4,7 @@ import {
   ConflictError,
   InvalidArgumentError,
   NotFoundError,
+  OverloadedError,
   PermissionDeniedError,
   StoreFullError,
   StoreUnavailableError,
@@ -54,6 +55,8 @@ export function toLimitStatus(report: LimitReport): LimitStatus {
     windowMs: spec.kind === 'rate' ? spec.windowMs : 0,
     periodStartMs: report.periodStartMs,
     periodEndMs: report.periodEndMs,
+    reserved: report.reserved,
+    held: report.held,
   };
 }
 
@@ -72,6 +75,12 @@ export function toCheckResponse(decision: Decision): CheckQuotaResponse {
     key: decision.key ?? null,
     warning: decision.warning,
   };
+}
+
+/** When the caller stops waiting, in Unix ms (Infinity when it set no deadline). */
+function deadlineOf(call: { getDeadline(): grpc.Deadline }): number {
+  const deadline = call.getDeadline();
+  return deadline instanceof Date ? deadline.getTime() : deadline;
 }
 
 function toRecordResponse(report: SettlementReport): RecordUsageResponse {
@@ -108,6 +117,9 @@ export function toServiceError(
     return { code: grpc.status.RESOURCE_EXHAUSTED, details: error.message };
   if (error instanceof StoreUnavailableError) {
     return { code: grpc.status.UNAVAILABLE, details: `quota store unavailable; retry: ${error.message}` };
+  }
+  if (error instanceof OverloadedError) {
+    return { code: grpc.status.RESOURCE_EXHAUSTED, details: `authority overloaded: ${error.message}` };
   }
   logger.error({ err: error, method }, 'internal error');
   return { code: grpc.status.INTERNAL, details: 'internal error' };
@@ -148,7 +160,7 @@ export function quotaServiceHandlers(
   const authorized = options.token === undefined ? () => true : bearerTokenCheck(options.token);
   function unary<Req, Res>(
     method: GrpcMethod,
-    handle: (request: Req) => Promise<Res>,
+    handle: (request: Req, deadlineMs: number) => Promise<Res>,
   ): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
       if (!authorized(call.metadata)) {
@@ -163,7 +175,7 @@ export function quotaServiceHandlers(
         });
         return;
       }
-      handle(call.request).then(
+      handle(call.request, deadlineOf(call)).then(
         (response) => {
           metrics.grpcRequests.inc({ method, code: 'OK' });
           callback(null, response);
@@ -192,36 +204,38 @@ export function quotaServiceHandlers(
     }
   }
   return {
-    CheckQuotaBatch: unary('CheckQuotaBatch', async (request) => {
+    CheckQuotaBatch: unary('CheckQuotaBatch', async (request, deadlineMs) => {
       const checks = requireBatch('checks', request.checks);
       metrics.batchItems.observe({ method: 'CheckQuotaBatch' }, checks.length);
       const results = await Promise.all(
         checks.map((check) =>
-          item('CheckQuotaBatch', async () => toCheckResponse(await authority.check(toCheckInput(check)))),
-        ),
-      );
-      return { results };
-    }),
-    RecordUsageBatch: unary('RecordUsageBatch', async (request) => {
-      const records = requireBatch('records', request.records);
-      metrics.batchItems.observe({ method: 'RecordUsageBatch' }, records.length);
-      const results = await Promise.all(
-        records.map((record) =>
-          item('RecordUsageBatch', async () =>
-            toRecordResponse(await authority.record(toRecordInput(record))),
+          item('CheckQuotaBatch', async () =>
+            toCheckResponse(await authority.check(toCheckInput(check), deadlineMs)),
           ),
         ),
       );
       return { results };
     }),
-    CheckQuota: unary('CheckQuota', async (request) =>
-      toCheckResponse(await authority.check(toCheckInput(request))),
+    RecordUsageBatch: unary('RecordUsageBatch', async (request, deadlineMs) => {
+      const records = requireBatch('records', request.records);
+      metrics.batchItems.observe({ method: 'RecordUsageBatch' }, records.length);
+      const results = await Promise.all(
+        records.map((record) =>
+          item('RecordUsageBatch', async () =>
+            toRecordResponse(await authority.record(toRecordInput(record), deadlineMs)),
+          ),
+        ),
+      );
+      return { results };
+    }),
+    CheckQuota: unary('CheckQuota', async (request, deadlineMs) =>
+      toCheckResponse(await authority.check(toCheckInput(request), deadlineMs)),
     ),
-    RecordUsage: unary('RecordUsage', async (request) =>
-      toRecordResponse(await authority.record(toRecordInput(request))),
+    RecordUsage: unary('RecordUsage', async (request, deadlineMs) =>
+      toRecordResponse(await authority.record(toRecordInput(request), deadlineMs)),
     ),
-    GetUsage: unary('GetUsage', async (request) => {
-      const usage = await authority.usage(toUsageCredential(request));
+    GetUsage: unary('GetUsage', async (request, deadlineMs) => {
+      const usage = await authority.usage(toUsageCredential(request), 'caller', deadlineMs);
       return {
         tier: usage.tier,
         limits: usage.limits.map(toLimitStatus),
@@ -231,8 +245,8 @@ export function quotaServiceHandlers(
         warning: usage.warning,
       };
     }),
-    ListModels: unary('ListModels', async (request) => {
-      const report = await authority.models(toUsageCredential(request));
+    ListModels: unary('ListModels', async (request, deadlineMs) => {
+      const report = await authority.models(toUsageCredential(request), deadlineMs);
       return {
         tier: report.tier,
         models: report.models.map(({ spec, aliases }) => ({

@@ -105,8 +105,14 @@ function amount(spec: LimitSpec, value: number): string {
 
 function denialReason(report: LimitReport): string {
   const { spec } = report;
+  const retry = `retry in ${formatDuration(report.retryAfterMs)}`;
+  if (report.held) {
+    const spent = amount(spec, report.used - report.reserved);
+    const held = `${amount(spec, report.reserved)} of ${amount(spec, spec.limit)} is reserved by requests in flight`;
+    return `limit '${spec.name}' is held by requests in flight, not spent: ${held} (${spent} spent), ${retry}`;
+  }
   const left = `${amount(spec, report.remaining)} of ${amount(spec, spec.limit)} left`;
-  return `limit '${spec.name}' exceeded: ${left}, retry in ${formatDuration(report.retryAfterMs)}`;
+  return `limit '${spec.name}' exceeded: ${left}, ${retry}`;
 }
 
 /** Turns a store's verdict on a plan into the answer. */

@@ -13,9 +13,27 @@ export class InvalidArgumentError extends Error {
 
 /** The shared store did not answer in time or failed; the decision falls to each limit's on_store_failure. */
 export class StoreUnavailableError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** The command certainly never reached the store (no connection to send it on), so it changed nothing. */
+  readonly unsent: boolean;
+  /** The store said nothing at all in time (as opposed to a refused connection or a failover reply). */
+  readonly silent: boolean;
+
+  constructor(message: string, options?: { cause?: unknown; unsent?: boolean; silent?: boolean }) {
     super(message, options);
     this.name = 'StoreUnavailableError';
+    this.unsent = options?.unsent ?? false;
+    this.silent = options?.silent ?? false;
+  }
+}
+
+/**
+ * A call came with too little of its deadline left to be decided in it (the authority is behind), so it
+ * is refused unanswered rather than decided too late to matter. The authority answers RESOURCE_EXHAUSTED.
+ */
+export class OverloadedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'OverloadedError';
   }
 }
 

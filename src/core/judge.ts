@@ -9,25 +9,50 @@ export interface Verdict {
   exceeded: boolean;
   retryAfterMs: number;
   resetAfterMs: number;
+  /** Budgets: of `used`, how much requests in flight hold. */
+  reserved: number;
+  /** Budgets: exceeded only because of `reserved`. */
+  held: boolean;
 }
 
-/** A budget of `limit` in a period ending at `periodEndMs`, of which `used` is spent. */
+/** What requests in flight hold of one budget period: their reserved amount, and their latest lease end. */
+export interface BudgetHolds {
+  reserved: number;
+  /** Past it every lease has ended: what they reserved and never settled stays charged, as spending. */
+  untilMs: number;
+}
+
+/**
+ * A budget of `limit` in a period ending at `periodEndMs`, of which `used` is charged, `holds.reserved`
+ * of it by reservations still in flight. When only those block the charge, the denial says so and
+ * suggests a retry when the latest lease ends, capped like a concurrency denial: requests in flight
+ * usually settle long before their lease ends, giving back what they did not use.
+ */
 export function judgeBudget(
   used: number,
   limit: number,
   cost: number,
   nowMs: number,
   periodEndMs: number,
+  holds: BudgetHolds,
+  retryCapMs: number,
 ): Verdict {
   const exceeded = used + cost > limit;
   const untilEnd = periodEndMs - nowMs;
+  const reserved = nowMs < holds.untilMs ? Math.min(used, holds.reserved) : 0;
+  const held = exceeded && used - reserved + cost <= limit;
+  let retryAfterMs = 0;
+  // Else only the next period has room again; a cost above the whole budget never fits.
+  if (held) retryAfterMs = Math.min(retryCapMs, Math.max(1, holds.untilMs - nowMs));
+  else if (exceeded && cost <= limit) retryAfterMs = untilEnd;
   return {
     used,
     remaining: Math.max(0, limit - used),
     exceeded,
-    // Only the next period has room again; a cost above the whole budget never fits.
-    retryAfterMs: exceeded && cost <= limit ? untilEnd : 0,
+    retryAfterMs,
     resetAfterMs: used > 0 ? untilEnd : 0,
+    reserved,
+    held,
   };
 }
 
@@ -52,5 +77,7 @@ export function judgeLeases(
     exceeded,
     retryAfterMs: exceeded && cost <= limit ? Math.min(retryCapMs, Math.max(1, earliestEndMs - nowMs)) : 0,
     resetAfterMs: active > 0 ? latestEndMs - nowMs : 0,
+    reserved: 0,
+    held: false,
   };
 }

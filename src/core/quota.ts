@@ -35,6 +35,13 @@ export interface LimitState {
   /** budget limits: the period charged. */
   periodStartMs: number;
   periodEndMs: number;
+  /**
+   * budget limits: how much of `used` is reserved by requests still in flight (their leases not all
+   * ended), which their settlements turn into spending or give back. 0 for other kinds.
+   */
+  reserved: number;
+  /** Exceeded only because of `reserved`: what is spent leaves room, so it fits once they settle. */
+  held: boolean;
 }
 
 /**
@@ -54,11 +61,20 @@ export interface ReserveCommand {
   reservedTokens: number;
   reservedMicros: number;
   limits: readonly PlannedLimit[];
+  /**
+   * In `reserve` mode: a time (Unix ms, the real clock) after which nothing may be reserved any more,
+   * because the caller has stopped waiting. A store that gets to the command later answers `expired`
+   * and charges nothing, so a check answered by a failure policy leaves no reservation behind. 0: none.
+   */
+  deadlineMs: number;
 }
 
 export interface ReserveResult {
-  /** `duplicate`: the request_id was admitted before; nothing was charged now. */
-  outcome: 'admitted' | 'denied' | 'duplicate';
+  /**
+   * `duplicate`: the request_id was admitted before; nothing was charged now. `expired`: the command
+   * reached the store after its deadline; nothing was judged or charged (the limits report zeros).
+   */
+  outcome: 'admitted' | 'denied' | 'duplicate' | 'expired';
   /** The store's time of the decision. */
   nowMs: number;
   /** For admitted and duplicate: the reservation (as first made). */
@@ -76,6 +92,17 @@ export interface ActualUsage {
   inputTokens: number;
   outputTokens: number;
   usdMicros: number;
+}
+
+/**
+ * A `failed` settlement with no tokens charges nothing, and frees its request_id: the attempt never
+ * reached the model (or never had an answer), so a later check under the same id is decided afresh.
+ */
+export function chargesNothing(
+  outcome: SettleOutcome,
+  actual: Pick<ActualUsage, 'inputTokens' | 'outputTokens'>,
+): boolean {
+  return outcome === 'failed' && actual.inputTokens === 0 && actual.outputTokens === 0;
 }
 
 export interface SettleCommand {

@@ -17,19 +17,37 @@ export function quotaUnavailable(): HttpError {
   );
 }
 
+/**
+ * Too many checks are waiting already (this gateway's bound), or the authority had no time left to decide
+ * this one: refused at once rather than queued past its deadline. Not a failure of the authority, so
+ * --fail-mode does not let it through.
+ */
+export function overloaded(): HttpError {
+  return new HttpError(
+    503,
+    'The gateway is overloaded: too many requests are waiting for a quota decision, so this one was not sent to the model. Retry shortly.',
+    { type: 'server_error', code: 'server_overloaded', headers: retryHeaders(1_000) },
+  );
+}
+
 function overLimit(decision: Decision): HttpError {
-  const limit = decision.limits.find((l) => l.exceeded && !l.shadow);
-  const budget = limit?.kind === 'BUDGET';
+  const denying = decision.limits.filter((l) => l.exceeded && !l.shadow);
+  const spent = denying.some((l) => l.kind === 'BUDGET' && !l.held);
+  const held = !spent && denying.some((l) => l.kind === 'BUDGET' && l.held);
   const wait = decision.retryAfterMs > 0 ? decision.retryAfterMs : 1_000;
   const headers = retryHeaders(wait);
   if (wait > LONGEST_USEFUL_RETRY_MS) headers['x-should-retry'] = 'false';
-  // OpenAI's own types: a spent budget is `insufficient_quota`; a rate names what ran out.
-  const type = budget ? 'insufficient_quota' : limit?.unit === 'TOKENS' ? 'tokens' : 'requests';
-  return new HttpError(429, decision.reason, {
-    type,
-    code: budget ? 'insufficient_quota' : 'rate_limit_exceeded',
-    headers,
-  });
+  // OpenAI's own types: a spent budget is `insufficient_quota`; a rate names what ran out. A budget that
+  // requests in flight hold frees as they settle: a short wait, which the SDKs retry as a rate limit.
+  if (spent)
+    return new HttpError(429, decision.reason, {
+      type: 'insufficient_quota',
+      code: 'insufficient_quota',
+      headers,
+    });
+  if (held) return new HttpError(429, decision.reason, { type: 'tokens', code: 'quota_reserved', headers });
+  const type = denying[0]?.unit === 'TOKENS' ? 'tokens' : 'requests';
+  return new HttpError(429, decision.reason, { type, code: 'rate_limit_exceeded', headers });
 }
 
 /** The HTTP answer to a refusal, naming the parameter at fault where there is one. */

@@ -10,7 +10,7 @@ import type { Logger } from '../telemetry/logger.js';
 import type { GatewayMetrics, GatewayRoute } from '../telemetry/gateway-metrics.js';
 import { isGrpcError, type AuthorityClient } from './authority-client.js';
 import { credentialOf, type Caller, type Credential } from './auth.js';
-import { duplicateRequest, quotaUnavailable, refusal } from './decision.js';
+import { duplicateRequest, overloaded, quotaUnavailable, refusal } from './decision.js';
 import { countStreamedTokens, estimateInputTokensInSlices, type TextCounting } from './estimate.js';
 import type { KeyConfirmations } from './key-confirmations.js';
 import { errorBody, invalidRequest } from './openai-error.js';
@@ -39,6 +39,8 @@ export interface ModelCallOptions {
   metrics: GatewayMetrics;
   logger: Logger;
   authorityTimeoutMs: number;
+  /** Checks waiting for the authority at most; a request beyond them is shed (503 server_overloaded). */
+  maxPendingChecks: number;
   failMode: FailMode;
   /** Told of every key a decision confirms or refuses. */
   keys: KeyConfirmations;
@@ -180,11 +182,8 @@ export class ModelCallHandler {
       for (const [name, value] of Object.entries(rateLimitHeaders(decision.limits)))
         responder.header(name, value);
       if (decision.warning) responder.header('x-quotad-warning', decision.warning);
-      if (!decision.allowed) {
-        // The store timed out: its script may still have reserved. Cancel, as after a missed deadline.
-        if (decision.code === 'STORE_UNAVAILABLE') this.#cancel(record.requestId, credential, call.model);
-        throw refusal(decision, call, requestedOutput);
-      }
+      // A reservation the store made too late for a refused check is cancelled by the authority itself.
+      if (!decision.allowed) throw refusal(decision, call, requestedOutput);
       if (decision.duplicate) throw duplicateRequest(record.requestId);
     }
     const body = this.#upstreamBody(call, decision === 'unmetered' ? undefined : decision.maxOutputTokens);
@@ -260,8 +259,38 @@ export class ModelCallHandler {
     else if (decision.key) this.#o.keys.confirm(sha256);
   }
 
+  /** Requests waiting for the authority: their check, or the confirmation of their key before it. */
+  #pendingChecks = 0;
+
+  /**
+   * Runs `wait`, a wait on the authority for one request, counted among the pending checks. Beyond
+   * --max-pending-checks waiting already, the request is shed at once: it would only queue past its deadline.
+   */
+  async whilePending<T>(wait: () => Promise<T>): Promise<T> {
+    const { metrics } = this.#o;
+    if (this.#pendingChecks >= this.#o.maxPendingChecks) {
+      metrics.shed.inc({ by: 'gateway' });
+      throw overloaded();
+    }
+    this.#pendingChecks += 1;
+    metrics.checksPending.inc();
+    try {
+      return await wait();
+    } finally {
+      this.#pendingChecks -= 1;
+      metrics.checksPending.dec();
+    }
+  }
+
   /** Asks the authority; when it cannot answer in time, the fail mode decides. */
-  async #decide(
+  #decide(
+    request: CheckQuotaRequest & { requestId: string; model: string },
+    credential: Credential,
+  ): Promise<CheckQuotaResponse__Output | 'unmetered'> {
+    return this.whilePending(() => this.#ask(request, credential));
+  }
+
+  async #ask(
     request: CheckQuotaRequest & { requestId: string; model: string },
     credential: Credential,
   ): Promise<CheckQuotaResponse__Output | 'unmetered'> {
@@ -278,6 +307,11 @@ export class ModelCallHandler {
         // The request itself, which validation here should have caught.
         logger.error({ requestId: request.requestId, err: error.message }, 'authority refused the check');
         throw invalidRequest(error.details, null);
+      }
+      if (isGrpcError(error) && error.code === grpc.status.RESOURCE_EXHAUSTED) {
+        // The authority is behind and refused this check undecided: nothing was reserved.
+        metrics.shed.inc({ by: 'authority' });
+        throw overloaded();
       }
       if (failMode === 'open') {
         metrics.unmetered.inc();
@@ -298,8 +332,9 @@ export class ModelCallHandler {
   }
 
   /**
-   * Cancels a check whose answer never arrived or could not be trusted: FAILED with no usage refunds a
-   * reservation that was made, and makes one that is made after this lands a duplicate that charges nothing.
+   * Cancels a check whose answer never arrived: FAILED with no usage refunds a reservation that was made
+   * and frees the request id, so a retry under it is decided afresh. The authority reserves nothing for a
+   * check that reaches its store after the check's deadline, so none is made after this lands.
    */
   #cancel(requestId: string, credential: Credential, model: string): void {
     this.#o.settler.settle(

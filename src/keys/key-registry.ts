@@ -3,6 +3,7 @@ import { ConflictError, InvalidArgumentError, NotFoundError, StoreUnavailableErr
 import { parseOverrideValue, resolveOverrideName } from '../core/limit-overrides.js';
 import type { Policy } from '../core/policy.js';
 import type { KeyStore } from '../store/key-store.js';
+import { within } from '../store/within.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { AuthorityMetrics } from '../telemetry/metrics.js';
 import {
@@ -126,14 +127,15 @@ export class KeyRegistry {
 
   /**
    * The record holding this secret hash: from the cache when fresh, else from the store (one lookup at a
-   * time per hash). While the store is unreachable, the last known record is used: no revocation can be
-   * written without the store either, and the limits' failure policies then decide as for any caller.
+   * time per hash). While the store is unreachable, or gives no answer within `waitMs` (this caller's
+   * share of its deadline), the last known record is used: no revocation can be written without the
+   * store either, and the limits' failure policies then decide as for any caller.
    */
-  lookup(secretSha256: Buffer): Promise<ApiKeyRecord | undefined> {
-    return this.#lookupHex(secretSha256.toString('hex'));
+  lookup(secretSha256: Buffer, waitMs = Infinity): Promise<ApiKeyRecord | undefined> {
+    return this.#lookupHex(secretSha256.toString('hex'), waitMs);
   }
 
-  async #lookupHex(sha: string): Promise<ApiKeyRecord | undefined> {
+  async #lookupHex(sha: string, waitMs: number): Promise<ApiKeyRecord | undefined> {
     const cached = this.#cache.get(sha);
     if (cached && this.#trusted(cached)) {
       this.#metrics.keyLookups.inc({ source: 'cache', result: cached.record ? 'found' : 'unknown' });
@@ -149,7 +151,7 @@ export class KeyRegistry {
       pending.then(clear, clear);
     }
     try {
-      return await pending;
+      return await within(pending, waitMs, 'key lookup');
     } catch (error) {
       if (!(error instanceof StoreUnavailableError) || !cached?.record) throw error;
       this.#metrics.keyLookups.inc({ source: 'stale', result: 'found' });
@@ -182,10 +184,10 @@ export class KeyRegistry {
     return record;
   }
 
-  /** May the secret with this hash be used now? Notes the use of a key that may. */
-  async authenticate(secretSha256: Buffer): Promise<KeyAuthentication> {
+  /** May the secret with this hash be used now? Notes the use of a key that may. `waitMs` as for lookup. */
+  async authenticate(secretSha256: Buffer, waitMs = Infinity): Promise<KeyAuthentication> {
     const sha = secretSha256.toString('hex');
-    const record = await this.#lookupHex(sha);
+    const record = await this.#lookupHex(sha, waitMs);
     const now = this.#clock.now();
     const auth = authenticateSecret(record, sha, now);
     if (auth.code === 'OK') this.#noteUse(auth.record, now);

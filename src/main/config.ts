@@ -51,8 +51,8 @@ export const SERVE_SETTINGS = {
   redisTimeout: {
     flag: 'redis-timeout',
     env: 'QUOTAD_REDIS_TIMEOUT',
-    default: '50ms',
-    help: "Bound on every Redis command; keep it below callers' deadlines. Past it, on_store_failure decides.",
+    default: '1s',
+    help: 'The longest one Redis command is waited for, and all it gets in a call without a deadline; a call with one waits only what remains of it. Past that, on_store_failure decides.',
   },
   shutdownDelay: {
     flag: 'shutdown-delay',

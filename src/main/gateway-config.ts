@@ -33,8 +33,8 @@ export const GATEWAY_SETTINGS = {
   authorityTimeout: {
     flag: 'authority-timeout',
     env: 'QUOTAD_AUTHORITY_TIMEOUT',
-    default: '100ms',
-    help: 'Deadline of each CheckQuota (and of the ListModels confirming a key new to the gateway); past it (or with the authority down) --fail-mode decides.',
+    default: '2s',
+    help: 'Deadline of each CheckQuota (half of it for the ListModels confirming a key new to the gateway); past it (or with the authority down) --fail-mode decides. Long enough for a burst to queue.',
   },
   authorityCa: {
     flag: 'authority-ca',
@@ -53,6 +53,12 @@ export const GATEWAY_SETTINGS = {
     env: 'QUOTAD_AUTHORITY_KEY',
     default: undefined,
     help: 'PEM private key of --authority-cert.',
+  },
+  maxPendingChecks: {
+    flag: 'max-pending-checks',
+    env: 'QUOTAD_MAX_PENDING_CHECKS',
+    default: '2000',
+    help: "Requests waiting for the authority (their check or their key's confirmation) at most; a request beyond them gets 503 server_overloaded at once, with Retry-After.",
   },
   authorityBatch: {
     flag: 'authority-batch',
@@ -176,6 +182,8 @@ export interface GatewayConfig {
   /** From QUOTAD_AUTHORITY_TOKEN only: sent with every QuotaService call. */
   authorityToken: string | undefined;
   authorityTimeoutMs: number;
+  /** Checks waiting for the authority at most; more are shed (503 server_overloaded). */
+  maxPendingChecks: number;
   /** Coalesce concurrent CheckQuota and RecordUsage calls into CheckQuotaBatch and RecordUsageBatch. */
   authorityBatch: boolean;
   failMode: FailMode;
@@ -294,6 +302,7 @@ export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessE
     ),
     authorityToken: tokenSetting(env, 'QUOTAD_AUTHORITY_TOKEN'),
     authorityTimeoutMs: durationSetting(name(s.authorityTimeout), required(s.authorityTimeout)),
+    maxPendingChecks: countSetting(name(s.maxPendingChecks), required(s.maxPendingChecks), 1_000_000),
     authorityBatch: onOffSetting(name(s.authorityBatch), required(s.authorityBatch)),
     failMode,
     upstreamUrl,

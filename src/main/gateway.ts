@@ -125,6 +125,7 @@ export async function startGateway(
     metrics,
     logger,
     authorityTimeoutMs: config.authorityTimeoutMs,
+    maxPendingChecks: config.maxPendingChecks,
     failMode: config.failMode,
   });
   const app = createGatewayServer({

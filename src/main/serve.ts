@@ -218,6 +218,7 @@ export async function startAuthority(
     metrics,
     logger,
     keys,
+    maxStoreWaitMs: config.redisTimeoutMs,
   });
   const admin = config.adminToken
     ? adminServiceHandlers({
@@ -278,6 +279,7 @@ export async function startAuthority(
       stopping ??= (async () => {
         logger.info({ drainDelayMs: config.shutdownDelayMs }, 'shutting down: health NOT_SERVING, draining');
         await server.shutdown({ drainDelayMs: config.shutdownDelayMs, graceMs: config.shutdownGraceMs });
+        authority.close();
         await policy.stop();
         await metricsServer.close();
         await stores.keys.close();

@@ -1,6 +1,6 @@
 import { periodAt } from '../core/calendar.js';
 import type { Clock } from '../core/clock.js';
-import { judgeBudget, judgeLeases, type Verdict } from '../core/judge.js';
+import { judgeBudget, judgeLeases, type BudgetHolds, type Verdict } from '../core/judge.js';
 import type {
   ActualUsage,
   LimitState,
@@ -10,14 +10,15 @@ import type {
   SettleCommand,
   SettleResult,
 } from '../core/quota.js';
-import { measuredAmount } from '../core/quota.js';
+import { chargesNothing, measuredAmount } from '../core/quota.js';
 import { StoreFullError } from '../core/errors.js';
 import { judgeWindow, rollWindow, type StoredWindow } from '../core/sliding-window.js';
 import { leaseMember, limitKey, reservationKey } from './keys.js';
 import { CONCURRENCY_RETRY_CAP_MS, type QuotaStore, type RecordedCharge } from './store.js';
 
 interface ReservationRecord {
-  state: 'reserved' | 'settled';
+  /** `freed`: settled with nothing charged; a new check under the request_id is decided afresh. */
+  state: 'reserved' | 'settled' | 'freed';
   leaseExpiresAtMs: number;
   reservedTokens: number;
   reservedMicros: number;
@@ -28,7 +29,7 @@ interface ReservationRecord {
 
 type Value =
   | { type: 'window'; window: StoredWindow }
-  | { type: 'budget'; periods: Map<number, number> }
+  | { type: 'budget'; periods: Map<number, number>; holds: Map<number, BudgetHolds> }
   | { type: 'leases'; leases: Map<string, number> }
   | { type: 'reservation'; record: ReservationRecord };
 
@@ -91,10 +92,14 @@ export interface MemoryStoreOptions {
   maxEntries?: number;
   /** Told of each command refused for want of room. */
   onFull?: () => void;
+  /** Judges reserve deadlines (real time, as Redis TIME does for RedisStore); the system clock by default. */
+  realClock?: Clock;
 }
 
 /** When full, expired entries are swept out at most this often (a sweep walks every entry). */
 const FULL_SWEEP_INTERVAL_MS = 1_000;
+const systemClock: Clock = { now: () => Date.now() };
+const NO_HOLDS: BudgetHolds = { reserved: 0, untilMs: 0 };
 
 /**
  * The in-process store: one authority instance, the same semantics as RedisStore. Every operation runs to
@@ -103,6 +108,7 @@ const FULL_SWEEP_INTERVAL_MS = 1_000;
 export class MemoryStore implements QuotaStore {
   readonly kind = 'memory' as const;
   readonly #clock: Clock;
+  readonly #realClock: Clock;
   readonly #keys: Keyspace;
   readonly #sweeper: NodeJS.Timeout | undefined;
   readonly #maxEntries: number;
@@ -111,6 +117,7 @@ export class MemoryStore implements QuotaStore {
 
   constructor(options: MemoryStoreOptions) {
     this.#clock = options.clock;
+    this.#realClock = options.realClock ?? systemClock;
     this.#keys = new Keyspace(options.clock);
     this.#maxEntries = options.maxEntries ?? Infinity;
     this.#onFull = options.onFull;
@@ -132,17 +139,21 @@ export class MemoryStore implements QuotaStore {
     return this.#keys.size;
   }
 
+  /** Whether `keys` fit under the maximum, sweeping expired entries out (at most once a second) to make room. */
+  #hasRoom(keys: readonly string[]): boolean {
+    if (this.#keys.size + keys.length <= this.#maxEntries) return true;
+    const adding = () => keys.filter((key) => !this.#keys.isLive(key)).length;
+    if (this.#keys.size + adding() <= this.#maxEntries) return true;
+    const now = this.#clock.now();
+    if (now - this.#lastFullSweepMs < FULL_SWEEP_INTERVAL_MS) return false;
+    this.#lastFullSweepMs = now;
+    this.#keys.sweep();
+    return this.#keys.size + adding() <= this.#maxEntries;
+  }
+
   /** Refuses, before anything changes, a command that would add entries past the maximum. */
   #requireRoom(keys: readonly string[]): void {
-    if (this.#keys.size + keys.length <= this.#maxEntries) return;
-    const adding = () => keys.filter((key) => !this.#keys.isLive(key)).length;
-    if (this.#keys.size + adding() <= this.#maxEntries) return;
-    const now = this.#clock.now();
-    if (now - this.#lastFullSweepMs >= FULL_SWEEP_INTERVAL_MS) {
-      this.#lastFullSweepMs = now;
-      this.#keys.sweep();
-      if (this.#keys.size + adding() <= this.#maxEntries) return;
-    }
+    if (this.#hasRoom(keys)) return;
     this.#onFull?.();
     throw new StoreFullError(
       `the in-process store holds its maximum of ${this.#maxEntries} entries; requests that need new ones are refused until some expire`,
@@ -167,9 +178,20 @@ export class MemoryStore implements QuotaStore {
     const { principal, mode } = command;
     const resKey = reservationKey(principal, command.requestId);
     const expired = { count: 0 };
+    if (mode === 'reserve' && command.deadlineMs > 0 && this.#realClock.now() >= command.deadlineMs) {
+      return {
+        outcome: 'expired',
+        nowMs: now,
+        leaseExpiresAtMs: 0,
+        reservedTokens: 0,
+        reservedMicros: 0,
+        expiredLeases: 0,
+        limits: command.limits.map(() => unjudged()),
+      };
+    }
     if (mode !== 'peek') {
       const existing = this.#keys.get(resKey, 'reservation');
-      if (existing) {
+      if (existing && existing.record.state !== 'freed') {
         const { record } = existing;
         return {
           outcome: 'duplicate',
@@ -231,11 +253,12 @@ export class MemoryStore implements QuotaStore {
     const now = this.#clock.now();
     const { principal } = command;
     const resKey = reservationKey(principal, command.requestId);
-    const record = this.#keys.get(resKey, 'reservation')?.record;
+    const freeing = chargesNothing(command.outcome, command.actual);
+    let record = this.#keys.get(resKey, 'reservation')?.record;
     const expired = { count: 0 };
     const report = () =>
       command.limits.map((planned) => this.#judge(planned, principal, now, 0, expired).state);
-    if (record?.state === 'settled') {
+    if (record && (record.state === 'settled' || (record.state === 'freed' && freeing))) {
       return {
         status: 'duplicate',
         charged: record.charged,
@@ -245,13 +268,15 @@ export class MemoryStore implements QuotaStore {
         expiredLeases: expired.count,
       };
     }
+    // Freed by a settlement that charged nothing; usage reported now has no reservation to settle.
+    if (record?.state === 'freed') record = undefined;
     let status: SettleResult['status'];
     let late = false;
     if (record) {
       late = now >= record.leaseExpiresAtMs;
       for (const charge of record.charges) {
         const delta = measuredAmount(charge.measure, command.actual, command.outcome) - charge.amount;
-        this.#adjust(charge, delta, leaseMember(principal, command.requestId));
+        this.#adjust(charge, delta, leaseMember(principal, command.requestId), late);
       }
       status = 'settled';
     } else {
@@ -266,7 +291,7 @@ export class MemoryStore implements QuotaStore {
       status = 'charged_without_reservation';
     }
     const settled: ReservationRecord = {
-      state: 'settled',
+      state: freeing ? 'freed' : 'settled',
       leaseExpiresAtMs: record?.leaseExpiresAtMs ?? 0,
       reservedTokens: record?.reservedTokens ?? 0,
       reservedMicros: record?.reservedMicros ?? 0,
@@ -285,13 +310,48 @@ export class MemoryStore implements QuotaStore {
     };
   }
 
+  /**
+   * Settles the request's reservation if this store holds a live one, and does nothing otherwise: the
+   * `local` fallback gives back what it reserved while the shared store was out (its concurrency lease
+   * first of all) when the request is settled or cancelled, without charging usage it never reserved.
+   */
+  releaseNow(command: SettleCommand): SettleResult | undefined {
+    const record = this.#keys.get(reservationKey(command.principal, command.requestId), 'reservation');
+    return record?.record.state === 'reserved' ? this.settleNow(command) : undefined;
+  }
+
+  /**
+   * Starts a `local` limit's count from what the shared store last reported (`used`, already scaled to
+   * this replica's share), so an outage does not start every limit from zero. Never lowers a count.
+   * Concurrency is not seeded: the leases' ends are not known here.
+   */
+  seedNow(principal: ReserveCommand['principal'], planned: PlannedLimit, used: number): void {
+    const now = this.#clock.now();
+    const { spec } = planned;
+    const key = limitKey(principal, spec);
+    // A seed is a head start, not a promise: a full store counts from zero rather than refuse.
+    if (!this.#hasRoom([key])) return;
+    if (spec.kind === 'rate') {
+      const index = Math.floor(now / spec.windowMs);
+      const counts = rollWindow(this.#keys.get(key, 'window')?.window, index);
+      if (counts.current >= used) return;
+      const window = { index, current: used, previous: counts.previous };
+      this.#keys.set(key, { type: 'window', window }, 2 * spec.windowMs);
+    } else if (spec.kind === 'budget') {
+      const bounds = planned.bounds as NonNullable<PlannedLimit['bounds']>;
+      const period = periodAt(bounds, now);
+      const spent = this.#keys.get(key, 'budget')?.periods.get(period.start) ?? 0;
+      if (spent < used) this.#addToBudget(key, period.start, used - spent, bounds[0], period.end - now);
+    }
+  }
+
   #judge(
     planned: PlannedLimit,
     principal: ReserveCommand['principal'],
     now: number,
     cost: number,
     expired: { count: number },
-  ): { state: LimitState; key: string; bucket: number; verdict: Verdict } {
+  ): { state: LimitState; key: string; bucket: number } {
     const { spec } = planned;
     const key = limitKey(principal, spec);
     switch (spec.kind) {
@@ -299,13 +359,15 @@ export class MemoryStore implements QuotaStore {
         const index = Math.floor(now / spec.windowMs);
         const counts = rollWindow(this.#keys.get(key, 'window')?.window, index);
         const verdict = judgeWindow(counts, spec.limit, spec.windowMs, now - index * spec.windowMs, cost);
-        return { state: toState(verdict, 0, 0), key, bucket: index, verdict };
+        return { state: toState(verdict, 0, 0), key, bucket: index };
       }
       case 'budget': {
         const period = periodAt(planned.bounds as NonNullable<PlannedLimit['bounds']>, now);
-        const used = this.#keys.get(key, 'budget')?.periods.get(period.start) ?? 0;
-        const verdict = judgeBudget(used, spec.limit, cost, now, period.end);
-        return { state: toState(verdict, period.start, period.end), key, bucket: period.start, verdict };
+        const budget = this.#keys.get(key, 'budget');
+        const used = budget?.periods.get(period.start) ?? 0;
+        const holds = budget?.holds.get(period.start) ?? NO_HOLDS;
+        const verdict = judgeBudget(used, spec.limit, cost, now, period.end, holds, CONCURRENCY_RETRY_CAP_MS);
+        return { state: toState(verdict, period.start, period.end), key, bucket: period.start };
       }
       case 'concurrency': {
         const leases = this.#keys.get(key, 'leases')?.leases;
@@ -331,7 +393,7 @@ export class MemoryStore implements QuotaStore {
           latest,
           CONCURRENCY_RETRY_CAP_MS,
         );
-        return { state: toState(verdict, 0, 0), key, bucket: 0, verdict };
+        return { state: toState(verdict, 0, 0), key, bucket: 0 };
       }
     }
   }
@@ -356,9 +418,20 @@ export class MemoryStore implements QuotaStore {
       case 'budget': {
         const oldestKept = (planned.bounds as NonNullable<PlannedLimit['bounds']>)[0];
         const ttl = state.periodEndMs - now + command.leaseMs + command.idempotencyWindowMs;
-        this.#addToBudget(key, bucket, cost, oldestKept, ttl);
+        const budget = this.#addToBudget(key, bucket, cost, oldestKept, ttl);
         state.used += cost;
-        if (cost > 0) state.resetAfterMs = state.periodEndMs - now;
+        if (cost > 0) {
+          // Once every earlier lease has ended, what they held counts as spent: start afresh.
+          const holds = budget.holds.get(bucket);
+          if (!holds || now >= holds.untilMs) {
+            budget.holds.set(bucket, { reserved: cost, untilMs: leaseExpiresAtMs });
+          } else {
+            holds.reserved += cost;
+            holds.untilMs = Math.max(holds.untilMs, leaseExpiresAtMs);
+          }
+          state.reserved += cost;
+          state.resetAfterMs = state.periodEndMs - now;
+        }
         break;
       }
       case 'concurrency': {
@@ -375,7 +448,7 @@ export class MemoryStore implements QuotaStore {
     return { key, kind: spec.kind, bucket, amount: cost, measure: spec.measure };
   }
 
-  #adjust(charge: RecordedCharge, delta: number, member: string): void {
+  #adjust(charge: RecordedCharge, delta: number, member: string, late: boolean): void {
     switch (charge.kind) {
       case 'rate': {
         const window = this.#keys.get(charge.key, 'window')?.window;
@@ -385,9 +458,12 @@ export class MemoryStore implements QuotaStore {
         return;
       }
       case 'budget': {
-        const periods = this.#keys.get(charge.key, 'budget')?.periods;
-        const spent = periods?.get(charge.bucket);
-        if (periods && spent !== undefined) periods.set(charge.bucket, Math.max(0, spent + delta));
+        const budget = this.#keys.get(charge.key, 'budget');
+        const spent = budget?.periods.get(charge.bucket);
+        if (budget && spent !== undefined) budget.periods.set(charge.bucket, Math.max(0, spent + delta));
+        // A late settlement's hold already ended with its lease (and may have been started afresh since).
+        const holds = budget?.holds.get(charge.bucket);
+        if (holds && !late) holds.reserved = Math.max(0, holds.reserved - charge.amount);
         return;
       }
       case 'concurrency':
@@ -419,15 +495,30 @@ export class MemoryStore implements QuotaStore {
     this.#keys.set(key, { type: 'window', window }, 2 * windowMs);
   }
 
-  #addToBudget(key: string, periodStart: number, cost: number, oldestKept: number, ttlMs: number): void {
-    const periods = this.#keys.get(key, 'budget')?.periods ?? new Map<number, number>();
-    periods.set(periodStart, (periods.get(periodStart) ?? 0) + cost);
-    pruneBudget(periods, oldestKept);
-    this.#keys.set(key, { type: 'budget', periods }, ttlMs);
+  #addToBudget(
+    key: string,
+    periodStart: number,
+    cost: number,
+    oldestKept: number,
+    ttlMs: number,
+  ): Extract<Value, { type: 'budget' }> {
+    const budget: Extract<Value, { type: 'budget' }> = this.#keys.get(key, 'budget') ?? {
+      type: 'budget',
+      periods: new Map<number, number>(),
+      holds: new Map<number, BudgetHolds>(),
+    };
+    budget.periods.set(periodStart, (budget.periods.get(periodStart) ?? 0) + cost);
+    pruneBudget(budget, oldestKept);
+    this.#keys.set(key, budget, ttlMs);
+    return budget;
   }
 }
 
-function toState(verdict: Verdict, periodStartMs: number, periodEndMs: number): LimitState {
+function toState(
+  verdict: Omit<Verdict, 'reserved' | 'held'> & Partial<Pick<Verdict, 'reserved' | 'held'>>,
+  periodStartMs: number,
+  periodEndMs: number,
+): LimitState {
   return {
     used: verdict.used,
     remaining: verdict.remaining,
@@ -436,11 +527,25 @@ function toState(verdict: Verdict, periodStartMs: number, periodEndMs: number): 
     retryAfterMs: verdict.retryAfterMs,
     periodStartMs,
     periodEndMs,
+    reserved: verdict.reserved ?? 0,
+    held: verdict.held ?? false,
   };
 }
 
-/** Keeps a budget to the periods still readable: the previous one and later (as reserve.lua does). */
-function pruneBudget(periods: Map<number, number>, oldestKept: number): void {
-  if (periods.size <= 2) return;
-  for (const start of periods.keys()) if (start < oldestKept) periods.delete(start);
+/** What a limit reports when it was not judged (a reserve that came after its deadline). */
+function unjudged(): LimitState {
+  return toState({ used: 0, remaining: 0, resetAfterMs: 0, exceeded: false, retryAfterMs: 0 }, 0, 0);
+}
+
+/**
+ * Keeps a budget to the periods still readable: the previous one and later (as reserve.lua does, which
+ * prunes only when a period's first charge finds more than two fields, the holds' fields included).
+ */
+function pruneBudget(
+  budget: { periods: Map<number, number>; holds: Map<number, BudgetHolds> },
+  oldestKept: number,
+): void {
+  if (budget.periods.size + 2 * budget.holds.size <= 2) return;
+  for (const start of budget.periods.keys()) if (start < oldestKept) budget.periods.delete(start);
+  for (const start of budget.holds.keys()) if (start < oldestKept) budget.holds.delete(start);
 }

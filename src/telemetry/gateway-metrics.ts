@@ -68,6 +68,10 @@ export class GatewayMetrics {
   readonly settlementsPending: Gauge;
   /** Requests let through without a decision (fail mode open). */
   readonly unmetered: UnlabelledCounter;
+  /** Requests refused unanswered (503 server_overloaded): by the gateway's own bound, or by the authority. */
+  readonly shed: LabelledCounter<{ by: 'gateway' | 'authority' }>;
+  /** Checks sent to the authority and not yet answered. */
+  readonly checksPending: Gauge;
   /** Requests being served now. */
   readonly inFlight: Gauge;
   /** Client connections open now. */
@@ -142,6 +146,18 @@ export class GatewayMetrics {
       help: 'Requests let through without a quota decision because the authority was unavailable (fail mode open).',
       registers,
     });
+    const shed = new Counter({
+      name: 'quotad_gateway_requests_shed_total',
+      help: 'Requests refused with 503 server_overloaded: by="gateway" when --max-pending-checks checks were already waiting, by="authority" when it had no time left to decide.',
+      labelNames: ['by'] as const,
+      registers,
+    });
+    this.shed = shed;
+    this.checksPending = new Gauge({
+      name: 'quotad_gateway_checks_pending',
+      help: 'Checks sent to the authority and not yet answered.',
+      registers,
+    });
     this.inFlight = new Gauge({
       name: 'quotad_gateway_requests_in_flight',
       help: 'Requests being served now.',
@@ -181,6 +197,7 @@ export class GatewayMetrics {
     for (const route of API_ROUTES) {
       for (const status of INITIAL_STATUSES) requests.inc({ route, status }, 0);
     }
+    for (const by of ['gateway', 'authority'] as const) shed.inc({ by }, 0);
   }
 
   async render(): Promise<{ contentType: string; body: string }> {

@@ -33,6 +33,11 @@ export type KeyLookupLabels = { source: 'cache' | 'store' | 'stale'; result: 'fo
 /** Why cached key lookups were dropped: one key changed, or every key (the change channel reconnected). */
 export type KeyInvalidationReason = 'change' | 'resync';
 export type BatchMethod = Extract<GrpcMethod, 'CheckQuotaBatch' | 'RecordUsageBatch'>;
+/**
+ * What became of a reservation the store made after its check was answered by a refusal: `cancelled`
+ * (the store confirmed), `dropped` (too many were waiting), `failed` (an error no retry fixes).
+ */
+export type LateCancelResult = 'cancelled' | 'dropped' | 'failed';
 /** A gRPC status by name (`OK`, `INVALID_ARGUMENT`), as operators read it. */
 export type GrpcStatusName = keyof typeof GrpcStatus;
 
@@ -159,6 +164,12 @@ export class AuthorityMetrics {
   readonly keyCacheInvalidations: LabelledCounter<{ reason: KeyInvalidationReason }>;
   /** Items per batch call (CheckQuotaBatch, RecordUsageBatch): how much callers coalesce. */
   readonly batchItems: LabelledHistogram<{ method: BatchMethod }>;
+  /** Late reservations (made after their check was refused by a failure policy) by what became of them. */
+  readonly lateCancels: LabelledCounter<{ result: LateCancelResult }>;
+  /** Late reservations waiting for the store to confirm their cancellation. */
+  readonly lateCancelsPending: UnlabelledGauge;
+  /** Checks refused unanswered (RESOURCE_EXHAUSTED): they came with too little of their deadline left. */
+  readonly checksShed: UnlabelledCounter;
   /** Always 1; the version rides on the label so dashboards can join on it. */
   readonly buildInfo: LabelledGauge<{ version: string }>;
   /** Commands an in-process store refused for want of room (--memory-max-entries). */
@@ -275,6 +286,23 @@ export class AuthorityMetrics {
       buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000],
       registers,
     });
+    const lateCancels = new Counter({
+      name: 'quotad_late_reservation_cancels_total',
+      help: 'Reservations the store made after their check was refused by a failure policy, by what became of them: cancelled, dropped (too many waiting), failed.',
+      labelNames: ['result'] as const,
+      registers,
+    });
+    this.lateCancels = lateCancels;
+    this.lateCancelsPending = new Gauge({
+      name: 'quotad_late_reservation_cancels_pending',
+      help: 'Late reservations waiting for the store to confirm their cancellation.',
+      registers,
+    });
+    this.checksShed = new Counter({
+      name: 'quotad_checks_shed_total',
+      help: 'Checks refused unanswered (RESOURCE_EXHAUSTED) because they came with too little of their deadline left.',
+      registers,
+    });
     const buildInfo = new Gauge({
       name: 'quotad_build_info',
       help: 'Always 1, labelled with the running quotad version.',
@@ -317,6 +345,7 @@ export class AuthorityMetrics {
       for (const result of ['found', 'unknown'] as const) keyLookups.inc({ source, result }, 0);
     }
     for (const reason of ['change', 'resync'] as const) keyInvalidations.inc({ reason }, 0);
+    for (const result of ['cancelled', 'dropped', 'failed'] as const) lateCancels.inc({ result }, 0);
     for (const method of Object.keys(GRPC_METHODS) as GrpcMethod[])
       grpcRequests.inc({ method, code: 'OK' }, 0);
   }

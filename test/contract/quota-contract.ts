@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
+import type { ReserveCommand } from '../../src/core/quota.js';
 import type { QuotaStore } from '../../src/store/store.js';
 import { checkInput, freshPrincipal, makeAuthority, usageInput } from '../helpers/authority.js';
 import { limit, policyWith, tier } from '../helpers/policy.js';
@@ -271,7 +272,9 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
       const { authority, store, clock } = await setup(beforeMidnight);
       t.after(() => store.close());
       const principal = freshPrincipal('ny');
-      await authority.check(checkInput(principal, { inputTokens: 500, maxOutputTokens: 500 }));
+      const spent = checkInput(principal, { inputTokens: 500, maxOutputTokens: 500 });
+      await authority.check(spent);
+      await authority.record(usageInput(spent));
       const denied = await authority.check(checkInput(principal, { inputTokens: 1, maxOutputTokens: 1 }));
       assert.equal(denied.allowed, false);
       assert.equal(denied.retryAfterMs, 30 * MINUTE);
@@ -376,6 +379,101 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
       );
       assert.equal(decision.code, 'OK');
       assert.equal(decision.reservation?.tokens, 40);
+    });
+
+    test('a reserve that reaches the store after its deadline charges nothing and says so', async (t) => {
+      const { authority, store } = await setup();
+      t.after(() => store.close());
+      const principal = freshPrincipal('free');
+      const late: ReserveCommand = {
+        principal,
+        requestId: 'reached-the-store-too-late',
+        mode: 'reserve',
+        leaseMs: 5 * MINUTE,
+        idempotencyWindowMs: 60 * MINUTE,
+        reservedTokens: 300,
+        reservedMicros: 0,
+        limits: [{ spec: freeTier.limits[0] as (typeof freeTier.limits)[number], cost: 1 }],
+        deadlineMs: Date.now() - 1,
+      };
+      const result = await store.reserve(late);
+      assert.equal(result.outcome, 'expired');
+      assert.equal((await authority.usage({ principal })).limits[0]?.used, 0);
+    });
+
+    test('a budget held by requests in flight, not spent, is refused with a short retry and admits once they settle', async (t) => {
+      const { authority, store } = await setup();
+      t.after(() => store.close());
+      const principal = freshPrincipal('budget');
+      const inFlight = [];
+      for (let i = 0; i < 33; i++) {
+        const check = checkInput(principal, { inputTokens: 100, maxOutputTokens: 200 });
+        assert.equal((await authority.check(check)).allowed, true);
+        inFlight.push(check);
+      }
+      const next = checkInput(principal, { inputTokens: 100, maxOutputTokens: 200 });
+      const held = await authority.check(next);
+      assert.equal(held.allowed, false);
+      assert.deepEqual(
+        held.limits.map((l) => ({ used: l.used, reserved: l.reserved, held: l.held })),
+        [{ used: 9_900, reserved: 9_900, held: true }],
+      );
+      assert.ok(held.retryAfterMs > 0 && held.retryAfterMs <= 1_000, `retry in ${held.retryAfterMs} ms`);
+      assert.match(held.reason, /held by requests in flight/);
+      for (const check of inFlight) await authority.record(usageInput(check, { outputTokens: 0 }));
+      assert.equal((await authority.check(next)).allowed, true);
+    });
+
+    test('once every lease holding a budget has ended, what they reserved counts as spent', async (t) => {
+      const { authority, store, clock } = await setup();
+      t.after(() => store.close());
+      const principal = freshPrincipal('budget');
+      for (let i = 0; i < 33; i++) await authority.check(checkInput(principal));
+      clock.advance(5 * MINUTE);
+      const spent = await authority.check(checkInput(principal));
+      assert.equal(spent.allowed, false);
+      assert.deepEqual(
+        spent.limits.map((l) => ({ reserved: l.reserved, held: l.held })),
+        [{ reserved: 0, held: false }],
+      );
+      assert.equal(spent.retryAfterMs, (spent.limits[0]?.periodEndMs ?? 0) - clock.now());
+    });
+
+    test('a failed settlement that charged nothing frees the request_id: a retry under it is decided afresh, once', async (t) => {
+      const { authority, store } = await setup();
+      t.after(() => store.close());
+      const principal = freshPrincipal('budget');
+      const check = checkInput(principal);
+      await authority.check(check);
+      await authority.record(usageInput(check, { inputTokens: 0, outputTokens: 0, outcome: 'failed' }));
+      const retried = await authority.check(check);
+      assert.deepEqual([retried.allowed, retried.duplicate], [true, false]);
+      assert.equal((await authority.check(check)).duplicate, true);
+      assert.equal((await authority.usage({ principal })).tokensUsed, 300);
+    });
+
+    test('the cancel of a check that never reserved leaves its request_id free', async (t) => {
+      const { authority, store } = await setup();
+      t.after(() => store.close());
+      const principal = freshPrincipal('budget');
+      const check = checkInput(principal);
+      const cancel = usageInput(check, { inputTokens: 0, outputTokens: 0, outcome: 'failed' });
+      assert.equal((await authority.record(cancel)).status, 'charged_without_reservation');
+      assert.equal((await authority.record(cancel)).status, 'duplicate');
+      const decided = await authority.check(check);
+      assert.deepEqual([decided.allowed, decided.duplicate], [true, false]);
+    });
+
+    test('usage reported under a freed request_id is charged, as without a reservation', async (t) => {
+      const { authority, store } = await setup();
+      t.after(() => store.close());
+      const principal = freshPrincipal('budget');
+      const check = checkInput(principal);
+      await authority.check(check);
+      await authority.record(usageInput(check, { inputTokens: 0, outputTokens: 0, outcome: 'failed' }));
+      const reported = await authority.record(usageInput(check, { inputTokens: 40, outputTokens: 2 }));
+      assert.equal(reported.status, 'charged_without_reservation');
+      assert.equal((await authority.usage({ principal })).tokensUsed, 42);
     });
 
     test('a request larger than a limit is refused before the store, with no retry time', async (t) => {

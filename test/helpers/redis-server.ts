@@ -25,6 +25,7 @@ export class TestRedisServer {
   readonly port: number;
   readonly #dir: string;
   #process: ChildProcess | undefined;
+  #paused = false;
 
   private constructor(port: number, dir: string) {
     this.port = port;
@@ -42,8 +43,16 @@ export class TestRedisServer {
     return `redis://127.0.0.1:${this.port}`;
   }
 
-  /** Starts (again) and resolves once Redis accepts connections. */
+  /**
+   * Starts the server again after kill(), or lets a paused one run on (SIGCONT); resolves once Redis
+   * accepts connections.
+   */
   async resume(): Promise<void> {
+    if (this.#paused && this.#process) {
+      this.#process.kill('SIGCONT');
+      this.#paused = false;
+      return;
+    }
     const child = spawn(
       'redis-server',
       [
@@ -77,12 +86,23 @@ export class TestRedisServer {
     });
   }
 
+  /**
+   * Stops the server in its tracks (SIGSTOP), as a hung host or a long GC-like stall would: connections
+   * stay open and commands are accepted by the kernel, but nothing is answered until resume().
+   */
+  pause(): void {
+    if (!this.#process || this.#process.exitCode !== null) throw new Error('redis-server is not running');
+    this.#process.kill('SIGSTOP');
+    this.#paused = true;
+  }
+
   /** Kills the server at once (SIGKILL), as a crash would. */
   async kill(): Promise<void> {
     const child = this.#process;
     if (!child || child.exitCode !== null) return;
     const exited = once(child, 'exit');
     child.kill('SIGKILL');
+    this.#paused = false;
     await exited;
     this.#process = undefined;
   }

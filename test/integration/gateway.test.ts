@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -13,11 +15,18 @@ import { parseModelCall } from '../../src/gateway/requests.js';
 import { formatApiKey, KEY_RANDOM_BYTES } from '../../src/keys/api-key.js';
 import { startGateway, type RunningGateway } from '../../src/main/gateway.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
+import { eventually } from '../helpers/eventually.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
 import { pngDataUrl } from '../helpers/media.js';
 import { quotaClient, type QuotaClient } from '../helpers/grpc-clients.js';
 import { freePort, TestRedisServer } from '../helpers/redis-server.js';
 import { inProcessGatewayConfig, inProcessServeConfig } from '../helpers/serve-config.js';
+
+/** A gauge's value on a gateway's /metrics. */
+async function gaugeOf(gateway: RunningGateway, name: string): Promise<number> {
+  const text = await (await fetch(`${gateway.url}/metrics`)).text();
+  return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+}
 
 const JWT_SECRET = 'gateway-test-jwt-secret-0123456789abcdef';
 const UPSTREAM_KEY = 'sk-upstream-secret-never-logged-4242';
@@ -348,10 +357,13 @@ describe('accounting', () => {
       (await Promise.all(responses)).map(async (r) => [r.status, await r.text()] as const),
     );
     assert.equal(statuses.filter(([status]) => status === 200).length, admitted);
-    for (const [status, text] of statuses.filter(([s]) => s !== 200)) {
-      assert.equal(status, 429);
-      assert.equal((JSON.parse(text) as ErrorBody).error.code, 'insufficient_quota');
-    }
+    // Refused while the admitted ones were in flight: their reservations, not spending, held the budget.
+    const refusals = new Set(
+      statuses
+        .filter(([s]) => s !== 200)
+        .map(([s, text]) => `${s} ${(JSON.parse(text) as ErrorBody).error.code}`),
+    );
+    assert.deepEqual([...refusals], ['429 quota_reserved']);
     await gateway.settler.drain();
     const reported = upstream.calls
       .slice(callsBefore)
@@ -501,6 +513,43 @@ describe('accounting', () => {
     assert.equal(error.code, 'upstream_error');
     await gateway.settler.drain();
     assert.deepEqual(await usageOf(key.secret), { tokens: 0, requests: 0 });
+  });
+
+  test('a budget held by requests in flight is a short 429 quota_reserved, which SDKs retry', async () => {
+    const key = await createKey('pool');
+    const body = chatBody({ max_tokens: 50 });
+    const release = upstream.hold();
+    const held: Promise<Response>[] = [];
+    let refused: Response | undefined;
+    // One at a time, each admitted one held at the upstream, until the budget is all reserved.
+    while (!refused) {
+      const response = post('/v1/chat/completions', key.secret, body);
+      const first = await Promise.race([response, upstream.nextCall().then(() => undefined)]);
+      if (first) refused = first;
+      else held.push(response);
+    }
+    release();
+    await Promise.all(held);
+    assert.equal(refused.status, 429);
+    const error = await errorOf(refused);
+    assert.deepEqual([error.type, error.code], ['tokens', 'quota_reserved']);
+    assert.match(error.message, /held by requests in flight/);
+    assert.equal(refused.headers.get('retry-after'), '1');
+    assert.ok(Number(refused.headers.get('retry-after-ms')) <= 1_000);
+    assert.equal(refused.headers.get('x-should-retry'), null);
+  });
+
+  test('a retry after a 502 under the same Idempotency-Key is sent upstream again, and charged once', async () => {
+    const key = await createKey();
+    const headers = { 'idempotency-key': `idem-retry-${sequence}` };
+    upstream.failNext(500);
+    const failed = await post('/v1/chat/completions', key.secret, chatBody(), headers);
+    assert.equal(failed.status, 502);
+    await gateway.settler.drain();
+    const retried = await post('/v1/chat/completions', key.secret, chatBody(), headers);
+    assert.equal(retried.status, 200);
+    await gateway.settler.drain();
+    assert.equal((await usageOf(key.secret)).requests, 1);
   });
 
   test('a reused Idempotency-Key gets 409 and is neither sent upstream again nor charged twice', async () => {
@@ -997,9 +1046,14 @@ describe('when the authority cannot answer', () => {
     t.after(() => hasty.stop());
     assert.equal((await fetch(`${hasty.url}/readyz`)).status, 200, 'connected before the clock starts');
     const key = await createKey('wide');
+    // Decided, or refused undecided for having no time left: either way the authority saw them.
     const decided = async () => {
-      const metric = authority.metrics.registry.getSingleMetric('quotad_decisions_total');
-      return ((await metric?.get())?.values ?? []).reduce((sum, v) => sum + v.value, 0);
+      let seen = 0;
+      for (const name of ['quotad_decisions_total', 'quotad_checks_shed_total']) {
+        const metric = authority.metrics.registry.getSingleMetric(name);
+        seen += ((await metric?.get())?.values ?? []).reduce((sum, v) => sum + v.value, 0);
+      }
+      return seen;
     };
     const decisionsBefore = await decided();
     const callsBefore = upstream.calls.length;
@@ -1014,7 +1068,7 @@ describe('when the authority cannot answer', () => {
     );
     assert.ok(statuses.includes(503), 'some checks missed the deadline');
     await hasty.settler.drain();
-    assert.ok((await decided()) > decisionsBefore, 'the authority did decide some of them');
+    assert.ok((await decided()) > decisionsBefore, 'the checks reached the authority');
     const served = upstream.calls.slice(callsBefore);
     const reported = served.reduce(
       (sum, call) => sum + (upstream.reportedFor(call.id)?.total_tokens ?? 0),
@@ -1022,6 +1076,53 @@ describe('when the authority cannot answer', () => {
     );
     assert.deepEqual(await usageOf(key.secret), { tokens: reported, requests: served.length });
     assert.equal(await inFlightOf(key.secret), 0, 'no concurrency slot is left held');
+  });
+
+  test('beyond --max-pending-checks a request is refused at once with 503 server_overloaded and Retry-After', async (t) => {
+    // An authority that takes connections and never answers: every check waits out its deadline.
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => sockets.add(socket));
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const { port } = silent.address() as AddressInfo;
+    t.after(() => {
+      for (const socket of sockets) socket.destroy();
+      silent.close();
+    });
+    const busy = await startTestGateway([
+      '--authority',
+      `127.0.0.1:${port}`,
+      '--authority-timeout',
+      '1s',
+      '--max-pending-checks',
+      '4',
+    ]);
+    t.after(() => busy.stop());
+    const key = await createKey();
+    const send = () =>
+      fetch(`${busy.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key.secret}` },
+        body: JSON.stringify(chatBody()),
+      });
+    const waiting = Array.from({ length: 4 }, send);
+    await eventually(
+      async () => ((await gaugeOf(busy, 'quotad_gateway_checks_pending')) === 4 ? true : undefined),
+      () => 'the first four requests never all waited for the authority',
+    );
+    const started = performance.now();
+    const shed = await Promise.all(Array.from({ length: 6 }, send));
+    const elapsed = performance.now() - started;
+    for (const response of shed) {
+      assert.equal(response.status, 503);
+      assert.equal((await errorOf(response)).code, 'server_overloaded');
+      assert.equal(response.headers.get('retry-after'), '1');
+    }
+    assert.ok(elapsed < 1_000, `shed in ${Math.round(elapsed)} ms, before the waiting checks' deadline`);
+    const codes = await Promise.all(waiting.map(async (r) => (await errorOf(await r)).code));
+    assert.deepEqual(new Set(codes), new Set(['quota_unavailable']));
+    const metrics = await (await fetch(`${busy.url}/metrics`)).text();
+    assert.match(metrics, /^quotad_gateway_requests_shed_total\{by="gateway"\} 6$/m);
   });
 
   test('fail mode open lets the request through and counts it as unmetered', async (t) => {

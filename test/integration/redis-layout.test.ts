@@ -230,6 +230,7 @@ describe('Redis layout', () => {
       reservedTokens: 0,
       reservedMicros: 0,
       limits: [{ spec: limit({ name: 'requests_per_minute', kind: 'rate', limit: 10 }), cost: 1 }],
+      deadlineMs: 0,
     });
     const latest = await redisTimeMs();
     assert.equal(result.outcome, 'admitted');

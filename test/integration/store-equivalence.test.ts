@@ -3,7 +3,8 @@ import { after, before, describe, test } from 'node:test';
 import type { RecordUsageInput } from '../../src/authority/quota-authority.js';
 import type { PrincipalCheck as CheckQuotaInput } from '../helpers/authority.js';
 import { ManualClock } from '../../src/core/clock.js';
-import type { Principal, SettleOutcome } from '../../src/core/quota.js';
+import type { Decision } from '../../src/core/decision.js';
+import { chargesNothing, type Principal, type SettleOutcome } from '../../src/core/quota.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import { createRedisClient, RedisStore } from '../../src/store/redis/redis-store.js';
 import type { QuotaStore } from '../../src/store/store.js';
@@ -154,6 +155,8 @@ class OperationSource {
   /** Checks and records sent so far, with the time they were sent (to aim at their lease and window ends). */
   readonly #checks: { input: CheckQuotaInput; atMs: number }[] = [];
   readonly #records: { input: RecordUsageInput; atMs: number }[] = [];
+  /** Checks whose settlement charged nothing (FAILED, no tokens): their request ids may be tried again. */
+  readonly #failed: CheckQuotaInput[] = [];
   #now = START;
   #requests = 0;
 
@@ -198,7 +201,13 @@ class OperationSource {
     const roll = this.#random();
     if (roll < 0.38 || this.#checks.length === 0) return this.#check();
     if (roll < 0.44) return { kind: 'check', input: this.#recent(this.#checks).input };
-    if (roll < 0.6) return this.#record(this.#usage(this.#recent(this.#checks).input));
+    if (roll < 0.46 && this.#failed.length > 0) return { kind: 'check', input: this.#recent(this.#failed) };
+    if (roll < 0.6) {
+      const check = this.#recent(this.#checks).input;
+      const record = this.#usage(check);
+      if (chargesNothing(record.outcome, record)) this.#failed.push(check);
+      return this.#record(record);
+    }
     if (roll < 0.64 && this.#records.length > 0) return this.#record(this.#recent(this.#records).input);
     if (roll < 0.69) return this.#record(this.#unreserved());
     if (roll < 0.77) return { kind: 'usage', principal: this.#pick(this.#principals) };
@@ -331,12 +340,24 @@ describe('MemoryStore and RedisStore', () => {
       t.after(() => Promise.all(sides.map((side) => side.store.close())));
       const source = new OperationSource(seed);
       const recent: string[] = [];
+      /** Answers that took the paths the two stores could most easily disagree on. */
+      const reached = { heldBudget: 0, freedAndDecidedAfresh: 0 };
+      const freed = new Set<string>();
       for (let step = 1; step <= OPERATIONS_PER_SEED; step++) {
         const operation = source.next();
         recent.push(describeOperation(step, operation));
         if (recent.length > 12) recent.shift();
         const onMemory = await play(sides[0], operation);
         const onRedis = await play(sides[1], operation);
+        if (operation.kind === 'check' && 'value' in onMemory) {
+          const decision = onMemory.value as Decision;
+          if (decision.limits.some((l) => l.held)) reached.heldBudget += 1;
+          if (freed.delete(operation.input.requestId) && decision.allowed && !decision.duplicate)
+            reached.freedAndDecidedAfresh += 1;
+        }
+        if (operation.kind === 'record' && chargesNothing(operation.input.outcome, operation.input)) {
+          freed.add(operation.input.requestId);
+        }
         try {
           assert.deepStrictEqual(onRedis, onMemory);
         } catch (error) {
@@ -351,6 +372,7 @@ describe('MemoryStore and RedisStore', () => {
           throw error;
         }
       }
+      assert.ok(reached.heldBudget > 0 && reached.freedAndDecidedAfresh > 0, JSON.stringify(reached));
     });
   }
 

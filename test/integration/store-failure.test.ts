@@ -35,12 +35,26 @@ const policy = policyWith(
   ],
   { replicas: REPLICAS },
 );
+/** One authority replica, and `local` limits of every kind that has one: the fallback's full amounts. */
+const singleReplicaPolicy = policyWith(
+  [
+    tier('local30', [
+      limit({ name: 'requests_per_minute', kind: 'rate', limit: 30, onStoreFailure: 'local' }),
+    ]),
+    tier('localslots', [
+      limit({ name: 'concurrent_requests', kind: 'concurrency', limit: 3, onStoreFailure: 'local' }),
+    ]),
+  ],
+  { replicas: 1 },
+);
 
 let server: TestRedisServer;
 let redis: Redis;
 let store: RedisStore;
 let keyStore: RedisKeyStore;
 let harness: TestAuthority;
+/** An authority over the same Redis under singleReplicaPolicy. */
+let single: TestAuthority;
 /** API keys on the `open` tier: one resolved before Redis goes down, one never. */
 const keys = { seen: Buffer.alloc(0), unseen: Buffer.alloc(0) };
 
@@ -54,6 +68,7 @@ before(async () => {
   store = new RedisStore({ redis, clock });
   keyStore = new RedisKeyStore({ redis });
   harness = makeAuthority(store, clock, policy, 'info', keyStore);
+  single = makeAuthority(store, clock, singleReplicaPolicy);
 });
 after(async () => {
   await keyStore.close();
@@ -78,8 +93,8 @@ async function timed<T>(call: () => Promise<T>): Promise<Timed<T>> {
   }
 }
 
-async function checkWithinDeadline(input: CheckQuotaInput): Promise<Decision> {
-  const { ms, value, error } = await timed(() => harness.authority.check(input));
+async function checkWithinDeadline(input: CheckQuotaInput, on = harness): Promise<Decision> {
+  const { ms, value, error } = await timed(() => on.authority.check(input));
   if (error) throw error;
   assert.ok(ms < DEADLINE_MS, `answered after ${Math.round(ms)} ms, past the ${DEADLINE_MS} ms deadline`);
   return value as Decision;
@@ -113,7 +128,20 @@ async function failureCounts() {
   };
 }
 
+/** Uses 20 of a 30-a-minute `local` limit through Redis, before the outage. */
+const seeded = freshPrincipal('local30');
+
 describe('while Redis is up', () => {
+  test('a `local` limit is counted in Redis: 20 of 30 used before the outage', async () => {
+    for (let i = 0; i < 20; i++) {
+      assert.deepEqual(answer(await single.authority.check(checkInput(seeded))), {
+        allowed: true,
+        code: 'OK',
+        degraded: false,
+      });
+    }
+  });
+
   test('every failure mode is answered by Redis, not degraded', async () => {
     const decisions = [];
     for (const mode of ['closed', 'open', 'local']) {
@@ -144,6 +172,29 @@ describe('while Redis is up', () => {
 
 describe('while Redis is down', () => {
   before(() => server.kill());
+
+  test('a `local` limit goes on from the last count Redis reported: 20 of 30 used, at most 10 more', async () => {
+    const decisions = [];
+    for (let i = 0; i < 15; i++) decisions.push(await checkWithinDeadline(checkInput(seeded), single));
+    assert.equal(decisions.filter((d) => d.allowed).length, 10);
+  });
+
+  test('settling a request admitted by the `local` fallback gives its concurrency slot back', async () => {
+    const principal = freshPrincipal('localslots');
+    const admitted = [];
+    for (let i = 0; i < 3; i++) {
+      const check = checkInput(principal);
+      assert.equal((await checkWithinDeadline(check, single)).allowed, true);
+      admitted.push(check);
+    }
+    assert.equal((await checkWithinDeadline(checkInput(principal), single)).allowed, false);
+    for (const check of admitted) {
+      // Redis is still down: the caller will have to retry the settlement, but the slot is free now.
+      await assert.rejects(single.authority.record(usageInput(check)), StoreUnavailableError);
+    }
+    const next = await checkWithinDeadline(checkInput(principal), single);
+    assert.deepEqual(answer(next), { allowed: true, code: 'OK', degraded: true });
+  });
 
   test('a `closed` limit denies with STORE_UNAVAILABLE, marked degraded, within the deadline', async () => {
     const decision = await checkWithinDeadline(checkInput(freshPrincipal('closed')));

@@ -10,7 +10,7 @@ test('with nothing set, serve uses the documented defaults and the in-process st
     grpcAddress: { host: '0.0.0.0', port: 8081 },
     metricsAddress: { host: '0.0.0.0', port: 9464 },
     logLevel: 'info',
-    redisTimeoutMs: 50,
+    redisTimeoutMs: 1_000,
     shutdownDelayMs: 0,
     shutdownGraceMs: 10_000,
     maxConnectionAgeMs: 300_000,
@@ -104,4 +104,18 @@ test('a duration without a unit is refused', () => {
 
 test('an unknown flag is refused', () => {
   assert.throws(() => parseServeConfig(['--redis', 'x'], {}), ConfigError);
+});
+
+test('the gateway waits 2s for a check and sheds past 2000 waiting by default; --max-pending-checks takes a count', () => {
+  const defaults = parseGatewayConfig([], {});
+  assert.deepEqual([defaults.authorityTimeoutMs, defaults.maxPendingChecks], [2_000, 2_000]);
+  assert.equal(parseGatewayConfig([], { QUOTAD_MAX_PENDING_CHECKS: '64' }).maxPendingChecks, 64);
+  for (const bad of ['0', '-1', '1.5', 'many']) {
+    assert.throws(
+      () => parseGatewayConfig([`--max-pending-checks=${bad}`], {}),
+      (error: Error) =>
+        error instanceof ConfigError &&
+        error.message.startsWith('--max-pending-checks (QUOTAD_MAX_PENDING_CHECKS)'),
+    );
+  }
 });

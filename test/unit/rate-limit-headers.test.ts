@@ -19,6 +19,8 @@ function status(
     windowMs: 0,
     periodStartMs: 0,
     periodEndMs: 0,
+    reserved: 0,
+    held: false,
     ...fields,
   };
 }

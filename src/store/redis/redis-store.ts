@@ -15,7 +15,7 @@ import { callRedis } from './call-redis.js';
 import { defineQuotaScripts, type QuotaScripts } from './scripts.js';
 
 export interface RedisClientOptions {
-  /** Every command is bounded by this; keep it below the callers' deadline. */
+  /** The longest any command is waited for (`--redis-timeout`); the authority waits less when a call's deadline leaves less. */
   commandTimeoutMs: number;
 }
 
@@ -43,7 +43,7 @@ export function createRedisClient(url: string, options: RedisClientOptions): Red
 }
 
 const KIND_CODE = { rate: 'r', budget: 'b', concurrency: 'c' } as const;
-const STATE_WIDTH = 7;
+const STATE_WIDTH = 9;
 
 function specArgs(planned: PlannedLimit): (string | number)[] {
   const { spec } = planned;
@@ -78,12 +78,14 @@ function readStates(reply: number[], offset: number, count: number): LimitState[
       retryAfterMs: reply[at + 4] as number,
       periodStartMs: reply[at + 5] as number,
       periodEndMs: reply[at + 6] as number,
+      reserved: reply[at + 7] as number,
+      held: reply[at + 8] === 1,
     });
   }
   return states;
 }
 
-const RESERVE_OUTCOME = ['denied', 'admitted', 'duplicate'] as const;
+const RESERVE_OUTCOME = ['denied', 'admitted', 'duplicate', 'expired'] as const;
 const SETTLE_STATUS = [undefined, 'settled', 'duplicate', 'charged_without_reservation'] as const;
 
 export interface RedisStoreOptions {
@@ -144,12 +146,13 @@ export class RedisStore implements QuotaStore {
           command.reservedTokens,
           command.reservedMicros,
           limits.length,
+          command.deadlineMs,
           ...specs,
         ),
       ),
     );
     return {
-      outcome: RESERVE_OUTCOME[reply[0] as 0 | 1 | 2],
+      outcome: RESERVE_OUTCOME[reply[0] as 0 | 1 | 2 | 3],
       nowMs: reply[1] as number,
       leaseExpiresAtMs: reply[2] as number,
       reservedTokens: reply[3] as number,

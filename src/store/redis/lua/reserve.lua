@@ -2,13 +2,22 @@
   Decides a request against every applicable limit, then charges all of them or none.
 
   A request_id already admitted returns its first reservation and charges nothing. Denied requests
-  charge nothing and are not remembered. Concurrency leases found expired are reclaimed and counted.
+  charge nothing and are not remembered, nor are requests whose settlement charged nothing (state f).
+  Concurrency leases found expired are reclaimed and counted. A reservation's budget charges are also
+  held (fields h<period>, e<period>) until it settles or its lease ends, so that a denial can tell a
+  budget held by requests in flight from one that is spent.
+
+  A reserve that starts after its deadline (ARGV[9], compared with Redis TIME even under a test clock)
+  judges and charges nothing and answers 3: its caller has stopped waiting and answered by its
+  failure policy. This assumes the caller's clock and Redis's agree to within a few milliseconds (NTP);
+  skew only widens the window in which a late answer is cancelled by the authority instead.
 
   Input:
     KEYS[1]       the reservation record (hash)
     KEYS[1 + i]   the counter of limit i, for i = 1..n:
                     rate: hash {w = window index, c = current count, p = previous count}
-                    budget: hash {period start ms = amount spent}
+                    budget: hash {period start ms = amount charged, h<start> = amount reservations
+                            in flight hold of it, e<start> = their latest lease end}
                     concurrency: sorted set {lease member = lease end ms, '~' = the set's logical expiry}
 
     ARGV[1]       now in ms, or '' for Redis TIME
@@ -19,12 +28,14 @@
     ARGV[6]       reserved tokens (remembered, reported)
     ARGV[7]       reserved micro-dollars (remembered, reported)
     ARGV[8]       n, the number of limits
-    ARGV[9 ...]   n limit specs of 9 values: kind (r|b|c), limit, cost, shadow (0|1), measure,
+    ARGV[9]       deadline in Unix ms (real time), or 0 for none
+    ARGV[10 ...]  n limit specs of 9 values: kind (r|b|c), limit, cost, shadow (0|1), measure,
                   then rate: window ms, -, -, -; budget: b0, b1, b2, b3; concurrency: -, -, -, -
 
-  Output: { outcome (0 denied, 1 admitted, 2 duplicate), now, lease end, reserved tokens,
-            reserved micro-dollars, expired leases, then per limit 7 values:
-            used, remaining, reset after ms, exceeded (0|1), retry after ms, period start, period end }
+  Output: { outcome (0 denied, 1 admitted, 2 duplicate, 3 past its deadline), now, lease end,
+            reserved tokens, reserved micro-dollars, expired leases, then per limit 9 values:
+            used, remaining, reset after ms, exceeded (0|1), retry after ms, period start, period end,
+            reserved by requests in flight, held (0|1: exceeded only because of those) }
 ]]
 
 --- @include "includes/common"
@@ -35,8 +46,9 @@ local leaseMs = tonumber(ARGV[3])
 local windowMs = tonumber(ARGV[4])
 local member = ARGV[5]
 local n = tonumber(ARGV[8])
+local deadline = tonumber(ARGV[9])
 local counters = { expired = 0 }
-local specs = readSpecs(n, 9)
+local specs = readSpecs(n, 10)
 
 local function report(outcome, leaseEnd, tokens, micros, states)
   local out = { outcome, now, leaseEnd, tokens, micros, counters.expired }
@@ -46,12 +58,26 @@ local function report(outcome, leaseEnd, tokens, micros, states)
   return out
 end
 
+if mode == 'reserve' and deadline > 0 then
+  local realNow = now
+  if ARGV[1] ~= '' then
+    realNow = clockNow('')
+  end
+  if realNow >= deadline then
+    local out = { 3, now, 0, 0, 0, 0 }
+    for _ = 1, n do
+      pushState(out, UNJUDGED)
+    end
+    return out
+  end
+end
+
 -- Whether a reservation record is stored under this request_id, live or past its expiry.
 local stored = false
 if mode ~= 'peek' then
   local existing
   existing, stored = readReservation(KEYS[1], now)
-  if existing then
+  if existing and existing.state ~= 'f' then
     local states = {}
     for i = 1, n do
       states[i] = judge(KEYS[1 + i], specs[i], 0, now, counters)
@@ -95,6 +121,8 @@ for i = 1, n do
   elseif spec.kind == 'b' then
     chargeBudget(key, st.bucket, cost, spec.a, st.pend - now + leaseMs + windowMs)
     if cost > 0 then
+      holdBudget(key, st.bucket, cost, now, leaseEnd, st.heldUntil)
+      st.reserved = st.reserved + cost
       st.reset = st.pend - now
     end
   else

@@ -1,7 +1,12 @@
 --[[
   Settles a reservation with the actual usage: every counter it charged moves by (actual - reserved) in
-  the bucket it was charged to, its concurrency lease is released, and it is marked settled. Without a
-  reservation, the usage is charged directly to the limits given. A second settlement changes nothing.
+  the bucket it was charged to, what it held of a budget is released (unless its lease had ended), its
+  concurrency lease is released, and it is marked settled. Without a reservation, the usage is charged
+  directly to the limits given. A second settlement changes nothing.
+
+  A 'failed' settlement with no tokens charges nothing (the attempt never reached the model, or a check
+  was cancelled) and marks the request_id free (state f) instead: a later reserve under it is decided
+  afresh, while the same settlement again is still a duplicate.
 
   The reservation's counter keys are read from its record (field ch); they carry KEYS[1]'s hash tag,
   so they live in the same Cluster slot.
@@ -22,7 +27,7 @@
 
   Output: { status (1 settled, 2 duplicate, 3 charged without reservation), charged input tokens,
             charged output tokens, charged micro-dollars, reserved tokens, reserved micro-dollars,
-            late (0|1), expired leases, then per limit the 7 values of reserve.lua, after settlement }
+            late (0|1), expired leases, then per limit the 9 values of reserve.lua, after settlement }
 ]]
 
 --- @include "includes/common"
@@ -67,9 +72,15 @@ local function report(status, chargedIn, chargedOut, chargedUsd, tokens, micros,
   return out
 end
 
+local freeing = outcome == 'failed' and actualIn == 0 and actualOut == 0
+
 local record, stored = readReservation(KEYS[1], now)
-if record and record.state == 'd' then
+if record and (record.state == 'd' or (record.state == 'f' and freeing)) then
   return report(2, record.chargedIn, record.chargedOut, record.chargedUsd, record.tokens, record.micros, record.late)
+end
+if record and record.state == 'f' then
+  -- Freed by a settlement that charged nothing; usage reported now has no reservation to settle.
+  record = nil
 end
 
 local status, late, tokens, micros, leaseEnd = 3, false, 0, 0, 0
@@ -89,9 +100,15 @@ if record then
         redis.call('HSET', key, 'p', int(max0((tonumber(stored[3]) or 0) + delta)))
       end
     elseif kind == 'b' then
-      local spent = tonumber(redis.call('HGET', key, int(bucket)))
+      local held = 'h' .. int(bucket)
+      local stored = redis.call('HMGET', key, int(bucket), held)
+      local spent = tonumber(stored[1])
       if spent then
         redis.call('HSET', key, int(bucket), int(max0(spent + delta)))
+      end
+      -- A late settlement's hold already ended with its lease (and may have been started afresh since).
+      if stored[2] and not late then
+        redis.call('HSET', key, held, int(max0(tonumber(stored[2]) - amount)))
       end
     else
       redis.call('ZREM', key, member)
@@ -116,12 +133,16 @@ local lateFlag = '0'
 if late then
   lateFlag = '1'
 end
+local state = 'd'
+if freeing then
+  state = 'f'
+end
 if stored then
   redis.call('DEL', KEYS[1])
 end
 redis.call(
   'HSET', KEYS[1],
-  's', 'd',
+  's', state,
   'le', int(leaseEnd),
   't', int(tokens),
   'u', int(micros),

@@ -67,18 +67,37 @@ local function writeWindow(key, index, W, current, previous, sameWindow, now)
   end
 end
 
+-- The period start a budget field belongs to: `<start>` holds what is charged, `h<start>` what
+-- reservations in flight hold of it, `e<start>` their latest lease end.
+local function budgetFieldPeriod(field)
+  return tonumber(field) or tonumber(string.sub(field, 2))
+end
+
 -- Adds `cost` to a budget's period `pstart`. The first charge of a period sets the key's time to live,
 -- which every later charge would set to the same instant, and prunes periods no longer readable.
 local function chargeBudget(key, pstart, cost, oldestKept, ttl)
   if redis.call('HINCRBY', key, int(pstart), int(cost)) == cost then
     if redis.call('HLEN', key) > 2 then
       for _, field in ipairs(redis.call('HKEYS', key)) do
-        if tonumber(field) < oldestKept then
+        if budgetFieldPeriod(field) < oldestKept then
           redis.call('HDEL', key, field)
         end
       end
     end
     redis.call('PEXPIRE', key, int(ttl))
+  end
+end
+
+-- A reservation's charge of `cost` to budget period `pstart`, held until it settles or its lease ends.
+-- Once every earlier lease has ended (now >= heldUntil), what they held counts as spent: start afresh.
+local function holdBudget(key, pstart, cost, now, leaseEnd, heldUntil)
+  if now >= heldUntil then
+    redis.call('HSET', key, 'h' .. int(pstart), int(cost), 'e' .. int(pstart), int(leaseEnd))
+    return
+  end
+  redis.call('HINCRBY', key, 'h' .. int(pstart), int(cost))
+  if leaseEnd > heldUntil then
+    redis.call('HSET', key, 'e' .. int(pstart), int(leaseEnd))
   end
 end
 
@@ -91,14 +110,19 @@ local function periodAt(spec, now)
   return spec.b, spec.c
 end
 
-local CONCURRENCY_RETRY_CAP_MS = 1000
+-- The longest wait a denial suggests when requests in flight block it (CONCURRENCY_RETRY_CAP_MS in
+-- src/store/store.ts): they usually finish long before their lease ends.
+local RETRY_CAP_MS = 1000
 -- Lease members are `subject:request`, always with a colon, so this name never collides with one.
 local HORIZON = '~'
 
--- Judges one limit for a charge of `cost` at `now`. Returns a state table:
--- used, remaining, reset, exceeded, retry, pstart, pend, and `bucket` (window index or period start).
+-- Judges one limit for a charge of `cost` at `now`. Returns a state table: used, remaining, reset,
+-- exceeded, retry, pstart, pend, reserved and held (budgets), and `bucket` (window index or period start).
 local function judge(key, spec, cost, now, counters)
-  local st = { used = 0, remaining = 0, reset = 0, exceeded = false, retry = 0, pstart = 0, pend = 0, bucket = 0 }
+  local st = {
+    used = 0, remaining = 0, reset = 0, exceeded = false, retry = 0, pstart = 0, pend = 0, bucket = 0,
+    reserved = 0, held = false,
+  }
   local limit = spec.limit
   if spec.kind == 'r' then
     local W = spec.a
@@ -124,16 +148,26 @@ local function judge(key, spec, cost, now, counters)
     st.current, st.previous, st.elapsed, st.sameWindow = current, previous, elapsed, sameWindow
   elseif spec.kind == 'b' then
     local pstart, pend = periodAt(spec, now)
-    local used = tonumber(redis.call('HGET', key, int(pstart))) or 0
+    local stored = redis.call('HMGET', key, int(pstart), 'h' .. int(pstart), 'e' .. int(pstart))
+    local used = tonumber(stored[1]) or 0
+    local heldUntil = tonumber(stored[3]) or 0
+    local reserved = 0
+    if now < heldUntil then
+      reserved = math.min(used, tonumber(stored[2]) or 0)
+    end
     st.used = used
     st.exceeded = used + cost > limit
-    if st.exceeded and cost <= limit then
+    st.reserved = reserved
+    st.held = st.exceeded and used - reserved + cost <= limit
+    if st.held then
+      st.retry = math.min(RETRY_CAP_MS, math.max(1, heldUntil - now))
+    elseif st.exceeded and cost <= limit then
       st.retry = pend - now
     end
     if used > 0 then
       st.reset = pend - now
     end
-    st.pstart, st.pend, st.bucket = pstart, pend, pstart
+    st.pstart, st.pend, st.bucket, st.heldUntil = pstart, pend, pstart, heldUntil
   else
     -- The member HORIZON holds the set's logical end of life, above every lease end: past it the set
     -- counts as absent, as a test clock drives it (real-time PEXPIRE alone could not follow that clock).
@@ -153,7 +187,7 @@ local function judge(key, spec, cost, now, counters)
       local earliest = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
       local latest = tonumber(redis.call('ZRANGE', key, -2, -2, 'WITHSCORES')[2])
       if st.exceeded and cost <= limit then
-        st.retry = math.min(CONCURRENCY_RETRY_CAP_MS, math.max(1, earliest - now))
+        st.retry = math.min(RETRY_CAP_MS, math.max(1, earliest - now))
       end
       st.reset = latest - now
     end
@@ -162,19 +196,30 @@ local function judge(key, spec, cost, now, counters)
   return st
 end
 
-local function pushState(out, st)
-  local exceeded = 0
-  if st.exceeded then
-    exceeded = 1
+local function flag(x)
+  if x then
+    return 1
   end
+  return 0
+end
+
+-- The state of one limit as it goes back to the caller: STATE_WIDTH values (9, see redis-store.ts).
+local function pushState(out, st)
   out[#out + 1] = st.used
   out[#out + 1] = st.remaining
   out[#out + 1] = st.reset
-  out[#out + 1] = exceeded
+  out[#out + 1] = flag(st.exceeded)
   out[#out + 1] = st.retry
   out[#out + 1] = st.pstart
   out[#out + 1] = st.pend
+  out[#out + 1] = st.reserved
+  out[#out + 1] = flag(st.held)
 end
+
+-- What a limit reports when it was not judged (a command that came after its deadline).
+local UNJUDGED = {
+  used = 0, remaining = 0, reset = 0, exceeded = false, retry = 0, pstart = 0, pend = 0, reserved = 0, held = false,
+}
 
 -- Reads a reservation record; a record past its logical expiry (field x) counts as absent, so that
 -- time driven by a test clock forgets it exactly as real time would. The second value says whether a
