@@ -385,6 +385,14 @@ describe('the key cache of a replica', () => {
     const { store, registry, storeLookups } = await replicaRegistry();
     t.after(() => store.close());
     const key = await createKey();
+    // The creation's own change message must reach this replica before the key is cached, or it would
+    // drop the entry and count a second lookup.
+    const created = performance.now();
+    await eventually(
+      async () => (store.changesDeliveredAsOf() > created ? true : undefined),
+      () => 'the change channel never confirmed the creation',
+      { intervalMs: 5 },
+    );
     assert.equal((await registry.authenticate(key.hash)).code, 'OK');
     const cached = performance.now();
     // Wait for the moment the entry is three TTLs old and the channel has just vouched for it: then only
