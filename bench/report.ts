@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { basename, dirname, join, relative } from 'node:path';
 import * as prettier from 'prettier';
 import { REPO_ROOT } from '../test/helpers/authority-process.js';
-import type { GrpcScenario, LoadPoint, Results } from './run.js';
+import type { GrpcScenario, LoadPoint, Results } from './result-types.js';
 import { renderBurst } from './burst.js';
 
 const require = createRequire(import.meta.url);

@@ -7,7 +7,7 @@ import type { AdminServiceHandlers } from '../gen/quotad/v1/AdminService.js';
 import type { ApiKey } from '../gen/quotad/v1/ApiKey.js';
 import type { KeyRegistry } from '../keys/key-registry.js';
 import { isKeyId } from '../keys/api-key.js';
-import { keyPrincipal, keyState, type ApiKeyRecord } from '../keys/key-record.js';
+import { keyPrincipal, keyState, type ApiKeyRecord } from '../core/key-record.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { AuthorityMetrics, GrpcMethod, GrpcStatusName } from '../telemetry/metrics.js';
 import { bearerTokenCheck } from './bearer-token.js';

@@ -11,8 +11,15 @@ import { InvalidArgumentError } from '../core/errors.js';
 import type { Principal } from '../core/quota.js';
 import { requireOrg, requireText } from '../authority/validate.js';
 import { checkApiKey, isKeySubject, KEY_ID_PREFIX } from '../keys/api-key.js';
-import type { JwtConfig } from '../main/gateway-config.js';
 import { authenticationError } from './openai-error.js';
+
+/** How internal callers' JWTs are verified: a shared HMAC secret, or a JWKS file of public keys. */
+export type JwtConfig = ({ kind: 'secret'; secret: Uint8Array } | { kind: 'jwks'; path: string }) & {
+  issuer?: string;
+  audience?: string;
+  /** The longest a token may be valid: exp − iat, or exp − now when it has no iat. */
+  maxLifetimeMs: number;
+};
 
 /**
  * Who is calling, as far as the gateway can tell without the authority: the SHA-256 of an API key (the

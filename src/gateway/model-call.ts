@@ -5,7 +5,6 @@ import { MAX_TOKENS } from '../core/quota.js';
 import type { CheckQuotaRequest } from '../gen/quotad/v1/CheckQuotaRequest.js';
 import type { CheckQuotaResponse__Output } from '../gen/quotad/v1/CheckQuotaResponse.js';
 import type { RecordUsageRequest } from '../gen/quotad/v1/RecordUsageRequest.js';
-import type { FailMode } from '../main/gateway-config.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { GatewayMetrics, GatewayRoute } from '../telemetry/gateway-metrics.js';
 import { isGrpcError, type AuthorityClient } from './authority-client.js';
@@ -19,6 +18,9 @@ import type { ModelCall } from './requests.js';
 import type { Settler } from './settlement.js';
 import { SseSplitter } from './sse.js';
 import { upstreamFailure, type Upstream } from './upstream.js';
+
+/** Whether a model call goes ahead (open) or is refused (closed) when the authority cannot answer. */
+export type FailMode = 'closed' | 'open';
 
 /** What the request log line and the metrics learn while a model call is served. */
 export interface CallRecord {
