@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { isGrpcError } from '../src/api/client.js';
 import { readScript } from '../src/store/redis/scripts.js';
 import { AuthorityProcess, REPO_ROOT } from '../test/helpers/authority-process.js';
 import { GatewayProcess } from '../test/helpers/gateway-process.js';
@@ -349,20 +350,10 @@ async function probeBatch(address: string): Promise<string | undefined> {
     return 'the proto this run loaded (proto/quotad/v1/quota.proto) has no CheckQuotaBatch';
   const client = quotaClient(address);
   try {
-    const raw = client.raw as unknown as Record<
-      string,
-      (req: unknown, opts: object, cb: (e: { code?: number; details?: string } | null) => void) => void
-    >;
-    const method = raw.checkQuotaBatch;
-    if (!method) return 'the client has no checkQuotaBatch';
     const id = `probe-${randomBytes(4).toString('hex')}`;
-    const error = await new Promise<{ code?: number; details?: string } | null>((resolve) =>
-      method.call(
-        client.raw,
-        { checks: [checkRequest(id, 0, principals)] },
-        { deadline: Date.now() + 5_000 },
-        resolve,
-      ),
+    const error = await client.checkQuotaBatch({ checks: [checkRequest(id, 0, principals)] }, 5_000).then(
+      () => null,
+      (failure: unknown) => (isGrpcError(failure) ? failure : { code: undefined, details: String(failure) }),
     );
     if (error)
       return `the server answered CheckQuotaBatch with ${error.code === 12 ? 'UNIMPLEMENTED' : `code ${error.code}`} (${error.details ?? ''})`;

@@ -13,7 +13,7 @@ import type { AuthorityMetrics, GrpcMethod, GrpcStatusName } from '../telemetry/
 import { bearerTokenCheck } from './bearer-token.js';
 import type { QuotaAuthority } from './quota-authority.js';
 import { toLimitStatus, toServiceError } from './quota-service.js';
-import { requireOrg, requireText } from './validate.js';
+import { requireOrg, requireText } from '../api/identity.js';
 
 /** Key lifetimes and overlaps above this are mistakes, not policies. */
 const MAX_DURATION_MS = 10 * 365 * 86_400_000;

@@ -19,7 +19,8 @@ import type { Logger } from '../telemetry/logger.js';
 import type { AuthorityMetrics, GrpcMethod, GrpcStatusName } from '../telemetry/metrics.js';
 import type { QuotaAuthority, SettlementReport } from './quota-authority.js';
 import { bearerTokenCheck } from './bearer-token.js';
-import { REFUSAL_TRAILER } from './proto.js';
+import { MAX_BATCH_ITEMS } from '../api/limits.js';
+import { AUTHORITY_TOKEN_REFUSAL, REFUSAL_TRAILER } from '../api/trailers.js';
 import { toCheckInput, toRecordInput, toUsageCredential } from './validate.js';
 
 const UNIT: Record<LimitUnit, LimitStatus['unit']> = {
@@ -125,9 +126,6 @@ export function toServiceError(
   return { code: grpc.status.INTERNAL, details: 'internal error' };
 }
 
-/** The most items one batch call may carry: enough to coalesce a busy gateway's tick, bounded in memory. */
-export const MAX_BATCH_ITEMS = 1_000;
-
 function requireBatch<T>(field: string, items: readonly T[]): readonly T[] {
   if (items.length === 0 || items.length > MAX_BATCH_ITEMS) {
     throw new InvalidArgumentError(field, `must hold 1 to ${MAX_BATCH_ITEMS} items, not ${items.length}`);
@@ -166,7 +164,7 @@ export function quotaServiceHandlers(
       if (!authorized(call.metadata)) {
         metrics.grpcRequests.inc({ method, code: 'UNAUTHENTICATED' });
         const metadata = new grpc.Metadata();
-        metadata.set(REFUSAL_TRAILER, 'AUTHORITY_TOKEN');
+        metadata.set(REFUSAL_TRAILER, AUTHORITY_TOKEN_REFUSAL);
         callback({
           code: grpc.status.UNAUTHENTICATED,
           details:

@@ -4,7 +4,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import type { AdminServiceHandlers } from '../gen/quotad/v1/AdminService.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { AuthorityMetrics } from '../telemetry/metrics.js';
-import { loadQuotaPackage, loadReflectedServices } from './proto.js';
+import { loadQuotaPackage, loadReflectedServices } from '../api/proto.js';
 import type { QuotaAuthority } from './quota-authority.js';
 import { quotaServiceHandlers } from './quota-service.js';
 

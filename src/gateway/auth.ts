@@ -9,7 +9,8 @@ import {
 import { formatDuration } from '../core/duration.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import type { Principal } from '../core/quota.js';
-import { requireOrg, requireText } from '../authority/validate.js';
+import { requireOrg, requireText } from '../api/identity.js';
+import { MAX_ID_LENGTH, MAX_NAME_LENGTH } from '../api/limits.js';
 import { checkApiKey, isKeySubject, KEY_ID_PREFIX } from '../keys/api-key.js';
 import { authenticationError } from './openai-error.js';
 
@@ -75,9 +76,9 @@ function principalOf(payload: Record<string, unknown>): Principal {
     );
   }
   try {
-    requireText('sub', principal.subject, 128);
+    requireText('sub', principal.subject, MAX_ID_LENGTH);
     requireOrg('org', principal.org);
-    requireText('tier', principal.tier, 64);
+    requireText('tier', principal.tier, MAX_NAME_LENGTH);
   } catch (error) {
     if (error instanceof InvalidArgumentError) {
       throw authenticationError(`The token's ${error.field} claim ${error.reason}.`, 'invalid_token');

@@ -7,7 +7,8 @@ import type { CheckQuotaResponse__Output } from '../gen/quotad/v1/CheckQuotaResp
 import type { RecordUsageRequest } from '../gen/quotad/v1/RecordUsageRequest.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { GatewayMetrics, GatewayRoute } from '../telemetry/gateway-metrics.js';
-import { isGrpcError, type AuthorityClient } from './authority-client.js';
+import { isGrpcError } from '../api/client.js';
+import type { AuthorityClient } from './authority-client.js';
 import { credentialOf, type Caller, type Credential } from './auth.js';
 import { duplicateRequest, overloaded, quotaUnavailable, refusal } from './decision.js';
 import { countStreamedTokens, estimateInputTokensInSlices, type TextCounting } from './estimate.js';

@@ -8,10 +8,11 @@ import Fastify, {
   type FastifyRequest,
 } from 'fastify';
 import * as grpc from '@grpc/grpc-js';
-import { REFUSAL_TRAILER } from '../authority/proto.js';
+import { REFUSAL_TRAILER } from '../api/trailers.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { GatewayMetrics, GatewayRoute } from '../telemetry/gateway-metrics.js';
-import { isGrpcError, isTransient, type AuthorityClient } from './authority-client.js';
+import { isGrpcError } from '../api/client.js';
+import { isTransient, type AuthorityClient } from './authority-client.js';
 import { credentialOf, type Authenticator, type Caller } from './auth.js';
 import type { TextCounting } from './estimate.js';
 import type { KeyConfirmations } from './key-confirmations.js';

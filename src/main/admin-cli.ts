@@ -1,22 +1,14 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
-import { loadQuotaPackage } from '../authority/proto.js';
+import { adminServiceClient, isGrpcError, type AdminApi } from '../api/client.js';
 import { formatDuration, parseDuration } from '../core/duration.js';
 import { formatUsd } from '../core/money.js';
 import type { ApiKey__Output } from '../gen/quotad/v1/ApiKey.js';
 import type { CreateKeyRequest } from '../gen/quotad/v1/CreateKeyRequest.js';
-import type { CreateKeyResponse__Output } from '../gen/quotad/v1/CreateKeyResponse.js';
-import type { GetKeyRequest } from '../gen/quotad/v1/GetKeyRequest.js';
-import type { GetKeyUsageRequest } from '../gen/quotad/v1/GetKeyUsageRequest.js';
 import type { GetKeyUsageResponse__Output } from '../gen/quotad/v1/GetKeyUsageResponse.js';
 import type { LimitOverride } from '../gen/quotad/v1/LimitOverride.js';
 import type { LimitStatus__Output } from '../gen/quotad/v1/LimitStatus.js';
 import type { ListKeysRequest } from '../gen/quotad/v1/ListKeysRequest.js';
-import type { ListKeysResponse__Output } from '../gen/quotad/v1/ListKeysResponse.js';
-import type { RevokeKeyRequest } from '../gen/quotad/v1/RevokeKeyRequest.js';
-import type { RotateKeyRequest } from '../gen/quotad/v1/RotateKeyRequest.js';
-import type { RotateKeyResponse__Output } from '../gen/quotad/v1/RotateKeyResponse.js';
-import type { SetKeyLimitsRequest } from '../gen/quotad/v1/SetKeyLimitsRequest.js';
 import { ConfigError, parseHostPort } from './config.js';
 import { authorityCredentials, authorityTlsSetting, type AuthorityTls } from './tls.js';
 
@@ -83,24 +75,8 @@ function usageError(message: string): CliError {
   return new CliError(`${message} (see quotad keys --help)`, EXIT.usage);
 }
 
-type Unary<Req, Res> = (request: Req) => Promise<Res>;
-type UnaryMethod<Req, Res> = (
-  request: Req,
-  metadata: grpc.Metadata,
-  options: grpc.CallOptions,
-  callback: grpc.requestCallback<Res>,
-) => grpc.ClientUnaryCall;
-
 /** AdminService with promise methods whose failures are already CliErrors. */
-interface AdminApi {
-  createKey: Unary<CreateKeyRequest, CreateKeyResponse__Output>;
-  listKeys: Unary<ListKeysRequest, ListKeysResponse__Output>;
-  getKey: Unary<GetKeyRequest, ApiKey__Output>;
-  revokeKey: Unary<RevokeKeyRequest, ApiKey__Output>;
-  rotateKey: Unary<RotateKeyRequest, RotateKeyResponse__Output>;
-  setKeyLimits: Unary<SetKeyLimitsRequest, ApiKey__Output>;
-  getKeyUsage: Unary<GetKeyUsageRequest, GetKeyUsageResponse__Output>;
-}
+type AdminCalls = Omit<AdminApi, 'raw' | 'close'>;
 
 /** Where to call and with what, from the flags and the environment. */
 interface Settings {
@@ -143,35 +119,29 @@ function explainStatus(error: grpc.ServiceError, authority: string): CliError {
   }
 }
 
-function isServiceError(error: unknown): error is grpc.ServiceError {
-  return error instanceof Error && typeof (error as Partial<grpc.ServiceError>).code === 'number';
-}
-
 /** One AdminService client for the command: the token in every call's metadata, a deadline on each call. */
-function connect(settings: Settings): { api: AdminApi; close: () => void } {
-  const { proto } = loadQuotaPackage();
-  const client = new proto.quotad.v1.AdminService(settings.authority, authorityCredentials(settings.tls));
-  const metadata = new grpc.Metadata();
-  metadata.set('authorization', `Bearer ${settings.token}`);
-  function unary<Req, Res>(method: UnaryMethod<Req, Res>): Unary<Req, Res> {
+function connect(settings: Settings): { api: AdminCalls; close: () => void } {
+  const client = adminServiceClient(settings.authority, {
+    credentials: authorityCredentials(settings.tls),
+    token: settings.token,
+    deadlineMs: settings.timeoutMs,
+  });
+  function explained<Req, Res>(call: (request: Req) => Promise<Res>): (request: Req) => Promise<Res> {
     return (request) =>
-      new Promise((resolve, reject) => {
-        method(request, metadata, { deadline: Date.now() + settings.timeoutMs }, (error, response) => {
-          if (!error) resolve(response as Res);
-          else reject(isServiceError(error) ? explainStatus(error, settings.authority) : error);
-        });
+      call(request).catch((error: unknown) => {
+        throw isGrpcError(error) ? explainStatus(error, settings.authority) : error;
       });
   }
-  const api: AdminApi = {
-    createKey: unary(client.createKey.bind(client)),
-    listKeys: unary(client.listKeys.bind(client)),
-    getKey: unary(client.getKey.bind(client)),
-    revokeKey: unary(client.revokeKey.bind(client)),
-    rotateKey: unary(client.rotateKey.bind(client)),
-    setKeyLimits: unary(client.setKeyLimits.bind(client)),
-    getKeyUsage: unary(client.getKeyUsage.bind(client)),
+  const api: AdminCalls = {
+    createKey: explained(client.createKey),
+    listKeys: explained(client.listKeys),
+    getKey: explained(client.getKey),
+    revokeKey: explained(client.revokeKey),
+    rotateKey: explained(client.rotateKey),
+    setKeyLimits: explained(client.setKeyLimits),
+    getKeyUsage: explained(client.getKeyUsage),
   };
-  return { api, close: () => client.close() };
+  return { api, close: client.close };
 }
 
 /** ISO 8601 in UTC to the second, or '-' for the protocol's 0 ("never" / "not set"). */
@@ -285,7 +255,7 @@ interface Command {
   options: Options;
   /** Whether the command takes a key id as its one positional argument. */
   takesId: boolean;
-  run(api: AdminApi, values: Values, id: string): Promise<Output>;
+  run(api: AdminCalls, values: Values, id: string): Promise<Output>;
 }
 
 const COMMON_OPTIONS = {
@@ -331,7 +301,7 @@ function limitOverride(text: string): LimitOverride {
 }
 
 /** Every page of ListKeys, following next_page_token, so the list is never silently cut short. */
-async function listAll(api: AdminApi, request: ListKeysRequest): Promise<ApiKey__Output[]> {
+async function listAll(api: AdminCalls, request: ListKeysRequest): Promise<ApiKey__Output[]> {
   const keys: ApiKey__Output[] = [];
   let pageToken = '';
   do {

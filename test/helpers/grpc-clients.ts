@@ -2,46 +2,17 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { loadQuotaPackage } from '../../src/authority/proto.js';
-import type { CheckQuotaBatchRequest } from '../../src/gen/quotad/v1/CheckQuotaBatchRequest.js';
-import type { CheckQuotaBatchResponse__Output } from '../../src/gen/quotad/v1/CheckQuotaBatchResponse.js';
-import type { CheckQuotaRequest } from '../../src/gen/quotad/v1/CheckQuotaRequest.js';
-import type { CheckQuotaResponse__Output } from '../../src/gen/quotad/v1/CheckQuotaResponse.js';
-import type { GetUsageRequest } from '../../src/gen/quotad/v1/GetUsageRequest.js';
-import type { GetUsageResponse__Output } from '../../src/gen/quotad/v1/GetUsageResponse.js';
-import type { ListModelsRequest } from '../../src/gen/quotad/v1/ListModelsRequest.js';
-import type { ListModelsResponse__Output } from '../../src/gen/quotad/v1/ListModelsResponse.js';
-import type { AdminServiceClient } from '../../src/gen/quotad/v1/AdminService.js';
-import type { ApiKey__Output } from '../../src/gen/quotad/v1/ApiKey.js';
-import type { CreateKeyRequest } from '../../src/gen/quotad/v1/CreateKeyRequest.js';
-import type { CreateKeyResponse__Output } from '../../src/gen/quotad/v1/CreateKeyResponse.js';
-import type { GetKeyUsageResponse__Output } from '../../src/gen/quotad/v1/GetKeyUsageResponse.js';
-import type { ListKeysRequest } from '../../src/gen/quotad/v1/ListKeysRequest.js';
-import type { ListKeysResponse__Output } from '../../src/gen/quotad/v1/ListKeysResponse.js';
-import type { QuotaServiceClient } from '../../src/gen/quotad/v1/QuotaService.js';
-import type { RotateKeyRequest } from '../../src/gen/quotad/v1/RotateKeyRequest.js';
-import type { RotateKeyResponse__Output } from '../../src/gen/quotad/v1/RotateKeyResponse.js';
-import type { SetKeyLimitsRequest } from '../../src/gen/quotad/v1/SetKeyLimitsRequest.js';
-import type { RecordUsageBatchRequest } from '../../src/gen/quotad/v1/RecordUsageBatchRequest.js';
-import type { RecordUsageBatchResponse__Output } from '../../src/gen/quotad/v1/RecordUsageBatchResponse.js';
-import type { RecordUsageRequest } from '../../src/gen/quotad/v1/RecordUsageRequest.js';
-import type { RecordUsageResponse__Output } from '../../src/gen/quotad/v1/RecordUsageResponse.js';
+import {
+  adminServiceClient,
+  quotaServiceClient,
+  type AdminApi,
+  type QuotaApi,
+} from '../../src/api/client.js';
 
 const require = createRequire(import.meta.url);
 
-type Unary<Req, Res> = (request: Req, deadlineMs?: number) => Promise<Res>;
-
-/** A real QuotaService client over a socket, with promise-returning methods. */
-export interface QuotaClient {
-  raw: QuotaServiceClient;
-  checkQuota: Unary<CheckQuotaRequest, CheckQuotaResponse__Output>;
-  recordUsage: Unary<RecordUsageRequest, RecordUsageResponse__Output>;
-  getUsage: Unary<GetUsageRequest, GetUsageResponse__Output>;
-  listModels: Unary<ListModelsRequest, ListModelsResponse__Output>;
-  checkQuotaBatch: Unary<CheckQuotaBatchRequest, CheckQuotaBatchResponse__Output>;
-  recordUsageBatch: Unary<RecordUsageBatchRequest, RecordUsageBatchResponse__Output>;
-  close(): void;
-}
+/** A real QuotaService client over a socket (src/api/client.ts), with a 5 s deadline unless a call names one. */
+export type QuotaClient = QuotaApi;
 
 /** How a test client reaches the authority: TLS credentials, and the token QuotaService may require. */
 export interface QuotaClientOptions {
@@ -50,78 +21,14 @@ export interface QuotaClientOptions {
 }
 
 export function quotaClient(address: string, options: QuotaClientOptions = {}): QuotaClient {
-  const { proto } = loadQuotaPackage();
-  const raw = new proto.quotad.v1.QuotaService(
-    address,
-    options.credentials ?? grpc.credentials.createInsecure(),
-  );
-  const metadata = () => {
-    const sent = new grpc.Metadata();
-    if (options.token !== undefined) sent.set('authorization', `Bearer ${options.token}`);
-    return sent;
-  };
-  return {
-    raw,
-    checkQuota: promisifyWithMetadata(raw.checkQuota.bind(raw), metadata),
-    recordUsage: promisifyWithMetadata(raw.recordUsage.bind(raw), metadata),
-    getUsage: promisifyWithMetadata(raw.getUsage.bind(raw), metadata),
-    listModels: promisifyWithMetadata(raw.listModels.bind(raw), metadata),
-    checkQuotaBatch: promisifyWithMetadata(raw.checkQuotaBatch.bind(raw), metadata),
-    recordUsageBatch: promisifyWithMetadata(raw.recordUsageBatch.bind(raw), metadata),
-    close: () => raw.close(),
-  };
-}
-
-function promisifyWithMetadata<Req, Res>(
-  call: (
-    request: Req,
-    metadata: grpc.Metadata,
-    options: grpc.CallOptions,
-    callback: grpc.requestCallback<Res>,
-  ) => unknown,
-  metadata: () => grpc.Metadata,
-): Unary<Req, Res> {
-  return (request, deadlineMs = 5_000) =>
-    new Promise((resolve, reject) => {
-      call(request, metadata(), { deadline: Date.now() + deadlineMs }, (error, response) =>
-        error ? reject(error) : resolve(response as Res),
-      );
-    });
+  return quotaServiceClient(address, options);
 }
 
 /** A real AdminService client that sends `token` (when given) as `authorization: Bearer <token>`. */
-export interface AdminClient {
-  createKey: Unary<CreateKeyRequest, CreateKeyResponse__Output>;
-  listKeys: Unary<ListKeysRequest, ListKeysResponse__Output>;
-  getKey: Unary<{ id: string }, ApiKey__Output>;
-  revokeKey: Unary<{ id: string }, ApiKey__Output>;
-  rotateKey: Unary<RotateKeyRequest, RotateKeyResponse__Output>;
-  setKeyLimits: Unary<SetKeyLimitsRequest, ApiKey__Output>;
-  getKeyUsage: Unary<{ id: string }, GetKeyUsageResponse__Output>;
-  close(): void;
-}
+export type AdminClient = AdminApi;
 
 export function adminClient(address: string, token: string | undefined): AdminClient {
-  const { proto } = loadQuotaPackage();
-  const raw: AdminServiceClient = new proto.quotad.v1.AdminService(
-    address,
-    grpc.credentials.createInsecure(),
-  );
-  const metadata = () => {
-    const m = new grpc.Metadata();
-    if (token !== undefined) m.set('authorization', `Bearer ${token}`);
-    return m;
-  };
-  return {
-    createKey: promisifyWithMetadata(raw.createKey.bind(raw), metadata),
-    listKeys: promisifyWithMetadata(raw.listKeys.bind(raw), metadata),
-    getKey: promisifyWithMetadata(raw.getKey.bind(raw), metadata),
-    revokeKey: promisifyWithMetadata(raw.revokeKey.bind(raw), metadata),
-    rotateKey: promisifyWithMetadata(raw.rotateKey.bind(raw), metadata),
-    setKeyLimits: promisifyWithMetadata(raw.setKeyLimits.bind(raw), metadata),
-    getKeyUsage: promisifyWithMetadata(raw.getKeyUsage.bind(raw), metadata),
-    close: () => raw.close(),
-  };
+  return adminServiceClient(address, token === undefined ? {} : { token });
 }
 
 function loadFrom(packageFile: string, protoFile: string, includeDir: string): grpc.GrpcObject {

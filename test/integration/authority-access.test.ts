@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { REFUSAL_TRAILER } from '../../src/authority/proto.js';
+import { REFUSAL_TRAILER } from '../../src/api/trailers.js';
 import { startGateway, type RunningGateway } from '../../src/main/gateway.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
 import { makeCertificates, type TestCertificates } from '../helpers/certificates.js';

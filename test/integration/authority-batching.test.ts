@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { loadQuotaPackage } from '../../src/authority/proto.js';
+import { loadQuotaPackage } from '../../src/api/proto.js';
 import { connectAuthority, type AuthorityClient } from '../../src/gateway/authority-client.js';
 import type { CheckQuotaBatchRequest__Output } from '../../src/gen/quotad/v1/CheckQuotaBatchRequest.js';
 import type { CheckQuotaRequest } from '../../src/gen/quotad/v1/CheckQuotaRequest.js';
