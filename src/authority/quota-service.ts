@@ -20,7 +20,7 @@ import type { AuthorityMetrics, GrpcMethod, GrpcStatusName } from '../telemetry/
 import type { QuotaAuthority, SettlementReport } from './quota-authority.js';
 import { bearerTokenCheck } from './bearer-token.js';
 import { MAX_BATCH_ITEMS } from '../api/limits.js';
-import { AUTHORITY_TOKEN_REFUSAL, REFUSAL_TRAILER } from '../api/trailers.js';
+import { AUTHORITY_TOKEN_REFUSAL, INVALID_KEY_REFUSAL, REFUSAL_TRAILER } from '../api/trailers.js';
 import { toCheckInput, toRecordInput, toUsageCredential } from './validate.js';
 
 const UNIT: Record<LimitUnit, LimitStatus['unit']> = {
@@ -107,7 +107,9 @@ export function toServiceError(
   if (error instanceof NotFoundError) return { code: grpc.status.NOT_FOUND, details: error.message };
   if (error instanceof ConflictError) return { code: grpc.status.ABORTED, details: error.message };
   if (error instanceof UnauthenticatedError) {
-    return { code: grpc.status.UNAUTHENTICATED, details: error.message };
+    const metadata = new grpc.Metadata();
+    metadata.set(REFUSAL_TRAILER, INVALID_KEY_REFUSAL);
+    return { code: grpc.status.UNAUTHENTICATED, details: error.message, metadata };
   }
   if (error instanceof PermissionDeniedError) {
     const metadata = new grpc.Metadata();

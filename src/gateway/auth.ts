@@ -12,7 +12,7 @@ import type { Principal } from '../core/quota.js';
 import { requireOrg, requireText } from '../api/identity.js';
 import { MAX_ID_LENGTH, MAX_NAME_LENGTH } from '../api/limits.js';
 import { checkApiKey, isKeySubject, KEY_ID_PREFIX } from '../keys/api-key.js';
-import { authenticationError } from './openai-error.js';
+import { authenticationError } from './errors.js';
 
 /** How internal callers' JWTs are verified: a shared HMAC secret, or a JWKS file of public keys. */
 export type JwtConfig = ({ kind: 'secret'; secret: Uint8Array } | { kind: 'jwks'; path: string }) & {

@@ -13,7 +13,7 @@ import { credentialOf, type Caller, type Credential } from './auth.js';
 import { duplicateRequest, overloaded, quotaUnavailable, refusal } from './decision.js';
 import { countStreamedTokens, estimateInputTokensInSlices, type TextCounting } from './estimate.js';
 import type { KeyConfirmations } from './key-confirmations.js';
-import { errorBody, invalidRequest } from './openai-error.js';
+import { catalogueBody, invalidRequest } from './errors.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 import type { ModelCall } from './requests.js';
 import type { Settler } from './settlement.js';
@@ -452,7 +452,7 @@ export class ModelCallHandler {
       settle('FAILED', charged ? streamed() : { input: 0, output: 0 });
       this.#o.logger.warn({ requestId, err: (error as Error).message }, 'upstream stream broke off');
       const message = `The model API broke off the stream; ${charged ? 'only what was streamed is' : 'nothing was'} charged.`;
-      res.end(`data: ${JSON.stringify(errorBody(message, 'server_error', null, 'upstream_error'))}\n\n`);
+      res.end(`data: ${JSON.stringify(catalogueBody('upstream_error', message))}\n\n`);
     }
   }
 }

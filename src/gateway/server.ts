@@ -8,7 +8,7 @@ import Fastify, {
   type FastifyRequest,
 } from 'fastify';
 import * as grpc from '@grpc/grpc-js';
-import { REFUSAL_TRAILER } from '../api/trailers.js';
+import { AUTHORITY_TOKEN_REFUSAL, REFUSAL_TRAILER } from '../api/trailers.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { GatewayMetrics, GatewayRoute } from '../telemetry/gateway-metrics.js';
 import { isGrpcError } from '../api/client.js';
@@ -16,17 +16,18 @@ import { isTransient, type AuthorityClient } from './authority-client.js';
 import { credentialOf, type Authenticator, type Caller } from './auth.js';
 import type { TextCounting } from './estimate.js';
 import type { KeyConfirmations } from './key-confirmations.js';
-import { quotaUnavailable } from './decision.js';
+import { KEY_REFUSALS, keyRefusal, quotaUnavailable, type KeyRefusal } from './decision.js';
 import type { CallRecord, ModelCallHandler, Responder } from './model-call.js';
 import {
+  GATEWAY_ERRORS,
   HttpError,
-  errorBody,
-  authenticationError,
+  catalogueBody,
+  gatewayError,
   invalidRequest,
   notFound,
   payloadTooLarge,
   permissionError,
-} from './openai-error.js';
+} from './errors.js';
 import { MAX_JSON_DEPTH, nestingBeyond } from './json-nesting.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 import { parseModelCall, type ModelRoute } from './requests.js';
@@ -110,21 +111,22 @@ function metricRoute(url: string | undefined): GatewayRoute {
   return MODEL_ROUTES[url]?.metric ?? OTHER_ROUTES[url] ?? 'other';
 }
 
-/** Throws a failed authority call for a caller's own reports (usage, models) as an HTTP error. */
+/**
+ * Throws a failed authority call for a caller's own reports (usage, models) as an HTTP error. The authority
+ * names a refused key in the quotad-refusal trailer, as CheckQuota names it in its code: one mapping.
+ */
 function reportFailure(error: unknown): never {
   if (!isGrpcError(error)) throw error;
-  if (error.code === grpc.status.UNAUTHENTICATED) {
-    // The authority refused this gateway's own token (QUOTAD_AUTHORITY_TOKEN), not the caller's key.
-    if (error.metadata.get(REFUSAL_TRAILER)[0] === 'AUTHORITY_TOKEN') throw quotaUnavailable();
-    throw authenticationError('Incorrect API key provided.', 'invalid_api_key');
-  }
-  if (error.code === grpc.status.PERMISSION_DENIED) {
-    const revoked = error.metadata.get(REFUSAL_TRAILER)[0] === 'KEY_REVOKED';
-    throw permissionError(
-      `This API key ${revoked ? 'was revoked' : 'has expired'}: ${error.details}.`,
-      revoked ? 'api_key_revoked' : 'api_key_expired',
-    );
-  }
+  const trailer = error.metadata.get(REFUSAL_TRAILER)[0];
+  const refusal = typeof trailer === 'string' ? trailer : undefined;
+  // The authority refused this gateway's own token (QUOTAD_AUTHORITY_TOKEN), not the caller's key.
+  if (error.code === grpc.status.UNAUTHENTICATED && refusal === AUTHORITY_TOKEN_REFUSAL)
+    throw quotaUnavailable();
+  if (refusal !== undefined && KEY_REFUSALS.includes(refusal))
+    throw keyRefusal(refusal as KeyRefusal, error.details);
+  // An authority that names no refusal: a bare UNAUTHENTICATED is an unknown key, PERMISSION_DENIED an ended one.
+  if (error.code === grpc.status.UNAUTHENTICATED) throw keyRefusal('INVALID_KEY', error.details);
+  if (error.code === grpc.status.PERMISSION_DENIED) throw keyRefusal('KEY_EXPIRED', error.details);
   if (error.code === grpc.status.INVALID_ARGUMENT) {
     throw permissionError(`Your credential cannot be used: ${error.details}.`, 'unknown_tier');
   }
@@ -148,12 +150,13 @@ function refuseClient(
     socket.destroy();
     return;
   }
-  const [status, reason, message, code] = timedOut
-    ? [408, 'Request Timeout', 'The request did not arrive in time; send it again.', 'request_timeout']
+  const [name, reason] = timedOut
+    ? (['request_timeout', 'Request Timeout'] as const)
     : error.code === 'HPE_HEADER_OVERFLOW'
-      ? [431, 'Request Header Fields Too Large', 'The request headers are too large.', 'headers_too_large']
-      : [400, 'Bad Request', 'The request is not valid HTTP/1.1.', 'invalid_http'];
-  const body = JSON.stringify(errorBody(message, 'invalid_request_error', null, code));
+      ? (['headers_too_large', 'Request Header Fields Too Large'] as const)
+      : (['invalid_http', 'Bad Request'] as const);
+  const status = GATEWAY_ERRORS[name].status;
+  const body = JSON.stringify(catalogueBody(name));
   socket.end(
     `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: application/json\r\n` +
       `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
@@ -321,10 +324,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     if (error instanceof HttpError) answer = error;
     else if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') answer = payloadTooLarge(options.maxBodyBytes);
     else if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
-      answer = new HttpError(415, 'Send the request body as JSON, with Content-Type: application/json.', {
-        type: 'invalid_request_error',
-        code: 'unsupported_media_type',
-      });
+      answer = gatewayError('unsupported_media_type');
     } else if (error.statusCode === 400) {
       answer = invalidRequest(
         `We could not parse the JSON body of your request: ${error.message}.`,
@@ -333,10 +333,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
       );
     } else {
       logger.error({ err: error, route: request.routeOptions.url }, 'unexpected error');
-      answer = new HttpError(500, 'The gateway failed; the request was not charged.', {
-        type: 'server_error',
-        code: null,
-      });
+      answer = gatewayError('internal_error');
     }
     await limitHeadersFor(request, reply, answer.status);
     return reply
