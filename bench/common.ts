@@ -13,7 +13,7 @@ import type { CheckQuotaResponse } from '../src/gen/quotad/v1/CheckQuotaResponse
 import type { LimitStatus } from '../src/gen/quotad/v1/LimitStatus.js';
 import type { RecordUsageRequest } from '../src/gen/quotad/v1/RecordUsageRequest.js';
 import type { RecordUsageResponse } from '../src/gen/quotad/v1/RecordUsageResponse.js';
-import { REPO_ROOT } from '../test/helpers/authority-process.js';
+import { REPO_ROOT } from '../harness/authority-process.js';
 
 export const BENCH_TIER = 'bench';
 export const ORGS = 97;

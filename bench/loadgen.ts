@@ -17,7 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Unary } from '../src/api/client.js';
-import { quotaClient } from '../test/helpers/grpc-clients.js';
+import { quotaClient } from '../harness/grpc-clients.js';
 import { checkRequest, recordRequest } from './common.js';
 import { Histogram } from './histogram.js';
 

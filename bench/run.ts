@@ -22,10 +22,10 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { isGrpcError } from '../src/api/client.js';
 import { readScript } from '../src/store/redis/scripts.js';
-import { AuthorityProcess, REPO_ROOT } from '../test/helpers/authority-process.js';
-import { GatewayProcess } from '../test/helpers/gateway-process.js';
-import { adminClient, quotaClient } from '../test/helpers/grpc-clients.js';
-import { TestRedisServer } from '../test/helpers/redis-server.js';
+import { AuthorityProcess, REPO_ROOT } from '../harness/authority-process.js';
+import { GatewayProcess } from '../harness/gateway-process.js';
+import { adminClient, quotaClient } from '../harness/grpc-clients.js';
+import { TestRedisServer } from '../harness/redis-server.js';
 import {
   BENCH_TIER,
   checkRequest,
@@ -985,7 +985,7 @@ async function main() {
       policyPath: await writeBenchPolicy(dir),
       commandLines: results.commandLines,
     };
-    ctx.commandLines.redis = `redis-server --port <free port> --bind 127.0.0.1 --dir <tmp> --save '' --appendonly no (test/helpers/redis-server.ts)`;
+    ctx.commandLines.redis = `redis-server --port <free port> --bind 127.0.0.1 --dir <tmp> --save '' --appendonly no (harness/redis-server.ts)`;
     for (const id of ['transport', 'redis', 'memory', 'rlf', 'batch']) {
       if (only.has(id)) results.grpc.push(await grpcScenario(ctx, id));
     }

@@ -15,9 +15,9 @@ import { createRedisClient } from '../../src/store/redis/redis-store.js';
 import { AuthorityMetrics } from '../../src/telemetry/metrics.js';
 import { capturingLogger } from '../helpers/authority.js';
 import { eventually } from '../helpers/eventually.js';
-import { adminClient, quotaClient, type AdminClient, type QuotaClient } from '../helpers/grpc-clients.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
-import { inProcessServeConfig } from '../helpers/serve-config.js';
+import { adminClient, quotaClient, type AdminClient, type QuotaClient } from '../../harness/grpc-clients.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
+import { inProcessServeConfig } from '../../harness/serve-config.js';
 
 const START = Date.UTC(2026, 10, 23, 9, 0, 0);
 const DAY = 86_400_000;

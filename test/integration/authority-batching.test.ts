@@ -7,7 +7,7 @@ import type { CheckQuotaBatchRequest__Output } from '../../src/gen/quotad/v1/Che
 import type { CheckQuotaRequest } from '../../src/gen/quotad/v1/CheckQuotaRequest.js';
 import type { QuotaServiceHandlers } from '../../src/gen/quotad/v1/QuotaService.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
-import { inProcessServeConfig } from '../helpers/serve-config.js';
+import { inProcessServeConfig } from '../../harness/serve-config.js';
 
 /** A QuotaService on a real socket with the test's own handlers; methods left out answer UNIMPLEMENTED. */
 async function fakeAuthority(

@@ -18,9 +18,9 @@ import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
 import { eventually } from '../helpers/eventually.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
 import { pngDataUrl } from '../helpers/media.js';
-import { quotaClient, type QuotaClient } from '../helpers/grpc-clients.js';
-import { freePort, TestRedisServer } from '../helpers/redis-server.js';
-import { inProcessGatewayConfig, inProcessServeConfig } from '../helpers/serve-config.js';
+import { quotaClient, type QuotaClient } from '../../harness/grpc-clients.js';
+import { freePort, TestRedisServer } from '../../harness/redis-server.js';
+import { inProcessGatewayConfig, inProcessServeConfig } from '../../harness/serve-config.js';
 
 /** A gauge's value on a gateway's /metrics. */
 async function gaugeOf(gateway: RunningGateway, name: string): Promise<number> {

@@ -10,7 +10,7 @@ import { createRedisClient, RedisStore } from '../../src/store/redis/redis-store
 import type { QuotaStore } from '../../src/store/store.js';
 import { makeAuthority, type TestAuthority } from '../helpers/authority.js';
 import { limit, OTHER_MODEL, policyWith, TEST_MODEL, tier } from '../helpers/policy.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
 
 /*
  * A differential test: one seeded sequence of checks, settlements, usage reports and clock moves, played on

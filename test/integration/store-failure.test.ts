@@ -17,7 +17,7 @@ import {
   type TestAuthority,
 } from '../helpers/authority.js';
 import { limit, policyWith, tier } from '../helpers/policy.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
 
 /** Each call's store command gives up after this; the caller's deadline is ten times longer. */
 const COMMAND_TIMEOUT_MS = 100;

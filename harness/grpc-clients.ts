@@ -2,12 +2,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import {
-  adminServiceClient,
-  quotaServiceClient,
-  type AdminApi,
-  type QuotaApi,
-} from '../../src/api/client.js';
+import { adminServiceClient, quotaServiceClient, type AdminApi, type QuotaApi } from '../src/api/client.js';
 
 const require = createRequire(import.meta.url);
 
