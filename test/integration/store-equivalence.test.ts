@@ -17,6 +17,12 @@ import { TestRedisServer } from '../../harness/redis-server.js';
  * an authority over MemoryStore and on one over RedisStore, each with its own clock. Every answer must be
  * the same, which holds the Lua scripts and the TypeScript store to one arithmetic.
  *
+ * This is the guard that keeps the twins equal: each limit kind's arithmetic exists twice, in Lua for the
+ * Redis store (src/store/redis/lua/includes/rate.lua, budget.lua, concurrency.lua) and in TypeScript for
+ * the in-process store (src/store/memory-rate.ts, memory-budget.ts, memory-concurrency.ts). The contract
+ * suite checks each store against fixed expectations, so a change to one twin's lease or TTL logic that
+ * still meets them passes it and fails only here.
+ *
  * Redis also expires keys by its own (real) clock: 2 s after a charge for the 1 s windows. The test clock
  * runs far ahead of real time here (minutes per few hundred operations), so no key a test-clock window
  * still needs is dropped by Redis.
