@@ -31,6 +31,7 @@ import {
 import { MAX_JSON_DEPTH, nestingBeyond } from './json-nesting.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 import { parseModelCall, type ModelRoute } from './requests.js';
+import { modelsBody, usageBody } from './report-bodies.js';
 
 /** How long clients may take, and how many may connect at once. */
 export interface ConnectionLimits {
@@ -82,11 +83,22 @@ function requestIdOf(request: FastifyRequest): string {
   return randomUUID();
 }
 
+/**
+ * A request's log record, its caller once authenticated (and confirmed, for a key on a model route), and
+ * how its prompt is counted.
+ */
 interface RequestContext {
   record: CallRecord;
   caller?: Caller;
   /** How the prompt is counted: by bytes while the caller's key could not be confirmed. */
   counting: TextCounting;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The gateway's state for this request (decorateRequest); null until the route opens it. */
+    callContext: RequestContext | null;
+  }
 }
 
 const MODEL_ROUTES: Record<string, { route: ModelRoute; metric: GatewayRoute }> = {
@@ -193,11 +205,14 @@ function fastifyResponder(reply: FastifyReply, draining: () => boolean): Respond
 }
 
 /**
- * The OpenAI-compatible HTTP API: the model routes (metered through the authority), the caller's
- * models and usage, and the operational endpoints, which are never metered.
+ * The Fastify instance with the connection limits and timeouts of the options, its connections counted,
+ * and what Node refuses before a route sees it answered as an OpenAI error (refuseClient).
  */
-export function createGatewayServer(options: GatewayServerOptions): FastifyInstance {
-  const { authority, authenticator, metrics, logger, connections: limits } = options;
+function httpServer(options: GatewayServerOptions): {
+  app: FastifyInstance;
+  server: FastifyInstance['server'];
+} {
+  const { metrics, connections: limits } = options;
   /** The answers each connection has in progress, so a late refusal never writes into one. */
   const answers = new WeakMap<Socket, Set<ServerResponse>>();
   const answering = (socket: Socket) => {
@@ -236,6 +251,16 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     inProgress.add(res);
     res.once('close', () => inProgress.delete(res));
   });
+  return { app, server };
+}
+
+/**
+ * The OpenAI-compatible HTTP API: the model routes (metered through the authority), the caller's
+ * models and usage, and the operational endpoints, which are never metered.
+ */
+export function createGatewayServer(options: GatewayServerOptions): FastifyInstance {
+  const { authority, authenticator, metrics, logger } = options;
+  const { app, server } = httpServer(options);
   // Nesting is bounded before JSON.parse, the estimate, the SDK or a log line walks the body: a deep
   // body would take seconds to parse and overflow the stack of every recursive walk after.
   const parseJson = app.getDefaultJsonParser('error', 'error');
@@ -252,11 +277,8 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     setImmediate(() => parseJson(request, body as string, done));
   });
 
-  /**
-   * Each request's log record, its caller once authenticated (and confirmed, for a key on a model route),
-   * and how its prompt is counted.
-   */
-  const requests = new WeakMap<IncomingMessage, RequestContext>();
+  // Each request's call context, as fastify's idiom for per-request state: null until begin() opens it.
+  app.decorateRequest('callContext', null);
 
   // Once shutdown has begun, every answer says Connection: close and Node closes its connection after it,
   // so no keep-alive client (undici, the OpenAI SDKs) sends another request on a socket being torn down.
@@ -284,7 +306,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
       metrics.requests.inc({ route, status: String(status) });
       metrics.requestDuration.observe({ route }, seconds);
       const line = {
-        ...requests.get(request.raw)?.record,
+        ...request.callContext?.record,
         method: request.method,
         route: request.routeOptions.url ?? request.url.split('?')[0],
         status,
@@ -307,7 +329,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     reply: FastifyReply,
     status: number,
   ): Promise<void> {
-    const caller = requests.get(request.raw)?.caller;
+    const caller = request.callContext?.caller;
     if (!caller || reply.hasHeader('x-ratelimit-limit') || status < 400 || status >= 500 || status === 401) {
       return;
     }
@@ -354,7 +376,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
   ): Promise<{ caller: Caller; record: CallRecord }> {
     const context: RequestContext = { record: { requestId: requestIdOf(request) }, counting: 'tokenizer' };
     const { record } = context;
-    requests.set(request.raw, context);
+    request.callContext = context;
     void reply.header('x-request-id', record.requestId);
     const caller = await authenticator.authenticate(request.headers);
     context.caller = caller;
@@ -371,7 +393,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
    */
   async function confirmKey(request: FastifyRequest, sha256: Buffer): Promise<void> {
     if (options.keys.isConfirmed(sha256)) return;
-    const context = requests.get(request.raw) as RequestContext;
+    const context = request.callContext as RequestContext;
     // Until the authority answers, a refusal carries no limit headers: the key may have none.
     const caller = context.caller;
     delete context.caller;
@@ -402,7 +424,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
         },
       },
       async (request, reply) => {
-        const { caller, record, counting } = requests.get(request.raw) as Required<RequestContext>;
+        const { caller, record, counting } = request.callContext as Required<RequestContext>;
         const call = parseModelCall(route, request.body);
         record.model = call.model;
         await options.models.handle(
@@ -425,16 +447,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     if (answer.key) record.keyId = answer.key.id;
     if (answer.key && caller.kind === 'key') options.keys.confirm(caller.sha256);
     if (answer.warning) void reply.header('x-quotad-warning', answer.warning);
-    return {
-      object: 'list',
-      data: answer.models.map((model) => ({
-        id: model.id,
-        object: 'model',
-        created: 0,
-        owned_by: 'quotad',
-        aliases: model.aliases,
-      })),
-    };
+    return modelsBody(answer);
   });
 
   app.get('/v1/usage', async (request, reply) => {
@@ -446,32 +459,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     if (usage.key && caller.kind === 'key') options.keys.confirm(caller.sha256);
     void reply.headers(rateLimitHeaders(usage.limits));
     if (usage.warning) void reply.header('x-quotad-warning', usage.warning);
-    return {
-      object: 'usage',
-      tier: usage.tier,
-      key: usage.key
-        ? {
-            id: usage.key.id,
-            org: usage.key.org,
-            expires_at: usage.key.expiresAtMs ? Math.floor(usage.key.expiresAtMs / 1000) : null,
-          }
-        : null,
-      tokens_used: usage.tokensUsed,
-      spend_usd: (usage.usdMicrosSpent / 1_000_000).toFixed(6),
-      limits: usage.limits.map((limit) => ({
-        name: limit.name,
-        kind: limit.kind.toLowerCase(),
-        unit: limit.unit.toLowerCase(),
-        limit: limit.limit,
-        used: limit.used,
-        remaining: limit.remaining,
-        resets_in_ms: limit.resetAfterMs,
-        ...(limit.kind === 'BUDGET'
-          ? { period_start: limit.periodStartMs / 1000, period_end: limit.periodEndMs / 1000 }
-          : {}),
-        ...(limit.kind === 'RATE' ? { window_seconds: limit.windowMs / 1000 } : {}),
-      })),
-    };
+    return usageBody(usage);
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
