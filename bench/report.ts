@@ -128,6 +128,9 @@ export async function renderReport(
     `**Read these figures as one machine's, in one run.** This machine has ${machine.nproc} vCPUs (${machine.cpu}), and the load generator, the server under test and Redis share them: every gRPC figure below is the whole system's on two cores, where the load generator's own gRPC client costs about as much CPU as the server (see "Closed loop and where the time goes"). Load average before the run: ${machine.loadBefore}; after: ${machine.loadAfter}.`,
   );
 
+  // The hand-written summary across runs, kept as it is.
+  p(readFileSync(join(REPO_ROOT, 'bench/summary.md'), 'utf8').trim());
+
   // ----------------------------------------------------------------------------- side by side
   p('## Side by side');
   const rows: (string | number)[][] = [];
