@@ -13,7 +13,6 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtemp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -41,6 +40,8 @@ import { Histogram } from './histogram.js';
 import type { Operation } from './loadgen.js';
 import { benchScript, LoadGenerator, mergeResults, startNodeServer } from './processes.js';
 import { renderChart } from './chart.js';
+import { autocannonVersion, machine } from './machine.js';
+import { commandStats, diff, infoField, usedMemory } from './redis-stats.js';
 import { renderReport } from './report.js';
 import type {
   CpuShare,
@@ -104,35 +105,6 @@ const openWarmupMs = 1_000;
 
 const log = (message: string) =>
   console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}`);
-
-// ------------------------------------------------------------------------------------------- helpers
-
-function commandStats(info: string): Record<string, number> {
-  const stats: Record<string, number> = {};
-  for (const match of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm))
-    stats[match[1] as string] = Number(match[2]);
-  return stats;
-}
-
-function diff(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [name, count] of Object.entries(after)) {
-    const d = count - (before[name] ?? 0);
-    if (d > 0 && name !== 'info') out[name] = d;
-  }
-  return out;
-}
-
-async function infoField(redis: Redis, section: string, field: string): Promise<string> {
-  const info = await redis.info(section);
-  const match = new RegExp(`^${field}:(.*)$`, 'm').exec(info);
-  if (!match) throw new Error(`no ${field} in INFO ${section}`);
-  return (match[1] as string).trim();
-}
-
-async function usedMemory(redis: Redis): Promise<number> {
-  return Number(await infoField(redis, 'memory', 'used_memory'));
-}
 
 /** Runs one phase on every generator at once (the load split evenly) and measures CPU of `watch` meanwhile. */
 async function phase(
@@ -882,46 +854,6 @@ async function profileScenario(ctx: Context): Promise<Results['profile']> {
   return { ...summary, operationsPerSecond: point?.operationsPerSecond ?? 0, seconds };
 }
 
-// ------------------------------------------------------------------------------------------ machine
-
-const require = createRequire(import.meta.url);
-const versionOf = (pkg: string) => (require(`${pkg}/package.json`) as { version: string }).version;
-const autocannonVersion = () => versionOf('autocannon');
-
-function sh(command: string, args: string[]): string {
-  try {
-    return execFileSync(command, args, { encoding: 'utf8', cwd: REPO_ROOT }).trim();
-  } catch {
-    return 'unknown';
-  }
-}
-
-function machine(): Record<string, string | number> {
-  const cpus = os.cpus();
-  // What make bench writes does not count: the code measured is the commit's.
-  const outputs = [values.out, values.chart, values.json].map((f) => `:(exclude)${f as string}`);
-  const dirty = sh('git', ['status', '--porcelain', '--untracked-files=no', '--', '.', ...outputs]) !== '';
-  return {
-    cpu: `${cpus.length} × ${cpus[0]?.model ?? 'unknown'}`,
-    nproc: sh('nproc', []),
-    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB`,
-    os: `${os.type()} ${os.release()} ${os.arch()}`,
-    node: process.version,
-    redis: sh('redis-server', ['--version']).replace(/^Redis server v=(\S+).*$/, '$1'),
-    grpcJs: versionOf('@grpc/grpc-js'),
-    protoLoader: versionOf('@grpc/proto-loader'),
-    ioredis: versionOf('ioredis'),
-    rateLimiterFlexible: versionOf('rate-limiter-flexible'),
-    autocannon: autocannonVersion(),
-    commit: `${sh('git', ['rev-parse', '--short', 'HEAD'])}${dirty ? ' (with uncommitted changes)' : ''}`,
-    branch: sh('git', ['rev-parse', '--abbrev-ref', 'HEAD']),
-    loadBefore: os
-      .loadavg()
-      .map((l) => l.toFixed(2))
-      .join(' '),
-  };
-}
-
 // --------------------------------------------------------------------------------------------- main
 
 async function render(results: Results) {
@@ -951,7 +883,7 @@ async function main() {
     startedAt: started.toISOString(),
     finishedAt: '',
     durationSeconds: 0,
-    machine: machine(),
+    machine: machine([values.out, values.chart, values.json] as string[]),
     commandLines: {
       make: 'make bench',
       run: `node dist/bench/run.js ${process.argv.slice(2).join(' ')}`.trim(),
