@@ -108,6 +108,12 @@ export const SERVE_SETTINGS = {
     default: 'off',
     help: 'on: when the store holds no API key, create a demo key (free tier) and print it once on stderr.',
   },
+  demoGateway: {
+    flag: 'demo-gateway',
+    env: 'QUOTAD_DEMO_GATEWAY',
+    default: 'http://127.0.0.1:8080',
+    help: "The gateway's base URL in the demo key's curl line (make run sets it from QUOTAD_GATEWAY_ADDR).",
+  },
 } as const satisfies Record<string, Setting>;
 
 export interface HostPort {
@@ -132,6 +138,8 @@ export interface ServeConfig {
   /** TLS on the gRPC port: files of the certificate, its key, and the CA that client certificates need. */
   tls: { certPath: string; keyPath: string; clientCaPath?: string } | undefined;
   demoKey: boolean;
+  /** Where the demo banner's curl line sends its request. */
+  demoGateway: string;
   /** From QUOTAD_ADMIN_TOKEN only (never a flag, which `ps` would show). Unset: no AdminService. */
   adminToken: string | undefined;
   /** From QUOTAD_AUTHORITY_TOKEN only. Set: QuotaService calls must carry it. */
@@ -159,6 +167,15 @@ export function tokenSetting(
 export function onOffSetting(name: string, text: string): boolean {
   if (text === 'on' || text === 'off') return text === 'on';
   throw new ConfigError(`${name}: expected on or off, got '${text}'`);
+}
+
+/** An http(s) URL without a trailing slash. */
+export function urlSetting(name: string, text: string): string {
+  const url = URL.canParse(text) ? new URL(text) : undefined;
+  if (!url || !['http:', 'https:'].includes(url.protocol)) {
+    throw new ConfigError(`${name}: expected an http:// or https:// URL, got '${text}'`);
+  }
+  return text.replace(/\/+$/, '');
 }
 
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/;
@@ -264,6 +281,7 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     ),
     tls: tlsSetting(read, s),
     demoKey: onOffSetting(name(s.demoKey), required(s.demoKey)),
+    demoGateway: urlSetting(name(s.demoGateway), required(s.demoGateway)),
     adminToken: tokenSetting(env, 'QUOTAD_ADMIN_TOKEN'),
     authorityToken: tokenSetting(env, 'QUOTAD_AUTHORITY_TOKEN'),
   };
