@@ -25,7 +25,6 @@ import { VERSION } from './version.js';
 
 const systemClock: Clock = { now: () => Date.now() };
 
-
 export interface ServeOverrides {
   /** Drives time in both stores and the calendar (tests). Production uses the system clock and Redis TIME. */
   clock?: Clock;
