@@ -18,6 +18,7 @@ test('with nothing set, serve uses the documented defaults and the in-process st
     memoryMaxEntries: 1_000_000,
     tls: undefined,
     demoKey: false,
+    demoGateway: 'http://127.0.0.1:8080',
     adminToken: undefined,
     authorityToken: undefined,
   });
