@@ -56,6 +56,21 @@ export function rateLimitHeaders(limits: readonly Limit[]): Record<string, strin
   return headers;
 }
 
+/** The spread added to a retry time: half the wait, within these bounds. */
+const SPREAD_MIN_MS = 100;
+const SPREAD_MAX_MS = 5_000;
+
+/**
+ * A retry time for one of many callers refused by the same limit: the wait the authority gave, plus a
+ * random share of half of it (100 ms to 5 s). Callers refused together then come back one after another,
+ * each finding the room the one before left, instead of all in the same millisecond where one wins and the
+ * rest are refused again (the OpenAI SDKs add no jitter to `retry-after-ms`).
+ */
+export function spreadRetry(waitMs: number, random: () => number = Math.random): number {
+  const spread = Math.min(SPREAD_MAX_MS, Math.max(SPREAD_MIN_MS, waitMs / 2));
+  return waitMs + Math.floor(random() * spread);
+}
+
 /** `retry-after` in whole seconds (rounded up, at least 1) and OpenAI's `retry-after-ms` with the exact wait. */
 export function retryHeaders(retryAfterMs: number): Record<string, string> {
   const ms = Math.max(0, Math.ceil(retryAfterMs));

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { rateLimitHeaders, retryHeaders } from '../../src/gateway/rate-limit-headers.js';
+import { rateLimitHeaders, retryHeaders, spreadRetry } from '../../src/gateway/rate-limit-headers.js';
 import type { LimitStatus__Output } from '../../src/gen/quotad/v1/LimitStatus.js';
 
 const DAY_MS = 86_400_000;
@@ -206,5 +206,38 @@ describe('retry headers', () => {
   test('retry-after is at least one second', () => {
     assert.deepEqual(retryHeaders(0), { 'retry-after': '1', 'retry-after-ms': '0' });
     assert.deepEqual(retryHeaders(200), { 'retry-after': '1', 'retry-after-ms': '200' });
+  });
+});
+
+describe('retry spread', () => {
+  test('a refused caller is told to wait at least what the authority said, and at most half as long again', () => {
+    assert.equal(
+      spreadRetry(18_000, () => 0),
+      18_000,
+    );
+    assert.equal(
+      spreadRetry(18_000, () => 0.999_999),
+      18_000 + 4_999,
+    );
+    assert.equal(
+      spreadRetry(1_000, () => 0.999_999),
+      1_000 + 499,
+    );
+    assert.equal(
+      spreadRetry(20_000, () => 0.999_999),
+      20_000 + 4_999,
+      'the spread stops at 5 s',
+    );
+    assert.equal(
+      spreadRetry(50, () => 0.999_999),
+      50 + 99,
+      'and starts at 100 ms',
+    );
+  });
+
+  test('callers refused together are handed different retry times, so they come back one after another', () => {
+    const times = Array.from({ length: 200 }, () => spreadRetry(18_000));
+    assert.ok(new Set(times).size > 150, `${new Set(times).size} distinct of 200`);
+    assert.ok(times.every((t) => t >= 18_000 && t < 23_000));
   });
 });
