@@ -130,10 +130,11 @@ export const MAX_BATCH_ITEMS = 1_000;
 
 /**
  * Kept back from a batch's deadline per item, beyond what one call keeps: after the store's wait ends,
- * every item must still be decided (by its failure policy, when the store said nothing) and encoded, and
- * a thousand of them take tens of milliseconds on a busy machine.
+ * every item must still be decided (by its failure policy, when the store said nothing), cancelled where
+ * late, logged and encoded: a thousand of them took over 0.9 s of wall time on two cores shared by other
+ * test runs, so a 1,000-item batch keeps back half a second.
  */
-const BATCH_ANSWER_MS_PER_ITEM = 0.1;
+const BATCH_ANSWER_MS_PER_ITEM = 0.5;
 
 /** The deadline each item of a batch of `items` works to, so that the whole answer leaves in time. */
 function itemDeadline(deadlineMs: number, items: number): number {
