@@ -2,11 +2,9 @@ import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import type { AdminServiceHandlers } from '../gen/quotad/v1/AdminService.js';
+import type { QuotaServiceHandlers } from '../gen/quotad/v1/QuotaService.js';
 import type { Logger } from '../telemetry/logger.js';
-import type { AuthorityMetrics } from '../telemetry/metrics.js';
-import { loadQuotaPackage, loadReflectedServices } from './proto.js';
-import type { QuotaAuthority } from './quota-authority.js';
-import { quotaServiceHandlers } from './quota-service.js';
+import { loadQuotaPackage, loadReflectedServices } from '../api/proto.js';
 
 export const QUOTA_SERVICE_NAME = 'quotad.v1.QuotaService';
 
@@ -19,15 +17,13 @@ export interface AuthorityServerOptions {
    * Service find authority replicas added since they connected. 0 or absent: connections live on.
    */
   maxConnectionAgeMs?: number;
-  authority: QuotaAuthority;
-  metrics: AuthorityMetrics;
   logger: Logger;
+  /** QuotaService's handlers (built in src/main, see composeAuthority). */
+  quota: QuotaServiceHandlers;
   /** AdminService's handlers; the service is not served at all without them (no admin token configured). */
   admin?: AdminServiceHandlers;
   /** TLS (and client certificates, with a client CA) on the port; plaintext when absent. */
   credentials?: grpc.ServerCredentials;
-  /** When set, QuotaService calls must carry it as `authorization: Bearer <token>`. */
-  quotaToken?: string;
 }
 
 export interface ShutdownOptions {
@@ -48,15 +44,7 @@ export async function startAuthorityServer(options: AuthorityServerOptions): Pro
   const { proto } = loadQuotaPackage();
   const age = options.maxConnectionAgeMs ?? 0;
   const server = new grpc.Server(age > 0 ? { 'grpc.max_connection_age_ms': age } : {});
-  server.addService(
-    proto.quotad.v1.QuotaService.service,
-    quotaServiceHandlers(
-      options.authority,
-      options.metrics,
-      options.logger,
-      options.quotaToken === undefined ? {} : { token: options.quotaToken },
-    ),
-  );
+  server.addService(proto.quotad.v1.QuotaService.service, options.quota);
   if (options.admin) server.addService(proto.quotad.v1.AdminService.service, options.admin);
   const health = new HealthImplementation({ '': 'SERVING', [QUOTA_SERVICE_NAME]: 'SERVING' });
   health.addToServer(server);

@@ -1,12 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import type { DestinationStream } from 'pino';
-import { adminServiceHandlers } from '../authority/admin-service.js';
-import { QuotaAuthority } from '../authority/quota-authority.js';
 import { startAuthorityServer } from '../authority/server.js';
 import type { Clock } from '../core/clock.js';
 import type { Policy } from '../core/policy.js';
 import { sha256 } from '../keys/api-key.js';
-import { KeyRegistry } from '../keys/key-registry.js';
+import type { KeyRegistry } from '../keys/key-registry.js';
 import { PolicyWatcher } from '../policy/watcher.js';
 import type { KeyStore } from '../store/key-store.js';
 import { MemoryKeyStore } from '../store/memory-key-store.js';
@@ -17,6 +14,7 @@ import type { QuotaStore } from '../store/store.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { AuthorityMetrics, type MemoryStoreRole } from '../telemetry/metrics.js';
 import { startMetricsServer } from '../telemetry/metrics-server.js';
+import { composeAuthority } from './compose-authority.js';
 import { SERVE_SETTINGS, type ServeConfig } from './config.js';
 import { routeGrpcLogs } from './grpc-log.js';
 import { listenOn } from './listen.js';
@@ -207,46 +205,26 @@ export async function startAuthority(
   }
   inForce(policy.current);
 
-  const keys = new KeyRegistry({
-    store: stores.keys,
-    clock: localClock,
-    policy: () => policy.current,
-    cacheTtlMs: config.keyCacheTtlMs,
-    randomBytes: (size) => randomBytes(size),
-    metrics,
-    logger,
-  });
-  const authority = new QuotaAuthority({
+  const { authority, keys, handlers } = composeAuthority({
     store,
+    keyStore: stores.keys,
     fallback: boundedMemoryStore('fallback', localClock, config, metrics),
     policy: () => policy.current,
     clock: localClock,
     metrics,
     logger,
-    keys,
+    keyCacheTtlMs: config.keyCacheTtlMs,
     maxStoreWaitMs: config.redisTimeoutMs,
+    ...(config.adminToken ? { adminToken: config.adminToken } : {}),
+    ...(config.authorityToken ? { quotaToken: config.authorityToken } : {}),
   });
-  const admin = config.adminToken
-    ? adminServiceHandlers({
-        keys,
-        authority,
-        adminToken: config.adminToken,
-        policy: () => policy.current,
-        clock: localClock,
-        metrics,
-        logger,
-      })
-    : undefined;
   const server = await listenOn(SERVE_SETTINGS.grpcAddr, config.grpcAddress, () =>
     startAuthorityServer({
       address: `${config.grpcAddress.host}:${config.grpcAddress.port}`,
       maxConnectionAgeMs: config.maxConnectionAgeMs,
-      authority,
-      metrics,
       logger,
-      ...(admin ? { admin } : {}),
+      ...handlers,
       ...(config.tls ? { credentials: serverCredentials(config.tls) } : {}),
-      ...(config.authorityToken ? { quotaToken: config.authorityToken } : {}),
     }),
   );
   const metricsServer = await listenOn(SERVE_SETTINGS.metricsAddr, config.metricsAddress, () =>
@@ -273,7 +251,7 @@ export async function startAuthority(
       grpc: `${config.grpcAddress.host}:${server.port}`,
       metrics: `${config.metricsAddress.host}:${metricsServer.port}`,
       store: store.kind,
-      admin: admin ? 'on' : 'off (no QUOTAD_ADMIN_TOKEN)',
+      admin: handlers.admin ? 'on' : 'off (no QUOTAD_ADMIN_TOKEN)',
       quotaService: config.authorityToken ? 'token required' : 'open to any caller that reaches the port',
       tls: config.tls ? (config.tls.clientCaPath ? 'mutual' : 'on') : 'off',
       policy: policy.path,

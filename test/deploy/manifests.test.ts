@@ -19,7 +19,7 @@ import { parseDuration } from '../../src/core/duration.js';
 import { SERVE_SETTINGS } from '../../src/main/config.js';
 import { GATEWAY_SETTINGS } from '../../src/main/gateway-config.js';
 import { parsePolicy } from '../../src/policy/load.js';
-import { REPO_ROOT } from '../helpers/authority-process.js';
+import { REPO_ROOT } from '../../harness/authority-process.js';
 import {
   KUSTOMIZE_ROOT,
   objectName,

@@ -5,10 +5,10 @@ import type { ApiKey__Output } from '../../src/gen/quotad/v1/ApiKey.js';
 import type { CheckQuotaResponse__Output } from '../../src/gen/quotad/v1/CheckQuotaResponse.js';
 import type { CreateKeyResponse__Output } from '../../src/gen/quotad/v1/CreateKeyResponse.js';
 import type { RotateKeyResponse__Output } from '../../src/gen/quotad/v1/RotateKeyResponse.js';
-import { AuthorityProcess } from '../helpers/authority-process.js';
+import { AuthorityProcess } from '../../harness/authority-process.js';
 import { runCli, type CliRun } from '../helpers/cli.js';
-import { quotaClient, type QuotaClient } from '../helpers/grpc-clients.js';
-import { freePort } from '../helpers/redis-server.js';
+import { quotaClient, type QuotaClient } from '../../harness/grpc-clients.js';
+import { freePort } from '../../harness/redis-server.js';
 
 /** Any full secret, whichever key it belongs to (hints are the prefix and a few characters only). */
 const ANY_SECRET = /qd_live_[0-9A-Za-z]{38}/;

@@ -11,7 +11,7 @@ import { openFilesLimit, startGateway, type RunningGateway } from '../../src/mai
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
 import { eventually } from '../helpers/eventually.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
-import { inProcessGatewayConfig, inProcessServeConfig } from '../helpers/serve-config.js';
+import { inProcessGatewayConfig, inProcessServeConfig } from '../../harness/serve-config.js';
 
 const POLICY = `
 version: 1

@@ -18,9 +18,9 @@ import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
 import { eventually } from '../helpers/eventually.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
 import { pngDataUrl } from '../helpers/media.js';
-import { quotaClient, type QuotaClient } from '../helpers/grpc-clients.js';
-import { freePort, TestRedisServer } from '../helpers/redis-server.js';
-import { inProcessGatewayConfig, inProcessServeConfig } from '../helpers/serve-config.js';
+import { quotaClient, type QuotaClient } from '../../harness/grpc-clients.js';
+import { freePort, TestRedisServer } from '../../harness/redis-server.js';
+import { inProcessGatewayConfig, inProcessServeConfig } from '../../harness/serve-config.js';
 
 /** A gauge's value on a gateway's /metrics. */
 async function gaugeOf(gateway: RunningGateway, name: string): Promise<number> {
@@ -1174,7 +1174,30 @@ describe('logs', () => {
     assert.equal(typeof line.ms, 'number');
   });
 
-  test('no log line of the gateway or the authority holds a secret, a token or a prompt', () => {
+  test('no log line of the gateway or the authority holds a secret, a token or a prompt', async () => {
+    // Traffic of its own, so the test holds when run alone: keys, a JWT, chats, streams and reports.
+    const token = await new SignJWT({ org: 'internal', tier: 'wide' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('svc-logs')
+      .setExpirationTime('5m')
+      .sign(new TextEncoder().encode(JWT_SECRET));
+    issuedSecrets.push(token);
+    const keys = await Promise.all(Array.from({ length: 11 }, () => createKey()));
+    for (const secret of [token, ...keys.map((key) => key.secret)]) {
+      for (const body of [chatBody(), chatBody({ stream: true })]) {
+        const response = await post('/v1/chat/completions', secret, body);
+        assert.equal(response.status, 200);
+        await response.text();
+      }
+      for (const path of ['/v1/models', '/v1/usage']) {
+        const response = await fetch(`${gateway.url}${path}`, {
+          headers: { authorization: `Bearer ${secret}` },
+        });
+        assert.equal(response.status, 200);
+        await response.text();
+      }
+    }
+    await gateway.settler.drain();
     assert.ok(issuedSecrets.length > 10);
     assert.ok(logLines.length > 100);
     const secrets = [...issuedSecrets, UPSTREAM_KEY, JWT_SECRET, CANARY_PROMPT];

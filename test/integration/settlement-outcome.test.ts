@@ -10,9 +10,9 @@ import { createLogger } from '../../src/telemetry/logger.js';
 import { GatewayMetrics } from '../../src/telemetry/gateway-metrics.js';
 import { eventually } from '../helpers/eventually.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
-import { quotaClient, type QuotaClient } from '../helpers/grpc-clients.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
-import { inProcessGatewayConfig, inProcessServeConfig } from '../helpers/serve-config.js';
+import { quotaClient, type QuotaClient } from '../../harness/grpc-clients.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
+import { inProcessGatewayConfig, inProcessServeConfig } from '../../harness/serve-config.js';
 
 const lines: string[] = [];
 let redis: TestRedisServer;

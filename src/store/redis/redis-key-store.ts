@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { recordTtlMs, secretTtlMs, type ApiKeyRecord } from '../../keys/key-record.js';
+import { recordTtlMs, secretTtlMs, type ApiKeyRecord } from '../../core/key-record.js';
 import { decodeKeyDocument, encodeKeyDocument, type KeyListQuery, type KeyStore } from '../key-store.js';
 import {
   API_KEY_CHANGES_CHANNEL,

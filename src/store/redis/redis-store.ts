@@ -9,10 +9,20 @@ import type {
   SettleCommand,
   SettleResult,
 } from '../../core/quota.js';
+import { measuredAmount } from '../../core/quota.js';
 import { leaseMember, limitKey, reservationKey } from '../keys.js';
-import type { QuotaStore } from '../store.js';
+import { CONCURRENCY_RETRY_CAP_MS, type QuotaStore } from '../store.js';
 import { callRedis } from './call-redis.js';
 import { defineQuotaScripts, type QuotaScripts } from './scripts.js';
+
+/** The measures settle.lua is told the amounts of (ARGV[10..14]), in that order; a lease measures nothing. */
+const SETTLE_MEASURES: readonly Parameters<typeof measuredAmount>[0][] = [
+  'requests',
+  'input',
+  'output',
+  'total',
+  'usd',
+];
 
 export interface RedisClientOptions {
   /** The longest any command is waited for (`--redis-timeout`); the authority waits less when a call's deadline leaves less. */
@@ -147,6 +157,7 @@ export class RedisStore implements QuotaStore {
           command.reservedMicros,
           limits.length,
           command.deadlineMs,
+          CONCURRENCY_RETRY_CAP_MS,
           ...specs,
         ),
       ),
@@ -179,6 +190,8 @@ export class RedisStore implements QuotaStore {
           actual.usdMicros,
           leaseMember(principal, requestId),
           limits.length,
+          CONCURRENCY_RETRY_CAP_MS,
+          ...SETTLE_MEASURES.map((measure) => measuredAmount(measure, actual, command.outcome)),
           ...specs,
         ),
       ),
