@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
+import type * as protoLoader from '@grpc/proto-loader';
 import type { AdminServiceHandlers } from '../gen/quotad/v1/AdminService.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { AuthorityMetrics } from '../telemetry/metrics.js';
@@ -28,6 +29,16 @@ export interface AuthorityServerOptions {
   credentials?: grpc.ServerCredentials;
   /** When set, QuotaService calls must carry it as `authorization: Bearer <token>`. */
   quotaToken?: string;
+  /** More services on the same port (Envoy's RateLimitService), in health and reflection too. */
+  extraServices?: readonly ExtraService[];
+}
+
+export interface ExtraService {
+  /** Full name, e.g. `envoy.service.ratelimit.v3.RateLimitService`. */
+  name: string;
+  /** Its package definition (proto-loader), for the service and for reflection. */
+  definition: protoLoader.PackageDefinition;
+  handlers: grpc.UntypedServiceImplementation;
 }
 
 export interface ShutdownOptions {
@@ -58,9 +69,20 @@ export async function startAuthorityServer(options: AuthorityServerOptions): Pro
     ),
   );
   if (options.admin) server.addService(proto.quotad.v1.AdminService.service, options.admin);
-  const health = new HealthImplementation({ '': 'SERVING', [QUOTA_SERVICE_NAME]: 'SERVING' });
+  const extra = options.extraServices ?? [];
+  for (const service of extra) {
+    server.addService(service.definition[service.name] as grpc.ServiceDefinition, service.handlers);
+  }
+  const served = [QUOTA_SERVICE_NAME, ...extra.map((service) => service.name)];
+  const health = new HealthImplementation(
+    Object.fromEntries([['', 'SERVING'], ...served.map((name) => [name, 'SERVING'])]),
+  );
   health.addToServer(server);
-  new ReflectionService(loadReflectedServices(options.admin !== undefined)).addToServer(server);
+  const reflected = extra.reduce(
+    (all, service) => ({ ...all, ...service.definition }),
+    loadReflectedServices(options.admin !== undefined),
+  );
+  new ReflectionService(reflected).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(
@@ -74,7 +96,7 @@ export async function startAuthorityServer(options: AuthorityServerOptions): Pro
     port,
     async shutdown({ drainDelayMs, graceMs }) {
       health.setStatus('', 'NOT_SERVING');
-      health.setStatus(QUOTA_SERVICE_NAME, 'NOT_SERVING');
+      for (const name of served) health.setStatus(name, 'NOT_SERVING');
       if (drainDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, drainDelayMs));
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {

@@ -108,6 +108,18 @@ export const SERVE_SETTINGS = {
     default: 'off',
     help: 'on: when the store holds no API key, create a demo key (free tier) and print it once on stderr.',
   },
+  envoyConfig: {
+    flag: 'envoy-config',
+    env: 'QUOTAD_ENVOY_CONFIG',
+    default: undefined,
+    help: "A directory of envoyproxy/ratelimit config files (*.yaml): serve Envoy's RateLimitService for their domains; watched, valid edits apply live. Unset: not served.",
+  },
+  envoyOnStoreFailure: {
+    flag: 'envoy-on-store-failure',
+    env: 'QUOTAD_ENVOY_ON_STORE_FAILURE',
+    default: 'open',
+    help: 'What Envoy domains answer while the store is out: open (OK), closed (OVER_LIMIT), local (in-process counters at limit ÷ replicas).',
+  },
 } as const satisfies Record<string, Setting>;
 
 export interface HostPort {
@@ -132,6 +144,9 @@ export interface ServeConfig {
   /** TLS on the gRPC port: files of the certificate, its key, and the CA that client certificates need. */
   tls: { certPath: string; keyPath: string; clientCaPath?: string } | undefined;
   demoKey: boolean;
+  /** The envoyproxy/ratelimit config directory; unset: RateLimitService is not served. */
+  envoyConfigDir: string | undefined;
+  envoyOnStoreFailure: 'open' | 'closed' | 'local';
   /** From QUOTAD_ADMIN_TOKEN only (never a flag, which `ps` would show). Unset: no AdminService. */
   adminToken: string | undefined;
   /** From QUOTAD_AUTHORITY_TOKEN only. Set: QuotaService calls must carry it. */
@@ -159,6 +174,11 @@ export function tokenSetting(
 export function onOffSetting(name: string, text: string): boolean {
   if (text === 'on' || text === 'off') return text === 'on';
   throw new ConfigError(`${name}: expected on or off, got '${text}'`);
+}
+
+export function failureModeSetting(name: string, text: string): 'open' | 'closed' | 'local' {
+  if (text === 'open' || text === 'closed' || text === 'local') return text;
+  throw new ConfigError(`${name}: expected open, closed or local, got '${text}'`);
 }
 
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/;
@@ -264,6 +284,8 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     ),
     tls: tlsSetting(read, s),
     demoKey: onOffSetting(name(s.demoKey), required(s.demoKey)),
+    envoyConfigDir: read(s.envoyConfig),
+    envoyOnStoreFailure: failureModeSetting(name(s.envoyOnStoreFailure), required(s.envoyOnStoreFailure)),
     adminToken: tokenSetting(env, 'QUOTAD_ADMIN_TOKEN'),
     authorityToken: tokenSetting(env, 'QUOTAD_AUTHORITY_TOKEN'),
   };

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
 import type { DestinationStream } from 'pino';
 import { adminServiceHandlers } from '../authority/admin-service.js';
 import { QuotaAuthority } from '../authority/quota-authority.js';
@@ -18,6 +19,7 @@ import { createLogger, type Logger } from '../telemetry/logger.js';
 import { AuthorityMetrics, type MemoryStoreRole } from '../telemetry/metrics.js';
 import { startMetricsServer } from '../telemetry/metrics-server.js';
 import type { ServeConfig } from './config.js';
+import { startEnvoyFront, type EnvoyFront } from './envoy.js';
 import { serverCredentials } from './tls.js';
 import { VERSION } from './version.js';
 
@@ -42,6 +44,8 @@ export interface RunningAuthority {
   metrics: AuthorityMetrics;
   policy: PolicyWatcher;
   keys: KeyRegistry;
+  /** The Envoy RateLimitService front, when --envoy-config is set. */
+  envoy: EnvoyFront | undefined;
   /** Graceful stop: NOT_SERVING, drain, finish in-flight calls, then close the policy watch and the store. */
   stop(): Promise<void>;
 }
@@ -49,6 +53,7 @@ export interface RunningAuthority {
 interface Stores {
   quota: QuotaStore;
   keys: KeyStore;
+  redis?: Redis;
 }
 
 /** An in-process store bounded by --memory-max-entries, its size and refusals in the metrics. */
@@ -102,7 +107,7 @@ async function openStores(
     onChannelError: (error) =>
       logger.warn({ err: error.message }, 'api key change channel error; cached keys expire by their TTL'),
   });
-  return { quota: new RedisStore(clock ? { redis, clock } : { redis }), keys };
+  return { quota: new RedisStore(clock ? { redis, clock } : { redis }), keys, redis };
 }
 
 /**
@@ -220,6 +225,27 @@ export async function startAuthority(
     keys,
     maxStoreWaitMs: config.redisTimeoutMs,
   });
+  let envoy: EnvoyFront | undefined;
+  try {
+    envoy = config.envoyConfigDir
+      ? await startEnvoyFront({
+          directory: config.envoyConfigDir,
+          config,
+          redis: stores.redis,
+          clock,
+          localClock,
+          replicas: () => policy.current.replicas,
+          metrics,
+          logger,
+        })
+      : undefined;
+  } catch (error) {
+    authority.close();
+    await policy.stop();
+    await stores.keys.close();
+    await store.close();
+    throw error;
+  }
   const admin = config.adminToken
     ? adminServiceHandlers({
         keys,
@@ -240,6 +266,7 @@ export async function startAuthority(
     ...(admin ? { admin } : {}),
     ...(config.tls ? { credentials: serverCredentials(config.tls) } : {}),
     ...(config.authorityToken ? { quotaToken: config.authorityToken } : {}),
+    ...(envoy ? { extraServices: [envoy.service] } : {}),
   });
   if (config.demoKey) {
     const host = ['0.0.0.0', '::'].includes(config.grpcAddress.host) ? '127.0.0.1' : config.grpcAddress.host;
@@ -261,6 +288,7 @@ export async function startAuthority(
       tls: config.tls ? (config.tls.clientCaPath ? 'mutual' : 'on') : 'off',
       policy: policy.path,
       policySha256: policy.sha256,
+      envoy: envoy ? envoy.watcher.directory : 'off (no --envoy-config)',
     },
     store.kind === 'memory'
       ? 'quotad authority serving (in-process store, single instance)'
@@ -275,12 +303,14 @@ export async function startAuthority(
     metrics,
     policy,
     keys,
+    envoy,
     stop() {
       stopping ??= (async () => {
         logger.info({ drainDelayMs: config.shutdownDelayMs }, 'shutting down: health NOT_SERVING, draining');
         await server.shutdown({ drainDelayMs: config.shutdownDelayMs, graceMs: config.shutdownGraceMs });
         authority.close();
         await policy.stop();
+        await envoy?.stop();
         await metricsServer.close();
         await stores.keys.close();
         await store.close();
