@@ -21,7 +21,7 @@ export interface SlotWindowCounts {
 export interface SlotWindowVerdict {
   /** Hits the sliding window holds now, rounded up. */
   used: number;
-  /** Whether `cost` more hits would pass the limit (always, for a limit of 0 with a cost). */
+  /** Whether `cost` more hits would pass the limit; a limit of 0 is always over, as envoyproxy/ratelimit has it. */
   exceeded: boolean;
   /** Over: the least wait after which the same cost fits; 0 when it never can (cost over the limit). */
   retryAfterMs: number;
@@ -46,7 +46,7 @@ export function judgeSlotWindow(
   const slot = Math.floor(elapsed / slotMs);
   const weighted = previous * (S - slot) + current * S;
   const used = Math.ceil(weighted / S);
-  const exceeded = (limit === 0 && cost > 0) || weighted + cost * S > limit * S;
+  const exceeded = limit === 0 || weighted + cost * S > limit * S;
   let retryAfterMs = 0;
   if (exceeded && cost <= limit) {
     if (current + cost <= limit) {

@@ -4,6 +4,7 @@ import { judgeSlotWindow, rollSlotWindow, type SlotWindowCounts } from '../core/
 import {
   envoyCounterKey,
   envoyReservationKey,
+  type EnvoyCounterSpec,
   type EnvoyCounterState,
   type EnvoyRateLimitCommand,
   type EnvoyRateLimitResult,
@@ -65,78 +66,63 @@ export class EnvoyMemoryStore implements EnvoyRateLimitStore {
   shouldRateLimitNow(command: EnvoyRateLimitCommand): EnvoyRateLimitResult {
     const now = this.#clock.now();
     this.#sweepNowAndThen(now);
-    const keys = command.counters.map((c) => envoyCounterKey(command.domain, c.windowMs, c.counterKey));
-    const reservationKey =
-      command.phase === 'charge' ? undefined : envoyReservationKey(command.domain, command.requestId);
-    const reservation = reservationKey ? this.#reservation(reservationKey, now) : undefined;
+    const items = command.counters.map((counter) => ({
+      counter,
+      key: envoyCounterKey(command.domain, counter.windowMs, counter.counterKey),
+    }));
+    const reservationKey = envoyReservationKey(command.domain, command.requestId);
+    const reservation = command.phase === 'charge' ? undefined : this.#reservation(reservationKey, now);
 
     if (command.phase === 'settle') {
-      if (reservation?.settled)
-        return { outcome: 'settled_duplicate', counters: this.#peek(command, keys, now) };
-      this.#ensureRoom(keys.length + 1);
+      if (reservation?.settled) return { outcome: 'settled_duplicate', counters: this.#peek(items, now) };
+      this.#ensureRoom(items.length + 1);
       if (reservation) {
         for (const [key, charge] of reservation.charges) this.#release(key, charge, now);
       }
-      keys.forEach((key, i) =>
-        this.#add(
-          key,
-          (command.counters[i] as { windowMs: number }).windowMs,
-          command.counters[i]!.cost,
-          now,
-        ),
-      );
-      this.#setReservation(
-        reservationKey as string,
-        { settled: true, charges: new Map() },
-        command.reservationTtlMs,
-        now,
-      );
+      for (const { key, counter } of items) this.#add(key, counter.windowMs, counter.cost, now);
+      const settled = { settled: true, charges: new Map() };
+      this.#setReservation(reservationKey, settled, command.reservationTtlMs, now);
       return {
         outcome: reservation ? 'settled' : 'settled_without_reservation',
-        counters: this.#peek(command, keys, now),
+        counters: this.#peek(items, now),
       };
     }
-    if (reservation) return { outcome: 'duplicate', counters: this.#peek(command, keys, now) };
+    if (reservation) return { outcome: 'duplicate', counters: this.#peek(items, now) };
 
     const pending = new Map<string, number>();
-    const verdicts = command.counters.map((counter, i) => {
-      const key = keys[i] as string;
+    const judged = items.map(({ key, counter }) => {
       const { counts, index } = this.#counts(key, counter.windowMs, now);
       const earlier = pending.get(key) ?? 0;
       pending.set(key, earlier + counter.cost);
       const elapsed = now - index * counter.windowMs;
       const seen = { current: counts.current + earlier, previous: counts.previous };
-      return { seen, verdict: judgeSlotWindow(seen, counter.limit, counter.windowMs, elapsed, counter.cost) };
+      const verdict = judgeSlotWindow(seen, counter.limit, counter.windowMs, elapsed, counter.cost);
+      return { counter, seen, elapsed, verdict };
     });
-    const denied = command.counters.some((counter, i) => !counter.shadow && verdicts[i]!.verdict.exceeded);
-    if (denied) {
+    if (judged.some(({ counter, verdict }) => !counter.shadow && verdict.exceeded)) {
       return {
         outcome: 'denied',
-        counters: verdicts.map(({ verdict }, i) =>
-          stateOf(verdict, command.counters[i]!.limit, verdict.used),
-        ),
+        counters: judged.map(({ counter, verdict }) => stateOf(verdict, counter.limit, verdict.used)),
       };
     }
-    this.#ensureRoom(keys.length + 1);
+    this.#ensureRoom(items.length + 1);
     const charges = new Map<string, { index: number; windowMs: number; hits: number }>();
-    keys.forEach((key, i) => {
-      const counter = command.counters[i]!;
+    for (const { key, counter } of items) {
       const index = this.#add(key, counter.windowMs, counter.cost, now);
       const charged = charges.get(key);
       charges.set(key, { index, windowMs: counter.windowMs, hits: (charged?.hits ?? 0) + counter.cost });
-    });
-    if (reservationKey) {
+    }
+    if (command.phase === 'reserve') {
       this.#setReservation(reservationKey, { settled: false, charges }, command.reservationTtlMs, now);
     }
     return {
       outcome: 'admitted',
-      counters: verdicts.map(({ verdict, seen }, i) => {
-        const counter = command.counters[i]!;
+      counters: judged.map(({ counter, seen, elapsed, verdict }) => {
         const after = judgeSlotWindow(
           { current: seen.current + counter.cost, previous: seen.previous },
           counter.limit,
           counter.windowMs,
-          now - Math.floor(now / counter.windowMs) * counter.windowMs,
+          elapsed,
           0,
         );
         return stateOf({ ...verdict, resetAfterMs: after.resetAfterMs }, counter.limit, after.used);
@@ -144,9 +130,9 @@ export class EnvoyMemoryStore implements EnvoyRateLimitStore {
     };
   }
 
-  #peek(command: EnvoyRateLimitCommand, keys: string[], now: number): EnvoyCounterState[] {
-    return command.counters.map((counter, i) => {
-      const { counts, index } = this.#counts(keys[i] as string, counter.windowMs, now);
+  #peek(items: readonly { key: string; counter: EnvoyCounterSpec }[], now: number): EnvoyCounterState[] {
+    return items.map(({ key, counter }) => {
+      const { counts, index } = this.#counts(key, counter.windowMs, now);
       const verdict = judgeSlotWindow(
         counts,
         counter.limit,

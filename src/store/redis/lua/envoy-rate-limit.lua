@@ -4,9 +4,9 @@
   the arithmetic mirrors src/core/slot-window.ts, and the RLS tests hold both stores to the same answers.
 
   Input:
-    KEYS[1]       the request id's reservation record (hash {s = 0 reserved | 1 settled,
+    KEYS[1]       the request id's reservation record (hash {s = 0 reserved | 1 settled, x = expiry ms,
                   <counter key> = "<window index>:<hits>"}); in phase charge, a key of the same domain
-                  that is never touched
+                  that is never touched. Its expiry is kept in x too, so it follows ARGV[1]'s clock.
     KEYS[1 + i]   the counter of descriptor i, for i = 1..n: hash {w = window index, c = current, p = previous}
                   Every key shares the domain's hash tag, so the counters a reservation names (settle
                   releases them) are in the same slot as the keys passed.
@@ -68,7 +68,7 @@ local function judge(current, previous, limit, W, elapsed, cost)
   local slot = math.floor(elapsed / slotMs)
   local weighted = previous * (SLOTS - slot) + current * SLOTS
   local used = math.ceil(weighted / SLOTS)
-  local exceeded = (limit == 0 and cost > 0) or weighted + cost * SLOTS > limit * SLOTS
+  local exceeded = limit == 0 or weighted + cost * SLOTS > limit * SLOTS
   local retry = 0
   if exceeded and cost <= limit then
     if current + cost <= limit then
@@ -123,8 +123,25 @@ end
 
 local record = KEYS[1]
 
+-- A record past its logical expiry is gone, as PEXPIRE would have it under Redis's own clock.
+local function recordState()
+  local stored = redis.call('HMGET', record, 's', 'x')
+  if stored[1] and (tonumber(stored[2]) or 0) <= now then
+    redis.call('DEL', record)
+    return nil
+  end
+  return stored[1]
+end
+
+local function writeRecord(fields)
+  fields[#fields + 1] = 'x'
+  fields[#fields + 1] = int(now + ttl)
+  redis.call('HSET', record, unpack(fields))
+  redis.call('PEXPIRE', record, int(ttl))
+end
+
 if phase == 'settle' then
-  local state = redis.call('HGET', record, 's')
+  local state = recordState()
   if state == '1' then
     return peek(4)
   end
@@ -133,7 +150,7 @@ if phase == 'settle' then
     local fields = redis.call('HGETALL', record)
     for f = 1, #fields, 2 do
       local key = fields[f]
-      if key ~= 's' then
+      if key ~= 's' and key ~= 'x' then
         local sep = string.find(fields[f + 1], ':', 1, true)
         local index = tonumber(string.sub(fields[f + 1], 1, sep - 1))
         local hits = tonumber(string.sub(fields[f + 1], sep + 1))
@@ -151,15 +168,14 @@ if phase == 'settle' then
   for i = 1, n do
     add(specs[i].key, specs[i].W, specs[i].cost)
   end
-  redis.call('HSET', record, 's', '1')
-  redis.call('PEXPIRE', record, int(ttl))
+  writeRecord({ 's', '1' })
   if found then
     return peek(3)
   end
   return peek(5)
 end
 
-if phase == 'reserve' and redis.call('EXISTS', record) == 1 then
+if phase == 'reserve' and recordState() then
   return peek(2)
 end
 
@@ -207,8 +223,7 @@ if phase == 'reserve' then
     fields[#fields + 1] = key
     fields[#fields + 1] = int(c.index) .. ':' .. int(c.hits)
   end
-  redis.call('HSET', record, unpack(fields))
-  redis.call('PEXPIRE', record, int(ttl))
+  writeRecord(fields)
 end
 
 out = { 1 }
