@@ -34,6 +34,8 @@ export interface ParsedRlsRequest {
   /** charge: an ordinary request; reserve / settle: reserve-and-settle under `requestId`. */
   phase: 'charge' | 'reserve' | 'settle';
   requestId: string;
+  /** Per descriptor: it carried the reserve or settle entry (only those are reserved and settled). */
+  underRequestId: boolean[];
 }
 
 function hitsOf(field: string, raw: string | number | undefined): number | undefined {
@@ -68,6 +70,7 @@ export function parseRlsRequest(message: RlsRequestMessage): ParsedRlsRequest {
   const requestHits = hitsOf('hits_addend', message.hits_addend);
   let phase: ParsedRlsRequest['phase'] = 'charge';
   let requestId = '';
+  const underRequestId: boolean[] = [];
   const descriptors = raw.map((descriptor, d): RequestDescriptor => {
     const at = `descriptors[${d}]`;
     const rawEntries = descriptor.entries ?? [];
@@ -79,6 +82,7 @@ export function parseRlsRequest(message: RlsRequestMessage): ParsedRlsRequest {
       );
     }
     const entries: { key: string; value: string }[] = [];
+    underRequestId[d] = false;
     rawEntries.forEach((entry, e) => {
       const key = text(`${at}.entries[${e}].key`, entry.key, false);
       const value = text(`${at}.entries[${e}].value`, entry.value, true);
@@ -101,6 +105,7 @@ export function parseRlsRequest(message: RlsRequestMessage): ParsedRlsRequest {
       }
       phase = entryPhase;
       requestId = value;
+      underRequestId[d] = true;
     });
     let limit: RequestDescriptor['limit'];
     if (descriptor.limit) {
@@ -127,5 +132,6 @@ export function parseRlsRequest(message: RlsRequestMessage): ParsedRlsRequest {
     query: { domain, descriptors, ...(requestHits === undefined ? {} : { hitsAddend: requestHits }) },
     phase,
     requestId,
+    underRequestId,
   };
 }

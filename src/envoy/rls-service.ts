@@ -151,7 +151,7 @@ export class RateLimitService {
     waitMs = this.#options.maxStoreWaitMs,
   ): Promise<RlsResponseMessage> {
     const started = process.hrtime.bigint();
-    const { query, phase, requestId } = parseRlsRequest(message);
+    const { query, phase, requestId, underRequestId } = parseRlsRequest(message);
     const config = this.#options.config();
     const known = config.domains.has(query.domain);
     const domainLabel = known ? query.domain : UNKNOWN_DOMAIN_LABEL;
@@ -165,12 +165,13 @@ export class RateLimitService {
     let degraded: EnvoyStoreFailureMode | undefined;
     // An unknown domain has nothing to count; a settle still runs with no counters, to release its reservation.
     if (known && (limited.length > 0 || phase !== 'charge')) {
-      const counters: EnvoyCounterSpec[] = limited.map(({ match }) => ({
+      const counters: EnvoyCounterSpec[] = limited.map(({ index, match }) => ({
         counterKey: match.counterKey,
         windowMs: match.windowMs,
         limit: match.requestsPerUnit,
         cost: match.hits,
         shadow: match.shadow,
+        reserved: underRequestId[index] === true,
       }));
       const command: EnvoyRateLimitCommand = {
         domain: query.domain,

@@ -109,6 +109,7 @@ export class EnvoyMemoryStore implements EnvoyRateLimitStore {
     const charges = new Map<string, { index: number; windowMs: number; hits: number }>();
     for (const { key, counter } of items) {
       const index = this.#add(key, counter.windowMs, counter.cost, now);
+      if (!counter.reserved) continue;
       const charged = charges.get(key);
       charges.set(key, { index, windowMs: counter.windowMs, hits: (charged?.hits ?? 0) + counter.cost });
     }

@@ -16,12 +16,17 @@ export interface EnvoyCounterSpec {
   cost: number;
   /** shadow_mode: judged and counted, but never makes the request over. */
   shadow: boolean;
+  /**
+   * reserve: this charge is the request id's reservation (released when it settles); false charges it for
+   * good, as in phase charge. settle: unused (every counter is charged the actual).
+   */
+  reserved: boolean;
 }
 
 /**
  * `charge`: check every counter, then charge all of them or none. `reserve`: likewise, and remember what
- * was charged under the request id until it is settled or `reservationTtlMs` passes; a request id seen
- * before charges nothing again. `settle`: release what the request id's reservation charged and charge
+ * the `reserved` counters were charged under the request id until it is settled or `reservationTtlMs`
+ * passes; a request id seen before charges nothing again. `settle`: release what the request id's reservation charged and charge
  * `cost` of each counter instead, without a limit check (the usage happened); once per request id.
  */
 export type EnvoyPhase = 'charge' | 'reserve' | 'settle';

@@ -421,6 +421,43 @@ export function rlsSuite(store: RlsSuiteStore): void {
       assert.equal((await reserve(other, 300)).overall_code, 'OK');
     });
 
+    test('only descriptors carrying the request id are reserved: the others stay charged after the settle', async () => {
+      const [user, tokens, id] = [fresh(), fresh(), fresh('req')];
+      await ask({
+        domain: DOMAIN,
+        descriptors: [
+          descriptor([['user', user]]),
+          descriptor(
+            [
+              ['tokens', tokens],
+              ['quotad.reserve', id],
+            ],
+            500,
+          ),
+        ],
+      });
+      await ask({
+        domain: DOMAIN,
+        descriptors: [
+          descriptor(
+            [
+              ['tokens', tokens],
+              ['quotad.settle', id],
+            ],
+            50,
+          ),
+        ],
+      });
+      const after = await ask({
+        domain: DOMAIN,
+        descriptors: [descriptor([['user', user]], 0), descriptor([['tokens', tokens]], 0)],
+      });
+      assert.deepEqual(
+        after.statuses.map((s) => s.limit_remaining),
+        [2, 950],
+      );
+    });
+
     test('a settle with no reservation charges the usage it reports', async () => {
       const settled = await ask({
         domain: DOMAIN,

@@ -53,7 +53,13 @@ export class EnvoyRedisStore implements EnvoyRateLimitStore {
         ? `${envoyDomainPrefix(domain)}:res:-`
         : envoyReservationKey(domain, command.requestId);
     const keys = counters.map((c) => envoyCounterKey(domain, c.windowMs, c.counterKey));
-    const specs = counters.flatMap((c) => [c.windowMs, c.limit, c.cost, c.shadow ? 1 : 0]);
+    const specs = counters.flatMap((c) => [
+      c.windowMs,
+      c.limit,
+      c.cost,
+      c.shadow ? 1 : 0,
+      c.reserved ? 1 : 0,
+    ]);
     const reply = await callRedis(() =>
       this.#redis.quotadEnvoyRateLimit(
         keys.length + 1,

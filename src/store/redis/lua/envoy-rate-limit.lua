@@ -15,7 +15,8 @@
     ARGV[2]       phase: charge | reserve | settle
     ARGV[3]       reservation time to live, ms
     ARGV[4]       n, the number of counters
-    ARGV[5 ...]   n counter specs of 4 values: window ms (a multiple of 1000), limit, cost, shadow (0|1)
+    ARGV[5 ...]   n counter specs of 5 values: window ms (a multiple of 1000), limit, cost, shadow (0|1),
+                  reserved (0|1: in phase reserve, part of the request id's reservation)
 
   Output: { outcome (0 denied, 1 admitted, 2 duplicate, 3 settled, 4 settled_duplicate,
             5 settled_without_reservation), then per counter 5 values: used, remaining, exceeded (0|1),
@@ -41,13 +42,14 @@ local n = tonumber(ARGV[4])
 
 local specs = {}
 for i = 1, n do
-  local base = 5 + (i - 1) * 4
+  local base = 5 + (i - 1) * 5
   specs[i] = {
     key = KEYS[1 + i],
     W = tonumber(ARGV[base]),
     limit = tonumber(ARGV[base + 1]),
     cost = tonumber(ARGV[base + 2]),
     shadow = ARGV[base + 3] == '1',
+    reserved = ARGV[base + 4] == '1',
   }
 end
 
@@ -210,11 +212,13 @@ local charged = {}
 for i = 1, n do
   local s = specs[i]
   local index = add(s.key, s.W, s.cost)
-  local c = charged[s.key]
-  if c then
-    c.hits = c.hits + s.cost
-  else
-    charged[s.key] = { index = index, hits = s.cost }
+  if s.reserved then
+    local c = charged[s.key]
+    if c then
+      c.hits = c.hits + s.cost
+    else
+      charged[s.key] = { index = index, hits = s.cost }
+    end
   end
 end
 if phase == 'reserve' then
