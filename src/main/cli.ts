@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { EnvoyConfigError } from '../envoy/config-error.js';
 import { PolicyError } from '../policy/policy-error.js';
 import type { Logger } from '../telemetry/logger.js';
 import { EXIT, keysCli, usageCli } from './admin-cli.js';
@@ -110,7 +111,7 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
-    if (error instanceof ConfigError || error instanceof PolicyError) {
+    if (error instanceof ConfigError || error instanceof PolicyError || error instanceof EnvoyConfigError) {
       process.stderr.write(`quotad: ${error.message}\n`);
       process.exit(EXIT.usage);
     }
