@@ -65,8 +65,9 @@ async function serve(args: string[]): Promise<number> {
   return runUntilSignalled(
     () => startAuthority(config),
     (running) => {
-      running.logger.info('SIGHUP: re-reading the policy');
+      running.logger.info('SIGHUP: re-reading the policy and the Envoy configuration');
       void running.policy.reload();
+      void running.envoy?.watcher.reload();
     },
   );
 }
