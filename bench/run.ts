@@ -7,8 +7,8 @@
  *                          [--burst 200] [--burst-rounds 3]
  *
  * Scenarios (ids for --only): transport, redis, memory, rlf, storage, gateway, footprint, batch, profile,
- * burst. `--only burst` alone keeps the other scenarios' figures of the last run (results/latest.json) and
- * rewrites only the burst section.
+ * burst, envoy. `--only burst` or `--only envoy` alone keeps the other scenarios' figures of the last run
+ * (results/latest.json) and rewrites only its own section.
  * --seconds is the measured length of each load point (warm-ups come on top).
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -42,6 +42,7 @@ import type { Operation } from './loadgen.js';
 import { benchScript, LoadGenerator, mergeResults, startNodeServer } from './processes.js';
 import { renderChart } from './chart.js';
 import { renderReport } from './report.js';
+import { envoyScenario, type EnvoyResult } from './envoy.js';
 
 const ALL = [
   'transport',
@@ -54,6 +55,7 @@ const ALL = [
   'batch',
   'profile',
   'burst',
+  'envoy',
 ];
 
 const { values } = parseArgs({
@@ -211,6 +213,7 @@ export interface Results {
   footprint?: FootprintResult;
   profile?: ProfileSummary & { operationsPerSecond: number; seconds: number };
   burst?: BurstResult;
+  envoy?: EnvoyResult;
   protoHasBatch: boolean;
 }
 
@@ -1050,7 +1053,7 @@ async function render(results: Results) {
   await writeFile(out, await renderReport(results, { chartFile: chart, outFile: out }));
 }
 
-/** The last run's results, to keep when only the burst scenario is measured again. */
+/** The last run's results, to keep when only the burst or envoy scenario is measured again. */
 async function previousResults(json: string): Promise<Results | undefined> {
   try {
     return JSON.parse(await readFile(json, 'utf8')) as Results;
@@ -1122,6 +1125,19 @@ async function main() {
         log,
       });
     }
+    if (only.has('envoy')) {
+      results.envoy = await envoyScenario({
+        redis,
+        dir,
+        policyPath: ctx.policyPath,
+        commit: String(results.machine.commit),
+        concurrency,
+        seconds,
+        warmupSeconds: warmupMs / 1000,
+        principals,
+        log,
+      });
+    }
   } finally {
     client.disconnect();
     await redis.stop();
@@ -1137,8 +1153,12 @@ async function main() {
 
   const json = resolve(REPO_ROOT, values.json as string);
   await mkdir(join(json, '..'), { recursive: true });
-  const kept = only.size === 1 && only.has('burst') ? await previousResults(json) : undefined;
-  const written = kept ? { ...kept, burst: results.burst } : results;
+  // A scenario measured alone (burst, envoy) keeps every other scenario's figures of the last run.
+  const alone = only.size === 1 && (only.has('burst') || only.has('envoy'));
+  const kept = alone ? await previousResults(json) : undefined;
+  const written = kept
+    ? { ...kept, burst: results.burst ?? kept.burst, envoy: results.envoy ?? kept.envoy }
+    : results;
   await writeFile(json, `${JSON.stringify(written, null, 2)}\n`);
   await render(written);
   log(
