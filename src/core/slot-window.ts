@@ -48,7 +48,7 @@ export function judgeSlotWindow(
   const used = Math.ceil(weighted / S);
   const exceeded = limit === 0 || weighted + cost * S > limit * S;
   let retryAfterMs = 0;
-  if (exceeded && cost <= limit) {
+  if (exceeded && limit > 0 && cost <= limit) {
     if (current + cost <= limit) {
       // Fits once enough of the previous window has slid out, later in this one.
       const fitSlot = S - Math.floor(((limit - cost - current) * S) / previous);

@@ -141,7 +141,7 @@ export class EnvoyMemoryStore implements EnvoyRateLimitStore {
         now - index * counter.windowMs,
         0,
       );
-      return stateOf({ ...verdict, exceeded: false }, counter.limit, verdict.used);
+      return stateOf({ ...verdict, exceeded: false, retryAfterMs: 0 }, counter.limit, verdict.used);
     });
   }
 

@@ -72,7 +72,7 @@ local function judge(current, previous, limit, W, elapsed, cost)
   local used = math.ceil(weighted / SLOTS)
   local exceeded = limit == 0 or weighted + cost * SLOTS > limit * SLOTS
   local retry = 0
-  if exceeded and cost <= limit then
+  if exceeded and limit > 0 and cost <= limit then
     if current + cost <= limit then
       local fit = SLOTS - math.floor((limit - cost - current) * SLOTS / previous)
       retry = math.max(1, fit * slotMs - elapsed)
