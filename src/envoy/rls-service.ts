@@ -254,7 +254,8 @@ export class RateLimitService {
         metrics.descriptors.inc({ domain, rule: match.metricName, result: match.kind });
     }
     limited.forEach(({ match }, i) => {
-      const rule = match.metricName;
+      // An override's keys come from the caller, not the configuration: one series per domain for them all.
+      const rule = match.override ? `${domain}.(limit override)` : match.metricName;
       const state = result?.counters[i];
       const exceeded = state ? state.exceeded : degraded === 'closed';
       const outcome = !exceeded ? 'within_limit' : match.shadow ? 'shadow_over_limit' : 'over_limit';
