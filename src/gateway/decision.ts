@@ -1,6 +1,6 @@
 import type { CheckQuotaResponse__Output } from '../gen/quotad/v1/CheckQuotaResponse.js';
 import { HttpError, invalidRequest, permissionError, authenticationError } from './openai-error.js';
-import { retryHeaders } from './rate-limit-headers.js';
+import { retryHeaders, spreadRetry } from './rate-limit-headers.js';
 import type { ModelCall } from './requests.js';
 
 type Decision = CheckQuotaResponse__Output;
@@ -34,7 +34,7 @@ function overLimit(decision: Decision): HttpError {
   const denying = decision.limits.filter((l) => l.exceeded && !l.shadow);
   const spent = denying.some((l) => l.kind === 'BUDGET' && !l.held);
   const held = !spent && denying.some((l) => l.kind === 'BUDGET' && l.held);
-  const wait = decision.retryAfterMs > 0 ? decision.retryAfterMs : 1_000;
+  const wait = spreadRetry(decision.retryAfterMs > 0 ? decision.retryAfterMs : 1_000);
   const headers = retryHeaders(wait);
   if (wait > LONGEST_USEFUL_RETRY_MS) headers['x-should-retry'] = 'false';
   // OpenAI's own types: a spent budget is `insufficient_quota`; a rate names what ran out. A budget that

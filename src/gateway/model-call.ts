@@ -313,6 +313,15 @@ export class ModelCallHandler {
         metrics.shed.inc({ by: 'authority' });
         throw overloaded();
       }
+      if (isGrpcError(error) && error.code === grpc.status.UNAUTHENTICATED) {
+        // The authority answered and refused this gateway's own token: a misconfiguration, not an outage,
+        // so --fail-mode open must not turn it into unmetered traffic. Nothing was reserved.
+        logger.error(
+          { requestId: request.requestId, err: error.message },
+          'the authority refused this gateway (check QUOTAD_AUTHORITY_TOKEN); refused',
+        );
+        throw quotaUnavailable();
+      }
       if (failMode === 'open') {
         metrics.unmetered.inc();
         logger.warn(

@@ -5,6 +5,7 @@ import type { Logger } from '../telemetry/logger.js';
 import { EXIT, keysCli, usageCli } from './admin-cli.js';
 import { ConfigError, parseServeConfig, serveUsage } from './config.js';
 import { gatewayUsage, parseGatewayConfig } from './gateway-config.js';
+import { ListenError } from './listen.js';
 import { VERSION } from './version.js';
 
 const USAGE = `quotad ${VERSION}: one quota authority for every LLM gateway replica.
@@ -112,6 +113,10 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
+    if (error instanceof ListenError) {
+      process.stderr.write(`quotad: ${error.message}\n`);
+      process.exit(EXIT.failure);
+    }
     if (error instanceof ConfigError || error instanceof PolicyError || error instanceof EnvoyConfigError) {
       process.stderr.write(`quotad: ${error.message}\n`);
       process.exit(EXIT.usage);

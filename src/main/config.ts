@@ -108,6 +108,12 @@ export const SERVE_SETTINGS = {
     default: 'off',
     help: 'on: when the store holds no API key, create a demo key (free tier) and print it once on stderr.',
   },
+  demoGateway: {
+    flag: 'demo-gateway',
+    env: 'QUOTAD_DEMO_GATEWAY',
+    default: 'http://127.0.0.1:8080',
+    help: "The gateway's base URL in the demo key's curl line (make run sets it from QUOTAD_GATEWAY_ADDR).",
+  },
   envoyConfig: {
     flag: 'envoy-config',
     env: 'QUOTAD_ENVOY_CONFIG',
@@ -144,6 +150,8 @@ export interface ServeConfig {
   /** TLS on the gRPC port: files of the certificate, its key, and the CA that client certificates need. */
   tls: { certPath: string; keyPath: string; clientCaPath?: string } | undefined;
   demoKey: boolean;
+  /** Where the demo banner's curl line sends its request. */
+  demoGateway: string;
   /** The envoyproxy/ratelimit config directory; unset: RateLimitService is not served. */
   envoyConfigDir: string | undefined;
   envoyOnStoreFailure: 'open' | 'closed' | 'local';
@@ -174,6 +182,15 @@ export function tokenSetting(
 export function onOffSetting(name: string, text: string): boolean {
   if (text === 'on' || text === 'off') return text === 'on';
   throw new ConfigError(`${name}: expected on or off, got '${text}'`);
+}
+
+/** An http(s) URL without a trailing slash. */
+export function urlSetting(name: string, text: string): string {
+  const url = URL.canParse(text) ? new URL(text) : undefined;
+  if (!url || !['http:', 'https:'].includes(url.protocol)) {
+    throw new ConfigError(`${name}: expected an http:// or https:// URL, got '${text}'`);
+  }
+  return text.replace(/\/+$/, '');
 }
 
 export function failureModeSetting(name: string, text: string): 'open' | 'closed' | 'local' {
@@ -218,6 +235,7 @@ export function settingsReader(
   settings: Record<string, Setting>,
   args: readonly string[],
   env: NodeJS.ProcessEnv,
+  command: string,
 ): { read(setting: Setting): string | undefined; required(setting: Setting): string } {
   const options = Object.fromEntries(
     Object.values(settings).map((setting) => [setting.flag, { type: 'string' as const }]),
@@ -226,7 +244,9 @@ export function settingsReader(
   try {
     ({ values } = parseArgs({ args: [...args], options, strict: true, allowPositionals: false }));
   } catch (error) {
-    throw new ConfigError((error as Error).message);
+    throw new ConfigError(
+      `${argumentProblem(error as NodeJS.ErrnoException, args)}; quotad ${command} --help lists the flags`,
+    );
   }
   const read = (setting: Setting): string | undefined => {
     const fromFlag = values[setting.flag];
@@ -235,6 +255,21 @@ export function settingsReader(
     return fromEnv === undefined || fromEnv === '' ? setting.default : fromEnv;
   };
   return { read, required: (setting) => read(setting) as string };
+}
+
+/** What is wrong with the command line, in one sentence (node's parseArgs messages run on about '--'). */
+function argumentProblem(error: NodeJS.ErrnoException, args: readonly string[]): string {
+  const flag = /'(-[^']*)'/.exec(error.message)?.[1];
+  switch (error.code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `unknown flag ${flag ?? ''}`.trimEnd();
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      return `${flag ?? 'a flag'} needs a value (--flag value or --flag=value)`;
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
+      return `unexpected argument ${JSON.stringify(args.find((a) => !a.startsWith('-')) ?? '')}: every setting is a --flag`;
+    default:
+      return error.message;
+  }
 }
 
 export const settingName = (setting: Setting) => `--${setting.flag} (${setting.env})`;
@@ -263,7 +298,7 @@ function tlsSetting(
 
 /** Reads `quotad serve`'s settings from its arguments and the environment. */
 export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv): ServeConfig {
-  const { read, required } = settingsReader(SERVE_SETTINGS, args, env);
+  const { read, required } = settingsReader(SERVE_SETTINGS, args, env, 'serve');
   const name = settingName;
   const s = SERVE_SETTINGS;
   return {
@@ -284,6 +319,7 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     ),
     tls: tlsSetting(read, s),
     demoKey: onOffSetting(name(s.demoKey), required(s.demoKey)),
+    demoGateway: urlSetting(name(s.demoGateway), required(s.demoGateway)),
     envoyConfigDir: read(s.envoyConfig),
     envoyOnStoreFailure: failureModeSetting(name(s.envoyOnStoreFailure), required(s.envoyOnStoreFailure)),
     adminToken: tokenSetting(env, 'QUOTAD_ADMIN_TOKEN'),
@@ -291,16 +327,61 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
   };
 }
 
+/** Help text is wrapped to this many columns. */
+export const HELP_WIDTH = 100;
+
+/** `text` wrapped at word boundaries to `width` columns, every line indented by `indent` spaces. */
+export function wrapText(text: string, indent: number, width = HELP_WIDTH): string {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    if (line && indent + line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) lines.push(line);
+  return lines.map((l) => ' '.repeat(indent) + l).join('\n');
+}
+
+/** Each setting as a help entry: its flag, variable and default on one line, its meaning wrapped under it. */
 export function settingLines(settings: Record<string, Setting>): string {
   return Object.values(settings)
-    .map(
-      (s: Setting) =>
-        `  --${s.flag.padEnd(18)} ${s.env.padEnd(25)} ${(s.default || '(unset)').padEnd(26)} ${s.help}`,
-    )
+    .map((s: Setting) => {
+      const head = `  --${s.flag} <value>, ${s.env}${s.default ? ` (default ${s.default})` : ''}`;
+      return `${head}\n${wrapText(s.help, 6)}`;
+    })
     .join('\n');
+}
+
+/** The exit codes of a long-running command (serve, gateway). */
+export const SERVICE_EXIT_CODES = `Exit codes:
+  0  stopped by SIGTERM or SIGINT, after draining
+  1  could not run: an address in use, the store unreachable at start, an unexpected error
+  2  usage: an unknown flag, a bad setting, an invalid policy file or --envoy-config directory`;
+
+/** A long-running command's help: usage line, its settings, notes on environment-only secrets, exit codes. */
+export function commandHelp(
+  command: string,
+  settings: Record<string, Setting>,
+  environmentOnly: string,
+): string {
+  return (
+    [
+      `Usage: quotad ${command} [flags]`,
+      wrapText('Each flag may also be set by its environment variable; the flag wins.', 0),
+      settingLines(settings),
+      wrapText(environmentOnly, 0),
+      SERVICE_EXIT_CODES,
+    ].join('\n\n') + '\n'
+  );
 }
 
 /** The settings as a help text: flag, variable, default, meaning. */
 export function serveUsage(): string {
-  return `Usage: quotad serve [flags]\n\nEach flag may also be set by its environment variable.\n\n${settingLines(SERVE_SETTINGS)}\n\nQUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService. QUOTAD_AUTHORITY_TOKEN (environment only; likewise) makes every QuotaService call carry it.\n`;
+  return commandHelp(
+    'serve',
+    SERVE_SETTINGS,
+    `QUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService. QUOTAD_AUTHORITY_TOKEN (environment only; likewise) makes every QuotaService call carry it.`,
+  );
 }

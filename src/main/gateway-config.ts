@@ -7,7 +7,7 @@ import {
   onOffSetting,
   parseHostPort,
   positiveDurationSetting,
-  settingLines,
+  commandHelp,
   settingName,
   settingsReader,
   type HostPort,
@@ -275,7 +275,7 @@ function jwtSetting(
 
 /** Reads `quotad gateway`'s settings from its arguments and the environment. */
 export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessEnv): GatewayConfig {
-  const { read, required } = settingsReader(GATEWAY_SETTINGS, args, env);
+  const { read, required } = settingsReader(GATEWAY_SETTINGS, args, env, 'gateway');
   const name = settingName;
   const s = GATEWAY_SETTINGS;
   const failMode = required(s.failMode);
@@ -320,5 +320,9 @@ export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessE
 
 /** `quotad gateway --help`. */
 export function gatewayUsage(): string {
-  return `Usage: quotad gateway [flags]\n\nEach flag may also be set by its environment variable.\n\n${settingLines(GATEWAY_SETTINGS)}\n\nOPENAI_API_KEY (environment only) authenticates to the upstream. QUOTAD_JWT_SECRET (environment only; at least ${MIN_JWT_SECRET_LENGTH} characters) verifies HS256 JWTs from internal callers. QUOTAD_AUTHORITY_TOKEN (environment only) is sent to an authority that requires it.\n`;
+  return commandHelp(
+    'gateway',
+    GATEWAY_SETTINGS,
+    `OPENAI_API_KEY (environment only) authenticates to the upstream. QUOTAD_JWT_SECRET (environment only; at least ${MIN_JWT_SECRET_LENGTH} characters) verifies HS256 JWTs from internal callers. QUOTAD_AUTHORITY_TOKEN (environment only) is sent to an authority that requires it.`,
+  );
 }

@@ -11,7 +11,9 @@ import { Settler } from '../gateway/settlement.js';
 import { connectUpstream } from '../gateway/upstream.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { GatewayMetrics } from '../telemetry/gateway-metrics.js';
-import type { GatewayConfig } from './gateway-config.js';
+import { GATEWAY_SETTINGS, type GatewayConfig } from './gateway-config.js';
+import { routeGrpcLogs } from './grpc-log.js';
+import { listenOn } from './listen.js';
 import { authorityCredentials } from './tls.js';
 import { VERSION } from './version.js';
 
@@ -77,6 +79,7 @@ export async function startGateway(
     destination: overrides.logDestination,
     secrets: gatewaySecrets(config),
   });
+  routeGrpcLogs(logger);
   const metrics = new GatewayMetrics({ version: VERSION });
   let demo: DemoUpstream | undefined;
   let upstreamUrl = config.upstreamUrl;
@@ -148,7 +151,12 @@ export async function startGateway(
       `--max-connections is above the open-files limit less ${FILES_BESIDES_CLIENTS}: raise the limit (ulimit -n) or lower --max-connections`,
     );
   }
-  await app.listen({ host: config.address.host, port: config.address.port });
+  await listenOn(GATEWAY_SETTINGS.addr, config.address, () =>
+    app.listen({ host: config.address.host, port: config.address.port }),
+  ).catch(async (error: unknown) => {
+    await app.close();
+    throw error;
+  });
   const { port } = app.server.address() as AddressInfo;
   const host = ['0.0.0.0', '::'].includes(config.address.host) ? '127.0.0.1' : config.address.host;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;

@@ -18,15 +18,14 @@ import type { QuotaStore } from '../store/store.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { AuthorityMetrics, type MemoryStoreRole } from '../telemetry/metrics.js';
 import { startMetricsServer } from '../telemetry/metrics-server.js';
-import type { ServeConfig } from './config.js';
+import { SERVE_SETTINGS, type ServeConfig } from './config.js';
+import { routeGrpcLogs } from './grpc-log.js';
+import { listenOn } from './listen.js';
 import { startEnvoyFront, type EnvoyFront } from './envoy.js';
 import { serverCredentials } from './tls.js';
 import { VERSION } from './version.js';
 
 const systemClock: Clock = { now: () => Date.now() };
-
-/** Where `quotad gateway` listens by default (QUOTAD_GATEWAY_ADDR), for the demo banner's curl line. */
-const DEMO_GATEWAY_URL = 'http://127.0.0.1:8080';
 
 export interface ServeOverrides {
   /** Drives time in both stores and the calendar (tests). Production uses the system clock and Redis TIME. */
@@ -118,7 +117,7 @@ async function seedDemoKey(
   keys: KeyRegistry,
   logger: Logger,
   output: { write(text: string): unknown },
-  grpcAddress: string,
+  addresses: { grpc: string; gateway: string; inProcess: boolean },
 ): Promise<void> {
   if (!(await keys.isEmpty())) {
     logger.info('demo key not created: the store already holds API keys (quotad keys create makes more)');
@@ -140,12 +139,18 @@ async function seedDemoKey(
   const hash = sha256(secret).toString('base64');
   const request = `{"request_id":"try-1","api_key_sha256":"${hash}","model":"gpt-4o-mini","input_tokens":100,"max_output_tokens":200}`;
   const chat = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello, quotad"}],"max_tokens":50}`;
+  const forgets = addresses.inProcess
+    ? `  The in-process store forgets every key when this authority stops: after a restart, this key (and any\n` +
+      `  other from an earlier run) gets 401 invalid_api_key, and a new demo key is printed.\n\n`
+    : '';
   output.write(
-    `\nquotad: DEMO API key (tier free, org demo, id ${record.id}). For trying quotad out, not for production:\n\n    ${secret}\n\n` +
-      `  Through a gateway on its default address (make run starts one):\n\n` +
-      `    curl -i ${DEMO_GATEWAY_URL}/v1/chat/completions -H 'Authorization: Bearer ${secret}' -H 'Content-Type: application/json' -d '${chat}'\n\n` +
+    `\nquotad: DEMO API key (tier free, org demo, id ${record.id}). For trying quotad out, not for production:\n\n` +
+      `    export DEMO_KEY=${secret}\n\n` +
+      forgets +
+      `  Through the gateway at ${addresses.gateway} (make run starts one there):\n\n` +
+      `    curl -i ${addresses.gateway}/v1/chat/completions -H "Authorization: Bearer $DEMO_KEY" -H 'Content-Type: application/json' -d '${chat}'\n\n` +
       `  Or ask the authority itself; callers send the key's SHA-256, never the key:\n\n` +
-      `    grpcurl -plaintext -d '${request}' ${grpcAddress} quotad.v1.QuotaService/CheckQuota\n\n`,
+      `    grpcurl -plaintext -d '${request}' ${addresses.grpc} quotad.v1.QuotaService/CheckQuota\n\n`,
   );
 }
 
@@ -170,6 +175,7 @@ export async function startAuthority(
     destination: overrides.logDestination,
     secrets: authoritySecrets(config),
   });
+  routeGrpcLogs(logger);
   const clock = overrides.clock;
   // Without an injected clock, Redis scripts read Redis TIME; everything else reads the system clock.
   const localClock = clock ?? systemClock;
@@ -257,26 +263,37 @@ export async function startAuthority(
         logger,
       })
     : undefined;
-  const server = await startAuthorityServer({
-    address: `${config.grpcAddress.host}:${config.grpcAddress.port}`,
-    maxConnectionAgeMs: config.maxConnectionAgeMs,
-    authority,
-    metrics,
-    logger,
-    ...(admin ? { admin } : {}),
-    ...(config.tls ? { credentials: serverCredentials(config.tls) } : {}),
-    ...(config.authorityToken ? { quotaToken: config.authorityToken } : {}),
-    ...(envoy ? { extraServices: [envoy.service] } : {}),
+  const server = await listenOn(SERVE_SETTINGS.grpcAddr, config.grpcAddress, () =>
+    startAuthorityServer({
+      address: `${config.grpcAddress.host}:${config.grpcAddress.port}`,
+      maxConnectionAgeMs: config.maxConnectionAgeMs,
+      authority,
+      metrics,
+      logger,
+      ...(admin ? { admin } : {}),
+      ...(config.tls ? { credentials: serverCredentials(config.tls) } : {}),
+      ...(config.authorityToken ? { quotaToken: config.authorityToken } : {}),
+      ...(envoy ? { extraServices: [envoy.service] } : {}),
+    }),
+  );
+  const metricsServer = await listenOn(SERVE_SETTINGS.metricsAddr, config.metricsAddress, () =>
+    startMetricsServer({
+      host: config.metricsAddress.host,
+      port: config.metricsAddress.port,
+      render: () => metrics.render(),
+    }),
+  ).catch(async (error: unknown) => {
+    await server.shutdown({ drainDelayMs: 0, graceMs: 0 });
+    throw error;
   });
   if (config.demoKey) {
     const host = ['0.0.0.0', '::'].includes(config.grpcAddress.host) ? '127.0.0.1' : config.grpcAddress.host;
-    await seedDemoKey(keys, logger, overrides.bannerOutput ?? process.stderr, `${host}:${server.port}`);
+    await seedDemoKey(keys, logger, overrides.bannerOutput ?? process.stderr, {
+      grpc: `${host}:${server.port}`,
+      gateway: config.demoGateway,
+      inProcess: store.kind === 'memory',
+    });
   }
-  const metricsServer = await startMetricsServer({
-    host: config.metricsAddress.host,
-    port: config.metricsAddress.port,
-    render: () => metrics.render(),
-  });
   logger.info(
     {
       version: VERSION,

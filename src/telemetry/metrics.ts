@@ -1,5 +1,6 @@
 import type { status as GrpcStatus } from '@grpc/grpc-js';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from './process-metrics.js';
 import type { DecisionCode } from '../core/decision.js';
 import type { Policy, StoreFailureMode } from '../core/policy.js';
 
@@ -178,7 +179,7 @@ export class AuthorityMetrics {
 
   constructor(options: AuthorityMetricsOptions) {
     const registers = [this.registry];
-    if (options.collectDefault ?? true) collectDefaultMetrics({ register: this.registry });
+    if (options.collectDefault ?? true) collectProcessMetrics(this.registry);
 
     const decisions = new Counter({
       name: 'quotad_decisions_total',

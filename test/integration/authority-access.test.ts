@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import { SignJWT } from 'jose';
 import { REFUSAL_TRAILER } from '../../src/authority/proto.js';
 import { startGateway, type RunningGateway } from '../../src/main/gateway.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
@@ -119,6 +120,34 @@ describe('QUOTAD_AUTHORITY_TOKEN', () => {
     assert.equal((await chat(without, secret)).status, 503);
     const usage = await fetch(`${without.url}/v1/usage`, { headers: { authorization: `Bearer ${secret}` } });
     assert.equal(usage.status, 503);
+  });
+
+  test('a gateway whose token the authority refuses answers 503 even with --fail-mode open, and sends nothing upstream', async (t) => {
+    // A JWT caller skips the key confirmation, so the check itself meets the refusal.
+    const jwtSecret = 'access-test-jwt-secret-0123456789abcdef';
+    const gateway = await startGateway(
+      inProcessGatewayConfig(
+        authority.grpcPort,
+        upstream.url,
+        ['--authority-timeout', '5s', '--fail-mode', 'open'],
+        {
+          QUOTAD_AUTHORITY_TOKEN: 'a-token-the-authority-never-issued',
+          QUOTAD_JWT_SECRET: jwtSecret,
+        },
+      ),
+      { logDestination: quiet() },
+    );
+    t.after(() => gateway.stop());
+    const token = await new SignJWT({ org: 'access', tier: 'free' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('svc-open')
+      .setExpirationTime('5m')
+      .sign(new TextEncoder().encode(jwtSecret));
+    const callsBefore = upstream.calls.length;
+    const answer = await chat(gateway, token);
+    assert.equal(answer.status, 503);
+    assert.equal(((await answer.json()) as { error: { code: string } }).error.code, 'quota_unavailable');
+    assert.equal(upstream.calls.length, callsBefore);
   });
 });
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ConfigError, parseServeConfig } from '../../src/main/config.js';
-import { parseGatewayConfig } from '../../src/main/gateway-config.js';
+import { ConfigError, HELP_WIDTH, parseServeConfig, serveUsage } from '../../src/main/config.js';
+import { gatewayUsage, parseGatewayConfig } from '../../src/main/gateway-config.js';
 
 test('with nothing set, serve uses the documented defaults and the in-process store', () => {
   assert.deepEqual(parseServeConfig([], {}), {
@@ -18,6 +18,7 @@ test('with nothing set, serve uses the documented defaults and the in-process st
     memoryMaxEntries: 1_000_000,
     tls: undefined,
     demoKey: false,
+    demoGateway: 'http://127.0.0.1:8080',
     envoyConfigDir: undefined,
     envoyOnStoreFailure: 'open',
     adminToken: undefined,
@@ -127,3 +128,22 @@ test('the gateway waits 2s for a check and sheds past 2000 waiting by default; -
     );
   }
 });
+
+for (const [command, help] of [
+  ['serve', serveUsage],
+  ['gateway', gatewayUsage],
+] as const) {
+  test(`${command} --help fits in ${HELP_WIDTH} columns and lists the exit codes`, () => {
+    const text = help();
+    const wide = text.split('\n').filter((line) => line.length > HELP_WIDTH);
+    assert.deepEqual(wide, []);
+    assert.match(text, /^Exit codes:\n {2}0 .*\n {2}1 .*\n {2}2 /m);
+  });
+
+  test(`an unknown ${command} flag is refused in one sentence that points to ${command} --help`, () => {
+    const parse = command === 'serve' ? parseServeConfig : parseGatewayConfig;
+    assert.throws(() => parse(['--bogus=1'], {}), {
+      message: `unknown flag --bogus; quotad ${command} --help lists the flags`,
+    });
+  });
+}
