@@ -174,15 +174,63 @@ export function rlsSuite(store: RlsSuiteStore): void {
       assert.equal(codes(await one([['blocked', fresh()]], 0)), 'OVER_LIMIT OVER_LIMIT');
     });
 
-    test('README example 3: the blacklisted address gets 0 and any other 10 a second', async () => {
-      const other = await repeat(11, () =>
-        one([['remote_address', fresh('10.0.0')]], undefined, 'edge_proxy_per_ip'),
+    test('README example 3: an address gets 10 a second, and the blacklisted one none', async () => {
+      const address = fresh('10.0.0');
+      const answers = await repeat(11, () =>
+        one([['remote_address', address]], undefined, 'edge_proxy_per_ip'),
       );
-      assert.ok(other.every((a) => a.overall_code === 'OK'));
+      assert.deepEqual(
+        answers.map((a) => a.overall_code),
+        [...Array<string>(10).fill('OK'), 'OVER_LIMIT'],
+      );
+      const blocked = await one([['remote_address', '50.0.0.5']], undefined, 'edge_proxy_per_ip');
+      assert.equal(blocked.overall_code, 'OVER_LIMIT');
+    });
+
+    test('README examples 5, 6, 7 and 11 over the wire: unlimited, shadow, replaces, a shared wildcard', async () => {
+      const ldap = await repeat(3, () => one([['ldap', 'x']], undefined, 'internal'));
+      assert.ok(ldap.every((a) => a.overall_code === 'OK' && a.statuses[0]?.current_limit === undefined));
       assert.equal(
-        (await one([['remote_address', '50.0.0.5']], undefined, 'edge_proxy_per_ip')).overall_code,
-        'OVER_LIMIT',
+        (await one([['azure', 'x']], undefined, 'internal')).statuses[0]?.current_limit?.requests_per_unit,
+        100,
       );
+
+      const service = fresh('svc');
+      const shadowed = await repeat(11, () =>
+        one(
+          [
+            ['service', service],
+            ['user', 'user-a'],
+          ],
+          undefined,
+          'example6',
+        ),
+      );
+      assert.deepEqual([shadowed[10]?.overall_code, shadowed[10]?.statuses[0]?.code], ['OK', 'OVER_LIMIT']);
+
+      const both = await ask({
+        domain: 'example7',
+        descriptors: [
+          descriptor([
+            ['key_1', 'value_1'],
+            ['user', 'bkthomps'],
+          ]),
+          descriptor([
+            ['key_2', 'value_2'],
+            ['user', 'bkthomps'],
+          ]),
+        ],
+      });
+      assert.deepEqual(
+        both.statuses.map((s) => s.current_limit?.requests_per_unit),
+        [undefined, 10],
+      );
+
+      const first = (await one([['files', 'files/a.txt']], undefined, 'example11')).statuses[0]
+        ?.limit_remaining;
+      const second = (await one([['files', 'files/b.txt']], undefined, 'example11')).statuses[0]
+        ?.limit_remaining;
+      assert.equal(second, (first as number) - 1, 'every files/* value counts in one counter');
     });
 
     test('unlimited is always OK, never counted, with the largest remaining', async () => {
