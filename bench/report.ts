@@ -10,6 +10,7 @@ import * as prettier from 'prettier';
 import { REPO_ROOT } from '../harness/authority-process.js';
 import type { GrpcScenario, LoadPoint, Results } from './result-types.js';
 import { renderBurst } from './burst.js';
+import { renderEnvoy } from './envoy.js';
 
 const require = createRequire(import.meta.url);
 
@@ -695,6 +696,12 @@ function renderBurstSection(r: ReportContext): void {
   if (results.burst) p(...renderBurst(results.burst, table));
 }
 
+/** The section on Envoy's ShouldRateLimit beside CheckQuota. */
+function renderEnvoySection(r: ReportContext): void {
+  const { results, p } = r;
+  if (results.envoy) p(...renderEnvoy(results.envoy, table));
+}
+
 /** The section on the setup and command lines. */
 function renderSetup(r: ReportContext): void {
   const { results, machine, settings, p } = r;
@@ -789,6 +796,7 @@ export async function renderReport(
   renderBatch(ctx);
   renderProfile(ctx);
   renderBurstSection(ctx);
+  renderEnvoySection(ctx);
   renderSetup(ctx);
 
   const text = out.join('\n');

@@ -1,6 +1,7 @@
 /** What one `make bench` run measured: written to bench/results/latest.json and rendered by report.ts and chart.ts. */
 
 import type { BurstResult } from './burst.js';
+import type { EnvoyResult } from './envoy.js';
 import type { ProfileSummary } from './cpuprofile.js';
 import type { HistogramData } from './histogram.js';
 import type { Operation } from './loadgen.js';
@@ -119,5 +120,6 @@ export interface Results {
   footprint?: FootprintResult;
   profile?: ProfileSummary & { operationsPerSecond: number; seconds: number };
   burst?: BurstResult;
+  envoy?: EnvoyResult;
   protoHasBatch: boolean;
 }

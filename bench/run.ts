@@ -7,8 +7,8 @@
  *                          [--burst 200] [--burst-rounds 3]
  *
  * Scenarios (ids for --only): transport, redis, memory, rlf, storage, gateway, footprint, batch, profile,
- * burst. `--only burst` alone keeps the other scenarios' figures of the last run (results/latest.json) and
- * rewrites only the burst section.
+ * burst, envoy. `--only burst` or `--only envoy` alone keeps the other scenarios' figures of the last run
+ * (results/latest.json) and rewrites only its own section.
  * --seconds is the measured length of each load point (warm-ups come on top).
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -43,6 +43,7 @@ import { renderChart } from './chart.js';
 import { autocannonVersion, machine } from './machine.js';
 import { commandStats, diff, infoField, usedMemory } from './redis-stats.js';
 import { renderReport } from './report.js';
+import { envoyScenario } from './envoy.js';
 import type {
   CpuShare,
   FootprintResult,
@@ -65,6 +66,7 @@ const ALL = [
   'batch',
   'profile',
   'burst',
+  'envoy',
 ];
 
 const { values } = parseArgs({
@@ -863,7 +865,7 @@ async function render(results: Results) {
   await writeFile(out, await renderReport(results, { chartFile: chart, outFile: out }));
 }
 
-/** The last run's results, to keep when only the burst scenario is measured again. */
+/** The last run's results, to keep when only the burst or envoy scenario is measured again. */
 async function previousResults(json: string): Promise<Results | undefined> {
   try {
     return JSON.parse(await readFile(json, 'utf8')) as Results;
@@ -935,6 +937,19 @@ async function main() {
         log,
       });
     }
+    if (only.has('envoy')) {
+      results.envoy = await envoyScenario({
+        redis,
+        dir,
+        policyPath: ctx.policyPath,
+        commit: String(results.machine.commit),
+        concurrency,
+        seconds,
+        warmupSeconds: warmupMs / 1000,
+        principals,
+        log,
+      });
+    }
   } finally {
     client.disconnect();
     await redis.stop();
@@ -950,8 +965,12 @@ async function main() {
 
   const json = resolve(REPO_ROOT, values.json as string);
   await mkdir(join(json, '..'), { recursive: true });
-  const kept = only.size === 1 && only.has('burst') ? await previousResults(json) : undefined;
-  const written = kept ? { ...kept, burst: results.burst } : results;
+  // A scenario measured alone (burst, envoy) keeps every other scenario's figures of the last run.
+  const alone = only.size === 1 && (only.has('burst') || only.has('envoy'));
+  const kept = alone ? await previousResults(json) : undefined;
+  const written = kept
+    ? { ...kept, burst: results.burst ?? kept.burst, envoy: results.envoy ?? kept.envoy }
+    : results;
   await writeFile(json, `${JSON.stringify(written, null, 2)}\n`);
   await render(written);
   log(

@@ -114,6 +114,18 @@ export const SERVE_SETTINGS = {
     default: 'http://127.0.0.1:8080',
     help: "The gateway's base URL in the demo key's curl line (make run sets it from QUOTAD_GATEWAY_ADDR).",
   },
+  envoyConfig: {
+    flag: 'envoy-config',
+    env: 'QUOTAD_ENVOY_CONFIG',
+    default: undefined,
+    help: "A directory of envoyproxy/ratelimit config files (*.yaml): serve Envoy's RateLimitService for their domains; watched, valid edits apply live. Unset: not served.",
+  },
+  envoyOnStoreFailure: {
+    flag: 'envoy-on-store-failure',
+    env: 'QUOTAD_ENVOY_ON_STORE_FAILURE',
+    default: 'open',
+    help: 'What Envoy domains answer while the store is out: open (OK), closed (OVER_LIMIT), local (in-process counters at limit ÷ replicas).',
+  },
 } as const satisfies Record<string, Setting>;
 
 export interface HostPort {
@@ -140,6 +152,9 @@ export interface ServeConfig {
   demoKey: boolean;
   /** Where the demo banner's curl line sends its request. */
   demoGateway: string;
+  /** The envoyproxy/ratelimit config directory; unset: RateLimitService is not served. */
+  envoyConfigDir: string | undefined;
+  envoyOnStoreFailure: 'open' | 'closed' | 'local';
   /** From QUOTAD_ADMIN_TOKEN only (never a flag, which `ps` would show). Unset: no AdminService. */
   adminToken: string | undefined;
   /** From QUOTAD_AUTHORITY_TOKEN only. Set: QuotaService calls must carry it. */
@@ -176,6 +191,11 @@ export function urlSetting(name: string, text: string): string {
     throw new ConfigError(`${name}: expected an http:// or https:// URL, got '${text}'`);
   }
   return text.replace(/\/+$/, '');
+}
+
+export function failureModeSetting(name: string, text: string): 'open' | 'closed' | 'local' {
+  if (text === 'open' || text === 'closed' || text === 'local') return text;
+  throw new ConfigError(`${name}: expected open, closed or local, got '${text}'`);
 }
 
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/;
@@ -300,6 +320,8 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     tls: tlsSetting(read, s),
     demoKey: onOffSetting(name(s.demoKey), required(s.demoKey)),
     demoGateway: urlSetting(name(s.demoGateway), required(s.demoGateway)),
+    envoyConfigDir: read(s.envoyConfig),
+    envoyOnStoreFailure: failureModeSetting(name(s.envoyOnStoreFailure), required(s.envoyOnStoreFailure)),
     adminToken: tokenSetting(env, 'QUOTAD_ADMIN_TOKEN'),
     authorityToken: tokenSetting(env, 'QUOTAD_AUTHORITY_TOKEN'),
   };
@@ -336,7 +358,7 @@ export function settingLines(settings: Record<string, Setting>): string {
 export const SERVICE_EXIT_CODES = `Exit codes:
   0  stopped by SIGTERM or SIGINT, after draining
   1  could not run: an address in use, the store unreachable at start, an unexpected error
-  2  usage: an unknown flag, a bad setting, or an invalid policy file`;
+  2  usage: an unknown flag, a bad setting, an invalid policy file or --envoy-config directory`;
 
 /** A long-running command's help: usage line, its settings, notes on environment-only secrets, exit codes. */
 export function commandHelp(

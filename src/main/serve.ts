@@ -1,3 +1,4 @@
+import type { Redis } from 'ioredis';
 import type { DestinationStream } from 'pino';
 import { startAuthorityServer } from '../authority/server.js';
 import type { Clock } from '../core/clock.js';
@@ -18,6 +19,7 @@ import { composeAuthority } from './compose-authority.js';
 import { SERVE_SETTINGS, type ServeConfig } from './config.js';
 import { routeGrpcLogs } from './grpc-log.js';
 import { listenOn } from './listen.js';
+import { startEnvoyFront, type EnvoyFront } from './envoy.js';
 import { serverCredentials } from './tls.js';
 import { VERSION } from './version.js';
 
@@ -39,6 +41,8 @@ export interface RunningAuthority {
   metrics: AuthorityMetrics;
   policy: PolicyWatcher;
   keys: KeyRegistry;
+  /** The Envoy RateLimitService front, when --envoy-config is set. */
+  envoy: EnvoyFront | undefined;
   /** Graceful stop: NOT_SERVING, drain, finish in-flight calls, then close the policy watch and the store. */
   stop(): Promise<void>;
 }
@@ -46,6 +50,7 @@ export interface RunningAuthority {
 interface Stores {
   quota: QuotaStore;
   keys: KeyStore;
+  redis?: Redis;
 }
 
 /** An in-process store bounded by --memory-max-entries, its size and refusals in the metrics. */
@@ -99,7 +104,7 @@ async function openStores(
     onChannelError: (error) =>
       logger.warn({ err: error.message }, 'api key change channel error; cached keys expire by their TTL'),
   });
-  return { quota: new RedisStore(clock ? { redis, clock } : { redis }), keys };
+  return { quota: new RedisStore(clock ? { redis, clock } : { redis }), keys, redis };
 }
 
 /**
@@ -218,6 +223,27 @@ export async function startAuthority(
     ...(config.adminToken ? { adminToken: config.adminToken } : {}),
     ...(config.authorityToken ? { quotaToken: config.authorityToken } : {}),
   });
+  let envoy: EnvoyFront | undefined;
+  try {
+    envoy = config.envoyConfigDir
+      ? await startEnvoyFront({
+          directory: config.envoyConfigDir,
+          config,
+          redis: stores.redis,
+          clock,
+          localClock,
+          replicas: () => policy.current.replicas,
+          metrics,
+          logger,
+        })
+      : undefined;
+  } catch (error) {
+    authority.close();
+    await policy.stop();
+    await stores.keys.close();
+    await store.close();
+    throw error;
+  }
   const server = await listenOn(SERVE_SETTINGS.grpcAddr, config.grpcAddress, () =>
     startAuthorityServer({
       address: `${config.grpcAddress.host}:${config.grpcAddress.port}`,
@@ -225,6 +251,7 @@ export async function startAuthority(
       logger,
       ...handlers,
       ...(config.tls ? { credentials: serverCredentials(config.tls) } : {}),
+      ...(envoy ? { extraServices: [envoy.service] } : {}),
     }),
   );
   const metricsServer = await listenOn(SERVE_SETTINGS.metricsAddr, config.metricsAddress, () =>
@@ -256,6 +283,7 @@ export async function startAuthority(
       tls: config.tls ? (config.tls.clientCaPath ? 'mutual' : 'on') : 'off',
       policy: policy.path,
       policySha256: policy.sha256,
+      envoy: envoy ? envoy.watcher.directory : 'off (no --envoy-config)',
     },
     store.kind === 'memory'
       ? 'quotad authority serving (in-process store, single instance)'
@@ -270,12 +298,14 @@ export async function startAuthority(
     metrics,
     policy,
     keys,
+    envoy,
     stop() {
       stopping ??= (async () => {
         logger.info({ drainDelayMs: config.shutdownDelayMs }, 'shutting down: health NOT_SERVING, draining');
         await server.shutdown({ drainDelayMs: config.shutdownDelayMs, graceMs: config.shutdownGraceMs });
         authority.close();
         await policy.stop();
+        await envoy?.stop();
         await metricsServer.close();
         await stores.keys.close();
         await store.close();

@@ -16,6 +16,7 @@ import type { IPodSpec } from 'kubernetes-models/v1/PodSpec';
 import type { IProbe } from 'kubernetes-models/v1/Probe';
 import type { IService } from 'kubernetes-models/v1/Service';
 import { parseDuration } from '../../src/core/duration.js';
+import { buildEnvoyConfig } from '../../src/envoy/load-config.js';
 import { SERVE_SETTINGS } from '../../src/main/config.js';
 import { GATEWAY_SETTINGS } from '../../src/main/gateway-config.js';
 import { parsePolicy } from '../../src/policy/load.js';
@@ -436,6 +437,20 @@ for (const target of TARGETS) {
       const text = configMaps[0]?.data?.[fileName] as string;
       const policy = parsePolicy(text, `${target}: ConfigMap ${configMaps[0]?.metadata?.name}`);
       assert.equal(policy.replicas, authority.replicas);
+    });
+
+    test('the authority reads its Envoy config from a ConfigMap mounted as a directory, and every file loads', () => {
+      const authority = workloadRunning(objects, 'serve');
+      const directory = envValue(container(authority, 'serve'), SERVE_SETTINGS.envoyConfig.env) ?? '';
+      const mount = container(authority, 'serve').volumeMounts?.find((each) => each.mountPath === directory);
+      assert.ok(mount, `a volume is mounted at ${directory}`);
+      const volume = authority.pod.volumes?.find((each) => each.name === mount.name);
+      const configMap = ofKind<IConfigMap>(objects, 'ConfigMap').find(
+        (each) => each.metadata?.name === volume?.configMap?.name,
+      );
+      const files = Object.entries(configMap?.data ?? {}).map(([name, text]) => ({ name, text }));
+      assert.ok(files.length > 0, `${volume?.configMap?.name} holds files`);
+      assert.ok(buildEnvoyConfig(files).domains.size >= 1);
     });
 
     test('each quotad pod shuts down inside its grace period: preStop + shutdown delay + grace', () => {
