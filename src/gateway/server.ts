@@ -84,6 +84,20 @@ function requestIdOf(request: FastifyRequest): string {
 }
 
 /**
+ * The id an answer carries in `x-request-id` when no route opened the request (a 404, an unparsable body):
+ * the client's, when it is a valid one, else a new one. Never a refusal of its own.
+ */
+function answerIdOf(headers: IncomingMessage['headers']): string {
+  for (const name of ['idempotency-key', 'x-request-id']) {
+    const value = headers[name];
+    if (typeof value === 'string' && value.length <= MAX_REQUEST_ID_LENGTH && PRINTABLE_ASCII.test(value)) {
+      return value;
+    }
+  }
+  return randomUUID();
+}
+
+/**
  * A request's log record, its caller once authenticated (and confirmed, for a key on a model route), and
  * how its prompt is counted.
  */
@@ -244,6 +258,25 @@ function httpServer(options: GatewayServerOptions): {
     metrics.openConnections.inc();
     socket.once('close', () => metrics.openConnections.dec());
   });
+  // A body announced larger than the limit is refused on its Content-Length, before Node's automatic
+  // `100 Continue` would invite the client to upload it. With this listener Node sends no 100 itself.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    const length = Number(req.headers['content-length']);
+    if (Number.isFinite(length) && length > options.maxBodyBytes) {
+      const body = JSON.stringify(payloadTooLarge(options.maxBodyBytes).body());
+      res.writeHead(413, {
+        'content-type': 'application/json; charset=utf-8',
+        'content-length': Buffer.byteLength(body),
+        'x-request-id': answerIdOf(req.headers),
+        connection: 'close',
+      });
+      res.end(body);
+      metrics.requests.inc({ route: metricRoute(req.url), status: '413' });
+      return;
+    }
+    res.writeContinue();
+    server.emit('request', req, res);
+  });
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket;
     let inProgress = answers.get(socket);
@@ -289,8 +322,10 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     closing = true;
     server.keepAliveTimeout = Math.min(server.keepAliveTimeout, DRAINING_IDLE_MS);
   });
-  app.addHook('onSend', async (_request, reply, payload) => {
+  app.addHook('onSend', async (request, reply, payload) => {
     if (closing) void reply.header('connection', 'close');
+    // Every answer names its request, those no route opened included (404, 413, 415, unparsable JSON).
+    if (!reply.hasHeader('x-request-id')) void reply.header('x-request-id', answerIdOf(request.headers));
     return payload;
   });
 

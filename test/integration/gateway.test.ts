@@ -3,7 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -721,6 +721,52 @@ describe('what is refused, and charges nothing', () => {
     await errorOf(badJson);
     assert.equal(upstream.calls.length, calls);
     assert.deepEqual(await usageOf(key.secret), { tokens: 0, requests: 0 });
+  });
+});
+
+describe('answers no route opened', () => {
+  test('every one names its request in x-request-id: invalid JSON, 413, 415 and 404', async () => {
+    const key = await createKey();
+    const answers = {
+      invalidJson: await post('/v1/chat/completions', key.secret, '{"model":'),
+      tooLarge: await post(
+        '/v1/chat/completions',
+        key.secret,
+        chatBody({ messages: [{ role: 'user', content: 'word '.repeat(20_000) }] }),
+      ),
+      notJson: await post('/v1/chat/completions', key.secret, '<hello/>', { 'content-type': 'application/xml' }),
+      notFound: await fetch(`${gateway.url}/v1/no-such-route`),
+    };
+    assert.deepEqual(
+      Object.fromEntries(
+        Object.entries(answers).map(([name, r]) => [
+          name,
+          [r.status, /^[\x20-\x7e]{1,128}$/.test(r.headers.get('x-request-id') ?? '')],
+        ]),
+      ),
+      { invalidJson: [400, true], tooLarge: [413, true], notJson: [415, true], notFound: [404, true] },
+    );
+    const echoed = await fetch(`${gateway.url}/v1/no-such-route`, {
+      headers: { 'x-request-id': 'trace-404' },
+    });
+    assert.equal(echoed.headers.get('x-request-id'), 'trace-404');
+  });
+
+  test('a body announced over the limit with Expect: 100-continue gets 413 at once, never a 100 Continue', async () => {
+    const { hostname, port } = new URL(gateway.url);
+    const socket = connect(Number(port), hostname);
+    await once(socket, 'connect');
+    socket.write(
+      'POST /v1/chat/completions HTTP/1.1\r\n' +
+        `Host: ${hostname}\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n` +
+        'Expect: 100-continue\r\n\r\n',
+    );
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+    await once(socket, 'close');
+    assert.match(received, /^HTTP\/1\.1 413 /);
+    assert.match(received, /\r\nx-request-id: \S+\r\n/i);
+    assert.match(received, /"code":"request_too_large"/);
   });
 });
 
