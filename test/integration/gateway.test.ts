@@ -734,7 +734,9 @@ describe('answers no route opened', () => {
         key.secret,
         chatBody({ messages: [{ role: 'user', content: 'word '.repeat(20_000) }] }),
       ),
-      notJson: await post('/v1/chat/completions', key.secret, '<hello/>', { 'content-type': 'application/xml' }),
+      notJson: await post('/v1/chat/completions', key.secret, '<hello/>', {
+        'content-type': 'application/xml',
+      }),
       notFound: await fetch(`${gateway.url}/v1/no-such-route`),
     };
     assert.deepEqual(
