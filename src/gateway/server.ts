@@ -31,7 +31,7 @@ import {
 import { MAX_JSON_DEPTH, nestingBeyond } from './json-nesting.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 import { parseModelCall, type ModelRoute } from './requests.js';
-import { modelsBody, usageBody } from './report-bodies.js';
+import { modelsBody, usageBody } from '../api/report-bodies.js';
 
 /** How long clients may take, and how many may connect at once. */
 export interface ConnectionLimits {

@@ -18,6 +18,16 @@ export { EXIT };
 const DEFAULT_AUTHORITY = '127.0.0.1:8081';
 const DEFAULT_TIMEOUT_MS = 5_000;
 
+/** `quotad usage --help`: the one command and the flags it shares with the key commands. */
+export const USAGE_USAGE = `Usage: quotad usage ID [flags]
+
+An API key's limits through the authority's AdminService: for each, used, remaining, the limit and when it
+resets. With --json, the same fields as GET /v1/usage of the gateway.
+
+Flags: --authority, --authority-ca, --authority-cert, --authority-key, --json, --timeout, as for
+quotad keys (quotad keys --help lists them, the environment and the exit codes).
+`;
+
 export const ADMIN_USAGE = `Usage: quotad keys <command> [flags]
        quotad usage ID [flags]
 
@@ -34,7 +44,8 @@ Commands:
                             issue a new secret; the old one works for the overlap (0s: stops at once)
   keys limits ID [--set NAME=VALUE]... [--unset NAME]...
                             override the tier's limits for this key alone; NAME is a limit of the
-                            tier or rpm, tpm, tpd, usd_per_day; VALUE a count, or dollars ("5.00")
+                            tier or rpm, tpm, tpd, usd_per_day; VALUE a count, or dollars ("5.00");
+                            with neither flag, show the key's overrides
   usage ID                  the key's limits: used, remaining, limit and when each resets
 
 Flags of every command:
@@ -128,11 +139,17 @@ function readSettings(values: Values, env: NodeJS.ProcessEnv): Settings {
 }
 
 /** Parses, calls the authority once (or once a page), prints; a CliError becomes its message and code. */
-async function runCommand(name: string, command: Command, args: string[], env: NodeJS.ProcessEnv) {
+async function runCommand(
+  name: string,
+  command: Command,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  help = ADMIN_USAGE,
+) {
   try {
     const { values, positionals } = parseCommandLine(command, args);
     if (values.help) {
-      process.stdout.write(ADMIN_USAGE);
+      process.stdout.write(help);
       return EXIT.ok;
     }
     const id = readId(name, command, positionals);
@@ -173,5 +190,5 @@ export async function keysCli(args: string[], env: NodeJS.ProcessEnv): Promise<n
 
 /** `quotad usage ID`: the exit code to end with. */
 export function usageCli(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  return runCommand('usage', USAGE_COMMAND, args, env);
+  return runCommand('usage', USAGE_COMMAND, args, env, USAGE_USAGE);
 }

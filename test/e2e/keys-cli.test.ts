@@ -173,6 +173,53 @@ describe('quotad keys against a running authority', () => {
     assert.match(run.stdout, /^requests_per_minute\s+rate\s+1\s+9\s+10\s/m);
   });
 
+  test('keys limits ID with neither --set nor --unset shows the overrides and changes nothing', async () => {
+    const { id } = await createKey();
+    assert.equal((await cli(['keys', 'limits', id, '--set', 'rpm=3'])).code, 0);
+    const shown = await cli(['keys', 'limits', id, '--json']);
+    assert.equal(shown.code, 0, shown.stderr);
+    const key = JSON.parse(shown.stdout) as ApiKey__Output;
+    assert.deepEqual(
+      key.limits.map((o) => [o.name, o.value]),
+      [['requests_per_minute', '3']],
+    );
+  });
+
+  test("usage --json prints the shape of the gateway's GET /v1/usage", async () => {
+    const { id, secret } = await createKey();
+    await check(secret);
+    const run = await cli(['usage', id, '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const usage = JSON.parse(run.stdout) as {
+      object: string;
+      tier: string;
+      key: { id: string };
+      limits: Record<string, unknown>[];
+    };
+    assert.deepEqual([usage.object, usage.tier, usage.key.id], ['usage', 'free', id]);
+    const rpm = usage.limits.find((l) => l.name === 'requests_per_minute');
+    assert.deepEqual(
+      [rpm?.kind, rpm?.unit, rpm?.used, rpm?.window_seconds, typeof rpm?.resets_in_ms],
+      ['rate', 'requests', 1, 60, 'number'],
+    );
+  });
+
+  test("usage --help is the usage command's help, not the key commands'", async () => {
+    const run = await cli(['usage', '--help']);
+    assert.equal(run.code, 0);
+    assert.match(run.stdout, /^Usage: quotad usage ID \[flags\]\n/);
+    assert.doesNotMatch(run.stdout, /keys create/);
+  });
+
+  test("an unreachable authority is named with the reason, without grpc-js's empty resolution note", async () => {
+    const run = await cli(['keys', 'list', '--timeout', '1s'], {
+      QUOTAD_AUTHORITY: `127.0.0.1:${await freePort()}`,
+    });
+    assert.equal(run.code, 3);
+    assert.match(run.stderr, /did not answer \(.*ECONNREFUSED.*\); is it running there\?/);
+    assert.doesNotMatch(run.stderr, /Resolution note/);
+  });
+
   // Runs last (tests in a describe run in order): by now every secret above has been issued and used.
   test("no issued secret appears in the authority's log output", () => {
     assert.ok(secrets.length >= 6);

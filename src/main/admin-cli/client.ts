@@ -34,9 +34,20 @@ export interface Settings {
   json: boolean;
 }
 
+/**
+ * grpc-js's connection failures end in `Resolution note: ` and nothing when the name resolved without a
+ * note, and repeat `Error: `: the reason, without either.
+ */
+function cleanDetails(details: string): string {
+  return details
+    .replace(/\.?\s*Resolution note:\s*$/, '')
+    .replace(/Last error: Error: /, 'last error: ')
+    .trim();
+}
+
 /** Turns a gRPC failure into what the operator should do about it; the status decides the exit code. */
 export function explainStatus(error: grpc.ServiceError, authority: string): CliError {
-  const details = error.details || error.message;
+  const details = cleanDetails(error.details || error.message);
   switch (error.code) {
     case grpc.status.UNAVAILABLE:
     case grpc.status.DEADLINE_EXCEEDED:

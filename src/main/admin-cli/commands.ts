@@ -1,4 +1,5 @@
 /** The admin CLI's commands: the flags each takes and the AdminService calls each makes. */
+import { usageBody } from '../../api/report-bodies.js';
 import type { ParseArgsConfig } from 'node:util';
 import { parseDuration } from '../../core/duration.js';
 import type { ApiKey__Output } from '../../gen/quotad/v1/ApiKey.js';
@@ -154,7 +155,12 @@ export const KEY_COMMANDS: Record<string, Command> = {
     takesId: true,
     async run(api, values, id) {
       const set = listFlag(values, 'set').map(limitOverride);
-      const key = await api.setKeyLimits({ id, set, unset: listFlag(values, 'unset') });
+      const unset = listFlag(values, 'unset');
+      // Neither flag: a question, not a change. Show the key with its overrides.
+      const key =
+        set.length === 0 && unset.length === 0
+          ? await api.getKey({ id })
+          : await api.setKeyLimits({ id, set, unset });
       return { message: key, text: keyFields(key) };
     },
   },
@@ -165,6 +171,8 @@ export const USAGE_COMMAND: Command = {
   takesId: true,
   async run(api, _values, id) {
     const usage = await api.getKeyUsage({ id });
-    return { message: usage, text: usageTable(usage) };
+    // The JSON is GET /v1/usage's shape, so a script reads one shape from either.
+    const json = usage.usage ? usageBody(usage.usage, usage.usage.key ?? usage.key) : {};
+    return { message: json, text: usageTable(usage) };
   },
 };

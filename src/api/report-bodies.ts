@@ -1,4 +1,8 @@
-/** The JSON bodies of the caller's own reports, GET /v1/models and GET /v1/usage, from the authority's answers. */
+/**
+ * The JSON of the reports a caller or an operator reads, from the authority's answers: GET /v1/models,
+ * and usage in one documented shape, served by the gateway's GET /v1/usage and printed by
+ * `quotad usage --json`.
+ */
 import type { GetUsageResponse__Output } from '../gen/quotad/v1/GetUsageResponse.js';
 import type { ListModelsResponse__Output } from '../gen/quotad/v1/ListModelsResponse.js';
 
@@ -16,16 +20,26 @@ export function modelsBody(answer: ListModelsResponse__Output) {
   };
 }
 
-/** The body of GET /v1/usage: the tier, the key, and every limit with what is used and when it resets. */
-export function usageBody(usage: GetUsageResponse__Output) {
+/** A key as usage names it; `expiresAtMs` 0 for a key that never expires. */
+interface UsageKey {
+  id: string;
+  org: string;
+  expiresAtMs: number;
+}
+
+/**
+ * Usage: the tier, the key, and every limit with what is used and when it resets. `key` names the key when
+ * the answer does not (AdminService's GetKeyUsage carries it beside the usage).
+ */
+export function usageBody(usage: GetUsageResponse__Output, key: UsageKey | null = usage.key) {
   return {
     object: 'usage',
     tier: usage.tier,
-    key: usage.key
+    key: key
       ? {
-          id: usage.key.id,
-          org: usage.key.org,
-          expires_at: usage.key.expiresAtMs ? Math.floor(usage.key.expiresAtMs / 1000) : null,
+          id: key.id,
+          org: key.org,
+          expires_at: key.expiresAtMs ? Math.floor(key.expiresAtMs / 1000) : null,
         }
       : null,
     tokens_used: usage.tokensUsed,
