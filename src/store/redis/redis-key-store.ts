@@ -1,4 +1,5 @@
-import type { Redis } from 'ioredis';
+import { randomUUID } from 'node:crypto';
+import { Cluster, Redis } from 'ioredis';
 import { recordTtlMs, secretTtlMs, type ApiKeyRecord } from '../../keys/key-record.js';
 import { decodeKeyDocument, encodeKeyDocument, type KeyListQuery, type KeyStore } from '../key-store.js';
 import {
@@ -10,14 +11,18 @@ import {
   apiKeySecretKey,
 } from '../keys.js';
 import { callRedis } from './call-redis.js';
+import type { RedisConnection } from './connection.js';
 import { defineKeyScripts, type KeyScripts } from './scripts.js';
 
 function decodeRow(document: string, version: string, used: string): ApiKeyRecord {
   return decodeKeyDocument(document, Number(version), used === '' ? null : Number(used));
 }
 
+/** Confirmation tokens on the change channel start with this; key ids never do. */
+const CONFIRMATION = '~confirm:';
+
 export interface RedisKeyStoreOptions {
-  redis: Redis;
+  redis: RedisConnection;
   /** Reports a change-channel failure; the cache TTL bounds staleness meanwhile. */
   onChannelError?: (error: Error) => void;
   /** close() also quits `redis`; off when the client is shared with a RedisStore, which closes it. */
@@ -36,13 +41,14 @@ export interface RedisKeyStoreOptions {
  */
 export class RedisKeyStore implements KeyStore {
   readonly kind = 'redis' as const;
-  readonly #redis: Redis & KeyScripts;
+  readonly #redis: RedisConnection & KeyScripts;
   readonly #onChannelError: (error: Error) => void;
   readonly #ownsClient: boolean;
   readonly #confirmEveryMs: number;
   #subscriber: Redis | undefined;
   #confirmer: NodeJS.Timeout | undefined;
   #deliveredAsOf = Number.NEGATIVE_INFINITY;
+  #closed = false;
 
   constructor(options: RedisKeyStoreOptions) {
     this.#redis = defineKeyScripts(options.redis);
@@ -108,8 +114,14 @@ export class RedisKeyStore implements KeyStore {
 
   watchKeyChanges(listener: (id: string | undefined) => void): void {
     if (this.#subscriber) throw new Error('RedisKeyStore: one change watcher per store');
+    if (this.#redis instanceof Cluster) this.#watchOnCluster(this.#redis, listener);
+    else this.#watchOnServer(this.#redis, listener);
+  }
+
+  /** Standalone and Sentinel: the subscriber follows the master like the main client (PUBLISH also reaches replicas). */
+  #watchOnServer(redis: Redis, listener: (id: string | undefined) => void): void {
     // A connection of its own: a subscribed connection can run no other command.
-    const subscriber = this.#redis.duplicate({ autoResubscribe: false, lazyConnect: true });
+    const subscriber = redis.duplicate({ autoResubscribe: false, lazyConnect: true });
     this.#subscriber = subscriber;
     let subscribed = false;
     subscriber.on('message', (channel: string, id: string) => {
@@ -144,6 +156,88 @@ export class RedisKeyStore implements KeyStore {
     subscriber.connect().catch((error: Error) => this.#onChannelError(error));
   }
 
+  /**
+   * Cluster: classic PUBLISH, which every node forwards over the cluster bus to every other node,
+   * replicas included. Sharded pub/sub (SPUBLISH) would reach only the `{keys}` shard's nodes and move
+   * with its slot; key changes are rare (admin writes), so a broadcast costs nothing that matters, and the
+   * subscriber may sit on any node, surviving the death of any one of them by moving to another.
+   *
+   * A PONG from the subscriber's node proves nothing about messages still on their way from the `{keys}`
+   * master, so the channel is confirmed by a token published from that master (confirm-changes.lua):
+   * hearing it back proves every earlier change was heard.
+   */
+  #watchOnCluster(cluster: Cluster & KeyScripts, listener: (id: string | undefined) => void): void {
+    const prefix = `${CONFIRMATION}${randomUUID()}:`;
+    const sentAt = new Map<number, number>();
+    let sequence = 0;
+    let subscribed = false;
+    let turn = 0;
+    const attach = () => {
+      if (this.#closed) return;
+      const known = cluster.nodes('all').map((node) => node.options);
+      const pool = known.length > 0 ? known : this.#seedNodes(cluster);
+      const node = pool[turn++ % pool.length] as { host?: string; port?: number };
+      const subscriber = new Redis({
+        ...cluster.options.redisOptions,
+        host: node.host ?? '127.0.0.1',
+        port: node.port ?? 6379,
+        autoResubscribe: false,
+        lazyConnect: true,
+        enableOfflineQueue: true,
+        // A node that stays gone is left for another: any node hears every message.
+        retryStrategy: (attempt) => (attempt > 3 ? null : 100),
+      });
+      this.#subscriber = subscriber;
+      subscriber.on('message', (channel: string, message: string) => {
+        if (channel !== API_KEY_CHANGES_CHANNEL) return;
+        if (message.startsWith(prefix)) {
+          const id = Number(message.slice(prefix.length));
+          const sent = sentAt.get(id);
+          for (const earlier of sentAt.keys()) if (earlier <= id) sentAt.delete(earlier);
+          if (sent !== undefined && subscribed) this.#deliveredAsOf = Math.max(this.#deliveredAsOf, sent);
+          return;
+        }
+        if (!message.startsWith(CONFIRMATION)) listener(message);
+      });
+      subscriber.on('error', (error: Error) => this.#onChannelError(error));
+      subscriber.on('close', () => {
+        subscribed = false;
+        this.#deliveredAsOf = Number.NEGATIVE_INFINITY;
+      });
+      subscriber.on('ready', () => {
+        subscriber.subscribe(API_KEY_CHANGES_CHANNEL).then(
+          () => {
+            subscribed = true;
+            listener(undefined);
+          },
+          (error: Error) => this.#onChannelError(error),
+        );
+      });
+      subscriber.on('end', () => {
+        if (this.#subscriber === subscriber) attach();
+      });
+      subscriber.connect().catch((error: Error) => this.#onChannelError(error));
+    };
+    attach();
+    this.#confirmer = setInterval(() => {
+      if (!subscribed) return;
+      const id = ++sequence;
+      sentAt.set(id, performance.now());
+      // Unconfirmed tokens (lost in a failover) are forgotten once newer ones are heard, or after 64.
+      if (sentAt.size > 64) sentAt.delete(sentAt.keys().next().value as number);
+      cluster
+        .quotadConfirmChanges(API_KEY_IDS, API_KEY_CHANGES_CHANNEL, `${prefix}${id}`)
+        .catch(() => undefined); // no confirmation: caches fall back to their TTL until one comes
+    }, this.#confirmEveryMs);
+    this.#confirmer.unref();
+  }
+
+  /** The Cluster's seed nodes, for a subscriber placed before the first slot map is known. */
+  #seedNodes(cluster: Cluster): { host?: string; port?: number }[] {
+    const seeds = (cluster as unknown as { startupNodes: { host?: string; port?: number }[] }).startupNodes;
+    return seeds.length > 0 ? seeds : [{}];
+  }
+
   changesDeliveredAsOf(): number {
     return this.#deliveredAsOf;
   }
@@ -154,6 +248,7 @@ export class RedisKeyStore implements KeyStore {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
     clearInterval(this.#confirmer);
     this.#subscriber?.disconnect();
     this.#subscriber = undefined;
