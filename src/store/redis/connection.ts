@@ -118,3 +118,12 @@ export function connectionMode(redis: RedisConnection): RedisTarget['mode'] {
 export function masterClients(redis: RedisConnection): Redis[] {
   return redis instanceof Cluster ? redis.nodes('master') : [redis];
 }
+
+/**
+ * Closes a client for good: QUIT (replies already on their way still arrive), then a disconnect, which
+ * also closes what QUIT leaves open (a Sentinel client's failover-detector connections to the sentinels).
+ */
+export async function closeConnection(redis: RedisConnection): Promise<void> {
+  await redis.quit().catch(() => undefined);
+  redis.disconnect();
+}

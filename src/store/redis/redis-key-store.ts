@@ -11,7 +11,7 @@ import {
   apiKeySecretKey,
 } from '../keys.js';
 import { callRedis } from './call-redis.js';
-import type { RedisConnection } from './connection.js';
+import { closeConnection, type RedisConnection } from './connection.js';
 import { defineKeyScripts, type KeyScripts } from './scripts.js';
 
 function decodeRow(document: string, version: string, used: string): ApiKeyRecord {
@@ -252,6 +252,6 @@ export class RedisKeyStore implements KeyStore {
     clearInterval(this.#confirmer);
     this.#subscriber?.disconnect();
     this.#subscriber = undefined;
-    if (this.#ownsClient) await this.#redis.quit().catch(() => this.#redis.disconnect());
+    if (this.#ownsClient) await closeConnection(this.#redis);
   }
 }

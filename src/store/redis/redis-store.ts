@@ -12,7 +12,12 @@ import type {
 import { leaseMember, limitKey, reservationKey } from '../keys.js';
 import type { QuotaStore } from '../store.js';
 import { callRedis } from './call-redis.js';
-import { createRedisConnection, type RedisClientOptions, type RedisConnection } from './connection.js';
+import {
+  closeConnection,
+  createRedisConnection,
+  type RedisClientOptions,
+  type RedisConnection,
+} from './connection.js';
 import { defineQuotaScripts, type QuotaScripts } from './scripts.js';
 
 /**
@@ -189,6 +194,6 @@ export class RedisStore implements QuotaStore {
   }
 
   async close(): Promise<void> {
-    await this.#redis.quit().catch(() => this.#redis.disconnect());
+    await closeConnection(this.#redis);
   }
 }
