@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { parseDuration } from '../core/duration.js';
 import type { RedisTarget } from '../store/redis/connection.js';
-import { parseRedisTarget, REDIS_PASSWORD_ENV } from './redis-target.js';
+import { parseRedisTarget, REDIS_PASSWORD_ENV, waitReplicasSetting } from './redis-target.js';
 
 /** A setting given badly, on the command line or in the environment. The CLI prints it and exits with 2. */
 export class ConfigError extends Error {
@@ -43,6 +43,12 @@ export const SERVE_SETTINGS = {
     env: 'QUOTAD_REDIS_SENTINEL_NAME',
     default: undefined,
     help: 'The master name the sentinels monitor (sentinel monitor <name> …); needs --redis-sentinels.',
+  },
+  redisWaitReplicas: {
+    flag: 'redis-wait-replicas',
+    env: 'QUOTAD_REDIS_WAIT_REPLICAS',
+    default: 'auto',
+    help: 'Replicas that must confirm an admin key change (Redis WAIT, within --redis-timeout) before it is acknowledged. auto: 1 on Cluster and Sentinel, 0 on REDIS_URL.',
   },
   policy: {
     flag: 'policy',
@@ -139,6 +145,8 @@ export interface ServeConfig {
   redisUrl: string | undefined;
   /** Where the shared store is: REDIS_URL, a Cluster or a Sentinel group; unset: the in-process store. */
   redis: RedisTarget | undefined;
+  /** Replicas that must confirm each admin key write (WAIT) before it is acknowledged. */
+  redisWaitReplicas: number;
   policyPath: string;
   grpcAddress: HostPort;
   metricsAddress: HostPort;
@@ -271,6 +279,7 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
   return {
     redisUrl: read(s.redisUrl),
     redis: parseRedisTarget(read, env),
+    redisWaitReplicas: waitReplicasSetting(read, env),
     policyPath: required(s.policy),
     grpcAddress: parseHostPort(name(s.grpcAddr), required(s.grpcAddr)),
     metricsAddress: parseHostPort(name(s.metricsAddr), required(s.metricsAddr)),

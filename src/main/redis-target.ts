@@ -92,3 +92,20 @@ export function parseRedisTarget(
   }
   return url === undefined ? undefined : { mode: 'standalone', url };
 }
+
+/** `--redis-wait-replicas`: a count, or auto (1 where replicas are part of the deployment, else 0). */
+export function waitReplicasSetting(
+  read: (setting: Setting) => string | undefined,
+  env: NodeJS.ProcessEnv,
+): number {
+  const setting = SERVE_SETTINGS.redisWaitReplicas;
+  const text = (read(setting) ?? 'auto').trim();
+  if (text === 'auto') {
+    const mode = parseRedisTarget(read, env)?.mode;
+    return mode === 'cluster' || mode === 'sentinel' ? 1 : 0;
+  }
+  if (!/^\d{1,2}$/.test(text)) {
+    throw new ConfigError(`${settingName(setting)}: expected auto or a number of replicas, got '${text}'`);
+  }
+  return Number(text);
+}

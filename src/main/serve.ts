@@ -111,6 +111,9 @@ async function openStores(
     redis,
     // Confirmations well inside the TTL, so a healthy channel keeps every cached key trusted.
     confirmEveryMs: Math.max(50, config.keyCacheTtlMs / 4),
+    writeReplicas: config.redisWaitReplicas,
+    // WAIT must give up (and say how many confirmed) before the command's own timeout cuts it off.
+    writeReplicaTimeoutMs: Math.max(1, Math.floor(config.redisTimeoutMs * 0.8)),
     onChannelError: (error) =>
       logger.warn({ err: error.message }, 'api key change channel error; cached keys expire by their TTL'),
   });

@@ -139,6 +139,9 @@ export class TestRedisCluster {
             String(NODE_TIMEOUT_MS),
             '--cluster-replica-validity-factor',
             '0',
+            // A replica's first sync starts at once instead of after the default 5 s diskless delay.
+            '--repl-diskless-sync-delay',
+            '0',
           ],
           'Ready to accept connections',
         ),
@@ -246,6 +249,7 @@ export class TestRedisSentinel {
       const port = await freeClusterPort(taken);
       const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir];
       args.push('--save', '', '--appendonly', 'no', '--dbfilename', `dump-${port}.rdb`);
+      args.push('--repl-diskless-sync-delay', '0');
       if (replicaOf) args.push('--replicaof', '127.0.0.1', String(replicaOf));
       return new RedisProcess(port, args, 'Ready to accept connections');
     };
@@ -303,8 +307,9 @@ export class TestRedisSentinel {
     await eventually(
       async () => {
         const master = await this.currentMaster();
-        const replication = String(await master.command('INFO', 'replication'));
-        if (Number(info(replication, 'connected_slaves') ?? 0) < 1) return undefined;
+        const replica = master === this.master ? this.replica : this.master;
+        const replication = String(await replica.command('INFO', 'replication'));
+        if (info(replication, 'master_link_status') !== 'up') return undefined;
         for (const sentinel of this.sentinels) {
           const replicas = (await sentinel.command('SENTINEL', 'replicas', this.name)) as unknown[];
           const others = (await sentinel.command('SENTINEL', 'sentinels', this.name)) as unknown[];

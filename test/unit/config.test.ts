@@ -7,6 +7,7 @@ test('with nothing set, serve uses the documented defaults and the in-process st
   assert.deepEqual(parseServeConfig([], {}), {
     redisUrl: undefined,
     redis: undefined,
+    redisWaitReplicas: 0,
     policyPath: 'config/policy.yaml',
     grpcAddress: { host: '0.0.0.0', port: 8081 },
     metricsAddress: { host: '0.0.0.0', port: 9464 },

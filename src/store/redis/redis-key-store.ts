@@ -10,6 +10,7 @@ import {
   apiKeyRecordKey,
   apiKeySecretKey,
 } from '../keys.js';
+import { StoreUnavailableError } from '../../core/errors.js';
 import { callRedis } from './call-redis.js';
 import { closeConnection, type RedisConnection } from './connection.js';
 import { defineKeyScripts, type KeyScripts } from './scripts.js';
@@ -29,6 +30,13 @@ export interface RedisKeyStoreOptions {
   ownsClient?: boolean;
   /** How often the change channel is pinged to confirm it delivers (see changesDeliveredAsOf). */
   confirmEveryMs?: number;
+  /**
+   * Replicas that must confirm each key write (Redis WAIT) before it is acknowledged, so a failover cannot
+   * lose an acknowledged revocation; 0: none (a standalone Redis has none to ask).
+   */
+  writeReplicas?: number;
+  /** The most a write waits for those confirmations. */
+  writeReplicaTimeoutMs?: number;
 }
 
 /**
@@ -49,12 +57,16 @@ export class RedisKeyStore implements KeyStore {
   #confirmer: NodeJS.Timeout | undefined;
   #deliveredAsOf = Number.NEGATIVE_INFINITY;
   #closed = false;
+  readonly #writeReplicas: number;
+  readonly #writeReplicaTimeoutMs: number;
 
   constructor(options: RedisKeyStoreOptions) {
     this.#redis = defineKeyScripts(options.redis);
     this.#onChannelError = options.onChannelError ?? (() => undefined);
     this.#ownsClient = options.ownsClient ?? false;
     this.#confirmEveryMs = options.confirmEveryMs ?? 250;
+    this.#writeReplicas = options.writeReplicas ?? 0;
+    this.#writeReplicaTimeoutMs = options.writeReplicaTimeoutMs ?? 1_000;
   }
 
   async putKey(next: ApiKeyRecord, nowMs: number): Promise<boolean> {
@@ -64,18 +76,35 @@ export class RedisKeyStore implements KeyStore {
       apiKeyOrgIdsKey(next.org),
       ...next.secrets.map((s) => apiKeySecretKey(s.sha256)),
     ];
-    const [written] = await callRedis(() =>
-      this.#redis.quotadPutKey(
-        keys.length,
-        ...keys,
-        next.version,
-        encodeKeyDocument(next),
-        next.id,
-        recordTtlMs(next, nowMs) ?? 0,
-        API_KEY_CHANGES_CHANNEL,
-        ...next.secrets.map((s) => secretTtlMs(next, s, nowMs) ?? 0),
-      ),
-    );
+    const args = [
+      keys.length,
+      ...keys,
+      next.version,
+      encodeKeyDocument(next),
+      next.id,
+      recordTtlMs(next, nowMs) ?? 0,
+      API_KEY_CHANGES_CHANNEL,
+      ...next.secrets.map((s) => secretTtlMs(next, s, nowMs) ?? 0),
+    ] as const;
+    if (this.#writeReplicas === 0) {
+      const [written] = await callRedis(() => this.#redis.quotadPutKey(...args));
+      return written === 1;
+    }
+    // WAIT counts the replicas that have this connection's writes; one pipeline keeps the script and the
+    // WAIT on the same connection to the same master (on Cluster: the {keys} slot's master).
+    const [written, confirmed] = await callRedis(async () => {
+      const pipeline = this.#redis.pipeline() as ReturnType<RedisConnection['pipeline']> & KeyScripts;
+      void pipeline.quotadPutKey(...args);
+      pipeline.wait(this.#writeReplicas, this.#writeReplicaTimeoutMs);
+      const replies = (await pipeline.exec()) ?? [];
+      for (const [error] of replies) if (error) throw error;
+      return [(replies[0]?.[1] as [number, number])[0], replies[1]?.[1] as number];
+    });
+    if (written === 1 && confirmed < this.#writeReplicas) {
+      throw new StoreUnavailableError(
+        `redis: the change to ${next.id} was written on the master, but ${confirmed} of the ${this.#writeReplicas} replica(s) asked confirmed it within ${this.#writeReplicaTimeoutMs} ms (WAIT); a failover now could lose it. Check it with quotad keys show ${next.id} and repeat the change if needed`,
+      );
+    }
     return written === 1;
   }
 
