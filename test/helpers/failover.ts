@@ -21,6 +21,14 @@ const ORGS = 30;
 const policy = policyWith([
   tier('steady', [
     limit({ name: 'requests_per_minute', kind: 'rate', limit: 10_000_000, onStoreFailure: 'open' }),
+    // Exact and not windowed, so a charge lost in the failover shows as a count that went back.
+    limit({
+      name: 'tokens_per_day',
+      kind: 'budget',
+      unit: 'tokens',
+      limit: 1_000_000_000_000,
+      onStoreFailure: 'open',
+    }),
   ]),
 ]);
 
@@ -33,6 +41,9 @@ export interface FailoverSetup {
   /** How long the topology takes to promote a replica, at most, by its own settings. */
   failoverBoundMs: number;
 }
+
+/** Tokens each check reserves: checkInput's 100 input + 200 output. */
+const TOKENS_PER_CHECK = 300;
 
 interface Outcome {
   startedAt: number;
@@ -74,6 +85,10 @@ export async function killMasterUnderLoad(t: TestContext, setup: FailoverSetup):
 
   const outcomes: Outcome[] = [];
   let running = true;
+  let killedAt = Infinity;
+  /** Per subject on the killed shard: the budget Redis reported before the kill, and first after it. */
+  const before = new Map<string, number>();
+  const after = new Map<string, number>();
   const worker = async (index: number) => {
     while (running) {
       const org = index % ORGS === 0 ? setup.orgOnKilledMaster : `failover-org-${index % ORGS}`;
@@ -84,6 +99,12 @@ export async function killMasterUnderLoad(t: TestContext, setup: FailoverSetup):
           startedAt + CALL_DEADLINE_MS,
         );
         outcomes.push({ startedAt, tookMs: Date.now() - startedAt, degraded: decision.degraded });
+        const used = decision.limits.find((each) => each.spec.name === 'tokens_per_day')?.used;
+        if (org === setup.orgOnKilledMaster && !decision.degraded && used !== undefined) {
+          const subject = `user-${index}`;
+          if (startedAt < killedAt) before.set(subject, Math.max(before.get(subject) ?? 0, used));
+          else if (!after.has(subject)) after.set(subject, used - TOKENS_PER_CHECK);
+        }
       } catch (error) {
         outcomes.push({
           startedAt,
@@ -102,7 +123,7 @@ export async function killMasterUnderLoad(t: TestContext, setup: FailoverSetup):
     () => 'the load never got Redis answers before the kill',
   );
 
-  const killedAt = Date.now();
+  killedAt = Date.now();
   await setup.killMaster();
   const recoveredAt = await eventually(
     async () => {
@@ -124,11 +145,18 @@ export async function killMasterUnderLoad(t: TestContext, setup: FailoverSetup):
   running = false;
   await Promise.all(workers);
 
+  // A check that started before the kill but was answered after it may have charged after the last
+  // count seen: the count may only be lower by what was lost, so this counts lost charges at most.
+  let lostCharges = 0;
+  for (const [subject, seen] of before) {
+    const first = after.get(subject);
+    if (first !== undefined && first < seen) lostCharges += (seen - first) / TOKENS_PER_CHECK;
+  }
   const errors = outcomes.filter((each) => each.error !== undefined);
   const late = outcomes.filter((each) => each.tookMs > CALL_DEADLINE_MS + SETTLE_SLACK_MS);
   const degraded = outcomes.filter((each) => each.degraded && each.startedAt >= killedAt).length;
   t.diagnostic(
-    `${outcomes.length} calls, ${degraded} decided by on_store_failure after the kill, Redis deciding again ${recoveredAt - killedAt} ms after it, slowest ${Math.max(...outcomes.map((each) => each.tookMs))} ms`,
+    `${outcomes.length} calls, ${degraded} decided by on_store_failure after the kill, Redis deciding again ${recoveredAt - killedAt} ms after it, slowest ${Math.max(...outcomes.map((each) => each.tookMs))} ms, charges lost on the killed shard ${lostCharges} (of ${[...before.values()].reduce((sum, used) => sum + used / TOKENS_PER_CHECK, 0)} acknowledged there)`,
   );
   assert.deepEqual(
     errors.map((each) => each.error),
