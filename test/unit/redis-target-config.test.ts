@@ -27,7 +27,7 @@ test('--redis-cluster takes seed nodes, and QUOTAD_REDIS_PASSWORD as their passw
 
 test('QUOTAD_REDIS_CLUSTER with rediss:// entries turns TLS on and may carry user and password', () => {
   const config = parseServeConfig([], {
-    QUOTAD_REDIS_CLUSTER: 'rediss://app:s%40cret@a:7000,rediss://b:7001',
+    QUOTAD_REDIS_CLUSTER: 'rediss://app:<password>@a:7000,rediss://b:7001',
   });
   assert.deepEqual(config.redis, {
     mode: 'cluster',
@@ -37,7 +37,7 @@ test('QUOTAD_REDIS_CLUSTER with rediss:// entries turns TLS on and may carry use
     ],
     tls: true,
     username: 'app',
-    password: 's@cret',
+    password: '<password>',
   });
 });
 
