@@ -112,6 +112,20 @@ async function openStores(
     // Confirmations well inside the TTL, so a healthy channel keeps every cached key trusted.
     confirmEveryMs: Math.max(50, config.keyCacheTtlMs / 4),
     writeReplicas: config.redisWaitReplicas,
+    onStoreReset: (how) => {
+      metrics.storeResets.inc({ how });
+      if (how === 'missing-at-start') {
+        logger.warn(
+          { how },
+          'redis holds no quotad store marker: a new store, or one that lost its data (then keys are unknown and budgets restart at 0)',
+        );
+      } else {
+        logger.error(
+          { how },
+          'redis store was emptied or replaced under a running authority: cached API keys dropped; keys, budgets and reservations written before are gone',
+        );
+      }
+    },
     // WAIT must give up (and say how many confirmed) before the command's own timeout cuts it off.
     writeReplicaTimeoutMs: Math.max(1, Math.floor(config.redisTimeoutMs * 0.8)),
     onChannelError: (error) =>

@@ -6,6 +6,7 @@ import {
   API_KEY_CHANGES_CHANNEL,
   API_KEY_IDS,
   API_KEY_RECORD_PREFIX,
+  STORE_MARKER,
   apiKeyOrgIdsKey,
   apiKeyRecordKey,
   apiKeySecretKey,
@@ -37,7 +38,19 @@ export interface RedisKeyStoreOptions {
   writeReplicas?: number;
   /** The most a write waits for those confirmations. */
   writeReplicaTimeoutMs?: number;
+  /**
+   * Called when the store's identity marker was missing or changed: `missing-at-start` (a new store, or
+   * one that lost its data before this process started), `emptied` (FLUSHALL, a restart without data, a
+   * replica promoted with nothing) or `replaced` (another authority re-marked it first). Every cached key
+   * has been dropped by then.
+   */
+  onStoreReset?: (how: StoreReset) => void;
 }
+
+export type StoreReset = 'missing-at-start' | 'emptied' | 'replaced';
+
+/** The marker outlives any idle spell of the authorities (it is refreshed on every check). */
+const MARKER_TTL_MS = 30 * 86_400_000;
 
 /**
  * API keys in Redis, under the `{keys}` hash tag. Writes are scripts that compare and set on the record's
@@ -59,6 +72,9 @@ export class RedisKeyStore implements KeyStore {
   #closed = false;
   readonly #writeReplicas: number;
   readonly #writeReplicaTimeoutMs: number;
+  readonly #onStoreReset: (how: StoreReset) => void;
+  #marker = '';
+  #forget: (id: string | undefined) => void = () => undefined;
 
   constructor(options: RedisKeyStoreOptions) {
     this.#redis = defineKeyScripts(options.redis);
@@ -67,6 +83,37 @@ export class RedisKeyStore implements KeyStore {
     this.#confirmEveryMs = options.confirmEveryMs ?? 250;
     this.#writeReplicas = options.writeReplicas ?? 0;
     this.#writeReplicaTimeoutMs = options.writeReplicaTimeoutMs ?? 1_000;
+    this.#onStoreReset = options.onStoreReset ?? (() => undefined);
+  }
+
+  /**
+   * Reads (and refreshes) the store's identity marker; when it is missing or not the one this process
+   * knows, drops every cached key and reports how. Run with every channel confirmation, so a FLUSHALL or
+   * an emptied Redis is noticed within one confirmation interval.
+   */
+  async checkStoreMarker(): Promise<StoreReset | undefined> {
+    const [state, id] = await callRedis(() =>
+      this.#redis.quotadCheckMarker(STORE_MARKER, this.#marker, randomUUID(), MARKER_TTL_MS),
+    );
+    const known = this.#marker;
+    this.#marker = id;
+    if (state === 1) return undefined;
+    if (state === 2 && known === '') return undefined; // the first look at a marked store
+    const how: StoreReset = known === '' ? 'missing-at-start' : state === 0 ? 'emptied' : 'replaced';
+    this.#deliveredAsOf = Number.NEGATIVE_INFINITY;
+    this.#forget(undefined);
+    this.#onStoreReset(how);
+    return how;
+  }
+
+  /** A confirmation only counts while the store is still the one the caches were filled from. */
+  #confirmIfSameStore(confirm: () => void): void {
+    this.checkStoreMarker().then(
+      (reset) => {
+        if (reset === undefined) confirm();
+      },
+      () => undefined, // no confirmation: caches fall back to their TTL until one comes
+    );
   }
 
   async putKey(next: ApiKeyRecord, nowMs: number): Promise<boolean> {
@@ -143,6 +190,8 @@ export class RedisKeyStore implements KeyStore {
 
   watchKeyChanges(listener: (id: string | undefined) => void): void {
     if (this.#subscriber) throw new Error('RedisKeyStore: one change watcher per store');
+    this.#forget = listener;
+    this.checkStoreMarker().catch(() => undefined); // Redis down at start: the next confirmation looks
     if (this.#redis instanceof Cluster) this.#watchOnCluster(this.#redis, listener);
     else this.#watchOnServer(this.#redis, listener);
   }
@@ -175,9 +224,10 @@ export class RedisKeyStore implements KeyStore {
       if (!subscribed) return;
       const sent = performance.now();
       subscriber.ping().then(
-        () => {
-          if (subscribed) this.#deliveredAsOf = Math.max(this.#deliveredAsOf, sent);
-        },
+        () =>
+          this.#confirmIfSameStore(() => {
+            if (subscribed) this.#deliveredAsOf = Math.max(this.#deliveredAsOf, sent);
+          }),
         () => undefined, // no confirmation: caches fall back to their TTL until one comes
       );
     }, this.#confirmEveryMs);
@@ -223,7 +273,11 @@ export class RedisKeyStore implements KeyStore {
           const id = Number(message.slice(prefix.length));
           const sent = sentAt.get(id);
           for (const earlier of sentAt.keys()) if (earlier <= id) sentAt.delete(earlier);
-          if (sent !== undefined && subscribed) this.#deliveredAsOf = Math.max(this.#deliveredAsOf, sent);
+          if (sent !== undefined && subscribed) {
+            this.#confirmIfSameStore(() => {
+              this.#deliveredAsOf = Math.max(this.#deliveredAsOf, sent);
+            });
+          }
           return;
         }
         if (!message.startsWith(CONFIRMATION)) listener(message);
