@@ -100,8 +100,11 @@ export class RedisKeyStore implements KeyStore {
     if (state === 1) return undefined;
     if (state === 2 && known === '') return undefined; // the first look at a marked store
     const how: StoreReset = known === '' ? 'missing-at-start' : state === 0 ? 'emptied' : 'replaced';
-    this.#deliveredAsOf = Number.NEGATIVE_INFINITY;
-    this.#forget(undefined);
+    // At start nothing is cached yet; later, everything cached came from the store that is gone.
+    if (how !== 'missing-at-start') {
+      this.#deliveredAsOf = Number.NEGATIVE_INFINITY;
+      this.#forget(undefined);
+    }
     this.#onStoreReset(how);
     return how;
   }
