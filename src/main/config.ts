@@ -1,5 +1,7 @@
 import { parseArgs } from 'node:util';
 import { parseDuration } from '../core/duration.js';
+import type { RedisTarget } from '../store/redis/connection.js';
+import { parseRedisTarget, REDIS_PASSWORD_ENV, waitReplicasSetting } from './redis-target.js';
 
 /** A setting given badly, on the command line or in the environment. The CLI prints it and exits with 2. */
 export class ConfigError extends Error {
@@ -22,7 +24,31 @@ export const SERVE_SETTINGS = {
     flag: 'redis-url',
     env: 'REDIS_URL',
     default: undefined,
-    help: 'Redis to share counters through (redis://, rediss://). Unset: in-process store, single instance only.',
+    help: 'Redis to share counters through (redis://, rediss://). Unset (and no cluster or sentinels): in-process store, single instance only.',
+  },
+  redisCluster: {
+    flag: 'redis-cluster',
+    env: 'QUOTAD_REDIS_CLUSTER',
+    default: undefined,
+    help: 'Seed nodes of a Redis Cluster, host:port,host:port,… (rediss://host:port for TLS). Instead of --redis-url.',
+  },
+  redisSentinels: {
+    flag: 'redis-sentinels',
+    env: 'QUOTAD_REDIS_SENTINELS',
+    default: undefined,
+    help: 'Sentinels of a Redis Sentinel group, host:port,… (rediss://host:port for TLS), with --redis-sentinel-name. Instead of --redis-url.',
+  },
+  redisSentinelName: {
+    flag: 'redis-sentinel-name',
+    env: 'QUOTAD_REDIS_SENTINEL_NAME',
+    default: undefined,
+    help: 'The master name the sentinels monitor (sentinel monitor <name> …); needs --redis-sentinels.',
+  },
+  redisWaitReplicas: {
+    flag: 'redis-wait-replicas',
+    env: 'QUOTAD_REDIS_WAIT_REPLICAS',
+    default: 'auto',
+    help: 'Replicas that must confirm an admin key change (Redis WAIT, within --redis-timeout) before it is acknowledged. auto: 1 on Cluster and Sentinel, 0 on REDIS_URL.',
   },
   policy: {
     flag: 'policy',
@@ -135,6 +161,10 @@ export interface HostPort {
 
 export interface ServeConfig {
   redisUrl: string | undefined;
+  /** Where the shared store is: REDIS_URL, a Cluster or a Sentinel group; unset: the in-process store. */
+  redis: RedisTarget | undefined;
+  /** Replicas that must confirm each admin key write (WAIT) before it is acknowledged. */
+  redisWaitReplicas: number;
   policyPath: string;
   grpcAddress: HostPort;
   metricsAddress: HostPort;
@@ -303,6 +333,8 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
   const s = SERVE_SETTINGS;
   return {
     redisUrl: read(s.redisUrl),
+    redis: parseRedisTarget(read, env),
+    redisWaitReplicas: waitReplicasSetting(read, env),
     policyPath: required(s.policy),
     grpcAddress: parseHostPort(name(s.grpcAddr), required(s.grpcAddr)),
     metricsAddress: parseHostPort(name(s.metricsAddr), required(s.metricsAddr)),
@@ -382,6 +414,6 @@ export function serveUsage(): string {
   return commandHelp(
     'serve',
     SERVE_SETTINGS,
-    `QUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService. QUOTAD_AUTHORITY_TOKEN (environment only; likewise) makes every QuotaService call carry it.`,
+    `QUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService. QUOTAD_AUTHORITY_TOKEN (environment only; likewise) makes every QuotaService call carry it. ${REDIS_PASSWORD_ENV} (environment only) is the password of the Cluster nodes or of the Sentinel-managed master (REDIS_URL carries its own).`,
   );
 }

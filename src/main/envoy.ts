@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisConnection } from '../store/redis/connection.js';
 import type { Clock } from '../core/clock.js';
 import { EnvoyConfigWatcher } from '../envoy/config-watcher.js';
 import { loadRateLimitServiceDefinition, RLS_SERVICE_NAME } from '../envoy/rls-proto.js';
@@ -22,7 +22,7 @@ export interface EnvoyFrontOptions {
   directory: string;
   config: ServeConfig;
   /** The authority's Redis client when it has one; the Envoy counters then live there too. */
-  redis: Redis | undefined;
+  redis: RedisConnection | undefined;
   /** Injected in tests; production: the system clock here and Redis TIME in the script. */
   clock: Clock | undefined;
   localClock: Clock;

@@ -1,4 +1,3 @@
-import type { Redis } from 'ioredis';
 import type { DestinationStream } from 'pino';
 import { startAuthorityServer } from '../authority/server.js';
 import type { Clock } from '../core/clock.js';
@@ -10,7 +9,8 @@ import type { KeyStore } from '../store/key-store.js';
 import { MemoryKeyStore } from '../store/memory-key-store.js';
 import { MemoryStore } from '../store/memory-store.js';
 import { RedisKeyStore } from '../store/redis/redis-key-store.js';
-import { createRedisClient, RedisStore } from '../store/redis/redis-store.js';
+import { createRedisConnection, type RedisConnection } from '../store/redis/connection.js';
+import { RedisStore } from '../store/redis/redis-store.js';
 import type { QuotaStore } from '../store/store.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { AuthorityMetrics, type MemoryStoreRole } from '../telemetry/metrics.js';
@@ -50,7 +50,7 @@ export interface RunningAuthority {
 interface Stores {
   quota: QuotaStore;
   keys: KeyStore;
-  redis?: Redis;
+  redis?: RedisConnection;
 }
 
 /** An in-process store bounded by --memory-max-entries, its size and refusals in the metrics. */
@@ -75,9 +75,9 @@ async function openStores(
   logger: Logger,
   metrics: AuthorityMetrics,
 ): Promise<Stores> {
-  if (!config.redisUrl) {
+  if (!config.redis) {
     logger.warn(
-      'no REDIS_URL: counters and API keys live in this process only. Run a single instance; replicas would not share limits, and a restart forgets usage and keys.',
+      'no REDIS_URL (nor cluster or sentinels): counters and API keys live in this process only. Run a single instance; replicas would not share limits, and a restart forgets usage and keys.',
     );
     const local = clock ?? systemClock;
     return {
@@ -85,9 +85,20 @@ async function openStores(
       keys: new MemoryKeyStore({ clock: local }),
     };
   }
-  const redis = createRedisClient(config.redisUrl, { commandTimeoutMs: config.redisTimeoutMs });
-  redis.on('error', (error: Error) => logger.warn({ err: error.message }, 'redis connection error'));
-  redis.on('ready', () => logger.info('redis ready'));
+  const redis = createRedisConnection(config.redis, { commandTimeoutMs: config.redisTimeoutMs });
+  const mode = config.redis.mode;
+  redis.on('error', (error: Error) => logger.warn({ err: error.message, mode }, 'redis connection error'));
+  redis.on('ready', () => logger.info({ mode }, 'redis ready'));
+  if (mode === 'sentinel') {
+    redis.on('+switch-master', () => logger.warn({ mode }, 'redis sentinel switched master'));
+  } else if (mode === 'cluster') {
+    redis.on('+node', (node: { options: { host?: string; port?: number } }) =>
+      logger.info({ node: `${node.options.host}:${node.options.port}` }, 'redis cluster node added'),
+    );
+    redis.on('-node', (node: { options: { host?: string; port?: number } }) =>
+      logger.warn({ node: `${node.options.host}:${node.options.port}` }, 'redis cluster node removed'),
+    );
+  }
   try {
     await redis.connect();
   } catch (error) {
@@ -101,6 +112,23 @@ async function openStores(
     redis,
     // Confirmations well inside the TTL, so a healthy channel keeps every cached key trusted.
     confirmEveryMs: Math.max(50, config.keyCacheTtlMs / 4),
+    writeReplicas: config.redisWaitReplicas,
+    onStoreReset: (how) => {
+      metrics.storeResets.inc({ how });
+      if (how === 'missing-at-start') {
+        logger.warn(
+          { how },
+          'redis holds no quotad store marker: a new store, or one that lost its data (then keys are unknown and budgets restart at 0)',
+        );
+      } else {
+        logger.error(
+          { how },
+          'redis store was emptied or replaced under a running authority: cached API keys dropped; keys, budgets and reservations written before are gone',
+        );
+      }
+    },
+    // WAIT must give up (and say how many confirmed) before the command's own timeout cuts it off.
+    writeReplicaTimeoutMs: Math.max(1, Math.floor(config.redisTimeoutMs * 0.8)),
     onChannelError: (error) =>
       logger.warn({ err: error.message }, 'api key change channel error; cached keys expire by their TTL'),
   });
@@ -159,7 +187,9 @@ function authoritySecrets(config: ServeConfig): (string | undefined)[] {
     const { password } = new URL(config.redisUrl);
     if (password) redisPassword = decodeURIComponent(password);
   }
-  return [config.adminToken, config.authorityToken, redisPassword];
+  const target = config.redis;
+  const targetPassword = target && target.mode !== 'standalone' ? target.password : undefined;
+  return [config.adminToken, config.authorityToken, redisPassword, targetPassword];
 }
 
 /** Wires and starts the authority: policy, store, gRPC server and metrics endpoint. */
@@ -177,7 +207,7 @@ export async function startAuthority(
   const clock = overrides.clock;
   // Without an injected clock, Redis scripts read Redis TIME; everything else reads the system clock.
   const localClock = clock ?? systemClock;
-  const metrics = new AuthorityMetrics({ version: VERSION, storeKind: config.redisUrl ? 'redis' : 'memory' });
+  const metrics = new AuthorityMetrics({ version: VERSION, storeKind: config.redis ? 'redis' : 'memory' });
   const stores = await openStores(config, clock, logger, metrics);
   const store = stores.quota;
 

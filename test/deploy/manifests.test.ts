@@ -30,9 +30,20 @@ import {
 } from '../helpers/kubernetes.js';
 
 /** Every kustomization an operator may apply or build on; the overlays are what clusters get. */
-const TARGETS = ['base', 'overlays/dev', 'overlays/production'] as const;
+const TARGETS = [
+  'base',
+  'overlays/dev',
+  'overlays/production',
+  'overlays/production-cluster',
+  'overlays/production-sentinel',
+] as const;
 type Target = (typeof TARGETS)[number];
-const OVERLAYS = ['overlays/dev', 'overlays/production'] as const;
+const OVERLAYS = [
+  'overlays/dev',
+  'overlays/production',
+  'overlays/production-cluster',
+  'overlays/production-sentinel',
+] as const;
 const NAMESPACE = 'quotad';
 
 const PACKAGE_VERSION = (
@@ -672,6 +683,33 @@ describe('overlays', () => {
     const key = gateway.env?.find((variable) => variable.name === 'OPENAI_API_KEY');
     assert.equal(key?.valueFrom?.secretKeyRef?.optional, false);
   });
+
+  for (const [overlay, expected] of [
+    ['overlays/production-cluster', { QUOTAD_REDIS_CLUSTER: 'cluster', QUOTAD_REDIS_PASSWORD: 'password' }],
+    [
+      'overlays/production-sentinel',
+      {
+        QUOTAD_REDIS_SENTINELS: 'sentinels',
+        QUOTAD_REDIS_SENTINEL_NAME: 'sentinel-name',
+        QUOTAD_REDIS_PASSWORD: 'password',
+      },
+    ],
+  ] as const) {
+    test(`${overlay}: the authority reaches Redis one way only, from the Secret quotad-redis`, () => {
+      const authority = container(workloadRunning(rendered(overlay), 'serve'), 'serve');
+      const redisVariables = Object.fromEntries(
+        (authority.env ?? [])
+          .filter((variable) =>
+            /^(REDIS_URL|QUOTAD_REDIS_(CLUSTER|SENTINELS|SENTINEL_NAME|PASSWORD))$/.test(variable.name),
+          )
+          .map((variable) => {
+            assert.equal(variable.valueFrom?.secretKeyRef?.name, 'quotad-redis', variable.name);
+            return [variable.name, variable.valueFrom?.secretKeyRef?.key];
+          }),
+      );
+      assert.deepEqual(redisVariables, expected);
+    });
+  }
 });
 
 test("grpc-js resolves dns:/// targets with getaddrinfo, so the gateway's short Service name resolves in its namespace", () => {

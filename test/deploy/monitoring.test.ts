@@ -9,7 +9,7 @@ import { parse } from 'yaml';
 import { AuthorityProcess, REPO_ROOT } from '../../harness/authority-process.js';
 import { labelNamesOf, parseExposition, seriesExists, type Exposition } from '../helpers/exposition.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
-import { eventually } from '../helpers/eventually.js';
+import { eventually } from '../../harness/eventually.js';
 import { GatewayProcess, postChat } from '../../harness/gateway-process.js';
 import { adminClient, quotaClient, type AdminClient, type QuotaClient } from '../../harness/grpc-clients.js';
 import { PrometheusServer } from '../helpers/prometheus-server.js';

@@ -9,9 +9,9 @@ import type { CheckQuotaResponse__Output } from '../../src/gen/quotad/v1/CheckQu
 import { MemoryStore } from '../../src/store/memory-store.js';
 import { createRedisClient, RedisStore } from '../../src/store/redis/redis-store.js';
 import type { QuotaStore } from '../../src/store/store.js';
-import { capturingLogger, makeAuthority } from '../helpers/authority.js';
+import { capturingLogger, makeAuthority } from '../../harness/authority.js';
 import { quotaClient, type QuotaClient } from '../../harness/grpc-clients.js';
-import { limit, policyWith, TEST_MODEL, tier } from '../helpers/policy.js';
+import { limit, policyWith, TEST_MODEL, tier } from '../../harness/policy.js';
 import { TestRedisServer } from '../../harness/redis-server.js';
 
 const MINUTE = 60_000;

@@ -8,7 +8,7 @@ import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { ManualClock } from '../../src/core/clock.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
-import { eventually } from '../helpers/eventually.js';
+import { eventually } from '../../harness/eventually.js';
 import { healthClient, reflectionClient } from '../../harness/grpc-clients.js';
 import {
   descriptor,

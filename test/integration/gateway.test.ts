@@ -15,7 +15,7 @@ import { parseModelCall } from '../../src/gateway/requests.js';
 import { formatApiKey, KEY_RANDOM_BYTES } from '../../src/keys/api-key.js';
 import { startGateway, type RunningGateway } from '../../src/main/gateway.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
-import { eventually } from '../helpers/eventually.js';
+import { eventually } from '../../harness/eventually.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
 import { pngDataUrl } from '../helpers/media.js';
 import { quotaClient, type QuotaClient } from '../../harness/grpc-clients.js';

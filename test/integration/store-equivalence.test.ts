@@ -1,15 +1,15 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { RecordUsageInput } from '../../src/authority/quota-authority.js';
-import type { PrincipalCheck as CheckQuotaInput } from '../helpers/authority.js';
+import type { PrincipalCheck as CheckQuotaInput } from '../../harness/authority.js';
 import { ManualClock } from '../../src/core/clock.js';
 import type { Decision } from '../../src/core/decision.js';
 import { chargesNothing, type Principal, type SettleOutcome } from '../../src/core/quota.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import { createRedisClient, RedisStore } from '../../src/store/redis/redis-store.js';
 import type { QuotaStore } from '../../src/store/store.js';
-import { makeAuthority, type TestAuthority } from '../helpers/authority.js';
-import { limit, OTHER_MODEL, policyWith, TEST_MODEL, tier } from '../helpers/policy.js';
+import { makeAuthority, type TestAuthority } from '../../harness/authority.js';
+import { limit, OTHER_MODEL, policyWith, TEST_MODEL, tier } from '../../harness/policy.js';
 import { TestRedisServer } from '../../harness/redis-server.js';
 
 /*

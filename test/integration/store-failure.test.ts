@@ -15,9 +15,9 @@ import {
   makeAuthority,
   usageInput,
   type TestAuthority,
-} from '../helpers/authority.js';
-import { eventually } from '../helpers/eventually.js';
-import { limit, policyWith, tier } from '../helpers/policy.js';
+} from '../../harness/authority.js';
+import { eventually } from '../../harness/eventually.js';
+import { limit, policyWith, tier } from '../../harness/policy.js';
 import { TestRedisServer } from '../../harness/redis-server.js';
 
 /** Each call's store command gives up after this; the caller's deadline is ten times longer. */

@@ -6,6 +6,8 @@ import { gatewayUsage, parseGatewayConfig } from '../../src/main/gateway-config.
 test('with nothing set, serve uses the documented defaults and the in-process store', () => {
   assert.deepEqual(parseServeConfig([], {}), {
     redisUrl: undefined,
+    redis: undefined,
+    redisWaitReplicas: 0,
     policyPath: 'config/policy.yaml',
     grpcAddress: { host: '0.0.0.0', port: 8081 },
     metricsAddress: { host: '0.0.0.0', port: 9464 },

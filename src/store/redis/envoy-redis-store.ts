@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisConnection } from './connection.js';
 import type { Clock } from '../../core/clock.js';
 import {
   envoyCounterKey,
@@ -29,7 +29,7 @@ interface EnvoyScripts {
 
 export interface EnvoyRedisStoreOptions {
   /** A client made by createRedisClient; the store only defines its script on it and never closes it. */
-  redis: Redis;
+  redis: RedisConnection;
   /** Drives time inside the script (tests); without it the script reads Redis TIME, so replicas agree. */
   clock?: Clock;
 }
@@ -37,12 +37,12 @@ export interface EnvoyRedisStoreOptions {
 /** Envoy domains' counters in Redis: one script per ShouldRateLimit call, every key in the domain's slot. */
 export class EnvoyRedisStore implements EnvoyRateLimitStore {
   readonly kind = 'redis' as const;
-  readonly #redis: Redis & EnvoyScripts;
+  readonly #redis: RedisConnection & EnvoyScripts;
   readonly #clock: Clock | undefined;
 
   constructor(options: EnvoyRedisStoreOptions) {
     options.redis.defineCommand('quotadEnvoyRateLimit', { lua: readScript('envoy-rate-limit') });
-    this.#redis = options.redis as Redis & EnvoyScripts;
+    this.#redis = options.redis as RedisConnection & EnvoyScripts;
     this.#clock = options.clock;
   }
 

@@ -1,21 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
-import type {
-  CheckQuotaInput,
-  QuotaAuthority,
-  RecordUsageInput,
-} from '../../src/authority/quota-authority.js';
-import type { Clock } from '../../src/core/clock.js';
-import type { Policy } from '../../src/core/policy.js';
-import type { Principal } from '../../src/core/quota.js';
-import type { KeyRegistry } from '../../src/keys/key-registry.js';
-import { composeAuthority, type ComposedAuthority } from '../../src/main/compose-authority.js';
-import type { KeyStore } from '../../src/store/key-store.js';
-import { MemoryKeyStore } from '../../src/store/memory-key-store.js';
-import { MemoryStore } from '../../src/store/memory-store.js';
-import type { QuotaStore } from '../../src/store/store.js';
-import { createLogger, type Logger } from '../../src/telemetry/logger.js';
-import { AuthorityMetrics } from '../../src/telemetry/metrics.js';
+import type { CheckQuotaInput, QuotaAuthority, RecordUsageInput } from '../src/authority/quota-authority.js';
+import type { Clock } from '../src/core/clock.js';
+import type { Policy } from '../src/core/policy.js';
+import type { Principal } from '../src/core/quota.js';
+import type { KeyRegistry } from '../src/keys/key-registry.js';
+import { composeAuthority, type ComposedAuthority } from '../src/main/compose-authority.js';
+import type { KeyStore } from '../src/store/key-store.js';
+import { MemoryKeyStore } from '../src/store/memory-key-store.js';
+import { MemoryStore } from '../src/store/memory-store.js';
+import type { QuotaStore } from '../src/store/store.js';
+import { createLogger, type Logger } from '../src/telemetry/logger.js';
+import { AuthorityMetrics } from '../src/telemetry/metrics.js';
 import { TEST_MODEL } from './policy.js';
 
 /** A logger that keeps its lines in memory, so tests can read what was logged. */
