@@ -35,6 +35,11 @@ export interface AdminServiceOptions {
   clock: Clock;
   metrics: AuthorityMetrics;
   logger: Logger;
+  /**
+   * Confirms a store reset (ConfirmStoreReset): resolves whether one was pending. Absent for the
+   * in-process store, which has no marker.
+   */
+  confirmStoreReset?: () => Promise<boolean>;
 }
 
 function requireId(id: string): string {
@@ -162,6 +167,16 @@ export function adminServiceHandlers(options: AdminServiceOptions): AdminService
           usdMicrosSpent: usage.usdMicrosSpent,
         },
       };
+    }),
+    ConfirmStoreReset: admin('ConfirmStoreReset', async () => {
+      const confirm = options.confirmStoreReset;
+      if (confirm === undefined) return { wasPending: false, store: 'memory' };
+      const wasPending = await confirm();
+      logger.warn(
+        { wasPending },
+        'store reset confirmed by an operator: QuotaService serves from the store as it is',
+      );
+      return { wasPending, store: 'redis' };
     }),
   };
 }

@@ -32,6 +32,10 @@ export interface AuthorityParts {
   adminToken?: string;
   /** QuotaService calls must then carry it (QUOTAD_AUTHORITY_TOKEN). */
   quotaToken?: string;
+  /** Why QuotaService refuses every call now (a store reset awaiting confirmation); serving when absent. */
+  refusal?: () => string | undefined;
+  /** AdminService's ConfirmStoreReset; absent for the in-process store. */
+  confirmStoreReset?: () => Promise<boolean>;
   /** A CSPRNG for key secrets; crypto.randomBytes unless given. */
   randomBytes?: (size: number) => Uint8Array;
 }
@@ -68,12 +72,10 @@ export function composeAuthority(parts: AuthorityParts): ComposedAuthority {
     keys,
     ...(parts.maxStoreWaitMs === undefined ? {} : { maxStoreWaitMs: parts.maxStoreWaitMs }),
   });
-  const quota = quotaServiceHandlers(
-    authority,
-    metrics,
-    logger,
-    parts.quotaToken === undefined ? {} : { token: parts.quotaToken },
-  );
+  const quota = quotaServiceHandlers(authority, metrics, logger, {
+    ...(parts.quotaToken === undefined ? {} : { token: parts.quotaToken }),
+    ...(parts.refusal === undefined ? {} : { refusal: parts.refusal }),
+  });
   const admin =
     parts.adminToken === undefined
       ? undefined
@@ -85,6 +87,7 @@ export function composeAuthority(parts: AuthorityParts): ComposedAuthority {
           clock,
           metrics,
           logger,
+          ...(parts.confirmStoreReset ? { confirmStoreReset: parts.confirmStoreReset } : {}),
         });
   return { authority, keys, handlers: admin ? { quota, admin } : { quota } };
 }

@@ -50,6 +50,12 @@ export const SERVE_SETTINGS = {
     default: 'auto',
     help: 'Replicas that must confirm an admin key change (Redis WAIT, within --redis-timeout) before it is acknowledged. auto: 1 on Cluster and Sentinel, 0 on REDIS_URL.',
   },
+  onStoreReset: {
+    flag: 'on-store-reset',
+    env: 'QUOTAD_ON_STORE_RESET',
+    default: 'serve',
+    help: 'What QuotaService does once the shared store was emptied or replaced under it (FLUSHALL, a restart without data, a failover to an empty replica; always logged, counted and alerted): serve (from the store as it now is: keys unknown, budgets from 0) or refuse (every call UNAVAILABLE until an operator runs quotad store confirm-reset).',
+  },
   policy: {
     flag: 'policy',
     env: 'QUOTAD_POLICY',
@@ -165,6 +171,8 @@ export interface ServeConfig {
   redis: RedisTarget | undefined;
   /** Replicas that must confirm each admin key write (WAIT) before it is acknowledged. */
   redisWaitReplicas: number;
+  /** After the store was emptied or replaced: keep serving, or refuse until an operator confirms. */
+  onStoreReset: 'serve' | 'refuse';
   policyPath: string;
   grpcAddress: HostPort;
   metricsAddress: HostPort;
@@ -221,6 +229,11 @@ export function urlSetting(name: string, text: string): string {
     throw new ConfigError(`${name}: expected an http:// or https:// URL, got '${text}'`);
   }
   return text.replace(/\/+$/, '');
+}
+
+export function storeResetSetting(name: string, text: string): 'serve' | 'refuse' {
+  if (text === 'serve' || text === 'refuse') return text;
+  throw new ConfigError(`${name}: expected serve or refuse, got '${text}'`);
 }
 
 export function failureModeSetting(name: string, text: string): 'open' | 'closed' | 'local' {
@@ -335,6 +348,7 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     redisUrl: read(s.redisUrl),
     redis: parseRedisTarget(read, env),
     redisWaitReplicas: waitReplicasSetting(read, env),
+    onStoreReset: storeResetSetting(name(s.onStoreReset), required(s.onStoreReset)),
     policyPath: required(s.policy),
     grpcAddress: parseHostPort(name(s.grpcAddr), required(s.grpcAddr)),
     metricsAddress: parseHostPort(name(s.metricsAddr), required(s.metricsAddr)),

@@ -51,6 +51,10 @@ interface Stores {
   quota: QuotaStore;
   keys: KeyStore;
   redis?: RedisConnection;
+  /** Why QuotaService refuses now (a store reset awaiting confirmation, --on-store-reset refuse). */
+  refusal?: () => string | undefined;
+  /** ConfirmStoreReset: resolves whether a reset was pending. */
+  confirmStoreReset?: () => Promise<boolean>;
 }
 
 /** An in-process store bounded by --memory-max-entries, its size and refusals in the metrics. */
@@ -108,8 +112,22 @@ async function openStores(
       'redis unreachable at start; failure policies decide until it is back',
     );
   }
+  const refuseOnReset = config.onStoreReset === 'refuse';
+  let pending = false;
   const keys = new RedisKeyStore({
     redis,
+    refuseOnReset,
+    onResetPending: (now) => {
+      if (refuseOnReset && now !== pending) {
+        metrics.storeResetRefusing.set(now ? 1 : 0);
+        if (now) {
+          logger.error(
+            'QuotaService refuses every call (UNAVAILABLE, --on-store-reset refuse) until an operator runs quotad store confirm-reset',
+          );
+        } else logger.warn('store reset confirmed: QuotaService serves again');
+      }
+      pending = now;
+    },
     // Confirmations well inside the TTL, so a healthy channel keeps every cached key trusted.
     confirmEveryMs: Math.max(50, config.keyCacheTtlMs / 4),
     writeReplicas: config.redisWaitReplicas,
@@ -132,7 +150,16 @@ async function openStores(
     onChannelError: (error) =>
       logger.warn({ err: error.message }, 'api key change channel error; cached keys expire by their TTL'),
   });
-  return { quota: new RedisStore(clock ? { redis, clock } : { redis }), keys, redis };
+  return {
+    quota: new RedisStore(clock ? { redis, clock } : { redis }),
+    keys,
+    redis,
+    refusal: () =>
+      refuseOnReset && pending
+        ? 'the quota store was emptied or replaced (its keys, budgets and reservations from before are gone); this authority refuses every call until an operator confirms with quotad store confirm-reset (--on-store-reset refuse)'
+        : undefined,
+    confirmStoreReset: () => keys.confirmStoreReset(),
+  };
 }
 
 /**
@@ -250,6 +277,8 @@ export async function startAuthority(
     logger,
     keyCacheTtlMs: config.keyCacheTtlMs,
     maxStoreWaitMs: config.redisTimeoutMs,
+    ...(stores.refusal ? { refusal: stores.refusal } : {}),
+    ...(stores.confirmStoreReset ? { confirmStoreReset: stores.confirmStoreReset } : {}),
     ...(config.adminToken ? { adminToken: config.adminToken } : {}),
     ...(config.authorityToken ? { quotaToken: config.authorityToken } : {}),
   });

@@ -28,7 +28,8 @@ export type GrpcMethod =
   | 'RevokeKey'
   | 'RotateKey'
   | 'SetKeyLimits'
-  | 'GetKeyUsage';
+  | 'GetKeyUsage'
+  | 'ConfirmStoreReset';
 /** Where a key lookup was answered (`stale`: the last known record, the store being out), and whether it was known. */
 export type KeyLookupLabels = { source: 'cache' | 'store' | 'stale'; result: 'found' | 'unknown' };
 /** Why cached key lookups were dropped: one key changed, or every key (the change channel reconnected). */
@@ -84,6 +85,7 @@ const GRPC_METHODS: Record<GrpcMethod, true> = {
   RotateKey: true,
   SetKeyLimits: true,
   GetKeyUsage: true,
+  ConfirmStoreReset: true,
 };
 
 /** A counter whose label values the compiler checks, so a typo cannot mint a new series. */
@@ -178,6 +180,8 @@ export class AuthorityMetrics {
   readonly #memoryStores = new Map<MemoryStoreRole, () => number>();
   /** Times the store's identity marker was found missing or changed (the store was emptied or replaced). */
   readonly storeResets: LabelledCounter<{ how: 'missing-at-start' | 'emptied' | 'replaced' }>;
+  /** 1 while QuotaService refuses every call on a store reset awaiting an operator's confirmation. */
+  readonly storeResetRefusing: UnlabelledGauge;
 
   constructor(options: AuthorityMetricsOptions) {
     const registers = [this.registry];
@@ -247,6 +251,11 @@ export class AuthorityMetrics {
     });
     for (const how of ['missing-at-start', 'emptied', 'replaced'] as const) resets.inc({ how }, 0);
     this.storeResets = resets;
+    this.storeResetRefusing = new Gauge({
+      name: 'quotad_store_reset_refusing',
+      help: '1 while QuotaService refuses every call (--on-store-reset refuse) because the store was emptied or replaced and no operator has confirmed it yet (quotad store confirm-reset); else 0.',
+      registers,
+    });
     this.reservationsExpired = new Counter({
       name: 'quotad_reservations_expired_total',
       help: 'Concurrency leases found expired and reclaimed.',

@@ -97,6 +97,7 @@ export function connect(settings: Settings): { api: AdminCalls; close: () => voi
     rotateKey: explained(client.rotateKey),
     setKeyLimits: explained(client.setKeyLimits),
     getKeyUsage: explained(client.getKeyUsage),
+    confirmStoreReset: explained(client.confirmStoreReset),
   };
   return { api, close: client.close };
 }

@@ -6,7 +6,9 @@ import {
   API_KEY_CHANGES_CHANNEL,
   API_KEY_IDS,
   API_KEY_RECORD_PREFIX,
+  STORE_CONFIRMED,
   STORE_MARKER,
+  STORE_RESET_PENDING,
   apiKeyOrgIdsKey,
   apiKeyRecordKey,
   apiKeySecretKey,
@@ -45,6 +47,13 @@ export interface RedisKeyStoreOptions {
    * has been dropped by then.
    */
   onStoreReset?: (how: StoreReset) => void;
+  /**
+   * On: a reset (emptied or replaced, not missing at start) is recorded in the store as awaiting an
+   * operator's confirmation (confirmStoreReset), so every authority can refuse until then.
+   */
+  refuseOnReset?: boolean;
+  /** Told after every marker check whether the store's current marker awaits an operator's confirmation. */
+  onResetPending?: (pending: boolean) => void;
 }
 
 export type StoreReset = 'missing-at-start' | 'emptied' | 'replaced';
@@ -73,6 +82,8 @@ export class RedisKeyStore implements KeyStore {
   readonly #writeReplicas: number;
   readonly #writeReplicaTimeoutMs: number;
   readonly #onStoreReset: (how: StoreReset) => void;
+  readonly #refuseOnReset: boolean;
+  readonly #onResetPending: (pending: boolean) => void;
   #marker = '';
   #forget: (id: string | undefined) => void = () => undefined;
 
@@ -84,6 +95,8 @@ export class RedisKeyStore implements KeyStore {
     this.#writeReplicas = options.writeReplicas ?? 0;
     this.#writeReplicaTimeoutMs = options.writeReplicaTimeoutMs ?? 1_000;
     this.#onStoreReset = options.onStoreReset ?? (() => undefined);
+    this.#refuseOnReset = options.refuseOnReset ?? false;
+    this.#onResetPending = options.onResetPending ?? (() => undefined);
   }
 
   /**
@@ -92,21 +105,57 @@ export class RedisKeyStore implements KeyStore {
    * an emptied Redis is noticed within one confirmation interval.
    */
   async checkStoreMarker(): Promise<StoreReset | undefined> {
-    const [state, id] = await callRedis(() =>
-      this.#redis.quotadCheckMarker(STORE_MARKER, this.#marker, randomUUID(), MARKER_TTL_MS),
+    const [state, id, pending] = await callRedis(() =>
+      this.#redis.quotadCheckMarker(
+        STORE_MARKER,
+        STORE_RESET_PENDING,
+        STORE_CONFIRMED,
+        this.#marker,
+        randomUUID(),
+        MARKER_TTL_MS,
+        this.#refuseOnReset ? 1 : 0,
+      ),
     );
     const known = this.#marker;
     this.#marker = id;
+    this.#onResetPending(pending === 1);
     if (state === 1) return undefined;
     if (state === 2 && known === '') return undefined; // the first look at a marked store
+    if (state === 3) {
+      // An operator confirmed a reset: no new alarm, but nothing cached before is trusted.
+      this.#dropCache();
+      return undefined;
+    }
     const how: StoreReset = known === '' ? 'missing-at-start' : state === 0 ? 'emptied' : 'replaced';
     // At start nothing is cached yet; later, everything cached came from the store that is gone.
-    if (how !== 'missing-at-start') {
-      this.#deliveredAsOf = Number.NEGATIVE_INFINITY;
-      this.#forget(undefined);
-    }
+    if (how !== 'missing-at-start') this.#dropCache();
     this.#onStoreReset(how);
     return how;
+  }
+
+  #dropCache(): void {
+    this.#deliveredAsOf = Number.NEGATIVE_INFINITY;
+    this.#forget(undefined);
+  }
+
+  /**
+   * An operator's word that the store as it is now is the one to serve from: writes a fresh, confirmed
+   * marker and clears the pending reset, so every authority refusing on it serves again at its next
+   * check. Returns whether a reset was pending.
+   */
+  async confirmStoreReset(): Promise<boolean> {
+    const [pending, id] = await callRedis(() =>
+      this.#redis.quotadConfirmStore(
+        STORE_MARKER,
+        STORE_RESET_PENDING,
+        STORE_CONFIRMED,
+        randomUUID(),
+        MARKER_TTL_MS,
+      ),
+    );
+    this.#marker = id;
+    this.#onResetPending(false);
+    return pending === 1;
   }
 
   /** A confirmation only counts while the store is still the one the caches were filled from. */
