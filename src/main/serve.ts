@@ -145,6 +145,11 @@ async function openStores(
         );
       }
     },
+    onServerChanged: (from, to) =>
+      logger.warn(
+        { from, to },
+        'redis holding the key registry is another server (restart or failover: new run_id or master_replid): cached API keys dropped',
+      ),
     // WAIT must give up (and say how many confirmed) before the command's own timeout cuts it off.
     writeReplicaTimeoutMs: Math.max(1, Math.floor(config.redisTimeoutMs * 0.8)),
     onChannelError: (error) =>

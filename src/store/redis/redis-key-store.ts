@@ -52,6 +52,12 @@ export interface RedisKeyStoreOptions {
    * operator's confirmation (confirmStoreReset), so every authority can refuse until then.
    */
   refuseOnReset?: boolean;
+  /**
+   * Told when the Redis holding the registry's slot is another server than at the last check (its run id
+   * or replication id changed: a restart, a failover), whatever the marker says. Every cached key has
+   * been dropped by then.
+   */
+  onServerChanged?: (from: string, to: string) => void;
   /** Told after every marker check whether the store's current marker awaits an operator's confirmation. */
   onResetPending?: (pending: boolean) => void;
 }
@@ -84,6 +90,9 @@ export class RedisKeyStore implements KeyStore {
   readonly #onStoreReset: (how: StoreReset) => void;
   readonly #refuseOnReset: boolean;
   readonly #onResetPending: (pending: boolean) => void;
+  readonly #onServerChanged: (from: string, to: string) => void;
+  /** `run_id:master_replid` of the Redis the last marker check ran on ('' before the first). */
+  #server = '';
   #marker = '';
   #forget: (id: string | undefined) => void = () => undefined;
 
@@ -97,28 +106,46 @@ export class RedisKeyStore implements KeyStore {
     this.#onStoreReset = options.onStoreReset ?? (() => undefined);
     this.#refuseOnReset = options.refuseOnReset ?? false;
     this.#onResetPending = options.onResetPending ?? (() => undefined);
+    this.#onServerChanged = options.onServerChanged ?? (() => undefined);
   }
 
   /**
    * Reads (and refreshes) the store's identity marker; when it is missing or not the one this process
    * knows, drops every cached key and reports how. Run with every channel confirmation, so a FLUSHALL or
-   * an emptied Redis is noticed within one confirmation interval.
+   * an emptied Redis is noticed within one confirmation interval. A Redis with another run id or
+   * replication id than at the last check also drops every cached key (reported as 'server-changed'
+   * when the marker shows no reset), since entries read from the server before cannot be trusted.
    */
-  async checkStoreMarker(): Promise<StoreReset | undefined> {
-    const [state, id, pending] = await callRedis(() =>
+  async checkStoreMarker(): Promise<StoreReset | 'server-changed' | undefined> {
+    // What this process knew when it asked: a concurrent check may adopt the new id first.
+    const known = this.#marker;
+    const knownServer = this.#server;
+    const [state, id, pending, server] = await callRedis(() =>
       this.#redis.quotadCheckMarker(
         STORE_MARKER,
         STORE_RESET_PENDING,
         STORE_CONFIRMED,
-        this.#marker,
+        known,
         randomUUID(),
         MARKER_TTL_MS,
         this.#refuseOnReset ? 1 : 0,
       ),
     );
-    const known = this.#marker;
     this.#marker = id;
+    this.#server = server;
     this.#onResetPending(pending === 1);
+    const reset = this.#markerReset(state, known);
+    if (reset !== undefined) return reset;
+    if (knownServer !== '' && knownServer !== server) {
+      this.#dropCache();
+      this.#onServerChanged(knownServer, server);
+      return 'server-changed';
+    }
+    return undefined;
+  }
+
+  /** What a marker check's state means to this process (and the cache dropped when it must be). */
+  #markerReset(state: number, known: string): StoreReset | undefined {
     if (state === 1) return undefined;
     if (state === 2 && known === '') return undefined; // the first look at a marked store
     if (state === 3) {

@@ -36,7 +36,7 @@ export interface KeyScripts {
     fresh: string,
     ttlMs: number,
     refuse: 0 | 1,
-  ): Promise<[number, string, number]>;
+  ): Promise<[number, string, number, string]>;
   quotadConfirmStore(
     marker: string,
     pending: string,
