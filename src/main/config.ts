@@ -50,6 +50,12 @@ export const SERVE_SETTINGS = {
     default: 'auto',
     help: 'Replicas that must confirm an admin key change (Redis WAIT, within --redis-timeout) before it is acknowledged. auto: 1 on Cluster and Sentinel, 0 on REDIS_URL.',
   },
+  storeDownAfter: {
+    flag: 'store-down-after',
+    env: 'QUOTAD_STORE_DOWN_AFTER',
+    default: '10s',
+    help: "How long no Redis master may answer a PING before gRPC health reports quotad.v1.QuotaService NOT_SERVING (the server's own status '' stays SERVING: calls are still answered by on_store_failure); SERVING again at the first answer. A failover or slot migration shorter than this is not reported. 0s: never.",
+  },
   onStoreReset: {
     flag: 'on-store-reset',
     env: 'QUOTAD_ON_STORE_RESET',
@@ -171,6 +177,8 @@ export interface ServeConfig {
   redis: RedisTarget | undefined;
   /** Replicas that must confirm each admin key write (WAIT) before it is acknowledged. */
   redisWaitReplicas: number;
+  /** No store answer for this long: QuotaService's health is NOT_SERVING (0: never). */
+  storeDownAfterMs: number;
   /** After the store was emptied or replaced: keep serving, or refuse until an operator confirms. */
   onStoreReset: 'serve' | 'refuse';
   policyPath: string;
@@ -348,6 +356,7 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     redisUrl: read(s.redisUrl),
     redis: parseRedisTarget(read, env),
     redisWaitReplicas: waitReplicasSetting(read, env),
+    storeDownAfterMs: durationSetting(name(s.storeDownAfter), required(s.storeDownAfter)),
     onStoreReset: storeResetSetting(name(s.onStoreReset), required(s.onStoreReset)),
     policyPath: required(s.policy),
     grpcAddress: parseHostPort(name(s.grpcAddr), required(s.grpcAddr)),

@@ -11,6 +11,7 @@ import { MemoryStore } from '../store/memory-store.js';
 import { RedisKeyStore } from '../store/redis/redis-key-store.js';
 import { createRedisConnection, type RedisConnection } from '../store/redis/connection.js';
 import { RedisStore } from '../store/redis/redis-store.js';
+import { StoreReachability } from '../store/redis/reachability.js';
 import type { QuotaStore } from '../store/store.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { AuthorityMetrics, type MemoryStoreRole } from '../telemetry/metrics.js';
@@ -328,6 +329,23 @@ export async function startAuthority(
     await server.shutdown({ drainDelayMs: 0, graceMs: 0 });
     throw error;
   });
+  const reachability =
+    stores.redis && config.storeDownAfterMs > 0
+      ? new StoreReachability({
+          redis: stores.redis,
+          downAfterMs: config.storeDownAfterMs,
+          onChange: (reachable) => {
+            server.setQuotaServing(reachable);
+            if (reachable) logger.warn('redis answers again: health SERVING for quotad.v1.QuotaService');
+            else {
+              logger.error(
+                { downAfterMs: config.storeDownAfterMs },
+                'redis unreachable (no master answered a PING for --store-down-after): health NOT_SERVING for quotad.v1.QuotaService; on_store_failure answers calls',
+              );
+            }
+          },
+        })
+      : undefined;
   if (config.demoKey) {
     const host = ['0.0.0.0', '::'].includes(config.grpcAddress.host) ? '127.0.0.1' : config.grpcAddress.host;
     await seedDemoKey(keys, logger, overrides.bannerOutput ?? process.stderr, {
@@ -366,6 +384,7 @@ export async function startAuthority(
     stop() {
       stopping ??= (async () => {
         logger.info({ drainDelayMs: config.shutdownDelayMs }, 'shutting down: health NOT_SERVING, draining');
+        reachability?.stop();
         await server.shutdown({ drainDelayMs: config.shutdownDelayMs, graceMs: config.shutdownGraceMs });
         authority.close();
         await policy.stop();

@@ -8,6 +8,7 @@ test('with nothing set, serve uses the documented defaults and the in-process st
     redisUrl: undefined,
     redis: undefined,
     redisWaitReplicas: 0,
+    storeDownAfterMs: 10_000,
     onStoreReset: 'serve',
     policyPath: 'config/policy.yaml',
     grpcAddress: { host: '0.0.0.0', port: 8081 },
