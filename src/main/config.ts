@@ -50,6 +50,12 @@ export const SERVE_SETTINGS = {
     default: 'auto',
     help: 'Replicas that must confirm an admin key change (Redis WAIT, within --redis-timeout) before it is acknowledged. auto: 1 on Cluster and Sentinel, 0 on REDIS_URL.',
   },
+  redisWaitBudgets: {
+    flag: 'redis-wait-budgets',
+    env: 'QUOTAD_REDIS_WAIT_BUDGETS',
+    default: 'off',
+    help: 'on: a check or settlement that moves a budget is answered only once one replica confirmed it (Redis WAIT, within 0.8 × --redis-timeout; past that it is answered and counted in quotad_budget_writes_unconfirmed_total), so a failover cannot lose an acknowledged budget charge. Costs a replication round trip per such call (see bench/RESULTS.md).',
+  },
   storeDownAfter: {
     flag: 'store-down-after',
     env: 'QUOTAD_STORE_DOWN_AFTER',
@@ -177,6 +183,8 @@ export interface ServeConfig {
   redis: RedisTarget | undefined;
   /** Replicas that must confirm each admin key write (WAIT) before it is acknowledged. */
   redisWaitReplicas: number;
+  /** Each reserve and settle touching a budget waits for one replica's confirmation (WAIT). */
+  redisWaitBudgets: boolean;
   /** No store answer for this long: QuotaService's health is NOT_SERVING (0: never). */
   storeDownAfterMs: number;
   /** After the store was emptied or replaced: keep serving, or refuse until an operator confirms. */
@@ -356,6 +364,7 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     redisUrl: read(s.redisUrl),
     redis: parseRedisTarget(read, env),
     redisWaitReplicas: waitReplicasSetting(read, env),
+    redisWaitBudgets: onOffSetting(name(s.redisWaitBudgets), required(s.redisWaitBudgets)),
     storeDownAfterMs: durationSetting(name(s.storeDownAfter), required(s.storeDownAfter)),
     onStoreReset: storeResetSetting(name(s.onStoreReset), required(s.onStoreReset)),
     policyPath: required(s.policy),

@@ -156,8 +156,15 @@ async function openStores(
     onChannelError: (error) =>
       logger.warn({ err: error.message }, 'api key change channel error; cached keys expire by their TTL'),
   });
+  const quota = new RedisStore({
+    redis,
+    ...(clock ? { clock } : {}),
+    budgetWaitReplicas: config.redisWaitBudgets ? 1 : 0,
+    budgetWaitTimeoutMs: Math.max(1, Math.floor(config.redisTimeoutMs * 0.8)),
+    onBudgetUnconfirmed: () => metrics.budgetWritesUnconfirmed.inc(),
+  });
   return {
-    quota: new RedisStore(clock ? { redis, clock } : { redis }),
+    quota,
     keys,
     redis,
     refusal: () =>

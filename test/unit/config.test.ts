@@ -8,6 +8,7 @@ test('with nothing set, serve uses the documented defaults and the in-process st
     redisUrl: undefined,
     redis: undefined,
     redisWaitReplicas: 0,
+    redisWaitBudgets: false,
     storeDownAfterMs: 10_000,
     onStoreReset: 'serve',
     policyPath: 'config/policy.yaml',
