@@ -30,6 +30,8 @@ export interface CallRecord {
   unmetered?: boolean;
   /** A JWT caller's subject (an API key is named by its id instead). */
   subject?: string;
+  /** The request's settlement: resolves with the micro-dollars charged (undefined when it did not land). */
+  settlement?: Promise<number | undefined>;
 }
 
 export interface ModelCallOptions {
@@ -197,7 +199,7 @@ export class ModelCallHandler {
       const metricModel = record.unmetered ? 'unmetered' : (record.model ?? call.model);
       this.#o.metrics.tokens.inc({ model: metricModel, direction: 'input' }, usage.input);
       this.#o.metrics.tokens.inc({ model: metricModel, direction: 'output' }, usage.output);
-      this.#o.settler.settle(
+      record.settlement = this.#o.settler.settle(
         {
           requestId: record.requestId,
           ...credential,

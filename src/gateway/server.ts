@@ -28,6 +28,7 @@ import {
 } from './openai-error.js';
 import { MAX_JSON_DEPTH, nestingBeyond } from './json-nesting.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
+import type { RequestLog } from './request-log.js';
 import { parseModelCall, type ModelRoute } from './requests.js';
 
 /** How long clients may take, and how many may connect at once. */
@@ -54,6 +55,8 @@ export interface GatewayServerOptions {
   maxBodyBytes: number;
   trustedProxies: string[];
   connections: ConnectionLimits;
+  /** Where each request's line also goes (--request-log); unset: the process log only. */
+  requestLog?: RequestLog;
 }
 
 const MAX_REQUEST_ID_LENGTH = 128;
@@ -85,6 +88,8 @@ interface RequestContext {
   caller?: Caller;
   /** How the prompt is counted: by bytes while the caller's key could not be confirmed. */
   counting: TextCounting;
+  /** Settles when a model route's handler is done (its settlement, if any, has started by then). */
+  handled?: Promise<unknown>;
 }
 
 const MODEL_ROUTES: Record<string, { route: ModelRoute; metric: GatewayRoute }> = {
@@ -279,8 +284,11 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
       const status = reply.raw.statusCode;
       metrics.requests.inc({ route, status: String(status) });
       metrics.requestDuration.observe({ route }, seconds);
+      const context = requests.get(request.raw);
       const line = {
-        ...requests.get(request.raw)?.record,
+        ...context?.record,
+        // A promise, for the request log file; JSON leaves an undefined field out.
+        settlement: undefined,
         method: request.method,
         route: request.routeOptions.url ?? request.url.split('?')[0],
         status,
@@ -290,6 +298,26 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
       };
       if (QUIET_ROUTES.has(route)) logger.debug(line, 'request');
       else logger.info(line, 'request');
+      if (options.requestLog && !QUIET_ROUTES.has(route)) {
+        const timeMs = Date.now();
+        // The cost is known once the settlement is answered, which may come after the client has left.
+        const entry = Promise.resolve(context?.handled)
+          .catch(() => undefined)
+          .then(() => context?.record.settlement)
+          .then((usdMicros) => ({
+            timeMs,
+            requestId: line.requestId ?? '',
+            keyId: line.keyId ?? line.subject ?? '',
+            client: line.client,
+            model: line.model ?? '',
+            status,
+            inputTokens: line.inputTokens,
+            outputTokens: context?.record.outputTokens,
+            usdMicros,
+            latencyMs: line.ms,
+          }));
+        options.requestLog.record(entry);
+      }
     });
   });
 
@@ -404,16 +432,18 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
         },
       },
       async (request, reply) => {
-        const { caller, record, counting } = requests.get(request.raw) as Required<RequestContext>;
+        const context = requests.get(request.raw) as RequestContext & { caller: Caller };
+        const { caller, record, counting } = context;
         const call = parseModelCall(route, request.body);
         record.model = call.model;
-        await options.models.handle(
+        context.handled = options.models.handle(
           call,
           caller,
           record,
           fastifyResponder(reply, () => closing),
           counting,
         );
+        await context.handled;
         return reply;
       },
     );

@@ -77,7 +77,10 @@ async function gateway(args: string[]): Promise<number> {
   }
   const config = parseGatewayConfig(args, process.env);
   const { startGateway } = await import('./gateway.js');
-  return runUntilSignalled(() => startGateway(config));
+  return runUntilSignalled(
+    () => startGateway(config),
+    (running) => running.reopenRequestLog(),
+  );
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -6,10 +6,11 @@ import { connectAuthority } from '../gateway/authority-client.js';
 import { Authenticator, jwtVerifier } from '../gateway/auth.js';
 import { KeyConfirmations } from '../gateway/key-confirmations.js';
 import { ModelCallHandler } from '../gateway/model-call.js';
+import { RequestLog } from '../gateway/request-log.js';
 import { createGatewayServer } from '../gateway/server.js';
 import { Settler } from '../gateway/settlement.js';
 import { connectUpstream } from '../gateway/upstream.js';
-import { createLogger, type Logger } from '../telemetry/logger.js';
+import { createLogger, secretScrubber, type Logger } from '../telemetry/logger.js';
 import { GatewayMetrics } from '../telemetry/gateway-metrics.js';
 import type { GatewayConfig } from './gateway-config.js';
 import { authorityCredentials } from './tls.js';
@@ -40,6 +41,8 @@ export interface RunningGateway {
   settler: Settler;
   /** Resolves once no model call is in progress and every settlement started has ended. */
   drain(): Promise<void>;
+  /** Opens --request-log again (SIGHUP, after logrotate renamed it); does nothing without one. */
+  reopenRequestLog(): void;
   /** Stops taking requests, finishes those in flight, waits for pending settlements (up to the grace). */
   stop(): Promise<void>;
 }
@@ -128,7 +131,16 @@ export async function startGateway(
     maxPendingChecks: config.maxPendingChecks,
     failMode: config.failMode,
   });
+  const requestLog = config.requestLog
+    ? new RequestLog({
+        ...config.requestLog,
+        scrub: secretScrubber(gatewaySecrets(config)),
+        onError: (error) =>
+          logger.error({ err: error.message, path: config.requestLog?.path }, 'request log not written'),
+      })
+    : undefined;
   const app = createGatewayServer({
+    ...(requestLog ? { requestLog } : {}),
     authority,
     authenticator,
     keys,
@@ -161,6 +173,7 @@ export async function startGateway(
       upstream: upstreamUrl,
       failMode: config.failMode,
       jwt: config.jwt?.kind ?? 'off',
+      requestLog: config.requestLog ? `${config.requestLog.path} (${config.requestLog.format})` : 'off',
     },
     'quotad gateway serving',
   );
@@ -177,6 +190,11 @@ export async function startGateway(
     metrics,
     settler,
     drain,
+    reopenRequestLog() {
+      if (!requestLog) return;
+      requestLog.reopen();
+      logger.info({ path: config.requestLog?.path }, 'request log reopened');
+    },
     stop() {
       stopping ??= (async () => {
         logger.info(
@@ -195,6 +213,8 @@ export async function startGateway(
         clearTimeout(timer);
         authority.close();
         upstream.close();
+        // After the authority's channel is closed, so a settlement still retrying gives up and its line is written.
+        await requestLog?.close();
         await demo?.close();
         logger.info('stopped');
       })();

@@ -119,3 +119,22 @@ test('the gateway waits 2s for a check and sheds past 2000 waiting by default; -
     );
   }
 });
+
+test('the request log is off by default; --request-log-format takes jsonl or csv and nothing else', () => {
+  assert.equal(parseGatewayConfig([], {}).requestLog, undefined);
+  assert.deepEqual(
+    parseGatewayConfig(['--request-log', '/tmp/r.csv', '--request-log-format', 'csv'], {}).requestLog,
+    {
+      path: '/tmp/r.csv',
+      format: 'csv',
+    },
+  );
+  assert.deepEqual(parseGatewayConfig([], { QUOTAD_REQUEST_LOG: '/tmp/r.jsonl' }).requestLog, {
+    path: '/tmp/r.jsonl',
+    format: 'jsonl',
+  });
+  assert.throws(
+    () => parseGatewayConfig(['--request-log-format', 'tsv'], {}),
+    /--request-log-format \(QUOTAD_REQUEST_LOG_FORMAT\): expected jsonl or csv, got 'tsv'/,
+  );
+});
