@@ -17,6 +17,10 @@ import type { RevokeKeyRequest } from '../gen/quotad/v1/RevokeKeyRequest.js';
 import type { RotateKeyRequest } from '../gen/quotad/v1/RotateKeyRequest.js';
 import type { RotateKeyResponse__Output } from '../gen/quotad/v1/RotateKeyResponse.js';
 import type { SetKeyLimitsRequest } from '../gen/quotad/v1/SetKeyLimitsRequest.js';
+import type { AuditKeyState__Output } from '../gen/quotad/v1/AuditKeyState.js';
+import type { AuditRecord__Output } from '../gen/quotad/v1/AuditRecord.js';
+import type { ListAuditRecordsRequest } from '../gen/quotad/v1/ListAuditRecordsRequest.js';
+import type { ListAuditRecordsResponse__Output } from '../gen/quotad/v1/ListAuditRecordsResponse.js';
 import { ConfigError, parseHostPort } from './config.js';
 import { authorityCredentials, authorityTlsSetting, type AuthorityTls } from './tls.js';
 
@@ -28,6 +32,7 @@ const DEFAULT_TIMEOUT_MS = 5_000;
 
 export const ADMIN_USAGE = `Usage: quotad keys <command> [flags]
        quotad usage ID [flags]
+       quotad audit [flags]
 
 Manages API keys through the authority's AdminService (gRPC).
 
@@ -44,6 +49,8 @@ Commands:
                             override the tier's limits for this key alone; NAME is a limit of the
                             tier or rpm, tpm, tpd, usd_per_day; VALUE a count, or dollars ("5.00")
   usage ID                  the key's limits: used, remaining, limit and when each resets
+  audit [--key ID] [--actor NAME] [--action ACTION] [--since 24h|2026-12-01T00:00:00Z] [--limit 100]
+                            the audit trail, newest first: every key change and every refused admin call
 
 Flags of every command:
   --authority host:port     the authority's gRPC address (else QUOTAD_AUTHORITY, else ${DEFAULT_AUTHORITY})
@@ -55,8 +62,8 @@ Flags of every command:
   --help                    print this text
 
 Environment:
-  QUOTAD_ADMIN_TOKEN        required: the admin token the authority was started with (never a flag,
-                            which ps would show to every user)
+  QUOTAD_ADMIN_TOKEN        required: the admin token the authority was started with, or a named token
+                            of its QUOTAD_ADMIN_TOKENS_FILE (never a flag, which ps would show to every user)
   QUOTAD_AUTHORITY          the authority's gRPC address, as --authority
 
 Exit codes:
@@ -64,7 +71,8 @@ Exit codes:
   1  unexpected failure
   2  usage error, or the authority refused the input (INVALID_ARGUMENT)
   3  the authority could not be reached (UNAVAILABLE, DEADLINE_EXCEEDED)
-  4  the admin token is missing or wrong (UNAUTHENTICATED), or the authority has no admin API (UNIMPLEMENTED)
+  4  the admin token is missing or wrong (UNAUTHENTICATED), read-only for a change (PERMISSION_DENIED),
+     or the authority has no admin API (UNIMPLEMENTED)
   5  no such key (NOT_FOUND)
 `;
 
@@ -100,6 +108,7 @@ interface AdminApi {
   rotateKey: Unary<RotateKeyRequest, RotateKeyResponse__Output>;
   setKeyLimits: Unary<SetKeyLimitsRequest, ApiKey__Output>;
   getKeyUsage: Unary<GetKeyUsageRequest, GetKeyUsageResponse__Output>;
+  listAuditRecords: Unary<ListAuditRecordsRequest, ListAuditRecordsResponse__Output>;
 }
 
 /** Where to call and with what, from the flags and the environment. */
@@ -129,6 +138,8 @@ function explainStatus(error: grpc.ServiceError, authority: string): CliError {
           'set QUOTAD_ADMIN_TOKEN to the token the authority was started with',
         EXIT.unauthorized,
       );
+    case grpc.status.PERMISSION_DENIED:
+      return new CliError(`the authority refused: ${details}`, EXIT.unauthorized);
     case grpc.status.UNIMPLEMENTED:
       return new CliError(
         `the authority at ${authority} has no admin API: start it with QUOTAD_ADMIN_TOKEN set`,
@@ -170,6 +181,7 @@ function connect(settings: Settings): { api: AdminApi; close: () => void } {
     rotateKey: unary(client.rotateKey.bind(client)),
     setKeyLimits: unary(client.setKeyLimits.bind(client)),
     getKeyUsage: unary(client.getKeyUsage.bind(client)),
+    listAuditRecords: unary(client.listAuditRecords.bind(client)),
   };
   return { api, close: () => client.close() };
 }
@@ -432,6 +444,79 @@ const USAGE_COMMAND: Command = {
   },
 };
 
+/** `tier, limits` of a key in an audit record, in one cell; '-' when there is none. */
+function auditState(state: AuditKeyState__Output | null): string {
+  if (!state) return '-';
+  const limits = state.limits.map((l) => `${l.name}=${l.value}`).join(' ');
+  return `${state.state.toLowerCase()} ${state.tier}${limits ? ` ${limits}` : ''} secrets=${state.secrets}`;
+}
+
+function auditTable(records: AuditRecord__Output[]): string {
+  if (records.length === 0) return 'No audit records.\n';
+  return table(
+    ['TIME', 'ACTOR', 'ACTION', 'KEY', 'OUTCOME', 'PEER', 'BEFORE', 'AFTER'],
+    records.map((r) => [
+      isoTime(r.timeMs),
+      r.actor || '-',
+      r.action,
+      r.keyId || '-',
+      r.outcome,
+      r.peer,
+      auditState(r.before),
+      auditState(r.after),
+    ]),
+  );
+}
+
+/** `--since`: a duration back from now (24h), or an ISO 8601 time. */
+function sinceFlag(values: Values): number {
+  const text = stringFlag(values, 'since');
+  if (text === undefined) return 0;
+  const ago = parseDuration(text);
+  if (ago !== undefined) return Date.now() - ago;
+  const at = Date.parse(text);
+  if (Number.isNaN(at))
+    throw usageError(
+      `--since: expected a duration like 24h or a time like 2026-12-01T00:00:00Z, got '${text}'`,
+    );
+  return at;
+}
+
+const AUDIT_COMMAND: Command = {
+  options: {
+    key: { type: 'string' },
+    actor: { type: 'string' },
+    action: { type: 'string' },
+    since: { type: 'string' },
+    limit: { type: 'string' },
+  },
+  takesId: false,
+  async run(api, values) {
+    const limitText = stringFlag(values, 'limit') ?? '100';
+    if (!/^[1-9]\d{0,5}$/.test(limitText))
+      throw usageError(`--limit: expected a whole number, got '${limitText}'`);
+    const limit = Number(limitText);
+    const filter = {
+      keyId: stringFlag(values, 'key') ?? '',
+      actor: stringFlag(values, 'actor') ?? '',
+      action: stringFlag(values, 'action') ?? '',
+      sinceMs: sinceFlag(values),
+    };
+    const records: AuditRecord__Output[] = [];
+    let pageToken = '';
+    do {
+      const page = await api.listAuditRecords({
+        ...filter,
+        pageSize: Math.min(1_000, limit - records.length),
+        pageToken,
+      });
+      records.push(...page.records);
+      pageToken = page.nextPageToken;
+    } while (pageToken && records.length < limit);
+    return { message: { records }, text: auditTable(records) };
+  },
+};
+
 function parseCommandLine(command: Command, args: string[]): { values: Values; positionals: string[] } {
   try {
     return parseArgs({
@@ -541,6 +626,11 @@ export async function keysCli(args: string[], env: NodeJS.ProcessEnv): Promise<n
     return EXIT.usage;
   }
   return runCommand(`keys ${name}`, command, rest, env);
+}
+
+/** `quotad audit`: the exit code to end with. */
+export function auditCli(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  return runCommand('audit', AUDIT_COMMAND, args, env);
 }
 
 /** `quotad usage ID`: the exit code to end with. */

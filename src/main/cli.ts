@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { PolicyError } from '../policy/policy-error.js';
 import type { Logger } from '../telemetry/logger.js';
-import { EXIT, keysCli, usageCli } from './admin-cli.js';
+import { EXIT, auditCli, keysCli, usageCli } from './admin-cli.js';
 import { ConfigError, parseServeConfig, serveUsage } from './config.js';
 import { gatewayUsage, parseGatewayConfig } from './gateway-config.js';
 import { VERSION } from './version.js';
@@ -16,6 +16,7 @@ Usage:
   quotad keys <command>    manage API keys over the authority's admin API (create, list, show,
                            revoke, rotate, limits)
   quotad usage ID          an API key's limits: used, remaining, limit, reset
+  quotad audit [flags]     the audit trail of admin calls (filters --key, --actor, --action, --since)
   quotad keys --help       list the key commands, their flags and exit codes
   quotad version           print the version
 `;
@@ -94,6 +95,8 @@ async function main(argv: string[]): Promise<number> {
       return keysCli(rest, process.env);
     case 'usage':
       return usageCli(rest, process.env);
+    case 'audit':
+      return auditCli(rest, process.env);
     case 'version':
     case '--version':
       process.stdout.write(`${VERSION}\n`);

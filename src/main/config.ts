@@ -108,6 +108,24 @@ export const SERVE_SETTINGS = {
     default: 'off',
     help: 'on: when the store holds no API key, create a demo key (free tier) and print it once on stderr.',
   },
+  adminTokensFile: {
+    flag: 'admin-tokens-file',
+    env: 'QUOTAD_ADMIN_TOKENS_FILE',
+    default: undefined,
+    help: 'Named admin tokens (YAML: tokens: [{name, role: admin|read-only, sha256}]), never a token itself; re-read on change. With or without QUOTAD_ADMIN_TOKEN, which is the token named admin.',
+  },
+  auditRetention: {
+    flag: 'audit-retention',
+    env: 'QUOTAD_AUDIT_RETENTION',
+    default: '90d',
+    help: 'How long audit records (admin changes and refused admin calls) are kept.',
+  },
+  auditMaxRecords: {
+    flag: 'audit-max-records',
+    env: 'QUOTAD_AUDIT_MAX_RECORDS',
+    default: '100000',
+    help: 'The most audit records kept; the oldest go first.',
+  },
 } as const satisfies Record<string, Setting>;
 
 export interface HostPort {
@@ -132,8 +150,12 @@ export interface ServeConfig {
   /** TLS on the gRPC port: files of the certificate, its key, and the CA that client certificates need. */
   tls: { certPath: string; keyPath: string; clientCaPath?: string } | undefined;
   demoKey: boolean;
-  /** From QUOTAD_ADMIN_TOKEN only (never a flag, which `ps` would show). Unset: no AdminService. */
+  /** From QUOTAD_ADMIN_TOKEN only (never a flag, which `ps` would show). */
   adminToken: string | undefined;
+  /** Named admin tokens by SHA-256. Neither this nor adminToken: no AdminService. */
+  adminTokensFile: string | undefined;
+  /** How long, and how many, audit records are kept. */
+  audit: { retentionMs: number; maxRecords: number };
   /** From QUOTAD_AUTHORITY_TOKEN only. Set: QuotaService calls must carry it. */
   authorityToken: string | undefined;
 }
@@ -265,6 +287,11 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     tls: tlsSetting(read, s),
     demoKey: onOffSetting(name(s.demoKey), required(s.demoKey)),
     adminToken: tokenSetting(env, 'QUOTAD_ADMIN_TOKEN'),
+    adminTokensFile: read(s.adminTokensFile),
+    audit: {
+      retentionMs: positiveDurationSetting(name(s.auditRetention), required(s.auditRetention)),
+      maxRecords: countSetting(name(s.auditMaxRecords), required(s.auditMaxRecords), 10_000_000),
+    },
     authorityToken: tokenSetting(env, 'QUOTAD_AUTHORITY_TOKEN'),
   };
 }
@@ -280,5 +307,5 @@ export function settingLines(settings: Record<string, Setting>): string {
 
 /** The settings as a help text: flag, variable, default, meaning. */
 export function serveUsage(): string {
-  return `Usage: quotad serve [flags]\n\nEach flag may also be set by its environment variable.\n\n${settingLines(SERVE_SETTINGS)}\n\nQUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService. QUOTAD_AUTHORITY_TOKEN (environment only; likewise) makes every QuotaService call carry it.\n`;
+  return `Usage: quotad serve [flags]\n\nEach flag may also be set by its environment variable.\n\n${settingLines(SERVE_SETTINGS)}\n\nQUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService, as the token named admin (QUOTAD_ADMIN_TOKENS_FILE names more). QUOTAD_AUTHORITY_TOKEN (environment only; likewise) makes every QuotaService call carry it.\n`;
 }

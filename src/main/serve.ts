@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { DestinationStream } from 'pino';
 import { adminServiceHandlers } from '../authority/admin-service.js';
+import { AdminTokens, watchAdminTokensFile } from '../authority/admin-tokens.js';
 import { QuotaAuthority } from '../authority/quota-authority.js';
 import { startAuthorityServer } from '../authority/server.js';
 import type { Clock } from '../core/clock.js';
@@ -8,16 +9,18 @@ import type { Policy } from '../core/policy.js';
 import { sha256 } from '../keys/api-key.js';
 import { KeyRegistry } from '../keys/key-registry.js';
 import { PolicyWatcher } from '../policy/watcher.js';
+import { MemoryAuditLog, type AuditLog } from '../store/audit-log.js';
 import type { KeyStore } from '../store/key-store.js';
 import { MemoryKeyStore } from '../store/memory-key-store.js';
 import { MemoryStore } from '../store/memory-store.js';
+import { RedisAuditLog } from '../store/redis/redis-audit-log.js';
 import { RedisKeyStore } from '../store/redis/redis-key-store.js';
 import { createRedisClient, RedisStore } from '../store/redis/redis-store.js';
 import type { QuotaStore } from '../store/store.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { AuthorityMetrics, type MemoryStoreRole } from '../telemetry/metrics.js';
 import { startMetricsServer } from '../telemetry/metrics-server.js';
-import type { ServeConfig } from './config.js';
+import { ConfigError, type ServeConfig } from './config.js';
 import { serverCredentials } from './tls.js';
 import { VERSION } from './version.js';
 
@@ -49,6 +52,8 @@ export interface RunningAuthority {
 interface Stores {
   quota: QuotaStore;
   keys: KeyStore;
+  /** The audit trail of admin calls. */
+  audit: AuditLog;
 }
 
 /** An in-process store bounded by --memory-max-entries, its size and refusals in the metrics. */
@@ -81,6 +86,7 @@ async function openStores(
     return {
       quota: boundedMemoryStore('memory', local, config, metrics),
       keys: new MemoryKeyStore({ clock: local }),
+      audit: new MemoryAuditLog({ ...config.audit, now: () => local.now() }),
     };
   }
   const redis = createRedisClient(config.redisUrl, { commandTimeoutMs: config.redisTimeoutMs });
@@ -102,7 +108,8 @@ async function openStores(
     onChannelError: (error) =>
       logger.warn({ err: error.message }, 'api key change channel error; cached keys expire by their TTL'),
   });
-  return { quota: new RedisStore(clock ? { redis, clock } : { redis }), keys };
+  const audit = new RedisAuditLog({ redis, ...config.audit });
+  return { quota: new RedisStore(clock ? { redis, clock } : { redis }), keys, audit };
 }
 
 /**
@@ -169,6 +176,19 @@ export async function startAuthority(
   // Without an injected clock, Redis scripts read Redis TIME; everything else reads the system clock.
   const localClock = clock ?? systemClock;
   const metrics = new AuthorityMetrics({ version: VERSION, storeKind: config.redisUrl ? 'redis' : 'memory' });
+  const adminTokens = new AdminTokens(config.adminToken);
+  let tokensWatch: { stop(): void } | undefined;
+  if (config.adminTokensFile) {
+    try {
+      tokensWatch = watchAdminTokensFile(config.adminTokensFile, adminTokens, {
+        loaded: (count) => logger.info({ path: config.adminTokensFile, count }, 'admin tokens reloaded'),
+        rejected: (error) =>
+          logger.error({ err: error.message }, 'admin tokens file rejected; the tokens in force stay'),
+      });
+    } catch (error) {
+      throw new ConfigError(`QUOTAD_ADMIN_TOKENS_FILE: ${(error as Error).message}`);
+    }
+  }
   const stores = await openStores(config, clock, logger, metrics);
   const store = stores.quota;
 
@@ -220,17 +240,19 @@ export async function startAuthority(
     keys,
     maxStoreWaitMs: config.redisTimeoutMs,
   });
-  const admin = config.adminToken
-    ? adminServiceHandlers({
-        keys,
-        authority,
-        adminToken: config.adminToken,
-        policy: () => policy.current,
-        clock: localClock,
-        metrics,
-        logger,
-      })
-    : undefined;
+  const admin =
+    config.adminToken || config.adminTokensFile
+      ? adminServiceHandlers({
+          keys,
+          authority,
+          tokens: adminTokens,
+          audit: stores.audit,
+          policy: () => policy.current,
+          clock: localClock,
+          metrics,
+          logger,
+        })
+      : undefined;
   const server = await startAuthorityServer({
     address: `${config.grpcAddress.host}:${config.grpcAddress.port}`,
     maxConnectionAgeMs: config.maxConnectionAgeMs,
@@ -256,7 +278,9 @@ export async function startAuthority(
       grpc: `${config.grpcAddress.host}:${server.port}`,
       metrics: `${config.metricsAddress.host}:${metricsServer.port}`,
       store: store.kind,
-      admin: admin ? 'on' : 'off (no QUOTAD_ADMIN_TOKEN)',
+      admin: admin
+        ? `on (${adminTokens.size} tokens)`
+        : 'off (no QUOTAD_ADMIN_TOKEN or QUOTAD_ADMIN_TOKENS_FILE)',
       quotaService: config.authorityToken ? 'token required' : 'open to any caller that reaches the port',
       tls: config.tls ? (config.tls.clientCaPath ? 'mutual' : 'on') : 'off',
       policy: policy.path,
@@ -280,9 +304,11 @@ export async function startAuthority(
         logger.info({ drainDelayMs: config.shutdownDelayMs }, 'shutting down: health NOT_SERVING, draining');
         await server.shutdown({ drainDelayMs: config.shutdownDelayMs, graceMs: config.shutdownGraceMs });
         authority.close();
+        tokensWatch?.stop();
         await policy.stop();
         await metricsServer.close();
         await stores.keys.close();
+        await stores.audit.close();
         await store.close();
         logger.info('stopped');
       })();

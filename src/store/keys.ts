@@ -69,3 +69,6 @@ export function apiKeyOrgIdsKey(org: string): string {
 
 /** Where the authority replicas hear that a key changed (the message is its id), to drop cached lookups. */
 export const API_KEY_CHANGES_CHANNEL = 'quotad:keys:changed';
+
+/** The audit trail: one stream under a hash tag of its own (admin calls are rare; one slot is plenty). */
+export const AUDIT_STREAM = 'quotad:{audit}:log';

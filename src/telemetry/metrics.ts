@@ -27,7 +27,8 @@ export type GrpcMethod =
   | 'RevokeKey'
   | 'RotateKey'
   | 'SetKeyLimits'
-  | 'GetKeyUsage';
+  | 'GetKeyUsage'
+  | 'ListAuditRecords';
 /** Where a key lookup was answered (`stale`: the last known record, the store being out), and whether it was known. */
 export type KeyLookupLabels = { source: 'cache' | 'store' | 'stale'; result: 'found' | 'unknown' };
 /** Why cached key lookups were dropped: one key changed, or every key (the change channel reconnected). */
@@ -83,6 +84,7 @@ const GRPC_METHODS: Record<GrpcMethod, true> = {
   RotateKey: true,
   SetKeyLimits: true,
   GetKeyUsage: true,
+  ListAuditRecords: true,
 };
 
 /** A counter whose label values the compiler checks, so a typo cannot mint a new series. */

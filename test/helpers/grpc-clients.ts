@@ -16,6 +16,8 @@ import type { ApiKey__Output } from '../../src/gen/quotad/v1/ApiKey.js';
 import type { CreateKeyRequest } from '../../src/gen/quotad/v1/CreateKeyRequest.js';
 import type { CreateKeyResponse__Output } from '../../src/gen/quotad/v1/CreateKeyResponse.js';
 import type { GetKeyUsageResponse__Output } from '../../src/gen/quotad/v1/GetKeyUsageResponse.js';
+import type { ListAuditRecordsRequest } from '../../src/gen/quotad/v1/ListAuditRecordsRequest.js';
+import type { ListAuditRecordsResponse__Output } from '../../src/gen/quotad/v1/ListAuditRecordsResponse.js';
 import type { ListKeysRequest } from '../../src/gen/quotad/v1/ListKeysRequest.js';
 import type { ListKeysResponse__Output } from '../../src/gen/quotad/v1/ListKeysResponse.js';
 import type { QuotaServiceClient } from '../../src/gen/quotad/v1/QuotaService.js';
@@ -98,6 +100,7 @@ export interface AdminClient {
   rotateKey: Unary<RotateKeyRequest, RotateKeyResponse__Output>;
   setKeyLimits: Unary<SetKeyLimitsRequest, ApiKey__Output>;
   getKeyUsage: Unary<{ id: string }, GetKeyUsageResponse__Output>;
+  listAuditRecords: Unary<ListAuditRecordsRequest, ListAuditRecordsResponse__Output>;
   close(): void;
 }
 
@@ -120,6 +123,7 @@ export function adminClient(address: string, token: string | undefined): AdminCl
     rotateKey: promisifyWithMetadata(raw.rotateKey.bind(raw), metadata),
     setKeyLimits: promisifyWithMetadata(raw.setKeyLimits.bind(raw), metadata),
     getKeyUsage: promisifyWithMetadata(raw.getKeyUsage.bind(raw), metadata),
+    listAuditRecords: promisifyWithMetadata(raw.listAuditRecords.bind(raw), metadata),
     close: () => raw.close(),
   };
 }

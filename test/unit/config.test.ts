@@ -19,6 +19,8 @@ test('with nothing set, serve uses the documented defaults and the in-process st
     tls: undefined,
     demoKey: false,
     adminToken: undefined,
+    adminTokensFile: undefined,
+    audit: { retentionMs: 90 * 86_400_000, maxRecords: 100_000 },
     authorityToken: undefined,
   });
 });
