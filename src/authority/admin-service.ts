@@ -7,7 +7,15 @@ import type { AdminServiceHandlers } from '../gen/quotad/v1/AdminService.js';
 import type { ApiKey } from '../gen/quotad/v1/ApiKey.js';
 import type { KeyRegistry } from '../keys/key-registry.js';
 import { isKeyId } from '../keys/api-key.js';
-import { keyPrincipal, keyState, type ApiKeyRecord } from '../keys/key-record.js';
+import {
+  keyPrincipal,
+  keyState,
+  signingOf,
+  SIGNING_MODES,
+  type ApiKeyRecord,
+  type SigningMode,
+} from '../keys/key-record.js';
+import { deriveSigningSecret } from '../keys/signing.js';
 import type { AuditKeySnapshot, AuditLog, AuditRecord as StoredAuditRecord } from '../store/audit-log.js';
 import type { AuditRecord } from '../gen/quotad/v1/AuditRecord.js';
 import type { AuditKeyState } from '../gen/quotad/v1/AuditKeyState.js';
@@ -42,6 +50,8 @@ export interface AdminServiceOptions {
   audit: AuditLog;
   policy: () => Policy;
   clock: Clock;
+  /** QUOTAD_SIGNING_KEY, which signing secrets derive from; unset: no key may have signing on. */
+  signingKey?: Buffer;
   metrics: AuthorityMetrics;
   logger: Logger;
 }
@@ -50,6 +60,13 @@ function requireId(id: string): string {
   requireText('id', id, 64);
   if (!isKeyId(id)) throw new InvalidArgumentError('id', `'${id}' is not a key id (key_…)`);
   return id;
+}
+
+function requireSigning(text: string): SigningMode {
+  const mode = text === '' ? 'off' : text;
+  if (!(SIGNING_MODES as readonly string[]).includes(mode))
+    throw new InvalidArgumentError('signing', `must be off, optional or required, not '${text}'`);
+  return mode as SigningMode;
 }
 
 function requireDuration(field: string, ms: number): number {
@@ -86,7 +103,25 @@ export function adminServiceHandlers(options: AdminServiceOptions): AdminService
         createdAtMs: secret.createdMs,
         expiresAtMs: secret.notAfterMs ?? 0,
       })),
+      signing: signingOf(record),
     };
+  }
+
+  /** A signing mode other than off needs the master secret the signing secrets derive from. */
+  function requireSigningKey(mode: SigningMode): void {
+    if (mode !== 'off' && !options.signingKey) {
+      throw new InvalidArgumentError(
+        'signing',
+        'this authority has no QUOTAD_SIGNING_KEY, so no key can have signing on',
+      );
+    }
+  }
+
+  /** The signing secret of the record's current API secret, when its signing is on; '' otherwise. */
+  function signingSecretOf(record: ApiKeyRecord): string {
+    const current = record.secrets.at(-1);
+    if (signingOf(record) === 'off' || !options.signingKey || !current) return '';
+    return deriveSigningSecret(options.signingKey, record.id, current.sha256);
   }
 
   function snapshot(record: ApiKeyRecord | undefined): AuditKeySnapshot | null {
@@ -99,6 +134,7 @@ export function adminServiceHandlers(options: AdminServiceOptions): AdminService
       limits: toApiKey(record).limits as { name: string; value: string }[],
       secrets: record.secrets.filter((secret) => secret.notAfterMs === null || secret.notAfterMs > now)
         .length,
+      signing: signingOf(record),
     };
   }
 
@@ -110,6 +146,7 @@ export function adminServiceHandlers(options: AdminServiceOptions): AdminService
       expiresAtMs: state.expiresMs ?? 0,
       limits: state.limits,
       secrets: state.secrets,
+      signing: state.signing,
     };
   }
 
@@ -205,7 +242,10 @@ export function adminServiceHandlers(options: AdminServiceOptions): AdminService
 
   return {
     CreateKey: admin('CreateKey', 'change', async (request, audit) => {
+      const signing = requireSigning(request.signing);
+      requireSigningKey(signing);
       const { record, secret } = await keys.create({
+        signing,
         name: requireText('name', request.name, 128),
         owner: requireText('owner', request.owner, 128),
         org: requireOrg('org', request.org),
@@ -213,7 +253,7 @@ export function adminServiceHandlers(options: AdminServiceOptions): AdminService
         expiresInMs: requireDuration('expires_in_ms', request.expiresInMs),
       });
       audit.after = record;
-      return { key: toApiKey(record), secret };
+      return { key: toApiKey(record), secret, signingSecret: signingSecretOf(record) };
     }),
     ListKeys: admin('ListKeys', 'read', async (request) => {
       if (request.pageSize > MAX_PAGE_SIZE)
@@ -240,6 +280,7 @@ export function adminServiceHandlers(options: AdminServiceOptions): AdminService
       return {
         key: toApiKey(rotated.record),
         secret: rotated.secret,
+        signingSecret: signingSecretOf(rotated.record),
         previousSecretExpiresAtMs: rotated.previousExpiresAtMs,
       };
     }),
@@ -248,6 +289,14 @@ export function adminServiceHandlers(options: AdminServiceOptions): AdminService
         throw new InvalidArgumentError('set', 'name at least one limit to set or unset');
       audit.after = await keys.setLimits(requireId(request.id), request.set, request.unset, audit.seen);
       return toApiKey(audit.after);
+    }),
+    SetKeySigning: admin('SetKeySigning', 'change', async (request, audit) => {
+      const mode = requireSigning(request.signing);
+      requireSigningKey(mode);
+      const record = await keys.setSigning(requireId(request.id), mode, audit.seen);
+      audit.after = record;
+      const wasOff = !audit.seen.before || signingOf(audit.seen.before) === 'off';
+      return { key: toApiKey(record), signingSecret: wasOff ? signingSecretOf(record) : '' };
     }),
     GetKeyUsage: admin('GetKeyUsage', 'read', async (request) => {
       const record = await keys.get(requireId(request.id));

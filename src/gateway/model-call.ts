@@ -19,6 +19,7 @@ import type { ModelCall } from './requests.js';
 import type { Settler } from './settlement.js';
 import { SseSplitter } from './sse.js';
 import { upstreamFailure, type Upstream } from './upstream.js';
+import type { SentSignature } from './signature.js';
 
 /** What the request log line and the metrics learn while a model call is served. */
 export interface CallRecord {
@@ -135,10 +136,11 @@ export class ModelCallHandler {
     record: CallRecord,
     responder: Responder,
     counting: TextCounting = 'tokenizer',
+    signature?: SentSignature,
   ): Promise<void> {
     this.#active += 1;
     try {
-      await this.#handle(call, caller, record, responder, counting);
+      await this.#handle(call, caller, record, responder, counting, signature);
     } finally {
       this.#active -= 1;
       if (this.#active === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
@@ -151,6 +153,7 @@ export class ModelCallHandler {
     record: CallRecord,
     responder: Responder,
     counting: TextCounting,
+    signature: SentSignature | undefined,
   ): Promise<void> {
     const inputTokens = await estimateInputTokensInSlices(call, counting);
     record.inputTokens = inputTokens;
@@ -172,6 +175,7 @@ export class ModelCallHandler {
         inputTokens,
         maxOutputTokens: noOutput ? 0 : requestedOutput,
         noOutput,
+        ...(signature ? { signature } : {}),
       },
       credential,
     );

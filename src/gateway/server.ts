@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, {
@@ -28,6 +28,7 @@ import {
 } from './openai-error.js';
 import { MAX_JSON_DEPTH, nestingBeyond } from './json-nesting.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
+import { signatureHeaders, type SentSignature } from './signature.js';
 import type { RequestLog } from './request-log.js';
 import { parseModelCall, type ModelRoute } from './requests.js';
 
@@ -90,6 +91,8 @@ interface RequestContext {
   counting: TextCounting;
   /** Settles when a model route's handler is done (its settlement, if any, has started by then). */
   handled?: Promise<unknown>;
+  /** The request's signature headers, when it carries them; the body's SHA-256 is added once it is read. */
+  signature?: SentSignature;
 }
 
 const MODEL_ROUTES: Record<string, { route: ModelRoute; metric: GatewayRoute }> = {
@@ -249,6 +252,12 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
       done(invalidRequest(message, tooDeep.param, 'nesting_too_deep'), undefined);
       return;
     }
+    // The signature covers the raw body: hashed as received, before parsing.
+    const signature = requests.get(request.raw)?.signature;
+    if (signature)
+      signature.bodySha256 = createHash('sha256')
+        .update(body as string, 'utf8')
+        .digest();
     // Joining a 4 MB body's chunks (in the scan) and parsing it take ~15 ms each: two turns, not one.
     setImmediate(() => parseJson(request, body as string, done));
   });
@@ -428,12 +437,20 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
         // Before the body is read: who is calling is settled from the headers and, for a key, the authority.
         onRequest: async (request, reply) => {
           const { caller } = await begin(request, reply);
-          if (caller.kind === 'key') await confirmKey(request, caller.sha256);
+          if (caller.kind !== 'key') return;
+          // A malformed or partial signature is refused here, before the body is read or anything charged.
+          const signature = signatureHeaders(
+            request.headers,
+            request.method,
+            request.url.split('?')[0] ?? '',
+          );
+          if (signature) (requests.get(request.raw) as RequestContext).signature = signature;
+          await confirmKey(request, caller.sha256);
         },
       },
       async (request, reply) => {
         const context = requests.get(request.raw) as RequestContext & { caller: Caller };
-        const { caller, record, counting } = context;
+        const { caller, record, counting, signature } = context;
         const call = parseModelCall(route, request.body);
         record.model = call.model;
         context.handled = options.models.handle(
@@ -442,6 +459,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
           record,
           fastifyResponder(reply, () => closing),
           counting,
+          signature,
         );
         await context.handled;
         return reply;

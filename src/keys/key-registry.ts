@@ -22,8 +22,10 @@ import {
   revokeKeyRecord,
   rotateKeyRecord,
   setKeyLimitsRecord,
+  setKeySigningRecord,
   type ApiKeyRecord,
   type KeyAuthentication,
+  type SigningMode,
 } from './key-record.js';
 
 /** Last-used is written at most this often per key and replica. */
@@ -64,6 +66,7 @@ export interface CreateKeyInput {
   /** 0: never expires. */
   expiresInMs: number;
   type?: KeyType;
+  signing?: SigningMode;
 }
 
 export interface KeyPage {
@@ -224,6 +227,7 @@ export class KeyRegistry {
       secret: { sha256: sha256Hex(secret), hint: keyHint(secret) },
       nowMs: now,
       expiresInMs: input.expiresInMs,
+      ...(input.signing ? { signing: input.signing } : {}),
     });
     if (!(await this.#store.putKey(record, now))) throw new ConflictError(`key id ${record.id} is taken`);
     this.#logger.info({ keyId: record.id, org: record.org, tier: record.tier }, 'api key created');
@@ -300,6 +304,20 @@ export class KeyRegistry {
       seen,
     );
     this.#logger.info({ keyId: id, limits: record.limits }, 'api key limits set');
+    return record;
+  }
+
+  async setSigning(id: string, mode: SigningMode, seen: KeyChangeSeen = {}): Promise<ApiKeyRecord> {
+    const record = await this.#update(
+      id,
+      (current) => {
+        if (current.revokedMs !== null && mode !== 'off')
+          throw new InvalidArgumentError('id', `API key ${id} is revoked; issue a new key`);
+        return setKeySigningRecord(current, mode);
+      },
+      seen,
+    );
+    this.#logger.info({ keyId: id, signing: mode }, 'api key signing set');
     return record;
   }
 

@@ -17,6 +17,8 @@ import type { RevokeKeyRequest } from '../gen/quotad/v1/RevokeKeyRequest.js';
 import type { RotateKeyRequest } from '../gen/quotad/v1/RotateKeyRequest.js';
 import type { RotateKeyResponse__Output } from '../gen/quotad/v1/RotateKeyResponse.js';
 import type { SetKeyLimitsRequest } from '../gen/quotad/v1/SetKeyLimitsRequest.js';
+import type { SetKeySigningRequest } from '../gen/quotad/v1/SetKeySigningRequest.js';
+import type { SetKeySigningResponse__Output } from '../gen/quotad/v1/SetKeySigningResponse.js';
 import type { AuditKeyState__Output } from '../gen/quotad/v1/AuditKeyState.js';
 import type { AuditRecord__Output } from '../gen/quotad/v1/AuditRecord.js';
 import type { ListAuditRecordsRequest } from '../gen/quotad/v1/ListAuditRecordsRequest.js';
@@ -37,14 +39,16 @@ export const ADMIN_USAGE = `Usage: quotad keys <command> [flags]
 Manages API keys through the authority's AdminService (gRPC).
 
 Commands:
-  keys create --name N --owner O --org G --tier T [--expires-in 90d]
-                            issue a key; its secret is printed once and cannot be recovered
+  keys create --name N --owner O --org G --tier T [--expires-in 90d] [--signing off|optional|required]
+                            issue a key; its secret (and signing secret) is printed once and cannot be recovered
   keys list [--org G] [--page-size N]
                             every key (all pages), never a secret
   keys show ID              a key's fields, limit overrides and secret hints
   keys revoke ID            refuse the key from now on, on every replica
   keys rotate ID [--overlap 24h]
-                            issue a new secret; the old one works for the overlap (0s: stops at once)
+                            issue a new secret (and signing secret); the old one works for the overlap (0s: stops at once)
+  keys signing ID off|optional|required
+                            whether the key's requests must be signed; turning it on prints the signing secret once
   keys limits ID [--set NAME=VALUE]... [--unset NAME]...
                             override the tier's limits for this key alone; NAME is a limit of the
                             tier or rpm, tpm, tpd, usd_per_day; VALUE a count, or dollars ("5.00")
@@ -109,6 +113,7 @@ interface AdminApi {
   setKeyLimits: Unary<SetKeyLimitsRequest, ApiKey__Output>;
   getKeyUsage: Unary<GetKeyUsageRequest, GetKeyUsageResponse__Output>;
   listAuditRecords: Unary<ListAuditRecordsRequest, ListAuditRecordsResponse__Output>;
+  setKeySigning: Unary<SetKeySigningRequest, SetKeySigningResponse__Output>;
 }
 
 /** Where to call and with what, from the flags and the environment. */
@@ -182,6 +187,7 @@ function connect(settings: Settings): { api: AdminApi; close: () => void } {
     setKeyLimits: unary(client.setKeyLimits.bind(client)),
     getKeyUsage: unary(client.getKeyUsage.bind(client)),
     listAuditRecords: unary(client.listAuditRecords.bind(client)),
+    setKeySigning: unary(client.setKeySigning.bind(client)),
   };
   return { api, close: () => client.close() };
 }
@@ -229,6 +235,7 @@ function keyFields(key: ApiKey__Output): string {
     ['revoked', isoTime(key.revokedAtMs)],
     ['last used', isoTime(key.lastUsedAtMs, 'never')],
     ['limits', key.limits.length ? key.limits.map((l) => `${l.name} = ${l.value}`) : "the tier's"],
+    ['signing', key.signing || 'off'],
     [
       'secrets',
       key.secrets.map(
@@ -242,6 +249,12 @@ function keyFields(key: ApiKey__Output): string {
 /** The secret alone on its line, so it can be copied whole, with the warning that this is the only chance. */
 function secretBlock(secret: string): string {
   return `Secret (shown once, store it now: the authority keeps only its hash and cannot show it again):\n\n${secret}\n\n`;
+}
+
+/** The signing secret likewise, when there is one. */
+function signingBlock(signingSecret: string): string {
+  if (!signingSecret) return '';
+  return `Signing secret (shown once, store it with the key: it signs every request, see the README):\n\n${signingSecret}\n\n`;
 }
 
 function keyTable(keys: ApiKey__Output[]): string {
@@ -297,7 +310,9 @@ interface Command {
   options: Options;
   /** Whether the command takes a key id as its one positional argument. */
   takesId: boolean;
-  run(api: AdminApi, values: Values, id: string): Promise<Output>;
+  /** Whether a signing mode (off, optional, required) follows the id. */
+  takesMode?: boolean;
+  run(api: AdminApi, values: Values, id: string, mode?: string): Promise<Output>;
 }
 
 const COMMON_OPTIONS = {
@@ -369,6 +384,7 @@ const KEY_COMMANDS: Record<string, Command> = {
       org: { type: 'string' },
       tier: { type: 'string' },
       'expires-in': { type: 'string' },
+      signing: { type: 'string' },
     },
     takesId: false,
     async run(api, values) {
@@ -378,10 +394,14 @@ const KEY_COMMANDS: Record<string, Command> = {
         org: requiredFlag(values, 'org'),
         tier: requiredFlag(values, 'tier'),
         expiresInMs: durationFlag(values, 'expires-in') ?? 0,
+        signing: stringFlag(values, 'signing') ?? 'off',
       };
       const created = await api.createKey(request);
       const key = created.key ? keyFields(created.key) : '';
-      return { message: created, text: secretBlock(created.secret) + key };
+      return {
+        message: created,
+        text: secretBlock(created.secret) + signingBlock(created.signingSecret) + key,
+      };
     },
   },
   list: {
@@ -421,7 +441,20 @@ const KEY_COMMANDS: Record<string, Command> = {
           ? `The previous secret works until ${isoTime(until)}.\n\n`
           : 'The previous secret no longer works.\n\n';
       const key = rotated.key ? keyFields(rotated.key) : '';
-      return { message: rotated, text: secretBlock(rotated.secret) + previous + key };
+      return {
+        message: rotated,
+        text: secretBlock(rotated.secret) + signingBlock(rotated.signingSecret) + previous + key,
+      };
+    },
+  },
+  signing: {
+    options: {},
+    takesId: true,
+    takesMode: true,
+    async run(api, _values, id, mode) {
+      const answer = await api.setKeySigning({ id, signing: mode ?? '' });
+      const key = answer.key ? keyFields(answer.key) : '';
+      return { message: answer, text: signingBlock(answer.signingSecret) + key };
     },
   },
   limits: {
@@ -533,12 +566,14 @@ function parseCommandLine(command: Command, args: string[]): { values: Values; p
 }
 
 function readId(name: string, command: Command, positionals: string[]): string {
-  const expected = command.takesId ? 1 : 0;
+  const expected = (command.takesId ? 1 : 0) + (command.takesMode ? 1 : 0);
   if (positionals.length !== expected) {
     throw usageError(
-      command.takesId
-        ? `${name}: expected one key id, as in quotad ${name} key_…`
-        : `${name}: unexpected argument '${positionals[0]}'`,
+      command.takesMode
+        ? `${name}: expected a key id and off, optional or required, as in quotad ${name} key_… required`
+        : command.takesId
+          ? `${name}: expected one key id, as in quotad ${name} key_…`
+          : `${name}: unexpected argument '${positionals[0]}'`,
     );
   }
   return positionals[0] ?? '';
@@ -596,7 +631,7 @@ async function runCommand(name: string, command: Command, args: string[], env: N
     const settings = readSettings(values, env);
     const { api, close } = connect(settings);
     try {
-      const output = await command.run(api, values, id);
+      const output = await command.run(api, values, id, positionals[1]);
       process.stdout.write(settings.json ? `${JSON.stringify(output.message, null, 2)}\n` : output.text);
     } finally {
       close();

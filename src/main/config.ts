@@ -120,6 +120,12 @@ export const SERVE_SETTINGS = {
     default: '90d',
     help: 'How long audit records (admin changes and refused admin calls) are kept.',
   },
+  signatureMaxAge: {
+    flag: 'signature-max-age',
+    env: 'QUOTAD_SIGNATURE_MAX_AGE',
+    default: '300s',
+    help: "How far a signed request's X-Quotad-Timestamp may be from the authority's clock, either way (signature_expired past it).",
+  },
   auditMaxRecords: {
     flag: 'audit-max-records',
     env: 'QUOTAD_AUDIT_MAX_RECORDS',
@@ -158,6 +164,23 @@ export interface ServeConfig {
   audit: { retentionMs: number; maxRecords: number };
   /** From QUOTAD_AUTHORITY_TOKEN only. Set: QuotaService calls must carry it. */
   authorityToken: string | undefined;
+  /** From QUOTAD_SIGNING_KEY only: the master secret signing secrets derive from. Unset: no signing. */
+  signingKey: string | undefined;
+  signatureMaxAgeMs: number;
+}
+
+/** A shorter master secret for signing would weaken every key's signing secret. */
+export const MIN_SIGNING_KEY_LENGTH = 32;
+
+function signingKeySetting(env: NodeJS.ProcessEnv): string | undefined {
+  const key = env.QUOTAD_SIGNING_KEY;
+  if (key === undefined || key === '') return undefined;
+  if (key.length < MIN_SIGNING_KEY_LENGTH || /\s/.test(key)) {
+    throw new ConfigError(
+      `QUOTAD_SIGNING_KEY: must be at least ${MIN_SIGNING_KEY_LENGTH} characters without spaces (try: openssl rand -hex 32)`,
+    );
+  }
+  return key;
 }
 
 /** Shorter admin (and authority) tokens are refused: they could be guessed. */
@@ -293,6 +316,8 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
       maxRecords: countSetting(name(s.auditMaxRecords), required(s.auditMaxRecords), 10_000_000),
     },
     authorityToken: tokenSetting(env, 'QUOTAD_AUTHORITY_TOKEN'),
+    signingKey: signingKeySetting(env),
+    signatureMaxAgeMs: positiveDurationSetting(name(s.signatureMaxAge), required(s.signatureMaxAge)),
   };
 }
 
@@ -307,5 +332,5 @@ export function settingLines(settings: Record<string, Setting>): string {
 
 /** The settings as a help text: flag, variable, default, meaning. */
 export function serveUsage(): string {
-  return `Usage: quotad serve [flags]\n\nEach flag may also be set by its environment variable.\n\n${settingLines(SERVE_SETTINGS)}\n\nQUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService, as the token named admin (QUOTAD_ADMIN_TOKENS_FILE names more). QUOTAD_AUTHORITY_TOKEN (environment only; likewise) makes every QuotaService call carry it.\n`;
+  return `Usage: quotad serve [flags]\n\nEach flag may also be set by its environment variable.\n\n${settingLines(SERVE_SETTINGS)}\n\nQUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService, as the token named admin (QUOTAD_ADMIN_TOKENS_FILE names more). QUOTAD_AUTHORITY_TOKEN (environment only; likewise) makes every QuotaService call carry it. QUOTAD_SIGNING_KEY (environment only; at least ${MIN_SIGNING_KEY_LENGTH} characters) is the master secret API keys' signing secrets derive from; unset, no key can have signing on.\n`;
 }

@@ -158,7 +158,7 @@ function authoritySecrets(config: ServeConfig): (string | undefined)[] {
     const { password } = new URL(config.redisUrl);
     if (password) redisPassword = decodeURIComponent(password);
   }
-  return [config.adminToken, config.authorityToken, redisPassword];
+  return [config.adminToken, config.authorityToken, config.signingKey, redisPassword];
 }
 
 /** Wires and starts the authority: policy, store, gRPC server and metrics endpoint. */
@@ -230,6 +230,7 @@ export async function startAuthority(
     metrics,
     logger,
   });
+  const signingKey = config.signingKey === undefined ? undefined : Buffer.from(config.signingKey, 'utf8');
   const authority = new QuotaAuthority({
     store,
     fallback: boundedMemoryStore('fallback', localClock, config, metrics),
@@ -239,6 +240,7 @@ export async function startAuthority(
     logger,
     keys,
     maxStoreWaitMs: config.redisTimeoutMs,
+    signing: { masterKey: signingKey, maxAgeMs: config.signatureMaxAgeMs },
   });
   const admin =
     config.adminToken || config.adminTokensFile
@@ -249,6 +251,7 @@ export async function startAuthority(
           audit: stores.audit,
           policy: () => policy.current,
           clock: localClock,
+          ...(signingKey ? { signingKey } : {}),
           metrics,
           logger,
         })

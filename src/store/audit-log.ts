@@ -13,6 +13,8 @@ export interface AuditKeySnapshot {
   limits: { name: string; value: string }[];
   /** Secrets that work now (2 during a rotation's overlap). */
   secrets: number;
+  /** Signed requests: off, optional or required. */
+  signing: string;
 }
 
 export interface AuditEntry {

@@ -23,13 +23,14 @@ function entry(overrides: Partial<AuditEntry> = {}): AuditEntry {
     outcome: 'OK',
     detail: '',
     peer: 'ipv4:127.0.0.1:50000',
-    before: { tier: 'pro', state: 'active', expiresMs: null, limits: [], secrets: 1 },
+    before: { tier: 'pro', state: 'active', expiresMs: null, limits: [], secrets: 1, signing: 'off' },
     after: {
       tier: 'pro',
       state: 'active',
       expiresMs: null,
       limits: [{ name: 'rpm', value: '100' }],
       secrets: 1,
+      signing: 'optional',
     },
     ...overrides,
   };

@@ -22,6 +22,8 @@ test('with nothing set, serve uses the documented defaults and the in-process st
     adminTokensFile: undefined,
     audit: { retentionMs: 90 * 86_400_000, maxRecords: 100_000 },
     authorityToken: undefined,
+    signingKey: undefined,
+    signatureMaxAgeMs: 300_000,
   });
 });
 
