@@ -10,6 +10,7 @@ import * as prettier from 'prettier';
 import { REPO_ROOT } from '../test/helpers/authority-process.js';
 import type { GrpcScenario, LoadPoint, Results } from './run.js';
 import { renderBurst } from './burst.js';
+import { renderSigning } from './signing.js';
 
 const require = createRequire(import.meta.url);
 
@@ -656,6 +657,7 @@ export async function renderReport(
 
   // ---------------------------------------------------------------------------------- burst
   if (results.burst) p(...renderBurst(results.burst, table));
+  if (results.signing) p(...renderSigning(results.signing, table));
 
   // ---------------------------------------------------------------------------------- setup
   p(

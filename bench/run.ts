@@ -7,8 +7,8 @@
  *                          [--burst 200] [--burst-rounds 3]
  *
  * Scenarios (ids for --only): transport, redis, memory, rlf, storage, gateway, footprint, batch, profile,
- * burst. `--only burst` alone keeps the other scenarios' figures of the last run (results/latest.json) and
- * rewrites only the burst section.
+ * burst, signing. `--only burst` or `--only signing` alone keeps the other scenarios' figures of the last
+ * run (results/latest.json) and rewrites only that section.
  * --seconds is the measured length of each load point (warm-ups come on top).
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -35,6 +35,7 @@ import {
   writeBenchPolicy,
 } from './common.js';
 import { burstScenario, type BurstResult } from './burst.js';
+import { signingScenario, type SigningResult } from './signing.js';
 import { summarizeProfile, type ProfileSummary } from './cpuprofile.js';
 import type { HistogramData } from './histogram.js';
 import { Histogram } from './histogram.js';
@@ -54,6 +55,7 @@ const ALL = [
   'batch',
   'profile',
   'burst',
+  'signing',
 ];
 
 const { values } = parseArgs({
@@ -211,6 +213,7 @@ export interface Results {
   footprint?: FootprintResult;
   profile?: ProfileSummary & { operationsPerSecond: number; seconds: number };
   burst?: BurstResult;
+  signing?: SigningResult;
   protoHasBatch: boolean;
 }
 
@@ -1122,6 +1125,16 @@ async function main() {
         log,
       });
     }
+    if (only.has('signing')) {
+      results.signing = await signingScenario({
+        redis,
+        dir,
+        policyPath: ctx.policyPath,
+        commit: String(results.machine.commit),
+        seconds,
+        log,
+      });
+    }
   } finally {
     client.disconnect();
     await redis.stop();
@@ -1137,8 +1150,11 @@ async function main() {
 
   const json = resolve(REPO_ROOT, values.json as string);
   await mkdir(join(json, '..'), { recursive: true });
-  const kept = only.size === 1 && only.has('burst') ? await previousResults(json) : undefined;
-  const written = kept ? { ...kept, burst: results.burst } : results;
+  const alone = only.size === 1 && (only.has('burst') || only.has('signing'));
+  const kept = alone ? await previousResults(json) : undefined;
+  const written = kept
+    ? { ...kept, ...(only.has('burst') ? { burst: results.burst } : { signing: results.signing }) }
+    : results;
   await writeFile(json, `${JSON.stringify(written, null, 2)}\n`);
   await render(written);
   log(
