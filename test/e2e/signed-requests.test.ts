@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { signRequest } from '../../src/keys/signing.js';
+import { AUDIT_STREAM } from '../../src/store/keys.js';
 import { AuthorityProcess } from '../helpers/authority-process.js';
+import { runCli } from '../helpers/cli.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
 import { GatewayProcess } from '../helpers/gateway-process.js';
 import { adminClient, type AdminClient } from '../helpers/grpc-clients.js';
@@ -216,6 +218,53 @@ describe('signed requests through two gateways on one authority on Redis', { tim
         (await post(a, rotated.secret, sign(key.signingSecret))).code,
       ],
       [200, 200, 'invalid_signature'],
+    );
+  });
+
+  test('quotad keys create --signing prints the signing secret once; keys signing changes the mode, audited without secrets', async () => {
+    const env = { QUOTAD_ADMIN_TOKEN: adminToken, QUOTAD_AUTHORITY: authority.grpcAddress };
+    const created = await runCli(
+      [
+        'keys',
+        'create',
+        '--name',
+        'cli',
+        '--owner',
+        'o',
+        '--org',
+        'signing-cli',
+        '--tier',
+        'pro',
+        '--signing',
+        'required',
+        '--json',
+      ],
+      env,
+    );
+    assert.equal(created.code, 0, created.stderr);
+    const { key, signingSecret } = JSON.parse(created.stdout) as {
+      key: { id: string; signing: string };
+      signingSecret: string;
+    };
+    assert.deepEqual([key.signing, /^qd_sign_[0-9a-f]{64}$/.test(signingSecret)], ['required', true]);
+    const optional = await runCli(['keys', 'signing', key.id, 'optional', '--json'], env);
+    const answer = JSON.parse(optional.stdout) as { key: { signing: string }; signingSecret: string };
+    assert.deepEqual([answer.key.signing, answer.signingSecret], ['optional', '']);
+    const bad = await runCli(['keys', 'signing', key.id, 'sometimes'], env);
+    assert.equal(bad.code, 2);
+    const { records } = await admin.listAuditRecords({ keyId: key.id, action: 'SetKeySigning' });
+    assert.deepEqual(
+      records.map((r) => [r.outcome, r.before?.signing, r.after?.signing]),
+      [
+        ['INVALID_ARGUMENT', undefined, undefined],
+        ['OK', 'required', 'optional'],
+      ],
+    );
+    const inspect = redis.client();
+    const stream = JSON.stringify(await inspect.xrange(AUDIT_STREAM, '-', '+'));
+    await inspect.quit();
+    assert.ok(
+      stream.includes('SetKeySigning') && !stream.includes('qd_sign_') && !stream.includes(signingSecret),
     );
   });
 
