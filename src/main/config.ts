@@ -114,17 +114,17 @@ export const SERVE_SETTINGS = {
     default: undefined,
     help: 'Named admin tokens (YAML: tokens: [{name, role: admin|read-only, sha256}]), never a token itself; re-read on change. With or without QUOTAD_ADMIN_TOKEN, which is the token named admin.',
   },
-  auditRetention: {
-    flag: 'audit-retention',
-    env: 'QUOTAD_AUDIT_RETENTION',
-    default: '90d',
-    help: 'How long audit records (admin changes and refused admin calls) are kept.',
-  },
   signatureMaxAge: {
     flag: 'signature-max-age',
     env: 'QUOTAD_SIGNATURE_MAX_AGE',
     default: '300s',
     help: "How far a signed request's X-Quotad-Timestamp may be from the authority's clock, either way (signature_expired past it).",
+  },
+  auditRetention: {
+    flag: 'audit-retention',
+    env: 'QUOTAD_AUDIT_RETENTION',
+    default: '90d',
+    help: 'How long audit records (admin changes and refused admin calls) are kept.',
   },
   auditMaxRecords: {
     flag: 'audit-max-records',
