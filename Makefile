@@ -17,11 +17,18 @@ node_modules/.installed: package.json package-lock.json
 deps: node_modules/.installed ## Install the locked npm dependencies
 
 tools: ## Make sure redis-server, promtool, prometheus, openssl and kubectl are there (apt-get when absent and root)
-	@scripts/ensure-tools.sh redis-server promtool prometheus openssl
+	@scripts/ensure-tools.sh redis-server promtool prometheus openssl curl
 	@scripts/ensure-tools.sh kubectl
 
-build: deps ## Generate proto types and compile to dist/
+# Everything the build reads: `make build` (and so `make run`) compiles only when one of them changed.
+BUILD_INPUTS := $(shell find src test bench proto scripts -type f -not -path 'src/gen/*' 2>/dev/null) \
+	package.json package-lock.json tsconfig.json
+
+dist/.built: node_modules/.installed $(BUILD_INPUTS)
 	$(NPM) run --silent build
+	@touch $@
+
+build: deps dist/.built ## Generate proto types and compile to dist/ (when a source changed)
 
 lint: deps ## ESLint, Prettier and the TypeScript type-check
 	$(NPM) run --silent gen
@@ -37,7 +44,7 @@ test-only: build ## Run the tests without lint
 deploy-check: tools build ## Render and validate the manifests, rules and dashboard
 	$(NODE) --test dist/test/deploy/*.test.js
 
-run: build ## Start the authority (in-process store, demo key) and a gateway (demo upstream without OPENAI_API_KEY)
+run: build ## Start the authority (in-process store, demo key) and a gateway (demo upstream without OPENAI_API_KEY); ports: GATEWAY_PORT, AUTHORITY_PORT, METRICS_PORT
 	scripts/run.sh
 
 # Options for bench/run.js, e.g. make bench BENCH_ARGS="--only transport,redis --seconds 5"

@@ -12,9 +12,9 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import os from 'node:os';
 import { deriveSigningSecret, signRequest, verifySignature } from '../src/keys/signing.js';
 import { sha256 } from '../src/keys/api-key.js';
-import { AuthorityProcess } from '../test/helpers/authority-process.js';
-import { adminClient, quotaClient, type QuotaClient } from '../test/helpers/grpc-clients.js';
-import type { TestRedisServer } from '../test/helpers/redis-server.js';
+import { AuthorityProcess } from '../harness/authority-process.js';
+import { adminClient, quotaClient, type QuotaClient } from '../harness/grpc-clients.js';
+import type { TestRedisServer } from '../harness/redis-server.js';
 import { BENCH_TIER, CHECK } from './common.js';
 import { Histogram } from './histogram.js';
 

@@ -14,7 +14,7 @@ import {
   SIGNING_MODES,
   type ApiKeyRecord,
   type SigningMode,
-} from '../keys/key-record.js';
+} from '../core/key-record.js';
 import { deriveSigningSecret } from '../keys/signing.js';
 import type { AuditKeySnapshot, AuditLog, AuditRecord as StoredAuditRecord } from '../store/audit-log.js';
 import type { AuditRecord } from '../gen/quotad/v1/AuditRecord.js';
@@ -25,7 +25,7 @@ import type { AuthorityMetrics, GrpcMethod, GrpcStatusName } from '../telemetry/
 import type { AdminTokens } from './admin-tokens.js';
 import type { QuotaAuthority } from './quota-authority.js';
 import { toLimitStatus, toServiceError } from './quota-service.js';
-import { requireOrg, requireText } from './validate.js';
+import { requireOrg, requireText } from '../api/identity.js';
 
 /** Key lifetimes and overlaps above this are mistakes, not policies. */
 const MAX_DURATION_MS = 10 * 365 * 86_400_000;

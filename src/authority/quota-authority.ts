@@ -41,7 +41,7 @@ import type {
   SettleResult,
 } from '../core/quota.js';
 import type { KeyRegistry } from '../keys/key-registry.js';
-import { keyPrincipal, signingOf, type ApiKeyRecord, type SigningMode } from '../keys/key-record.js';
+import { keyPrincipal, signingOf, type ApiKeyRecord, type SigningMode } from '../core/key-record.js';
 import {
   DEFAULT_SIGNATURE_MAX_AGE_MS,
   deriveSigningSecret,

@@ -10,8 +10,15 @@ const IETF_UNITS: Partial<Record<Limit['unit'], string>> = {
 
 /**
  * The rate-limit headers for a gateway response, from the limits the authority reported. Shadow limits never
- * show. Three dialects: OpenAI's `x-ratelimit-*-requests|tokens`, the widespread `x-ratelimit-limit|remaining|reset`
- * for the most constraining limit, and the IETF draft's `ratelimit-policy` and `ratelimit` structured fields.
+ * show. Three dialects, each describing one thing in every answer:
+ * - OpenAI's `x-ratelimit-*-requests`: the request rate with the least left; `x-ratelimit-*-tokens`: the
+ *   token rate or budget with the least left;
+ * - the widespread `x-ratelimit-limit|remaining|reset`: always requests (the same request rate), never a
+ *   token or dollar amount, so a client counting requests is not handed tokens in the next answer;
+ * - the IETF draft's `ratelimit-policy` and `ratelimit`: every rate and budget, by name.
+ * "Reset" is the same in all three: how long until the limit has its whole allowance again. On a sliding
+ * window that is when every request counted so far has left the window, up to two windows after the
+ * latest one (the current window's requests weigh on the next); when to retry is `retry-after`, not reset.
  * Header names are lower-case.
  */
 export function rateLimitHeaders(limits: readonly Limit[]): Record<string, string> {
@@ -31,13 +38,10 @@ export function rateLimitHeaders(limits: readonly Limit[]): Record<string, strin
     headers['x-ratelimit-reset-tokens'] = formatDuration(tokens.resetAfterMs);
   }
 
-  const tightest = mostConstraining(
-    enforced.filter((l) => l.kind !== 'CONCURRENCY' && l.unit !== 'CONCURRENT'),
-  );
-  if (tightest) {
-    headers['x-ratelimit-limit'] = String(tightest.limit);
-    headers['x-ratelimit-remaining'] = String(tightest.remaining);
-    headers['x-ratelimit-reset'] = String(secondsUntil(tightest.resetAfterMs));
+  if (requests) {
+    headers['x-ratelimit-limit'] = String(requests.limit);
+    headers['x-ratelimit-remaining'] = String(requests.remaining);
+    headers['x-ratelimit-reset'] = String(secondsUntil(requests.resetAfterMs));
   }
 
   // Concurrency limits are not listed: the draft's quota units describe amounts per window, and an
@@ -50,6 +54,21 @@ export function rateLimitHeaders(limits: readonly Limit[]): Record<string, strin
       .join(', ');
   }
   return headers;
+}
+
+/** The spread added to a retry time: half the wait, within these bounds. */
+const SPREAD_MIN_MS = 100;
+const SPREAD_MAX_MS = 5_000;
+
+/**
+ * A retry time for one of many callers refused by the same limit: the wait the authority gave, plus a
+ * random share of half of it (100 ms to 5 s). Callers refused together then come back one after another,
+ * each finding the room the one before left, instead of all in the same millisecond where one wins and the
+ * rest are refused again (the OpenAI SDKs add no jitter to `retry-after-ms`).
+ */
+export function spreadRetry(waitMs: number, random: () => number = Math.random): number {
+  const spread = Math.min(SPREAD_MAX_MS, Math.max(SPREAD_MIN_MS, waitMs / 2));
+  return waitMs + Math.floor(random() * spread);
 }
 
 /** `retry-after` in whole seconds (rounded up, at least 1) and OpenAI's `retry-after-ms` with the exact wait. */
@@ -77,20 +96,6 @@ function leastRemaining(limits: readonly Limit[]): Limit | undefined {
       (limit.remaining === best.remaining && windowMs(limit) < windowMs(best))
     ) {
       best = limit;
-    }
-  }
-  return best;
-}
-
-/** Lowest remaining/limit ratio; on a tie the earlier in the authority's order. */
-function mostConstraining(limits: readonly Limit[]): Limit | undefined {
-  let best: Limit | undefined;
-  let bestRatio = Infinity;
-  for (const limit of limits) {
-    const ratio = limit.limit > 0 ? limit.remaining / limit.limit : 0;
-    if (ratio < bestRatio) {
-      best = limit;
-      bestRatio = ratio;
     }
   }
   return best;

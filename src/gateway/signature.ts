@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { signatureFormatProblem } from '../keys/signing.js';
-import { authenticationError } from './openai-error.js';
+import { authenticationError } from './errors.js';
 
 /** A request's signature as it goes to the authority, which verifies it; the body's hash once read. */
 export interface SentSignature {

@@ -26,7 +26,7 @@ import {
   type ApiKeyRecord,
   type KeyAuthentication,
   type SigningMode,
-} from './key-record.js';
+} from '../core/key-record.js';
 
 /** Last-used is written at most this often per key and replica. */
 export const LAST_USED_RESOLUTION_MS = 60_000;

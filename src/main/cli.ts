@@ -1,9 +1,11 @@
 #!/usr/bin/env node
+import { EnvoyConfigError } from '../envoy/config-error.js';
 import { PolicyError } from '../policy/policy-error.js';
 import type { Logger } from '../telemetry/logger.js';
 import { EXIT, auditCli, keysCli, usageCli } from './admin-cli.js';
 import { ConfigError, parseServeConfig, serveUsage } from './config.js';
 import { gatewayUsage, parseGatewayConfig } from './gateway-config.js';
+import { ListenError } from './listen.js';
 import { VERSION } from './version.js';
 
 const USAGE = `quotad ${VERSION}: one quota authority for every LLM gateway replica.
@@ -65,8 +67,9 @@ async function serve(args: string[]): Promise<number> {
   return runUntilSignalled(
     () => startAuthority(config),
     (running) => {
-      running.logger.info('SIGHUP: re-reading the policy');
+      running.logger.info('SIGHUP: re-reading the policy and the Envoy configuration');
       void running.policy.reload();
+      void running.envoy?.watcher.reload();
     },
   );
 }
@@ -116,7 +119,11 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
-    if (error instanceof ConfigError || error instanceof PolicyError) {
+    if (error instanceof ListenError) {
+      process.stderr.write(`quotad: ${error.message}\n`);
+      process.exit(EXIT.failure);
+    }
+    if (error instanceof ConfigError || error instanceof PolicyError || error instanceof EnvoyConfigError) {
       process.stderr.write(`quotad: ${error.message}\n`);
       process.exit(EXIT.usage);
     }

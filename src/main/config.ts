@@ -1,5 +1,7 @@
 import { parseArgs } from 'node:util';
 import { parseDuration } from '../core/duration.js';
+import type { RedisTarget } from '../store/redis/connection.js';
+import { parseRedisTarget, REDIS_PASSWORD_ENV, waitReplicasSetting } from './redis-target.js';
 
 /** A setting given badly, on the command line or in the environment. The CLI prints it and exits with 2. */
 export class ConfigError extends Error {
@@ -22,7 +24,31 @@ export const SERVE_SETTINGS = {
     flag: 'redis-url',
     env: 'REDIS_URL',
     default: undefined,
-    help: 'Redis to share counters through (redis://, rediss://). Unset: in-process store, single instance only.',
+    help: 'Redis to share counters through (redis://, rediss://). Unset (and no cluster or sentinels): in-process store, single instance only.',
+  },
+  redisCluster: {
+    flag: 'redis-cluster',
+    env: 'QUOTAD_REDIS_CLUSTER',
+    default: undefined,
+    help: 'Seed nodes of a Redis Cluster, host:port,host:port,… (rediss://host:port for TLS). Instead of --redis-url.',
+  },
+  redisSentinels: {
+    flag: 'redis-sentinels',
+    env: 'QUOTAD_REDIS_SENTINELS',
+    default: undefined,
+    help: 'Sentinels of a Redis Sentinel group, host:port,… (rediss://host:port for TLS), with --redis-sentinel-name. Instead of --redis-url.',
+  },
+  redisSentinelName: {
+    flag: 'redis-sentinel-name',
+    env: 'QUOTAD_REDIS_SENTINEL_NAME',
+    default: undefined,
+    help: 'The master name the sentinels monitor (sentinel monitor <name> …); needs --redis-sentinels.',
+  },
+  redisWaitReplicas: {
+    flag: 'redis-wait-replicas',
+    env: 'QUOTAD_REDIS_WAIT_REPLICAS',
+    default: 'auto',
+    help: 'Replicas that must confirm an admin key change (Redis WAIT, within --redis-timeout) before it is acknowledged. auto: 1 on Cluster and Sentinel, 0 on REDIS_URL.',
   },
   policy: {
     flag: 'policy',
@@ -108,6 +134,24 @@ export const SERVE_SETTINGS = {
     default: 'off',
     help: 'on: when the store holds no API key, create a demo key (free tier) and print it once on stderr.',
   },
+  demoGateway: {
+    flag: 'demo-gateway',
+    env: 'QUOTAD_DEMO_GATEWAY',
+    default: 'http://127.0.0.1:8080',
+    help: "The gateway's base URL in the demo key's curl line (make run sets it from QUOTAD_GATEWAY_ADDR).",
+  },
+  envoyConfig: {
+    flag: 'envoy-config',
+    env: 'QUOTAD_ENVOY_CONFIG',
+    default: undefined,
+    help: "A directory of envoyproxy/ratelimit config files (*.yaml): serve Envoy's RateLimitService for their domains; watched, valid edits apply live. Unset: not served.",
+  },
+  envoyOnStoreFailure: {
+    flag: 'envoy-on-store-failure',
+    env: 'QUOTAD_ENVOY_ON_STORE_FAILURE',
+    default: 'open',
+    help: 'What Envoy domains answer while the store is out: open (OK), closed (OVER_LIMIT), local (in-process counters at limit ÷ replicas).',
+  },
   adminTokensFile: {
     flag: 'admin-tokens-file',
     env: 'QUOTAD_ADMIN_TOKENS_FILE',
@@ -141,6 +185,10 @@ export interface HostPort {
 
 export interface ServeConfig {
   redisUrl: string | undefined;
+  /** Where the shared store is: REDIS_URL, a Cluster or a Sentinel group; unset: the in-process store. */
+  redis: RedisTarget | undefined;
+  /** Replicas that must confirm each admin key write (WAIT) before it is acknowledged. */
+  redisWaitReplicas: number;
   policyPath: string;
   grpcAddress: HostPort;
   metricsAddress: HostPort;
@@ -156,7 +204,12 @@ export interface ServeConfig {
   /** TLS on the gRPC port: files of the certificate, its key, and the CA that client certificates need. */
   tls: { certPath: string; keyPath: string; clientCaPath?: string } | undefined;
   demoKey: boolean;
-  /** From QUOTAD_ADMIN_TOKEN only (never a flag, which `ps` would show). */
+  /** Where the demo banner's curl line sends its request. */
+  demoGateway: string;
+  /** The envoyproxy/ratelimit config directory; unset: RateLimitService is not served. */
+  envoyConfigDir: string | undefined;
+  envoyOnStoreFailure: 'open' | 'closed' | 'local';
+  /** From QUOTAD_ADMIN_TOKEN only (never a flag, which `ps` would show): the token named admin. */
   adminToken: string | undefined;
   /** Named admin tokens by SHA-256. Neither this nor adminToken: no AdminService. */
   adminTokensFile: string | undefined;
@@ -206,6 +259,20 @@ export function onOffSetting(name: string, text: string): boolean {
   throw new ConfigError(`${name}: expected on or off, got '${text}'`);
 }
 
+/** An http(s) URL without a trailing slash. */
+export function urlSetting(name: string, text: string): string {
+  const url = URL.canParse(text) ? new URL(text) : undefined;
+  if (!url || !['http:', 'https:'].includes(url.protocol)) {
+    throw new ConfigError(`${name}: expected an http:// or https:// URL, got '${text}'`);
+  }
+  return text.replace(/\/+$/, '');
+}
+
+export function failureModeSetting(name: string, text: string): 'open' | 'closed' | 'local' {
+  if (text === 'open' || text === 'closed' || text === 'local') return text;
+  throw new ConfigError(`${name}: expected open, closed or local, got '${text}'`);
+}
+
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/;
 
 export function parseHostPort(name: string, text: string): HostPort {
@@ -243,6 +310,7 @@ export function settingsReader(
   settings: Record<string, Setting>,
   args: readonly string[],
   env: NodeJS.ProcessEnv,
+  command: string,
 ): { read(setting: Setting): string | undefined; required(setting: Setting): string } {
   const options = Object.fromEntries(
     Object.values(settings).map((setting) => [setting.flag, { type: 'string' as const }]),
@@ -251,7 +319,9 @@ export function settingsReader(
   try {
     ({ values } = parseArgs({ args: [...args], options, strict: true, allowPositionals: false }));
   } catch (error) {
-    throw new ConfigError((error as Error).message);
+    throw new ConfigError(
+      `${argumentProblem(error as NodeJS.ErrnoException, args)}; quotad ${command} --help lists the flags`,
+    );
   }
   const read = (setting: Setting): string | undefined => {
     const fromFlag = values[setting.flag];
@@ -260,6 +330,21 @@ export function settingsReader(
     return fromEnv === undefined || fromEnv === '' ? setting.default : fromEnv;
   };
   return { read, required: (setting) => read(setting) as string };
+}
+
+/** What is wrong with the command line, in one sentence (node's parseArgs messages run on about '--'). */
+function argumentProblem(error: NodeJS.ErrnoException, args: readonly string[]): string {
+  const flag = /'(-[^']*)'/.exec(error.message)?.[1];
+  switch (error.code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `unknown flag ${flag ?? ''}`.trimEnd();
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      return `${flag ?? 'a flag'} needs a value (--flag value or --flag=value)`;
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
+      return `unexpected argument ${JSON.stringify(args.find((a) => !a.startsWith('-')) ?? '')}: every setting is a --flag`;
+    default:
+      return error.message;
+  }
 }
 
 export const settingName = (setting: Setting) => `--${setting.flag} (${setting.env})`;
@@ -288,11 +373,13 @@ function tlsSetting(
 
 /** Reads `quotad serve`'s settings from its arguments and the environment. */
 export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv): ServeConfig {
-  const { read, required } = settingsReader(SERVE_SETTINGS, args, env);
+  const { read, required } = settingsReader(SERVE_SETTINGS, args, env, 'serve');
   const name = settingName;
   const s = SERVE_SETTINGS;
   return {
     redisUrl: read(s.redisUrl),
+    redis: parseRedisTarget(read, env),
+    redisWaitReplicas: waitReplicasSetting(read, env),
     policyPath: required(s.policy),
     grpcAddress: parseHostPort(name(s.grpcAddr), required(s.grpcAddr)),
     metricsAddress: parseHostPort(name(s.metricsAddr), required(s.metricsAddr)),
@@ -309,6 +396,9 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     ),
     tls: tlsSetting(read, s),
     demoKey: onOffSetting(name(s.demoKey), required(s.demoKey)),
+    demoGateway: urlSetting(name(s.demoGateway), required(s.demoGateway)),
+    envoyConfigDir: read(s.envoyConfig),
+    envoyOnStoreFailure: failureModeSetting(name(s.envoyOnStoreFailure), required(s.envoyOnStoreFailure)),
     adminToken: tokenSetting(env, 'QUOTAD_ADMIN_TOKEN'),
     adminTokensFile: read(s.adminTokensFile),
     audit: {
@@ -321,16 +411,61 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
   };
 }
 
+/** Help text is wrapped to this many columns. */
+export const HELP_WIDTH = 100;
+
+/** `text` wrapped at word boundaries to `width` columns, every line indented by `indent` spaces. */
+export function wrapText(text: string, indent: number, width = HELP_WIDTH): string {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    if (line && indent + line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) lines.push(line);
+  return lines.map((l) => ' '.repeat(indent) + l).join('\n');
+}
+
+/** Each setting as a help entry: its flag, variable and default on one line, its meaning wrapped under it. */
 export function settingLines(settings: Record<string, Setting>): string {
   return Object.values(settings)
-    .map(
-      (s: Setting) =>
-        `  --${s.flag.padEnd(18)} ${s.env.padEnd(25)} ${(s.default || '(unset)').padEnd(26)} ${s.help}`,
-    )
+    .map((s: Setting) => {
+      const head = `  --${s.flag} <value>, ${s.env}${s.default ? ` (default ${s.default})` : ''}`;
+      return `${head}\n${wrapText(s.help, 6)}`;
+    })
     .join('\n');
+}
+
+/** The exit codes of a long-running command (serve, gateway). */
+export const SERVICE_EXIT_CODES = `Exit codes:
+  0  stopped by SIGTERM or SIGINT, after draining
+  1  could not run: an address in use, the store unreachable at start, an unexpected error
+  2  usage: an unknown flag, a bad setting, an invalid policy file or --envoy-config directory`;
+
+/** A long-running command's help: usage line, its settings, notes on environment-only secrets, exit codes. */
+export function commandHelp(
+  command: string,
+  settings: Record<string, Setting>,
+  environmentOnly: string,
+): string {
+  return (
+    [
+      `Usage: quotad ${command} [flags]`,
+      wrapText('Each flag may also be set by its environment variable; the flag wins.', 0),
+      settingLines(settings),
+      wrapText(environmentOnly, 0),
+      SERVICE_EXIT_CODES,
+    ].join('\n\n') + '\n'
+  );
 }
 
 /** The settings as a help text: flag, variable, default, meaning. */
 export function serveUsage(): string {
-  return `Usage: quotad serve [flags]\n\nEach flag may also be set by its environment variable.\n\n${settingLines(SERVE_SETTINGS)}\n\nQUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService, as the token named admin (QUOTAD_ADMIN_TOKENS_FILE names more). QUOTAD_AUTHORITY_TOKEN (environment only; likewise) makes every QuotaService call carry it. QUOTAD_SIGNING_KEY (environment only; at least ${MIN_SIGNING_KEY_LENGTH} characters) is the master secret API keys' signing secrets derive from; unset, no key can have signing on.\n`;
+  return commandHelp(
+    'serve',
+    SERVE_SETTINGS,
+    `QUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService, as the token named admin (QUOTAD_ADMIN_TOKENS_FILE names more). QUOTAD_AUTHORITY_TOKEN (environment only; likewise) makes every QuotaService call carry it. ${REDIS_PASSWORD_ENV} (environment only) is the password of the Cluster nodes or of the Sentinel-managed master (REDIS_URL carries its own). QUOTAD_SIGNING_KEY (environment only; at least ${MIN_SIGNING_KEY_LENGTH} characters) is the master secret API keys' signing secrets derive from; unset, no key can have signing on.`,
+  );
 }

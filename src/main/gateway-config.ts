@@ -7,12 +7,14 @@ import {
   onOffSetting,
   parseHostPort,
   positiveDurationSetting,
-  settingLines,
+  commandHelp,
   settingName,
   settingsReader,
   type HostPort,
   type Setting,
 } from './config.js';
+import type { JwtConfig } from '../gateway/auth.js';
+import type { FailMode } from '../gateway/model-call.js';
 import type { ConnectionLimits } from '../gateway/server.js';
 import { authorityTlsSetting, type AuthorityTls } from './tls.js';
 import { REQUEST_LOG_FORMATS, type RequestLogFormat } from '../gateway/request-log.js';
@@ -177,16 +179,6 @@ export const GATEWAY_SETTINGS = {
   },
 } as const satisfies Record<string, Setting>;
 
-export type FailMode = 'closed' | 'open';
-
-/** How internal callers' JWTs are verified: a shared HMAC secret, or a JWKS file of public keys. */
-export type JwtConfig = ({ kind: 'secret'; secret: Uint8Array } | { kind: 'jwks'; path: string }) & {
-  issuer?: string;
-  audience?: string;
-  /** The longest a token may be valid: exp − iat, or exp − now when it has no iat. */
-  maxLifetimeMs: number;
-};
-
 export interface GatewayConfig {
   address: HostPort;
   authorityTarget: string;
@@ -301,7 +293,7 @@ function requestLogSetting(
 
 /** Reads `quotad gateway`'s settings from its arguments and the environment. */
 export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessEnv): GatewayConfig {
-  const { read, required } = settingsReader(GATEWAY_SETTINGS, args, env);
+  const { read, required } = settingsReader(GATEWAY_SETTINGS, args, env, 'gateway');
   const name = settingName;
   const s = GATEWAY_SETTINGS;
   const failMode = required(s.failMode);
@@ -347,5 +339,9 @@ export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessE
 
 /** `quotad gateway --help`. */
 export function gatewayUsage(): string {
-  return `Usage: quotad gateway [flags]\n\nEach flag may also be set by its environment variable.\n\n${settingLines(GATEWAY_SETTINGS)}\n\nOPENAI_API_KEY (environment only) authenticates to the upstream. QUOTAD_JWT_SECRET (environment only; at least ${MIN_JWT_SECRET_LENGTH} characters) verifies HS256 JWTs from internal callers. QUOTAD_AUTHORITY_TOKEN (environment only) is sent to an authority that requires it.\n`;
+  return commandHelp(
+    'gateway',
+    GATEWAY_SETTINGS,
+    `OPENAI_API_KEY (environment only) authenticates to the upstream. QUOTAD_JWT_SECRET (environment only; at least ${MIN_JWT_SECRET_LENGTH} characters) verifies HS256 JWTs from internal callers. QUOTAD_AUTHORITY_TOKEN (environment only) is sent to an authority that requires it.`,
+  );
 }

@@ -2,26 +2,14 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { DestinationStream } from 'pino';
 import { startDemoUpstream, demoUpstreamBanner, type DemoUpstream } from '../demo/upstream.js';
-import { connectAuthority } from '../gateway/authority-client.js';
-import { Authenticator, jwtVerifier } from '../gateway/auth.js';
-import { KeyConfirmations } from '../gateway/key-confirmations.js';
-import { ModelCallHandler } from '../gateway/model-call.js';
-import { RequestLog } from '../gateway/request-log.js';
-import { createGatewayServer } from '../gateway/server.js';
-import { Settler } from '../gateway/settlement.js';
-import { connectUpstream } from '../gateway/upstream.js';
-import { createLogger, secretScrubber, type Logger } from '../telemetry/logger.js';
+import type { Settler } from '../gateway/settlement.js';
+import { createLogger, type Logger } from '../telemetry/logger.js';
 import { GatewayMetrics } from '../telemetry/gateway-metrics.js';
-import type { GatewayConfig } from './gateway-config.js';
-import { authorityCredentials } from './tls.js';
+import { composeGateway, gatewaySecrets } from './compose-gateway.js';
+import { GATEWAY_SETTINGS, type GatewayConfig } from './gateway-config.js';
+import { routeGrpcLogs } from './grpc-log.js';
+import { listenOn } from './listen.js';
 import { VERSION } from './version.js';
-
-/** Settlements get more time than checks: nobody waits on them, and losing one loses real usage. */
-const SETTLEMENT_ATTEMPT_TIMEOUT_MS = 2_000;
-/** A key the authority answered for is read and estimated without asking again for this long. */
-const KEY_CONFIRMATION_TTL_MS = 60_000;
-/** Keys remembered as confirmed: about 1.5 MB. */
-const CONFIRMED_KEYS = 10_000;
 
 export interface GatewayOverrides {
   /** Where log lines go (tests capture them). */
@@ -60,15 +48,6 @@ export function openFilesLimit(): number | undefined {
   }
 }
 
-/** What the gateway's logs must never show, however it reaches them (an upstream may echo its key). */
-function gatewaySecrets(config: GatewayConfig): (string | undefined)[] {
-  return [
-    config.upstreamApiKey,
-    config.jwt?.kind === 'secret' ? new TextDecoder().decode(config.jwt.secret) : undefined,
-    config.authorityToken,
-  ];
-}
-
 /** Wires and starts `quotad gateway`: authority client, upstream, authentication and the HTTP server. */
 export async function startGateway(
   config: GatewayConfig,
@@ -80,6 +59,7 @@ export async function startGateway(
     destination: overrides.logDestination,
     secrets: gatewaySecrets(config),
   });
+  routeGrpcLogs(logger);
   const metrics = new GatewayMetrics({ version: VERSION });
   let demo: DemoUpstream | undefined;
   let upstreamUrl = config.upstreamUrl;
@@ -92,65 +72,11 @@ export async function startGateway(
       'DEMO upstream: answers are canned text, not a model (no OPENAI_API_KEY)',
     );
   }
-  const authority = connectAuthority(config.authorityTarget, {
-    credentials: authorityCredentials(config.authorityTls),
-    ...(config.authorityToken === undefined ? {} : { token: config.authorityToken }),
-    batch: config.authorityBatch,
-    onBatchUnimplemented: () =>
-      logger.warn(
-        { authority: config.authorityTarget },
-        'the authority does not serve batch calls (older than this gateway); calling it one request at a time',
-      ),
-  });
-  const settler = new Settler({
-    authority,
-    metrics,
+  const { app, authority, settler, upstream, models, requestLog } = await composeGateway(config, {
     logger,
-    attemptTimeoutMs: SETTLEMENT_ATTEMPT_TIMEOUT_MS,
-    ...(overrides.settlementBackoffMs ? { backoffMs: overrides.settlementBackoffMs } : {}),
-  });
-  const authenticator = new Authenticator(config.jwt ? await jwtVerifier(config.jwt) : undefined);
-  const upstream = connectUpstream({
-    baseUrl: upstreamUrl,
-    apiKey: config.upstreamApiKey,
-    timeoutMs: config.upstreamTimeoutMs,
-  });
-  const keys = new KeyConfirmations({
-    ttlMs: KEY_CONFIRMATION_TTL_MS,
-    maxKeys: CONFIRMED_KEYS,
-    clock: { now: () => Date.now() },
-  });
-  const models = new ModelCallHandler({
-    keys,
-    authority,
-    upstream,
-    settler,
     metrics,
-    logger,
-    authorityTimeoutMs: config.authorityTimeoutMs,
-    maxPendingChecks: config.maxPendingChecks,
-    failMode: config.failMode,
-  });
-  const requestLog = config.requestLog
-    ? new RequestLog({
-        ...config.requestLog,
-        scrub: secretScrubber(gatewaySecrets(config)),
-        onError: (error) =>
-          logger.error({ err: error.message, path: config.requestLog?.path }, 'request log not written'),
-      })
-    : undefined;
-  const app = createGatewayServer({
-    ...(requestLog ? { requestLog } : {}),
-    authority,
-    authenticator,
-    keys,
-    models,
-    metrics,
-    logger,
-    authorityTimeoutMs: config.authorityTimeoutMs,
-    maxBodyBytes: config.maxBodyBytes,
-    trustedProxies: config.trustedProxies,
-    connections: config.connections,
+    upstreamUrl,
+    ...(overrides.settlementBackoffMs ? { settlementBackoffMs: overrides.settlementBackoffMs } : {}),
   });
   const files = openFilesLimit();
   if (files !== undefined && config.connections.maxConnections > files - FILES_BESIDES_CLIENTS) {
@@ -160,7 +86,12 @@ export async function startGateway(
       `--max-connections is above the open-files limit less ${FILES_BESIDES_CLIENTS}: raise the limit (ulimit -n) or lower --max-connections`,
     );
   }
-  await app.listen({ host: config.address.host, port: config.address.port });
+  await listenOn(GATEWAY_SETTINGS.addr, config.address, () =>
+    app.listen({ host: config.address.host, port: config.address.port }),
+  ).catch(async (error: unknown) => {
+    await app.close();
+    throw error;
+  });
   const { port } = app.server.address() as AddressInfo;
   const host = ['0.0.0.0', '::'].includes(config.address.host) ? '127.0.0.1' : config.address.host;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;

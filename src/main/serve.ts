@@ -1,13 +1,10 @@
-import { randomBytes } from 'node:crypto';
 import type { DestinationStream } from 'pino';
-import { adminServiceHandlers } from '../authority/admin-service.js';
 import { AdminTokens, watchAdminTokensFile } from '../authority/admin-tokens.js';
-import { QuotaAuthority } from '../authority/quota-authority.js';
 import { startAuthorityServer } from '../authority/server.js';
 import type { Clock } from '../core/clock.js';
 import type { Policy } from '../core/policy.js';
 import { sha256 } from '../keys/api-key.js';
-import { KeyRegistry } from '../keys/key-registry.js';
+import type { KeyRegistry } from '../keys/key-registry.js';
 import { PolicyWatcher } from '../policy/watcher.js';
 import { MemoryAuditLog, type AuditLog } from '../store/audit-log.js';
 import type { KeyStore } from '../store/key-store.js';
@@ -15,19 +12,21 @@ import { MemoryKeyStore } from '../store/memory-key-store.js';
 import { MemoryStore } from '../store/memory-store.js';
 import { RedisAuditLog } from '../store/redis/redis-audit-log.js';
 import { RedisKeyStore } from '../store/redis/redis-key-store.js';
-import { createRedisClient, RedisStore } from '../store/redis/redis-store.js';
+import { createRedisConnection, type RedisConnection } from '../store/redis/connection.js';
+import { RedisStore } from '../store/redis/redis-store.js';
 import type { QuotaStore } from '../store/store.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { AuthorityMetrics, type MemoryStoreRole } from '../telemetry/metrics.js';
 import { startMetricsServer } from '../telemetry/metrics-server.js';
-import { ConfigError, type ServeConfig } from './config.js';
+import { composeAuthority } from './compose-authority.js';
+import { ConfigError, SERVE_SETTINGS, type ServeConfig } from './config.js';
+import { routeGrpcLogs } from './grpc-log.js';
+import { listenOn } from './listen.js';
+import { startEnvoyFront, type EnvoyFront } from './envoy.js';
 import { serverCredentials } from './tls.js';
 import { VERSION } from './version.js';
 
 const systemClock: Clock = { now: () => Date.now() };
-
-/** Where `quotad gateway` listens by default (QUOTAD_GATEWAY_ADDR), for the demo banner's curl line. */
-const DEMO_GATEWAY_URL = 'http://127.0.0.1:8080';
 
 export interface ServeOverrides {
   /** Drives time in both stores and the calendar (tests). Production uses the system clock and Redis TIME. */
@@ -45,6 +44,8 @@ export interface RunningAuthority {
   metrics: AuthorityMetrics;
   policy: PolicyWatcher;
   keys: KeyRegistry;
+  /** The Envoy RateLimitService front, when --envoy-config is set. */
+  envoy: EnvoyFront | undefined;
   /** Graceful stop: NOT_SERVING, drain, finish in-flight calls, then close the policy watch and the store. */
   stop(): Promise<void>;
 }
@@ -54,6 +55,7 @@ interface Stores {
   keys: KeyStore;
   /** The audit trail of admin calls. */
   audit: AuditLog;
+  redis?: RedisConnection;
 }
 
 /** An in-process store bounded by --memory-max-entries, its size and refusals in the metrics. */
@@ -78,9 +80,9 @@ async function openStores(
   logger: Logger,
   metrics: AuthorityMetrics,
 ): Promise<Stores> {
-  if (!config.redisUrl) {
+  if (!config.redis) {
     logger.warn(
-      'no REDIS_URL: counters and API keys live in this process only. Run a single instance; replicas would not share limits, and a restart forgets usage and keys.',
+      'no REDIS_URL (nor cluster or sentinels): counters and API keys live in this process only. Run a single instance; replicas would not share limits, and a restart forgets usage and keys.',
     );
     const local = clock ?? systemClock;
     return {
@@ -89,9 +91,20 @@ async function openStores(
       audit: new MemoryAuditLog({ ...config.audit, now: () => local.now() }),
     };
   }
-  const redis = createRedisClient(config.redisUrl, { commandTimeoutMs: config.redisTimeoutMs });
-  redis.on('error', (error: Error) => logger.warn({ err: error.message }, 'redis connection error'));
-  redis.on('ready', () => logger.info('redis ready'));
+  const redis = createRedisConnection(config.redis, { commandTimeoutMs: config.redisTimeoutMs });
+  const mode = config.redis.mode;
+  redis.on('error', (error: Error) => logger.warn({ err: error.message, mode }, 'redis connection error'));
+  redis.on('ready', () => logger.info({ mode }, 'redis ready'));
+  if (mode === 'sentinel') {
+    redis.on('+switch-master', () => logger.warn({ mode }, 'redis sentinel switched master'));
+  } else if (mode === 'cluster') {
+    redis.on('+node', (node: { options: { host?: string; port?: number } }) =>
+      logger.info({ node: `${node.options.host}:${node.options.port}` }, 'redis cluster node added'),
+    );
+    redis.on('-node', (node: { options: { host?: string; port?: number } }) =>
+      logger.warn({ node: `${node.options.host}:${node.options.port}` }, 'redis cluster node removed'),
+    );
+  }
   try {
     await redis.connect();
   } catch (error) {
@@ -105,11 +118,28 @@ async function openStores(
     redis,
     // Confirmations well inside the TTL, so a healthy channel keeps every cached key trusted.
     confirmEveryMs: Math.max(50, config.keyCacheTtlMs / 4),
+    writeReplicas: config.redisWaitReplicas,
+    onStoreReset: (how) => {
+      metrics.storeResets.inc({ how });
+      if (how === 'missing-at-start') {
+        logger.warn(
+          { how },
+          'redis holds no quotad store marker: a new store, or one that lost its data (then keys are unknown and budgets restart at 0)',
+        );
+      } else {
+        logger.error(
+          { how },
+          'redis store was emptied or replaced under a running authority: cached API keys dropped; keys, budgets and reservations written before are gone',
+        );
+      }
+    },
+    // WAIT must give up (and say how many confirmed) before the command's own timeout cuts it off.
+    writeReplicaTimeoutMs: Math.max(1, Math.floor(config.redisTimeoutMs * 0.8)),
     onChannelError: (error) =>
       logger.warn({ err: error.message }, 'api key change channel error; cached keys expire by their TTL'),
   });
   const audit = new RedisAuditLog({ redis, ...config.audit });
-  return { quota: new RedisStore(clock ? { redis, clock } : { redis }), keys, audit };
+  return { quota: new RedisStore(clock ? { redis, clock } : { redis }), keys, audit, redis };
 }
 
 /**
@@ -120,7 +150,7 @@ async function seedDemoKey(
   keys: KeyRegistry,
   logger: Logger,
   output: { write(text: string): unknown },
-  grpcAddress: string,
+  addresses: { grpc: string; gateway: string; inProcess: boolean },
 ): Promise<void> {
   if (!(await keys.isEmpty())) {
     logger.info('demo key not created: the store already holds API keys (quotad keys create makes more)');
@@ -142,12 +172,18 @@ async function seedDemoKey(
   const hash = sha256(secret).toString('base64');
   const request = `{"request_id":"try-1","api_key_sha256":"${hash}","model":"gpt-4o-mini","input_tokens":100,"max_output_tokens":200}`;
   const chat = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello, quotad"}],"max_tokens":50}`;
+  const forgets = addresses.inProcess
+    ? `  The in-process store forgets every key when this authority stops: after a restart, this key (and any\n` +
+      `  other from an earlier run) gets 401 invalid_api_key, and a new demo key is printed.\n\n`
+    : '';
   output.write(
-    `\nquotad: DEMO API key (tier free, org demo, id ${record.id}). For trying quotad out, not for production:\n\n    ${secret}\n\n` +
-      `  Through a gateway on its default address (make run starts one):\n\n` +
-      `    curl -i ${DEMO_GATEWAY_URL}/v1/chat/completions -H 'Authorization: Bearer ${secret}' -H 'Content-Type: application/json' -d '${chat}'\n\n` +
+    `\nquotad: DEMO API key (tier free, org demo, id ${record.id}). For trying quotad out, not for production:\n\n` +
+      `    export DEMO_KEY=${secret}\n\n` +
+      forgets +
+      `  Through the gateway at ${addresses.gateway} (make run starts one there):\n\n` +
+      `    curl -i ${addresses.gateway}/v1/chat/completions -H "Authorization: Bearer $DEMO_KEY" -H 'Content-Type: application/json' -d '${chat}'\n\n` +
       `  Or ask the authority itself; callers send the key's SHA-256, never the key:\n\n` +
-      `    grpcurl -plaintext -d '${request}' ${grpcAddress} quotad.v1.QuotaService/CheckQuota\n\n`,
+      `    grpcurl -plaintext -d '${request}' ${addresses.grpc} quotad.v1.QuotaService/CheckQuota\n\n`,
   );
 }
 
@@ -158,7 +194,9 @@ function authoritySecrets(config: ServeConfig): (string | undefined)[] {
     const { password } = new URL(config.redisUrl);
     if (password) redisPassword = decodeURIComponent(password);
   }
-  return [config.adminToken, config.authorityToken, config.signingKey, redisPassword];
+  const target = config.redis;
+  const targetPassword = target && target.mode !== 'standalone' ? target.password : undefined;
+  return [config.adminToken, config.authorityToken, config.signingKey, redisPassword, targetPassword];
 }
 
 /** Wires and starts the authority: policy, store, gRPC server and metrics endpoint. */
@@ -172,10 +210,11 @@ export async function startAuthority(
     destination: overrides.logDestination,
     secrets: authoritySecrets(config),
   });
+  routeGrpcLogs(logger);
   const clock = overrides.clock;
   // Without an injected clock, Redis scripts read Redis TIME; everything else reads the system clock.
   const localClock = clock ?? systemClock;
-  const metrics = new AuthorityMetrics({ version: VERSION, storeKind: config.redisUrl ? 'redis' : 'memory' });
+  const metrics = new AuthorityMetrics({ version: VERSION, storeKind: config.redis ? 'redis' : 'memory' });
   const adminTokens = new AdminTokens(config.adminToken);
   let tokensWatch: { stop(): void } | undefined;
   if (config.adminTokensFile) {
@@ -215,79 +254,96 @@ export async function startAuthority(
   try {
     await policy.start();
   } catch (error) {
+    tokensWatch?.stop();
     await stores.keys.close();
+    await stores.audit.close();
     await store.close();
     throw error;
   }
   inForce(policy.current);
 
-  const keys = new KeyRegistry({
-    store: stores.keys,
-    clock: localClock,
-    policy: () => policy.current,
-    cacheTtlMs: config.keyCacheTtlMs,
-    randomBytes: (size) => randomBytes(size),
-    metrics,
-    logger,
-  });
   const signingKey = config.signingKey === undefined ? undefined : Buffer.from(config.signingKey, 'utf8');
-  const authority = new QuotaAuthority({
+  const { authority, keys, handlers } = composeAuthority({
     store,
+    keyStore: stores.keys,
     fallback: boundedMemoryStore('fallback', localClock, config, metrics),
     policy: () => policy.current,
     clock: localClock,
     metrics,
     logger,
-    keys,
+    keyCacheTtlMs: config.keyCacheTtlMs,
     maxStoreWaitMs: config.redisTimeoutMs,
+    ...(config.adminToken || config.adminTokensFile
+      ? { admin: { tokens: adminTokens, audit: stores.audit } }
+      : {}),
     signing: { masterKey: signingKey, maxAgeMs: config.signatureMaxAgeMs },
+    ...(config.authorityToken ? { quotaToken: config.authorityToken } : {}),
   });
-  const admin =
-    config.adminToken || config.adminTokensFile
-      ? adminServiceHandlers({
-          keys,
-          authority,
-          tokens: adminTokens,
-          audit: stores.audit,
-          policy: () => policy.current,
-          clock: localClock,
-          ...(signingKey ? { signingKey } : {}),
+  let envoy: EnvoyFront | undefined;
+  try {
+    envoy = config.envoyConfigDir
+      ? await startEnvoyFront({
+          directory: config.envoyConfigDir,
+          config,
+          redis: stores.redis,
+          clock,
+          localClock,
+          replicas: () => policy.current.replicas,
           metrics,
           logger,
         })
       : undefined;
-  const server = await startAuthorityServer({
-    address: `${config.grpcAddress.host}:${config.grpcAddress.port}`,
-    maxConnectionAgeMs: config.maxConnectionAgeMs,
-    authority,
-    metrics,
-    logger,
-    ...(admin ? { admin } : {}),
-    ...(config.tls ? { credentials: serverCredentials(config.tls) } : {}),
-    ...(config.authorityToken ? { quotaToken: config.authorityToken } : {}),
+  } catch (error) {
+    authority.close();
+    tokensWatch?.stop();
+    await policy.stop();
+    await stores.keys.close();
+    await stores.audit.close();
+    await store.close();
+    throw error;
+  }
+  const server = await listenOn(SERVE_SETTINGS.grpcAddr, config.grpcAddress, () =>
+    startAuthorityServer({
+      address: `${config.grpcAddress.host}:${config.grpcAddress.port}`,
+      maxConnectionAgeMs: config.maxConnectionAgeMs,
+      logger,
+      ...handlers,
+      ...(config.tls ? { credentials: serverCredentials(config.tls) } : {}),
+      ...(envoy ? { extraServices: [envoy.service] } : {}),
+    }),
+  );
+  const metricsServer = await listenOn(SERVE_SETTINGS.metricsAddr, config.metricsAddress, () =>
+    startMetricsServer({
+      host: config.metricsAddress.host,
+      port: config.metricsAddress.port,
+      render: () => metrics.render(),
+    }),
+  ).catch(async (error: unknown) => {
+    await server.shutdown({ drainDelayMs: 0, graceMs: 0 });
+    throw error;
   });
   if (config.demoKey) {
     const host = ['0.0.0.0', '::'].includes(config.grpcAddress.host) ? '127.0.0.1' : config.grpcAddress.host;
-    await seedDemoKey(keys, logger, overrides.bannerOutput ?? process.stderr, `${host}:${server.port}`);
+    await seedDemoKey(keys, logger, overrides.bannerOutput ?? process.stderr, {
+      grpc: `${host}:${server.port}`,
+      gateway: config.demoGateway,
+      inProcess: store.kind === 'memory',
+    });
   }
-  const metricsServer = await startMetricsServer({
-    host: config.metricsAddress.host,
-    port: config.metricsAddress.port,
-    render: () => metrics.render(),
-  });
   logger.info(
     {
       version: VERSION,
       grpc: `${config.grpcAddress.host}:${server.port}`,
       metrics: `${config.metricsAddress.host}:${metricsServer.port}`,
       store: store.kind,
-      admin: admin
+      admin: handlers.admin
         ? `on (${adminTokens.size} tokens)`
         : 'off (no QUOTAD_ADMIN_TOKEN or QUOTAD_ADMIN_TOKENS_FILE)',
       quotaService: config.authorityToken ? 'token required' : 'open to any caller that reaches the port',
       tls: config.tls ? (config.tls.clientCaPath ? 'mutual' : 'on') : 'off',
       policy: policy.path,
       policySha256: policy.sha256,
+      envoy: envoy ? envoy.watcher.directory : 'off (no --envoy-config)',
     },
     store.kind === 'memory'
       ? 'quotad authority serving (in-process store, single instance)'
@@ -302,6 +358,7 @@ export async function startAuthority(
     metrics,
     policy,
     keys,
+    envoy,
     stop() {
       stopping ??= (async () => {
         logger.info({ drainDelayMs: config.shutdownDelayMs }, 'shutting down: health NOT_SERVING, draining');
@@ -309,6 +366,7 @@ export async function startAuthority(
         authority.close();
         tokensWatch?.stop();
         await policy.stop();
+        await envoy?.stop();
         await metricsServer.close();
         await stores.keys.close();
         await stores.audit.close();

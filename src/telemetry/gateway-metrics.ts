@@ -1,4 +1,5 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from './process-metrics.js';
 import {
   LATENCY_BUCKETS_SECONDS,
   type LabelledCounter,
@@ -83,7 +84,7 @@ export class GatewayMetrics {
 
   constructor(options: { version: string; collectDefault?: boolean }) {
     const registers = [this.registry];
-    if (options.collectDefault ?? true) collectDefaultMetrics({ register: this.registry });
+    if (options.collectDefault ?? true) collectProcessMetrics(this.registry);
     const requests = new Counter({
       name: 'quotad_gateway_requests_total',
       help: 'HTTP requests answered, by route and status code.',

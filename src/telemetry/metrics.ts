@@ -1,5 +1,6 @@
 import type { status as GrpcStatus } from '@grpc/grpc-js';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from './process-metrics.js';
 import type { DecisionCode } from '../core/decision.js';
 import type { Policy, StoreFailureMode } from '../core/policy.js';
 
@@ -183,10 +184,12 @@ export class AuthorityMetrics {
   /** Commands an in-process store refused for want of room (--memory-max-entries). */
   readonly memoryStoreFull: LabelledCounter<{ store: MemoryStoreRole }>;
   readonly #memoryStores = new Map<MemoryStoreRole, () => number>();
+  /** Times the store's identity marker was found missing or changed (the store was emptied or replaced). */
+  readonly storeResets: LabelledCounter<{ how: 'missing-at-start' | 'emptied' | 'replaced' }>;
 
   constructor(options: AuthorityMetricsOptions) {
     const registers = [this.registry];
-    if (options.collectDefault ?? true) collectDefaultMetrics({ register: this.registry });
+    if (options.collectDefault ?? true) collectProcessMetrics(this.registry);
 
     const decisions = new Counter({
       name: 'quotad_decisions_total',
@@ -244,6 +247,14 @@ export class AuthorityMetrics {
       registers,
     });
     this.reservationsSettled = settled;
+    const resets = new Counter({
+      name: 'quotad_store_resets_total',
+      help: 'Times the store identity marker was missing or changed: the store was new or emptied (missing-at-start), emptied under a running authority (emptied), or replaced (replaced). Cached API keys are dropped each time.',
+      labelNames: ['how'] as const,
+      registers,
+    });
+    for (const how of ['missing-at-start', 'emptied', 'replaced'] as const) resets.inc({ how }, 0);
+    this.storeResets = resets;
     this.reservationsExpired = new Counter({
       name: 'quotad_reservations_expired_total',
       help: 'Concurrency leases found expired and reclaimed.',

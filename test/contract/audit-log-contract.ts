@@ -7,7 +7,7 @@ import {
   type AuditLog,
   type AuditRetention,
 } from '../../src/store/audit-log.js';
-import { eventually } from '../helpers/eventually.js';
+import { eventually } from '../../harness/eventually.js';
 
 /** Opens an audit log with this retention on the given clock (a Redis one keeps Redis's time); the suite closes it. */
 export type AuditLogFactory = (clock: ManualClock, retention: AuditRetention) => Promise<AuditLog>;

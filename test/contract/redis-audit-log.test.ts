@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { RedisAuditLog } from '../../src/store/redis/redis-audit-log.js';
 import { createRedisClient } from '../../src/store/redis/redis-store.js';
 import { AUDIT_STREAM } from '../../src/store/keys.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
 import { describeAuditLogContract } from './audit-log-contract.js';
 
 let server: TestRedisServer;

@@ -7,11 +7,11 @@ import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import type { AuditRecord__Output } from '../../src/gen/quotad/v1/AuditRecord.js';
 import { AUDIT_STREAM } from '../../src/store/keys.js';
-import { AuthorityProcess } from '../helpers/authority-process.js';
+import { AuthorityProcess } from '../../harness/authority-process.js';
 import { runCli } from '../helpers/cli.js';
-import { eventually } from '../helpers/eventually.js';
-import { adminClient, type AdminClient } from '../helpers/grpc-clients.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
+import { eventually } from '../../harness/eventually.js';
+import { adminClient, type AdminClient } from '../../harness/grpc-clients.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
 
 const hex = (token: string) => createHash('sha256').update(token).digest('hex');
 

@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { GATEWAY_SETTINGS } from '../../src/main/gateway-config.js';
-import { AuthorityProcess } from '../helpers/authority-process.js';
+import { AuthorityProcess } from '../../harness/authority-process.js';
 import { runCli } from '../helpers/cli.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
-import { GatewayProcess, postChat } from '../helpers/gateway-process.js';
-import { adminClient, type AdminClient } from '../helpers/grpc-clients.js';
+import { GatewayProcess, postChat } from '../../harness/gateway-process.js';
+import { adminClient, type AdminClient } from '../../harness/grpc-clients.js';
 
 /** What a client got back from the gateway: status, headers and the parsed JSON body. */
 interface Answer {
@@ -160,7 +160,7 @@ describe('quotad gateway as a process', { timeout: 20_000 }, () => {
     const run = await runCli(['gateway', '--help']);
     assert.equal(run.code, 0, run.stderr);
     for (const setting of Object.values(GATEWAY_SETTINGS)) {
-      assert.match(run.stdout, new RegExp(`^\\s+--${setting.flag}\\s+${setting.env}\\s`, 'm'));
+      assert.match(run.stdout, new RegExp(`^\\s+--${setting.flag} <value>, ${setting.env}\\b`, 'm'));
     }
   });
 

@@ -5,11 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CSV_COLUMNS, usdText } from '../../src/gateway/request-log.js';
-import { AuthorityProcess } from '../helpers/authority-process.js';
-import { eventually } from '../helpers/eventually.js';
+import { AuthorityProcess } from '../../harness/authority-process.js';
+import { eventually } from '../../harness/eventually.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
-import { GatewayProcess, postChat } from '../helpers/gateway-process.js';
-import { adminClient, type AdminClient } from '../helpers/grpc-clients.js';
+import { GatewayProcess, postChat } from '../../harness/gateway-process.js';
+import { adminClient, type AdminClient } from '../../harness/grpc-clients.js';
 
 describe('the request log file (--request-log)', { timeout: 30_000 }, () => {
   const token = randomBytes(16).toString('hex');

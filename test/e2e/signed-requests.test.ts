@@ -3,12 +3,12 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { signRequest } from '../../src/keys/signing.js';
 import { AUDIT_STREAM } from '../../src/store/keys.js';
-import { AuthorityProcess } from '../helpers/authority-process.js';
+import { AuthorityProcess } from '../../harness/authority-process.js';
 import { runCli } from '../helpers/cli.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
-import { GatewayProcess } from '../helpers/gateway-process.js';
-import { adminClient, type AdminClient } from '../helpers/grpc-clients.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
+import { GatewayProcess } from '../../harness/gateway-process.js';
+import { adminClient, type AdminClient } from '../../harness/grpc-clients.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
 
 const PATH = '/v1/chat/completions';
 const BODY = JSON.stringify({

@@ -3,9 +3,9 @@ import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { checkApiKey } from '../../src/keys/api-key.js';
 import { startAuthority } from '../../src/main/serve.js';
-import { quotaClient } from '../helpers/grpc-clients.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
-import { inProcessServeConfig } from '../helpers/serve-config.js';
+import { quotaClient } from '../../harness/grpc-clients.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
+import { inProcessServeConfig } from '../../harness/serve-config.js';
 
 let redis: TestRedisServer;
 before(async () => {
@@ -35,9 +35,11 @@ test('a first run prints one demo key, marked as such, that works at once and is
   t.after(() => running.stop());
   const secret = /qd_demo_[0-9A-Za-z]{38}/.exec(banner)?.[0] as string;
   assert.match(banner, /DEMO API key/);
+  assert.ok(banner.includes(`export DEMO_KEY=${secret}\n`));
   assert.ok(
-    banner.includes(`curl -i http://127.0.0.1:8080/v1/chat/completions -H 'Authorization: Bearer ${secret}'`),
+    banner.includes(`curl -i http://127.0.0.1:8080/v1/chat/completions -H "Authorization: Bearer $DEMO_KEY"`),
   );
+  assert.match(banner, /in-process store forgets every key/);
   const checked = checkApiKey(secret);
   assert.ok(checked.ok);
   const client = quotaClient(`127.0.0.1:${running.grpcPort}`);

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ConfigError, parseServeConfig } from '../../src/main/config.js';
-import { parseGatewayConfig } from '../../src/main/gateway-config.js';
+import { ConfigError, HELP_WIDTH, parseServeConfig, serveUsage } from '../../src/main/config.js';
+import { gatewayUsage, parseGatewayConfig } from '../../src/main/gateway-config.js';
 
 test('with nothing set, serve uses the documented defaults and the in-process store', () => {
   assert.deepEqual(parseServeConfig([], {}), {
     redisUrl: undefined,
+    redis: undefined,
+    redisWaitReplicas: 0,
     policyPath: 'config/policy.yaml',
     grpcAddress: { host: '0.0.0.0', port: 8081 },
     metricsAddress: { host: '0.0.0.0', port: 9464 },
@@ -18,6 +20,9 @@ test('with nothing set, serve uses the documented defaults and the in-process st
     memoryMaxEntries: 1_000_000,
     tls: undefined,
     demoKey: false,
+    demoGateway: 'http://127.0.0.1:8080',
+    envoyConfigDir: undefined,
+    envoyOnStoreFailure: 'open',
     adminToken: undefined,
     adminTokensFile: undefined,
     audit: { retentionMs: 90 * 86_400_000, maxRecords: 100_000 },
@@ -25,6 +30,12 @@ test('with nothing set, serve uses the documented defaults and the in-process st
     signingKey: undefined,
     signatureMaxAgeMs: 300_000,
   });
+});
+
+test('--envoy-on-store-failure takes open, closed or local', () => {
+  assert.equal(parseServeConfig([], { QUOTAD_ENVOY_ON_STORE_FAILURE: 'local' }).envoyOnStoreFailure, 'local');
+  assert.equal(parseServeConfig(['--envoy-on-store-failure', 'closed'], {}).envoyOnStoreFailure, 'closed');
+  assert.throws(() => parseServeConfig(['--envoy-on-store-failure', 'deny'], {}), ConfigError);
 });
 
 test('TLS on the gRPC port takes a certificate and its key together; a client CA needs both', () => {
@@ -142,3 +153,22 @@ test('the request log is off by default; --request-log-format takes jsonl or csv
     /--request-log-format \(QUOTAD_REQUEST_LOG_FORMAT\): expected jsonl or csv, got 'tsv'/,
   );
 });
+
+for (const [command, help] of [
+  ['serve', serveUsage],
+  ['gateway', gatewayUsage],
+] as const) {
+  test(`${command} --help fits in ${HELP_WIDTH} columns and lists the exit codes`, () => {
+    const text = help();
+    const wide = text.split('\n').filter((line) => line.length > HELP_WIDTH);
+    assert.deepEqual(wide, []);
+    assert.match(text, /^Exit codes:\n {2}0 .*\n {2}1 .*\n {2}2 /m);
+  });
+
+  test(`an unknown ${command} flag is refused in one sentence that points to ${command} --help`, () => {
+    const parse = command === 'serve' ? parseServeConfig : parseGatewayConfig;
+    assert.throws(() => parse(['--bogus=1'], {}), {
+      message: `unknown flag --bogus; quotad ${command} --help lists the flags`,
+    });
+  });
+}

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { rateLimitHeaders, retryHeaders } from '../../src/gateway/rate-limit-headers.js';
+import { rateLimitHeaders, retryHeaders, spreadRetry } from '../../src/gateway/rate-limit-headers.js';
 import type { LimitStatus__Output } from '../../src/gen/quotad/v1/LimitStatus.js';
 
 const DAY_MS = 86_400_000;
@@ -86,9 +86,9 @@ describe('rate-limit headers', () => {
       'x-ratelimit-limit-tokens': '4000',
       'x-ratelimit-remaining-tokens': '2800',
       'x-ratelimit-reset-tokens': '18s',
-      'x-ratelimit-limit': '4000',
-      'x-ratelimit-remaining': '2800',
-      'x-ratelimit-reset': '18',
+      'x-ratelimit-limit': '10',
+      'x-ratelimit-remaining': '8',
+      'x-ratelimit-reset': '42',
       'ratelimit-policy':
         '"requests_per_minute";q=10;w=60, "tokens_per_minute";q=4000;w=60;qu="tokens", ' +
         '"tokens_per_day";q=100000;w=86400;qu="tokens", "spend_per_day";q=1000000;w=86400;qu="usd-micros"',
@@ -143,7 +143,6 @@ describe('rate-limit headers', () => {
     const headers = rateLimitHeaders([spend]);
     assert.equal(headers['x-ratelimit-limit-requests'], undefined);
     assert.equal(headers['x-ratelimit-limit-tokens'], undefined);
-    assert.equal(headers['x-ratelimit-limit'], '1000000');
   });
 
   test('shadow limits show in no header', () => {
@@ -156,14 +155,28 @@ describe('rate-limit headers', () => {
     assert.deepEqual(rateLimitHeaders([...freeTier, ...shadows]), rateLimitHeaders(freeTier));
   });
 
-  test('the most constraining limit is the lowest remaining share, concurrency excluded', () => {
-    const headers = rateLimitHeaders([
-      rpm,
-      { ...spend, remaining: 900_000 },
-      { ...concurrent, remaining: 0 },
-    ]);
-    assert.equal(headers['x-ratelimit-limit'], '10');
-    assert.equal(headers['x-ratelimit-remaining'], '8');
+  test('X-RateLimit-* always describe the request rate with the least left, even when a token limit is tighter', () => {
+    const tokensNearlySpent = { ...tpm, remaining: 10 };
+    const headers = rateLimitHeaders([rpm, tokensNearlySpent, { ...concurrent, remaining: 0 }]);
+    assert.deepEqual(
+      [headers['x-ratelimit-limit'], headers['x-ratelimit-remaining'], headers['x-ratelimit-reset']],
+      ['10', '8', '42'],
+    );
+  });
+
+  test('no request rate, no X-RateLimit-* (a token or dollar amount never stands in for requests)', () => {
+    const headers = rateLimitHeaders([tpm, spend]);
+    assert.equal(headers['x-ratelimit-limit'], undefined);
+  });
+
+  test('every family gives one reset for one limit: OpenAI-style duration, X-RateLimit seconds, IETF t', () => {
+    // A sliding minute whose current window holds requests: whole again 72 s from now, past the window.
+    const sliding = { ...rpm, remaining: 0, exceeded: true, resetAfterMs: 72_000 };
+    const headers = rateLimitHeaders([sliding]);
+    assert.deepEqual(
+      [headers['x-ratelimit-reset-requests'], headers['x-ratelimit-reset'], headers.ratelimit],
+      ['1m12s', '72', '"requests_per_minute";r=0;t=72'],
+    );
   });
 
   test('the reset in seconds rounds up', () => {
@@ -193,5 +206,38 @@ describe('retry headers', () => {
   test('retry-after is at least one second', () => {
     assert.deepEqual(retryHeaders(0), { 'retry-after': '1', 'retry-after-ms': '0' });
     assert.deepEqual(retryHeaders(200), { 'retry-after': '1', 'retry-after-ms': '200' });
+  });
+});
+
+describe('retry spread', () => {
+  test('a refused caller is told to wait at least what the authority said, and at most half as long again', () => {
+    assert.equal(
+      spreadRetry(18_000, () => 0),
+      18_000,
+    );
+    assert.equal(
+      spreadRetry(18_000, () => 0.999_999),
+      18_000 + 4_999,
+    );
+    assert.equal(
+      spreadRetry(1_000, () => 0.999_999),
+      1_000 + 499,
+    );
+    assert.equal(
+      spreadRetry(20_000, () => 0.999_999),
+      20_000 + 4_999,
+      'the spread stops at 5 s',
+    );
+    assert.equal(
+      spreadRetry(50, () => 0.999_999),
+      50 + 99,
+      'and starts at 100 ms',
+    );
+  });
+
+  test('callers refused together are handed different retry times, so they come back one after another', () => {
+    const times = Array.from({ length: 200 }, () => spreadRetry(18_000));
+    assert.ok(new Set(times).size > 150, `${new Set(times).size} distinct of 200`);
+    assert.ok(times.every((t) => t >= 18_000 && t < 23_000));
   });
 });

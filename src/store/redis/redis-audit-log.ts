@@ -1,4 +1,3 @@
-import type { Redis } from 'ioredis';
 import {
   matchesAuditQuery,
   type AuditEntry,
@@ -10,6 +9,7 @@ import {
 } from '../audit-log.js';
 import { AUDIT_STREAM } from '../keys.js';
 import { callRedis } from './call-redis.js';
+import type { RedisConnection } from './connection.js';
 
 /** Stream entries read per XREVRANGE while a filtered listing fills its page. */
 const READ_BATCH = 500;
@@ -21,10 +21,10 @@ const READ_BATCH = 500;
  */
 export class RedisAuditLog implements AuditLog {
   readonly kind = 'redis' as const;
-  readonly #redis: Redis;
+  readonly #redis: RedisConnection;
   readonly #retention: AuditRetention;
 
-  constructor(options: AuditRetention & { redis: Redis }) {
+  constructor(options: AuditRetention & { redis: RedisConnection }) {
     this.#redis = options.redis;
     this.#retention = options;
   }

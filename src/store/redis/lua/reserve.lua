@@ -30,9 +30,10 @@
     ARGV[7]       reserved micro-dollars (remembered, reported)
     ARGV[8]       n, the number of limits
     ARGV[9]       deadline in Unix ms (real time), or 0 for none
-    ARGV[10 ...]  n limit specs of 9 values: kind (r|b|c), limit, cost, shadow (0|1), measure,
+    ARGV[10]      the longest retry a denial by requests in flight suggests, ms (CONCURRENCY_RETRY_CAP_MS)
+    ARGV[11 ...]  n limit specs of 9 values: kind (r|b|c), limit, cost, shadow (0|1), measure,
                   then rate: window ms, -, -, -; budget: b0, b1, b2, b3; concurrency: -, -, -, -
-    ARGV[10 + 9n] with KEYS[n + 2]: how long the nonce is remembered, in ms
+    ARGV[11 + 9n] with KEYS[n + 2]: how long the nonce is remembered, in ms
 
   Output: { outcome (0 denied, 1 admitted, 2 duplicate, 3 past its deadline, 4 nonce used before), now, lease end,
             reserved tokens, reserved micro-dollars, expired leases, then per limit 9 values:
@@ -50,7 +51,8 @@ local member = ARGV[5]
 local n = tonumber(ARGV[8])
 local deadline = tonumber(ARGV[9])
 local counters = { expired = 0 }
-local specs = readSpecs(n, 10)
+local retryCapMs = tonumber(ARGV[10])
+local specs = readSpecs(n, 11)
 
 local function report(outcome, leaseEnd, tokens, micros, states)
   local out = { outcome, now, leaseEnd, tokens, micros, counters.expired }
@@ -82,7 +84,7 @@ if mode ~= 'peek' then
   if existing and existing.state ~= 'f' then
     local states = {}
     for i = 1, n do
-      states[i] = judge(KEYS[1 + i], specs[i], 0, now, counters)
+      states[i] = judge(KEYS[1 + i], specs[i], 0, now, counters, retryCapMs)
     end
     return report(2, existing.leaseEnd, existing.tokens, existing.micros, states)
   end
@@ -106,7 +108,7 @@ for i = 1, n do
   if mode == 'peek' then
     cost = 0
   end
-  states[i] = judge(KEYS[1 + i], specs[i], cost, now, counters)
+  states[i] = judge(KEYS[1 + i], specs[i], cost, now, counters, retryCapMs)
   if states[i].exceeded and not specs[i].shadow then
     denied = true
   end
@@ -164,7 +166,7 @@ redis.call(
 )
 redis.call('PEXPIRE', KEYS[1], int(leaseMs + windowMs))
 if nonceKey then
-  redis.call('SET', nonceKey, '1', 'PX', int(tonumber(ARGV[10 + 9 * n])))
+  redis.call('SET', nonceKey, '1', 'PX', int(tonumber(ARGV[11 + 9 * n])))
 end
 
 return report(1, leaseEnd, tonumber(ARGV[6]), tonumber(ARGV[7]), states)
