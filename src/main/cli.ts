@@ -16,7 +16,7 @@ Usage:
   quotad gateway [flags]   run the OpenAI-compatible HTTP gateway in front of the authority
   quotad gateway --help    list the gateway's flags and environment variables
   quotad keys <command>    manage API keys over the authority's admin API (create, list, show,
-                           revoke, rotate, limits)
+                           revoke, rotate, signing, limits)
   quotad usage ID          an API key's limits: used, remaining, limit, reset
   quotad audit [flags]     the audit trail of admin calls (filters --key, --actor, --action, --since)
   quotad keys --help       list the key commands, their flags and exit codes
