@@ -17,6 +17,8 @@ import type { GetKeyUsageRequest } from '../gen/quotad/v1/GetKeyUsageRequest.js'
 import type { GetKeyUsageResponse__Output } from '../gen/quotad/v1/GetKeyUsageResponse.js';
 import type { GetUsageRequest } from '../gen/quotad/v1/GetUsageRequest.js';
 import type { GetUsageResponse__Output } from '../gen/quotad/v1/GetUsageResponse.js';
+import type { ListAuditRecordsRequest } from '../gen/quotad/v1/ListAuditRecordsRequest.js';
+import type { ListAuditRecordsResponse__Output } from '../gen/quotad/v1/ListAuditRecordsResponse.js';
 import type { ListKeysRequest } from '../gen/quotad/v1/ListKeysRequest.js';
 import type { ListKeysResponse__Output } from '../gen/quotad/v1/ListKeysResponse.js';
 import type { ListModelsRequest } from '../gen/quotad/v1/ListModelsRequest.js';
@@ -30,6 +32,8 @@ import type { RevokeKeyRequest } from '../gen/quotad/v1/RevokeKeyRequest.js';
 import type { RotateKeyRequest } from '../gen/quotad/v1/RotateKeyRequest.js';
 import type { RotateKeyResponse__Output } from '../gen/quotad/v1/RotateKeyResponse.js';
 import type { SetKeyLimitsRequest } from '../gen/quotad/v1/SetKeyLimitsRequest.js';
+import type { SetKeySigningRequest } from '../gen/quotad/v1/SetKeySigningRequest.js';
+import type { SetKeySigningResponse__Output } from '../gen/quotad/v1/SetKeySigningResponse.js';
 import { loadQuotaPackage } from './proto.js';
 
 /** A unary call; without `deadlineMs`, the client's default deadline applies. */
@@ -69,6 +73,8 @@ export interface AdminApi {
   rotateKey: Unary<RotateKeyRequest, RotateKeyResponse__Output>;
   setKeyLimits: Unary<SetKeyLimitsRequest, ApiKey__Output>;
   getKeyUsage: Unary<GetKeyUsageRequest, GetKeyUsageResponse__Output>;
+  setKeySigning: Unary<SetKeySigningRequest, SetKeySigningResponse__Output>;
+  listAuditRecords: Unary<ListAuditRecordsRequest, ListAuditRecordsResponse__Output>;
   close(): void;
 }
 
@@ -141,6 +147,8 @@ export function adminServiceClient(target: string, options: ClientOptions = {}):
     rotateKey: unary(raw.rotateKey.bind(raw)),
     setKeyLimits: unary(raw.setKeyLimits.bind(raw)),
     getKeyUsage: unary(raw.getKeyUsage.bind(raw)),
+    setKeySigning: unary(raw.setKeySigning.bind(raw)),
+    listAuditRecords: unary(raw.listAuditRecords.bind(raw)),
     close: () => raw.close(),
   };
 }
