@@ -67,6 +67,11 @@ export interface ReserveCommand {
    * and charges nothing, so a check answered by a failure policy leaves no reservation behind. 0: none.
    */
   deadlineMs: number;
+  /**
+   * A signed request's nonce (already verified): in `reserve` mode, a nonce this subject used before makes
+   * the outcome `replayed` and charges nothing; an admitted request consumes it for `ttlMs`.
+   */
+  nonce?: { value: string; ttlMs: number };
 }
 
 export interface ReserveResult {
@@ -74,7 +79,7 @@ export interface ReserveResult {
    * `duplicate`: the request_id was admitted before; nothing was charged now. `expired`: the command
    * reached the store after its deadline; nothing was judged or charged (the limits report zeros).
    */
-  outcome: 'admitted' | 'denied' | 'duplicate' | 'expired';
+  outcome: 'admitted' | 'denied' | 'duplicate' | 'expired' | 'replayed';
   /** The store's time of the decision. */
   nowMs: number;
   /** For admitted and duplicate: the reservation (as first made). */

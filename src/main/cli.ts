@@ -2,7 +2,7 @@
 import { EnvoyConfigError } from '../envoy/config-error.js';
 import { PolicyError } from '../policy/policy-error.js';
 import type { Logger } from '../telemetry/logger.js';
-import { EXIT, keysCli, storeCli, usageCli } from './admin-cli.js';
+import { EXIT, auditCli, keysCli, storeCli, usageCli } from './admin-cli.js';
 import { ConfigError, parseServeConfig, serveUsage } from './config.js';
 import { gatewayUsage, parseGatewayConfig } from './gateway-config.js';
 import { ListenError } from './listen.js';
@@ -16,8 +16,9 @@ Usage:
   quotad gateway [flags]   run the OpenAI-compatible HTTP gateway in front of the authority
   quotad gateway --help    list the gateway's flags and environment variables
   quotad keys <command>    manage API keys over the authority's admin API (create, list, show,
-                           revoke, rotate, limits)
+                           revoke, rotate, signing, limits)
   quotad usage ID          an API key's limits: used, remaining, limit, reset
+  quotad audit [flags]     the audit trail of admin calls (filters --key, --actor, --action, --since)
   quotad store confirm-reset
                            after the store was emptied or replaced, let refusing authorities serve
   quotad keys --help       list the key and store commands, their flags and exit codes
@@ -82,7 +83,10 @@ async function gateway(args: string[]): Promise<number> {
   }
   const config = parseGatewayConfig(args, process.env);
   const { startGateway } = await import('./gateway.js');
-  return runUntilSignalled(() => startGateway(config));
+  return runUntilSignalled(
+    () => startGateway(config),
+    (running) => running.reopenRequestLog(),
+  );
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -98,6 +102,8 @@ async function main(argv: string[]): Promise<number> {
       return usageCli(rest, process.env);
     case 'store':
       return storeCli(rest, process.env);
+    case 'audit':
+      return auditCli(rest, process.env);
     case 'version':
     case '--version':
       process.stdout.write(`${VERSION}\n`);

@@ -34,6 +34,11 @@ export function reservationKey(principal: Principal, requestId: string): string 
   return `${orgPrefix(principal.org)}:res:${escapePart(principal.subject)}:${escapePart(requestId)}`;
 }
 
+/** A signed request's nonce, consumed by the reserve that admits it (in the org's slot, beside its counters). */
+export function nonceKey(principal: Principal, nonce: string): string {
+  return `${orgPrefix(principal.org)}:nonce:${escapePart(principal.subject)}:${escapePart(nonce)}`;
+}
+
 /** A reservation's member in its concurrency lease sets (unique within an org). */
 export function leaseMember(principal: Principal, requestId: string): string {
   return `${escapePart(principal.subject)}:${escapePart(requestId)}`;
@@ -78,3 +83,6 @@ export const STORE_CONFIRMED = `${KEY_REGISTRY_PREFIX}:store-confirmed`;
 
 /** Where the authority replicas hear that a key changed (the message is its id), to drop cached lookups. */
 export const API_KEY_CHANGES_CHANNEL = 'quotad:keys:changed';
+
+/** The audit trail: one stream under a hash tag of its own (admin calls are rare; one slot is plenty). */
+export const AUDIT_STREAM = 'quotad:{audit}:log';

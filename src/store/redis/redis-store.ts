@@ -10,7 +10,7 @@ import type {
   SettleResult,
 } from '../../core/quota.js';
 import { measuredAmount } from '../../core/quota.js';
-import { leaseMember, limitKey, reservationKey } from '../keys.js';
+import { leaseMember, limitKey, nonceKey, reservationKey } from '../keys.js';
 import { CONCURRENCY_RETRY_CAP_MS, type QuotaStore } from '../store.js';
 import { callRedis } from './call-redis.js';
 import {
@@ -87,7 +87,7 @@ function readStates(reply: number[], offset: number, count: number): LimitState[
   return states;
 }
 
-const RESERVE_OUTCOME = ['denied', 'admitted', 'duplicate', 'expired'] as const;
+const RESERVE_OUTCOME = ['denied', 'admitted', 'duplicate', 'expired', 'replayed'] as const;
 const SETTLE_STATUS = [undefined, 'settled', 'duplicate', 'charged_without_reservation'] as const;
 
 export type { RedisClientOptions } from './connection.js';
@@ -174,12 +174,16 @@ export class RedisStore implements QuotaStore {
   async reserve(command: ReserveCommand): Promise<ReserveResult> {
     const { principal, requestId, limits } = command;
     const { keys, specs } = keysAndSpecs(principal, limits);
+    const nonce = command.mode === 'reserve' ? command.nonce : undefined;
+    const nonceKeys = nonce ? [nonceKey(principal, nonce.value)] : [];
+    const nonceArgs = nonce ? [nonce.ttlMs] : [];
     const reply = await callRedis(() =>
       this.#run(limits, (target) =>
         target.quotadReserve(
-          keys.length + 1,
+          keys.length + 1 + nonceKeys.length,
           reservationKey(principal, requestId),
           ...keys,
+          ...nonceKeys,
           this.#now(),
           command.mode,
           command.leaseMs,
@@ -191,11 +195,12 @@ export class RedisStore implements QuotaStore {
           command.deadlineMs,
           CONCURRENCY_RETRY_CAP_MS,
           ...specs,
+          ...nonceArgs,
         ),
       ),
     );
     return {
-      outcome: RESERVE_OUTCOME[reply[0] as 0 | 1 | 2 | 3],
+      outcome: RESERVE_OUTCOME[reply[0] as 0 | 1 | 2 | 3 | 4],
       nowMs: reply[1] as number,
       leaseExpiresAtMs: reply[2] as number,
       reservedTokens: reply[3] as number,

@@ -19,6 +19,7 @@
                     budget: hash {period start ms = amount charged, h<start> = amount reservations
                             in flight hold of it, e<start> = their latest lease end}
                     concurrency: sorted set {lease member = lease end ms, '~' = the set's logical expiry}
+    KEYS[n + 2]   optional: a signed request's nonce (string), in the org's slot
 
     ARGV[1]       now in ms, or '' for Redis TIME
     ARGV[2]       mode: 'reserve' (check and charge), 'dry' (check only), 'peek' (report, costs ignored)
@@ -32,8 +33,9 @@
     ARGV[10]      the longest retry a denial by requests in flight suggests, ms (CONCURRENCY_RETRY_CAP_MS)
     ARGV[11 ...]  n limit specs of 9 values: kind (r|b|c), limit, cost, shadow (0|1), measure,
                   then rate: window ms, -, -, -; budget: b0, b1, b2, b3; concurrency: -, -, -, -
+    ARGV[11 + 9n] with KEYS[n + 2]: how long the nonce is remembered, in ms
 
-  Output: { outcome (0 denied, 1 admitted, 2 duplicate, 3 past its deadline), now, lease end,
+  Output: { outcome (0 denied, 1 admitted, 2 duplicate, 3 past its deadline, 4 nonce used before), now, lease end,
             reserved tokens, reserved micro-dollars, expired leases, then per limit 9 values:
             used, remaining, reset after ms, exceeded (0|1), retry after ms, period start, period end,
             reserved by requests in flight, held (0|1: exceeded only because of those) }
@@ -86,6 +88,17 @@ if mode ~= 'peek' then
     end
     return report(2, existing.leaseEnd, existing.tokens, existing.micros, states)
   end
+end
+
+-- A nonce used before refuses the request unjudged; only an admitted request consumes one (below), so
+-- of two replicas racing with one signed request, exactly one is admitted.
+local nonceKey = KEYS[n + 2]
+if nonceKey and mode == 'reserve' and redis.call('EXISTS', nonceKey) == 1 then
+  local out = { 4, now, 0, 0, 0, 0 }
+  for _ = 1, n do
+    pushState(out, UNJUDGED)
+  end
+  return out
 end
 
 local states = {}
@@ -152,5 +165,8 @@ redis.call(
   'ch', table.concat(charges, '\n')
 )
 redis.call('PEXPIRE', KEYS[1], int(leaseMs + windowMs))
+if nonceKey then
+  redis.call('SET', nonceKey, '1', 'PX', int(tonumber(ARGV[11 + 9 * n])))
+end
 
 return report(1, leaseEnd, tonumber(ARGV[6]), tonumber(ARGV[7]), states)
