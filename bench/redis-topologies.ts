@@ -1,6 +1,7 @@
 /**
  * Decisions a second on one standalone Redis against a 3-master Redis Cluster (a replica each), in the
- * same run; a batch that spans shards; and the price of confirming admin writes with WAIT.
+ * same run; a batch that spans shards; and the price of confirming admin writes and budget charges with
+ * WAIT (--redis-wait-budgets on).
  *
  *   npm run --silent build && node dist/bench/redis-topologies.js [--seconds 5] [--concurrency 64]
  *
@@ -71,8 +72,18 @@ interface Throughput {
   redisUs: number;
 }
 
-async function decisionsPerSecond(target: RedisTarget, masterPorts: number[]): Promise<Throughput> {
-  const store = new RedisStore({ redis: await connect(target) });
+async function decisionsPerSecond(
+  target: RedisTarget,
+  masterPorts: number[],
+  budgetWaitReplicas = 0,
+): Promise<Throughput & { unconfirmed: number }> {
+  let unconfirmed = 0;
+  const store = new RedisStore({
+    redis: await connect(target),
+    budgetWaitReplicas,
+    budgetWaitTimeoutMs: 1_000,
+    onBudgetUnconfirmed: () => (unconfirmed += 1),
+  });
   const { authority } = makeAuthority(store, clock, policy, 'silent');
   const latencies: number[] = [];
   const run = async (until: number, record: boolean, index: number) => {
@@ -104,6 +115,7 @@ async function decisionsPerSecond(target: RedisTarget, masterPorts: number[]): P
     p99Ms: latencies[Math.floor(latencies.length * 0.99)] ?? 0,
     clientUs: (client.user + client.system) / latencies.length,
     redisUs: (redisSeconds * 1e6) / latencies.length,
+    unconfirmed,
   };
 }
 
@@ -165,12 +177,14 @@ try {
   const rows: string[] = [];
   const singleRate = await decisionsPerSecond(singleTarget, [single.port]);
   const clusterRate = await decisionsPerSecond(clusterTarget, await cluster.masterPorts());
+  const clusterWaitRate = await decisionsPerSecond(clusterTarget, await cluster.masterPorts(), 1);
   const singleBatch = await crossShardBatch(singleTarget, 30);
   const clusterBatch = await crossShardBatch(clusterTarget, 30);
   const write0 = await keyWriteMs(clusterTarget, 0);
   const write1 = await keyWriteMs(clusterTarget, 1);
   rows.push(
     `| decisions/s, ${CONCURRENCY} concurrent callers, ${ORGS} orgs (2 limits each) | ${Math.round(singleRate.rate)} (p99 ${singleRate.p99Ms.toFixed(1)} ms) | ${Math.round(clusterRate.rate)} (p99 ${clusterRate.p99Ms.toFixed(1)} ms) |`,
+    `| the same with --redis-wait-budgets on (each check charges a budget, so each waits for its replica) | — | ${Math.round(clusterWaitRate.rate)} (p99 ${clusterWaitRate.p99Ms.toFixed(1)} ms; ${clusterWaitRate.unconfirmed} unconfirmed) |`,
     `| CPU per decision: this process / Redis (all masters) | ${singleRate.clientUs.toFixed(0)} µs / ${singleRate.redisUs.toFixed(0)} µs | ${clusterRate.clientUs.toFixed(0)} µs / ${clusterRate.redisUs.toFixed(0)} µs |`,
     `| a batch of 30 checks for 30 orgs (all 3 shards), latency | p50 ${singleBatch.p50Ms.toFixed(1)} ms, p99 ${singleBatch.p99Ms.toFixed(1)} ms | p50 ${clusterBatch.p50Ms.toFixed(1)} ms, p99 ${clusterBatch.p99Ms.toFixed(1)} ms |`,
     `| an admin key write, no WAIT / WAIT 1 replica (Cluster only) | — | ${write0.toFixed(2)} ms / ${write1.toFixed(2)} ms |`,

@@ -10,6 +10,8 @@ import type { CheckQuotaBatchRequest } from '../gen/quotad/v1/CheckQuotaBatchReq
 import type { CheckQuotaBatchResponse__Output } from '../gen/quotad/v1/CheckQuotaBatchResponse.js';
 import type { CheckQuotaRequest } from '../gen/quotad/v1/CheckQuotaRequest.js';
 import type { CheckQuotaResponse__Output } from '../gen/quotad/v1/CheckQuotaResponse.js';
+import type { ConfirmStoreResetRequest } from '../gen/quotad/v1/ConfirmStoreResetRequest.js';
+import type { ConfirmStoreResetResponse__Output } from '../gen/quotad/v1/ConfirmStoreResetResponse.js';
 import type { CreateKeyRequest } from '../gen/quotad/v1/CreateKeyRequest.js';
 import type { CreateKeyResponse__Output } from '../gen/quotad/v1/CreateKeyResponse.js';
 import type { GetKeyRequest } from '../gen/quotad/v1/GetKeyRequest.js';
@@ -73,6 +75,7 @@ export interface AdminApi {
   rotateKey: Unary<RotateKeyRequest, RotateKeyResponse__Output>;
   setKeyLimits: Unary<SetKeyLimitsRequest, ApiKey__Output>;
   getKeyUsage: Unary<GetKeyUsageRequest, GetKeyUsageResponse__Output>;
+  confirmStoreReset: Unary<ConfirmStoreResetRequest, ConfirmStoreResetResponse__Output>;
   setKeySigning: Unary<SetKeySigningRequest, SetKeySigningResponse__Output>;
   listAuditRecords: Unary<ListAuditRecordsRequest, ListAuditRecordsResponse__Output>;
   close(): void;
@@ -147,6 +150,7 @@ export function adminServiceClient(target: string, options: ClientOptions = {}):
     rotateKey: unary(raw.rotateKey.bind(raw)),
     setKeyLimits: unary(raw.setKeyLimits.bind(raw)),
     getKeyUsage: unary(raw.getKeyUsage.bind(raw)),
+    confirmStoreReset: unary(raw.confirmStoreReset.bind(raw)),
     setKeySigning: unary(raw.setKeySigning.bind(raw)),
     listAuditRecords: unary(raw.listAuditRecords.bind(raw)),
     close: () => raw.close(),

@@ -14,3 +14,9 @@ export const AUTHORITY_TOKEN_REFUSAL = 'AUTHORITY_TOKEN';
 
 /** The REFUSAL_TRAILER value of an UNAUTHENTICATED for an API key no one issued (or long forgotten). */
 export const INVALID_KEY_REFUSAL = 'INVALID_KEY';
+
+/**
+ * The REFUSAL_TRAILER value of an UNAVAILABLE from any QuotaService call while the authority refuses
+ * because its store was emptied or replaced (--on-store-reset refuse), until an operator confirms.
+ */
+export const STORE_RESET_REFUSAL = 'STORE_RESET';

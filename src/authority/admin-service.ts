@@ -54,6 +54,11 @@ export interface AdminServiceOptions {
   signingKey?: Buffer;
   metrics: AuthorityMetrics;
   logger: Logger;
+  /**
+   * Confirms a store reset (ConfirmStoreReset): resolves whether one was pending. Absent for the
+   * in-process store, which has no marker.
+   */
+  confirmStoreReset?: () => Promise<boolean>;
 }
 
 function requireId(id: string): string {
@@ -329,6 +334,16 @@ export function adminServiceHandlers(options: AdminServiceOptions): AdminService
         limit: request.pageSize || DEFAULT_AUDIT_PAGE_SIZE,
       });
       return { records: page.records.map(toAuditRecord), nextPageToken: page.next ?? '' };
+    }),
+    ConfirmStoreReset: admin('ConfirmStoreReset', 'change', async () => {
+      const confirm = options.confirmStoreReset;
+      if (confirm === undefined) return { wasPending: false, store: 'memory' };
+      const wasPending = await confirm();
+      logger.warn(
+        { wasPending },
+        'store reset confirmed by an operator: QuotaService serves from the store as it is',
+      );
+      return { wasPending, store: 'redis' };
     }),
   };
 }

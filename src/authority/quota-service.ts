@@ -20,7 +20,12 @@ import type { AuthorityMetrics, GrpcMethod, GrpcStatusName } from '../telemetry/
 import type { QuotaAuthority, SettlementReport } from './quota-authority.js';
 import { bearerTokenCheck } from './bearer-token.js';
 import { MAX_BATCH_ITEMS } from '../api/limits.js';
-import { AUTHORITY_TOKEN_REFUSAL, INVALID_KEY_REFUSAL, REFUSAL_TRAILER } from '../api/trailers.js';
+import {
+  AUTHORITY_TOKEN_REFUSAL,
+  INVALID_KEY_REFUSAL,
+  REFUSAL_TRAILER,
+  STORE_RESET_REFUSAL,
+} from '../api/trailers.js';
 import { toCheckInput, toRecordInput, toUsageCredential } from './validate.js';
 
 const UNIT: Record<LimitUnit, LimitStatus['unit']> = {
@@ -156,6 +161,12 @@ export interface QuotaServiceOptions {
    * UNAUTHENTICATED, with the trailer quotad-refusal: AUTHORITY_TOKEN, before anything is read or charged.
    */
   token?: string;
+  /**
+   * Why every call is refused right now (the store was emptied or replaced and --on-store-reset is
+   * refuse), or undefined to serve. A refused call is UNAVAILABLE with the trailer quotad-refusal:
+   * STORE_RESET, before anything is read or charged.
+   */
+  refusal?: () => string | undefined;
 }
 
 /**
@@ -188,6 +199,14 @@ export function quotaServiceHandlers(
             "this authority's QuotaService requires its token (authorization: Bearer <QUOTAD_AUTHORITY_TOKEN>)",
           metadata,
         });
+        return;
+      }
+      const refusal = options.refusal?.();
+      if (refusal !== undefined) {
+        metrics.grpcRequests.inc({ method, code: 'UNAVAILABLE' });
+        const metadata = new grpc.Metadata();
+        metadata.set(REFUSAL_TRAILER, STORE_RESET_REFUSAL);
+        callback({ code: grpc.status.UNAVAILABLE, details: refusal, metadata });
         return;
       }
       handle(call.request, deadlineOf(call)).then(

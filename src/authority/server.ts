@@ -48,6 +48,11 @@ export interface AuthorityServer {
   port: number;
   /** Marks the server NOT_SERVING, keeps serving for the drain delay, then finishes in-flight calls and stops. */
   shutdown(options: ShutdownOptions): Promise<void>;
+  /**
+   * Sets QuotaService's health: NOT_SERVING while its store is unreachable, SERVING again when it answers.
+   * The server's overall status ('') is left alone; after shutdown began nothing is set back to SERVING.
+   */
+  setQuotaServing(serving: boolean): void;
 }
 
 /** The gRPC server: QuotaService, grpc.health.v1 and server reflection, bound to `address`. */
@@ -80,9 +85,14 @@ export async function startAuthorityServer(options: AuthorityServerOptions): Pro
     );
   });
 
+  let shuttingDown = false;
   return {
     port,
+    setQuotaServing(serving) {
+      if (!shuttingDown) health.setStatus(QUOTA_SERVICE_NAME, serving ? 'SERVING' : 'NOT_SERVING');
+    },
     async shutdown({ drainDelayMs, graceMs }) {
+      shuttingDown = true;
       health.setStatus('', 'NOT_SERVING');
       for (const name of served) health.setStatus(name, 'NOT_SERVING');
       if (drainDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, drainDelayMs));

@@ -6,6 +6,7 @@ import {
   COMMON_OPTIONS,
   durationFlag,
   KEY_COMMANDS,
+  STORE_COMMANDS,
   stringFlag,
   USAGE_COMMAND,
   type Command,
@@ -32,6 +33,7 @@ quotad keys (quotad keys --help lists them, the environment and the exit codes).
 export const ADMIN_USAGE = `Usage: quotad keys <command> [flags]
        quotad usage ID [flags]
        quotad audit [flags]
+       quotad store confirm-reset [flags]
 
 Manages API keys through the authority's AdminService (gRPC).
 
@@ -53,6 +55,8 @@ Commands:
   usage ID                  the key's limits: used, remaining, limit and when each resets
   audit [--key ID] [--actor NAME] [--action ACTION] [--since 24h|2026-12-01T00:00:00Z] [--limit 100]
                             the audit trail, newest first: every key change and every refused admin call
+  store confirm-reset       after the store was emptied or replaced, let authorities started with
+                            --on-store-reset refuse serve again from the store as it is now
 
 Flags of every command:
   --authority host:port     the authority's gRPC address (else QUOTAD_AUTHORITY, else ${DEFAULT_AUTHORITY})
@@ -200,6 +204,21 @@ export async function keysCli(args: string[], env: NodeJS.ProcessEnv): Promise<n
 /** `quotad audit`: the exit code to end with. */
 export function auditCli(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   return runCommand('audit', AUDIT_COMMAND, args, env);
+}
+
+/** `quotad store <command>`: the exit code to end with. */
+export async function storeCli(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const [name, ...rest] = args;
+  if (name === undefined || isHelp(name)) {
+    (name === undefined ? process.stderr : process.stdout).write(ADMIN_USAGE);
+    return name === undefined ? EXIT.usage : EXIT.ok;
+  }
+  const command = Object.hasOwn(STORE_COMMANDS, name) ? STORE_COMMANDS[name] : undefined;
+  if (!command) {
+    process.stderr.write(`quotad: unknown store command '${name}' (see quotad keys --help)\n`);
+    return EXIT.usage;
+  }
+  return runCommand(`store ${name}`, command, rest, env);
 }
 
 /** `quotad usage ID`: the exit code to end with. */

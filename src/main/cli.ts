@@ -2,7 +2,7 @@
 import { EnvoyConfigError } from '../envoy/config-error.js';
 import { PolicyError } from '../policy/policy-error.js';
 import type { Logger } from '../telemetry/logger.js';
-import { EXIT, auditCli, keysCli, usageCli } from './admin-cli.js';
+import { EXIT, auditCli, keysCli, storeCli, usageCli } from './admin-cli.js';
 import { ConfigError, parseServeConfig, serveUsage } from './config.js';
 import { gatewayUsage, parseGatewayConfig } from './gateway-config.js';
 import { ListenError } from './listen.js';
@@ -19,7 +19,9 @@ Usage:
                            revoke, rotate, signing, limits)
   quotad usage ID          an API key's limits: used, remaining, limit, reset
   quotad audit [flags]     the audit trail of admin calls (filters --key, --actor, --action, --since)
-  quotad keys --help       list the key commands, their flags and exit codes
+  quotad store confirm-reset
+                           after the store was emptied or replaced, let refusing authorities serve
+  quotad keys --help       list the key and store commands, their flags and exit codes
   quotad version           print the version
 `;
 
@@ -98,6 +100,8 @@ async function main(argv: string[]): Promise<number> {
       return keysCli(rest, process.env);
     case 'usage':
       return usageCli(rest, process.env);
+    case 'store':
+      return storeCli(rest, process.env);
     case 'audit':
       return auditCli(rest, process.env);
     case 'version':

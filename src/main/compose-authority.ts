@@ -39,6 +39,10 @@ export interface AuthorityParts {
   signing?: SigningOptions;
   /** QuotaService calls must then carry it (QUOTAD_AUTHORITY_TOKEN). */
   quotaToken?: string;
+  /** Why QuotaService refuses every call now (a store reset awaiting confirmation); serving when absent. */
+  refusal?: () => string | undefined;
+  /** AdminService's ConfirmStoreReset; absent for the in-process store. */
+  confirmStoreReset?: () => Promise<boolean>;
   /** A CSPRNG for key secrets; crypto.randomBytes unless given. */
   randomBytes?: (size: number) => Uint8Array;
 }
@@ -76,12 +80,10 @@ export function composeAuthority(parts: AuthorityParts): ComposedAuthority {
     ...(parts.maxStoreWaitMs === undefined ? {} : { maxStoreWaitMs: parts.maxStoreWaitMs }),
     ...(parts.signing ? { signing: parts.signing } : {}),
   });
-  const quota = quotaServiceHandlers(
-    authority,
-    metrics,
-    logger,
-    parts.quotaToken === undefined ? {} : { token: parts.quotaToken },
-  );
+  const quota = quotaServiceHandlers(authority, metrics, logger, {
+    ...(parts.quotaToken === undefined ? {} : { token: parts.quotaToken }),
+    ...(parts.refusal === undefined ? {} : { refusal: parts.refusal }),
+  });
   const signingKey = parts.signing?.masterKey;
   const admin =
     parts.admin === undefined
@@ -96,6 +98,7 @@ export function composeAuthority(parts: AuthorityParts): ComposedAuthority {
           ...(signingKey ? { signingKey } : {}),
           metrics,
           logger,
+          ...(parts.confirmStoreReset ? { confirmStoreReset: parts.confirmStoreReset } : {}),
         });
   return { authority, keys, handlers: admin ? { quota, admin } : { quota } };
 }

@@ -50,6 +50,24 @@ export const SERVE_SETTINGS = {
     default: 'auto',
     help: 'Replicas that must confirm an admin key change (Redis WAIT, within --redis-timeout) before it is acknowledged. auto: 1 on Cluster and Sentinel, 0 on REDIS_URL.',
   },
+  redisWaitBudgets: {
+    flag: 'redis-wait-budgets',
+    env: 'QUOTAD_REDIS_WAIT_BUDGETS',
+    default: 'off',
+    help: 'on: a check or settlement that moves a budget is answered only once one replica confirmed it (Redis WAIT, within 0.8 × --redis-timeout; past that it is answered and counted in quotad_budget_writes_unconfirmed_total), so a failover cannot lose an acknowledged budget charge. Costs a replication round trip per such call (see bench/RESULTS.md).',
+  },
+  storeDownAfter: {
+    flag: 'store-down-after',
+    env: 'QUOTAD_STORE_DOWN_AFTER',
+    default: '10s',
+    help: "How long no Redis master may answer a PING before gRPC health reports quotad.v1.QuotaService NOT_SERVING (the server's own status '' stays SERVING: calls are still answered by on_store_failure); SERVING again at the first answer. A failover or slot migration shorter than this is not reported. 0s: never.",
+  },
+  onStoreReset: {
+    flag: 'on-store-reset',
+    env: 'QUOTAD_ON_STORE_RESET',
+    default: 'serve',
+    help: 'What QuotaService does once the shared store was emptied or replaced under it (FLUSHALL, a restart without data, a failover to an empty replica; always logged, counted and alerted): serve (from the store as it now is: keys unknown, budgets from 0) or refuse (every call UNAVAILABLE until an operator runs quotad store confirm-reset).',
+  },
   policy: {
     flag: 'policy',
     env: 'QUOTAD_POLICY',
@@ -189,6 +207,12 @@ export interface ServeConfig {
   redis: RedisTarget | undefined;
   /** Replicas that must confirm each admin key write (WAIT) before it is acknowledged. */
   redisWaitReplicas: number;
+  /** Each reserve and settle touching a budget waits for one replica's confirmation (WAIT). */
+  redisWaitBudgets: boolean;
+  /** No store answer for this long: QuotaService's health is NOT_SERVING (0: never). */
+  storeDownAfterMs: number;
+  /** After the store was emptied or replaced: keep serving, or refuse until an operator confirms. */
+  onStoreReset: 'serve' | 'refuse';
   policyPath: string;
   grpcAddress: HostPort;
   metricsAddress: HostPort;
@@ -266,6 +290,11 @@ export function urlSetting(name: string, text: string): string {
     throw new ConfigError(`${name}: expected an http:// or https:// URL, got '${text}'`);
   }
   return text.replace(/\/+$/, '');
+}
+
+export function storeResetSetting(name: string, text: string): 'serve' | 'refuse' {
+  if (text === 'serve' || text === 'refuse') return text;
+  throw new ConfigError(`${name}: expected serve or refuse, got '${text}'`);
 }
 
 export function failureModeSetting(name: string, text: string): 'open' | 'closed' | 'local' {
@@ -380,6 +409,9 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     redisUrl: read(s.redisUrl),
     redis: parseRedisTarget(read, env),
     redisWaitReplicas: waitReplicasSetting(read, env),
+    redisWaitBudgets: onOffSetting(name(s.redisWaitBudgets), required(s.redisWaitBudgets)),
+    storeDownAfterMs: durationSetting(name(s.storeDownAfter), required(s.storeDownAfter)),
+    onStoreReset: storeResetSetting(name(s.onStoreReset), required(s.onStoreReset)),
     policyPath: required(s.policy),
     grpcAddress: parseHostPort(name(s.grpcAddr), required(s.grpcAddr)),
     metricsAddress: parseHostPort(name(s.metricsAddr), required(s.metricsAddr)),

@@ -14,6 +14,7 @@ import { RedisAuditLog } from '../store/redis/redis-audit-log.js';
 import { RedisKeyStore } from '../store/redis/redis-key-store.js';
 import { createRedisConnection, type RedisConnection } from '../store/redis/connection.js';
 import { RedisStore } from '../store/redis/redis-store.js';
+import { StoreReachability } from '../store/redis/reachability.js';
 import type { QuotaStore } from '../store/store.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { AuthorityMetrics, type MemoryStoreRole } from '../telemetry/metrics.js';
@@ -56,6 +57,10 @@ interface Stores {
   /** The audit trail of admin calls. */
   audit: AuditLog;
   redis?: RedisConnection;
+  /** Why QuotaService refuses now (a store reset awaiting confirmation, --on-store-reset refuse). */
+  refusal?: () => string | undefined;
+  /** ConfirmStoreReset: resolves whether a reset was pending. */
+  confirmStoreReset?: () => Promise<boolean>;
 }
 
 /** An in-process store bounded by --memory-max-entries, its size and refusals in the metrics. */
@@ -114,8 +119,22 @@ async function openStores(
       'redis unreachable at start; failure policies decide until it is back',
     );
   }
+  const refuseOnReset = config.onStoreReset === 'refuse';
+  let pending = false;
   const keys = new RedisKeyStore({
     redis,
+    refuseOnReset,
+    onResetPending: (now) => {
+      if (refuseOnReset && now !== pending) {
+        metrics.storeResetRefusing.set(now ? 1 : 0);
+        if (now) {
+          logger.error(
+            'QuotaService refuses every call (UNAVAILABLE, --on-store-reset refuse) until an operator runs quotad store confirm-reset',
+          );
+        } else logger.warn('store reset confirmed: QuotaService serves again');
+      }
+      pending = now;
+    },
     // Confirmations well inside the TTL, so a healthy channel keeps every cached key trusted.
     confirmEveryMs: Math.max(50, config.keyCacheTtlMs / 4),
     writeReplicas: config.redisWaitReplicas,
@@ -133,13 +152,35 @@ async function openStores(
         );
       }
     },
+    onServerChanged: (from, to) =>
+      logger.warn(
+        { from, to },
+        'redis holding the key registry is another server (restart or failover: new run_id or master_replid): cached API keys dropped',
+      ),
     // WAIT must give up (and say how many confirmed) before the command's own timeout cuts it off.
     writeReplicaTimeoutMs: Math.max(1, Math.floor(config.redisTimeoutMs * 0.8)),
     onChannelError: (error) =>
       logger.warn({ err: error.message }, 'api key change channel error; cached keys expire by their TTL'),
   });
+  const quota = new RedisStore({
+    redis,
+    ...(clock ? { clock } : {}),
+    budgetWaitReplicas: config.redisWaitBudgets ? 1 : 0,
+    budgetWaitTimeoutMs: Math.max(1, Math.floor(config.redisTimeoutMs * 0.8)),
+    onBudgetUnconfirmed: () => metrics.budgetWritesUnconfirmed.inc(),
+  });
   const audit = new RedisAuditLog({ redis, ...config.audit });
-  return { quota: new RedisStore(clock ? { redis, clock } : { redis }), keys, audit, redis };
+  return {
+    quota,
+    keys,
+    audit,
+    redis,
+    refusal: () =>
+      refuseOnReset && pending
+        ? 'the quota store was emptied or replaced (its keys, budgets and reservations from before are gone); this authority refuses every call until an operator confirms with quotad store confirm-reset (--on-store-reset refuse)'
+        : undefined,
+    confirmStoreReset: () => keys.confirmStoreReset(),
+  };
 }
 
 /**
@@ -273,6 +314,8 @@ export async function startAuthority(
     logger,
     keyCacheTtlMs: config.keyCacheTtlMs,
     maxStoreWaitMs: config.redisTimeoutMs,
+    ...(stores.refusal ? { refusal: stores.refusal } : {}),
+    ...(stores.confirmStoreReset ? { confirmStoreReset: stores.confirmStoreReset } : {}),
     ...(config.adminToken || config.adminTokensFile
       ? { admin: { tokens: adminTokens, audit: stores.audit } }
       : {}),
@@ -322,6 +365,23 @@ export async function startAuthority(
     await server.shutdown({ drainDelayMs: 0, graceMs: 0 });
     throw error;
   });
+  const reachability =
+    stores.redis && config.storeDownAfterMs > 0
+      ? new StoreReachability({
+          redis: stores.redis,
+          downAfterMs: config.storeDownAfterMs,
+          onChange: (reachable) => {
+            server.setQuotaServing(reachable);
+            if (reachable) logger.warn('redis answers again: health SERVING for quotad.v1.QuotaService');
+            else {
+              logger.error(
+                { downAfterMs: config.storeDownAfterMs },
+                'redis unreachable (no master answered a PING for --store-down-after): health NOT_SERVING for quotad.v1.QuotaService; on_store_failure answers calls',
+              );
+            }
+          },
+        })
+      : undefined;
   if (config.demoKey) {
     const host = ['0.0.0.0', '::'].includes(config.grpcAddress.host) ? '127.0.0.1' : config.grpcAddress.host;
     await seedDemoKey(keys, logger, overrides.bannerOutput ?? process.stderr, {
@@ -362,6 +422,7 @@ export async function startAuthority(
     stop() {
       stopping ??= (async () => {
         logger.info({ drainDelayMs: config.shutdownDelayMs }, 'shutting down: health NOT_SERVING, draining');
+        reachability?.stop();
         await server.shutdown({ drainDelayMs: config.shutdownDelayMs, graceMs: config.shutdownGraceMs });
         authority.close();
         tokensWatch?.stop();

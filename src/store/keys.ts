@@ -75,6 +75,12 @@ export function apiKeyOrgIdsKey(org: string): string {
 /** The store's identity marker (see check-marker.lua): gone or changed means the store was replaced. */
 export const STORE_MARKER = `${KEY_REGISTRY_PREFIX}:store-id`;
 
+/** The marker id of a reset that awaits an operator's confirmation (--on-store-reset refuse). */
+export const STORE_RESET_PENDING = `${KEY_REGISTRY_PREFIX}:store-reset-pending`;
+
+/** The marker id an operator's confirmation wrote last (quotad store confirm-reset). */
+export const STORE_CONFIRMED = `${KEY_REGISTRY_PREFIX}:store-confirmed`;
+
 /** Where the authority replicas hear that a key changed (the message is its id), to drop cached lookups. */
 export const API_KEY_CHANGES_CHANNEL = 'quotad:keys:changed';
 

@@ -29,6 +29,7 @@ export type GrpcMethod =
   | 'RotateKey'
   | 'SetKeyLimits'
   | 'GetKeyUsage'
+  | 'ConfirmStoreReset'
   | 'ListAuditRecords'
   | 'SetKeySigning';
 /** Where a key lookup was answered (`stale`: the last known record, the store being out), and whether it was known. */
@@ -90,6 +91,7 @@ const GRPC_METHODS: Record<GrpcMethod, true> = {
   RotateKey: true,
   SetKeyLimits: true,
   GetKeyUsage: true,
+  ConfirmStoreReset: true,
   ListAuditRecords: true,
   SetKeySigning: true,
 };
@@ -186,6 +188,10 @@ export class AuthorityMetrics {
   readonly #memoryStores = new Map<MemoryStoreRole, () => number>();
   /** Times the store's identity marker was found missing or changed (the store was emptied or replaced). */
   readonly storeResets: LabelledCounter<{ how: 'missing-at-start' | 'emptied' | 'replaced' }>;
+  /** Budget charges answered before a replica confirmed them (--redis-wait-budgets on, WAIT timed out). */
+  readonly budgetWritesUnconfirmed: UnlabelledCounter;
+  /** 1 while QuotaService refuses every call on a store reset awaiting an operator's confirmation. */
+  readonly storeResetRefusing: UnlabelledGauge;
 
   constructor(options: AuthorityMetricsOptions) {
     const registers = [this.registry];
@@ -255,6 +261,16 @@ export class AuthorityMetrics {
     });
     for (const how of ['missing-at-start', 'emptied', 'replaced'] as const) resets.inc({ how }, 0);
     this.storeResets = resets;
+    this.budgetWritesUnconfirmed = new Counter({
+      name: 'quotad_budget_writes_unconfirmed_total',
+      help: 'Checks and settlements moving a budget answered before a replica confirmed them (--redis-wait-budgets on; WAIT timed out): a failover now could lose those charges.',
+      registers,
+    });
+    this.storeResetRefusing = new Gauge({
+      name: 'quotad_store_reset_refusing',
+      help: '1 while QuotaService refuses every call (--on-store-reset refuse) because the store was emptied or replaced and no operator has confirmed it yet (quotad store confirm-reset); else 0.',
+      registers,
+    });
     this.reservationsExpired = new Counter({
       name: 'quotad_reservations_expired_total',
       help: 'Concurrency leases found expired and reclaimed.',

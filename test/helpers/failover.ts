@@ -85,6 +85,10 @@ export async function killMasterUnderLoad(t: TestContext, setup: FailoverSetup):
 
   const outcomes: Outcome[] = [];
   let running = true;
+  // A failed assertion must stop the load too, or the test file never ends.
+  t.after(() => {
+    running = false;
+  });
   let killedAt = Infinity;
   /** Per subject on the killed shard: the budget Redis reported before the kill, and first after it. */
   const before = new Map<string, number>();

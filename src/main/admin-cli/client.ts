@@ -99,6 +99,7 @@ export function connect(settings: Settings): { api: AdminCalls; close: () => voi
     rotateKey: explained(client.rotateKey),
     setKeyLimits: explained(client.setKeyLimits),
     getKeyUsage: explained(client.getKeyUsage),
+    confirmStoreReset: explained(client.confirmStoreReset),
     setKeySigning: explained(client.setKeySigning),
     listAuditRecords: explained(client.listAuditRecords),
   };

@@ -246,3 +246,21 @@ export const AUDIT_COMMAND: Command = {
     return { message: { records }, text: auditTable(records) };
   },
 };
+
+/** `quotad store confirm-reset`: the store as it is now is the one to serve from (after a reset). */
+export const STORE_COMMANDS: Record<string, Command> = {
+  'confirm-reset': {
+    options: {},
+    takesId: false,
+    async run(api) {
+      const answer = await api.confirmStoreReset({});
+      const text =
+        answer.store === 'memory'
+          ? 'The authority runs on its in-process store: it has no store marker, nothing to confirm.\n'
+          : answer.wasPending
+            ? 'Store reset confirmed: every authority serves from the store as it is now (keys, budgets and reservations from before it was emptied or replaced are gone).\n'
+            : 'No store reset was awaiting confirmation; the store marker was rewritten as confirmed.\n';
+      return { message: answer, text };
+    },
+  },
+};

@@ -6,7 +6,9 @@ import {
   API_KEY_CHANGES_CHANNEL,
   API_KEY_IDS,
   API_KEY_RECORD_PREFIX,
+  STORE_CONFIRMED,
   STORE_MARKER,
+  STORE_RESET_PENDING,
   apiKeyOrgIdsKey,
   apiKeyRecordKey,
   apiKeySecretKey,
@@ -45,6 +47,19 @@ export interface RedisKeyStoreOptions {
    * has been dropped by then.
    */
   onStoreReset?: (how: StoreReset) => void;
+  /**
+   * On: a reset (emptied or replaced, not missing at start) is recorded in the store as awaiting an
+   * operator's confirmation (confirmStoreReset), so every authority can refuse until then.
+   */
+  refuseOnReset?: boolean;
+  /**
+   * Told when the Redis holding the registry's slot is another server than at the last check (its run id
+   * or replication id changed: a restart, a failover), whatever the marker says. Every cached key has
+   * been dropped by then.
+   */
+  onServerChanged?: (from: string, to: string) => void;
+  /** Told after every marker check whether the store's current marker awaits an operator's confirmation. */
+  onResetPending?: (pending: boolean) => void;
 }
 
 export type StoreReset = 'missing-at-start' | 'emptied' | 'replaced';
@@ -73,6 +88,11 @@ export class RedisKeyStore implements KeyStore {
   readonly #writeReplicas: number;
   readonly #writeReplicaTimeoutMs: number;
   readonly #onStoreReset: (how: StoreReset) => void;
+  readonly #refuseOnReset: boolean;
+  readonly #onResetPending: (pending: boolean) => void;
+  readonly #onServerChanged: (from: string, to: string) => void;
+  /** `run_id:master_replid` of the Redis the last marker check ran on ('' before the first). */
+  #server = '';
   #marker = '';
   #forget: (id: string | undefined) => void = () => undefined;
 
@@ -84,29 +104,85 @@ export class RedisKeyStore implements KeyStore {
     this.#writeReplicas = options.writeReplicas ?? 0;
     this.#writeReplicaTimeoutMs = options.writeReplicaTimeoutMs ?? 1_000;
     this.#onStoreReset = options.onStoreReset ?? (() => undefined);
+    this.#refuseOnReset = options.refuseOnReset ?? false;
+    this.#onResetPending = options.onResetPending ?? (() => undefined);
+    this.#onServerChanged = options.onServerChanged ?? (() => undefined);
   }
 
   /**
    * Reads (and refreshes) the store's identity marker; when it is missing or not the one this process
    * knows, drops every cached key and reports how. Run with every channel confirmation, so a FLUSHALL or
-   * an emptied Redis is noticed within one confirmation interval.
+   * an emptied Redis is noticed within one confirmation interval. A Redis with another run id or
+   * replication id than at the last check also drops every cached key (reported as 'server-changed'
+   * when the marker shows no reset), since entries read from the server before cannot be trusted.
    */
-  async checkStoreMarker(): Promise<StoreReset | undefined> {
-    const [state, id] = await callRedis(() =>
-      this.#redis.quotadCheckMarker(STORE_MARKER, this.#marker, randomUUID(), MARKER_TTL_MS),
-    );
+  async checkStoreMarker(): Promise<StoreReset | 'server-changed' | undefined> {
+    // What this process knew when it asked: a concurrent check may adopt the new id first.
     const known = this.#marker;
+    const knownServer = this.#server;
+    const [state, id, pending, server] = await callRedis(() =>
+      this.#redis.quotadCheckMarker(
+        STORE_MARKER,
+        STORE_RESET_PENDING,
+        STORE_CONFIRMED,
+        known,
+        randomUUID(),
+        MARKER_TTL_MS,
+        this.#refuseOnReset ? 1 : 0,
+      ),
+    );
     this.#marker = id;
+    this.#server = server;
+    this.#onResetPending(pending === 1);
+    const reset = this.#markerReset(state, known);
+    if (reset !== undefined) return reset;
+    if (knownServer !== '' && knownServer !== server) {
+      this.#dropCache();
+      this.#onServerChanged(knownServer, server);
+      return 'server-changed';
+    }
+    return undefined;
+  }
+
+  /** What a marker check's state means to this process (and the cache dropped when it must be). */
+  #markerReset(state: number, known: string): StoreReset | undefined {
     if (state === 1) return undefined;
     if (state === 2 && known === '') return undefined; // the first look at a marked store
+    if (state === 3) {
+      // An operator confirmed a reset: no new alarm, but nothing cached before is trusted.
+      this.#dropCache();
+      return undefined;
+    }
     const how: StoreReset = known === '' ? 'missing-at-start' : state === 0 ? 'emptied' : 'replaced';
     // At start nothing is cached yet; later, everything cached came from the store that is gone.
-    if (how !== 'missing-at-start') {
-      this.#deliveredAsOf = Number.NEGATIVE_INFINITY;
-      this.#forget(undefined);
-    }
+    if (how !== 'missing-at-start') this.#dropCache();
     this.#onStoreReset(how);
     return how;
+  }
+
+  #dropCache(): void {
+    this.#deliveredAsOf = Number.NEGATIVE_INFINITY;
+    this.#forget(undefined);
+  }
+
+  /**
+   * An operator's word that the store as it is now is the one to serve from: writes a fresh, confirmed
+   * marker and clears the pending reset, so every authority refusing on it serves again at its next
+   * check. Returns whether a reset was pending.
+   */
+  async confirmStoreReset(): Promise<boolean> {
+    const [pending, id] = await callRedis(() =>
+      this.#redis.quotadConfirmStore(
+        STORE_MARKER,
+        STORE_RESET_PENDING,
+        STORE_CONFIRMED,
+        randomUUID(),
+        MARKER_TTL_MS,
+      ),
+    );
+    this.#marker = id;
+    this.#onResetPending(false);
+    return pending === 1;
   }
 
   /** A confirmation only counts while the store is still the one the caches were filled from. */

@@ -97,6 +97,15 @@ export interface RedisStoreOptions {
   redis: RedisConnection;
   /** Drives time inside the scripts (tests); without it the scripts read Redis TIME, so replicas agree. */
   clock?: Clock;
+  /**
+   * Replicas that must confirm (Redis WAIT) each reserve and settle touching a budget before it is
+   * answered, so a failover cannot lose a budget charge it acknowledged; 0 (the default): none.
+   */
+  budgetWaitReplicas?: number;
+  /** The most such a WAIT takes; past it the answer goes out unconfirmed (and onBudgetUnconfirmed hears). */
+  budgetWaitTimeoutMs?: number;
+  /** Told when fewer replicas than asked confirmed a budget write in time: the charge stands unconfirmed. */
+  onBudgetUnconfirmed?: () => void;
 }
 
 /** The shared store: every decision and settlement is one Lua script, one round trip. */
@@ -104,10 +113,37 @@ export class RedisStore implements QuotaStore {
   readonly kind = 'redis' as const;
   readonly #redis: RedisConnection & QuotaScripts;
   readonly #clock: Clock | undefined;
+  readonly #budgetWaitReplicas: number;
+  readonly #budgetWaitTimeoutMs: number;
+  readonly #onBudgetUnconfirmed: () => void;
 
   constructor(options: RedisStoreOptions) {
     this.#redis = defineQuotaScripts(options.redis);
     this.#clock = options.clock;
+    this.#budgetWaitReplicas = options.budgetWaitReplicas ?? 0;
+    this.#budgetWaitTimeoutMs = options.budgetWaitTimeoutMs ?? 1_000;
+    this.#onBudgetUnconfirmed = options.onBudgetUnconfirmed ?? (() => undefined);
+  }
+
+  /**
+   * Runs a script; when it touches a budget and budget WAIT is on, pipelined with a WAIT on the same
+   * connection to the same master (on Cluster: the org's), so the answer leaves only once a replica holds
+   * the charge, or the wait timed out (then the charge stands, unconfirmed, and is reported).
+   */
+  async #run(
+    limits: readonly PlannedLimit[],
+    script: (target: QuotaScripts) => Promise<number[]>,
+  ): Promise<number[]> {
+    if (this.#budgetWaitReplicas === 0 || !limits.some((planned) => planned.spec.kind === 'budget')) {
+      return this.#pipelined(() => script(this.#redis));
+    }
+    const pipeline = this.#redis.pipeline() as ReturnType<RedisConnection['pipeline']> & QuotaScripts;
+    void script(pipeline);
+    pipeline.wait(this.#budgetWaitReplicas, this.#budgetWaitTimeoutMs);
+    const replies = (await pipeline.exec()) ?? [];
+    for (const [error] of replies) if (error) throw error;
+    if ((replies[1]?.[1] as number) < this.#budgetWaitReplicas) this.#onBudgetUnconfirmed();
+    return replies[0]?.[1] as number[];
   }
 
   #now(): string | number {
@@ -142,8 +178,8 @@ export class RedisStore implements QuotaStore {
     const nonceKeys = nonce ? [nonceKey(principal, nonce.value)] : [];
     const nonceArgs = nonce ? [nonce.ttlMs] : [];
     const reply = await callRedis(() =>
-      this.#pipelined(() =>
-        this.#redis.quotadReserve(
+      this.#run(limits, (target) =>
+        target.quotadReserve(
           keys.length + 1 + nonceKeys.length,
           reservationKey(principal, requestId),
           ...keys,
@@ -178,8 +214,8 @@ export class RedisStore implements QuotaStore {
     const { principal, requestId, limits, actual } = command;
     const { keys, specs } = keysAndSpecs(principal, limits);
     const reply = await callRedis(() =>
-      this.#pipelined(() =>
-        this.#redis.quotadSettle(
+      this.#run(limits, (target) =>
+        target.quotadSettle(
           keys.length + 1,
           reservationKey(principal, requestId),
           ...keys,

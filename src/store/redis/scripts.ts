@@ -28,7 +28,22 @@ export interface KeyScripts {
   quotadListKeys(idsKey: string, after: string, limit: number, recordPrefix: string): Promise<string[]>;
   quotadTouchKey(recordKey: string, usedMs: number): Promise<number>;
   quotadConfirmChanges(registryKey: string, channel: string, token: string): Promise<number>;
-  quotadCheckMarker(marker: string, known: string, fresh: string, ttlMs: number): Promise<[number, string]>;
+  quotadCheckMarker(
+    marker: string,
+    pending: string,
+    confirmed: string,
+    known: string,
+    fresh: string,
+    ttlMs: number,
+    refuse: 0 | 1,
+  ): Promise<[number, string, number, string]>;
+  quotadConfirmStore(
+    marker: string,
+    pending: string,
+    confirmed: string,
+    fresh: string,
+    ttlMs: number,
+  ): Promise<[number, string]>;
 }
 
 /** Defines the decision scripts on a client; the key count varies with the number of limits, so it is passed per call. */
@@ -45,6 +60,7 @@ export function defineKeyScripts<R extends RedisConnection>(redis: R): R & KeySc
   redis.defineCommand('quotadListKeys', { lua: readScript('list-keys'), numberOfKeys: 1 });
   redis.defineCommand('quotadTouchKey', { lua: readScript('touch-key'), numberOfKeys: 1 });
   redis.defineCommand('quotadConfirmChanges', { lua: readScript('confirm-changes'), numberOfKeys: 1 });
-  redis.defineCommand('quotadCheckMarker', { lua: readScript('check-marker'), numberOfKeys: 1 });
+  redis.defineCommand('quotadCheckMarker', { lua: readScript('check-marker'), numberOfKeys: 3 });
+  redis.defineCommand('quotadConfirmStore', { lua: readScript('confirm-store'), numberOfKeys: 3 });
   return redis as R & KeyScripts;
 }
