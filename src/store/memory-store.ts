@@ -14,6 +14,8 @@ import { chargesNothing, measuredAmount } from '../core/quota.js';
 import { StoreFullError } from '../core/errors.js';
 import { judgeWindow, rollWindow, type StoredWindow } from '../core/sliding-window.js';
 import { leaseMember, limitKey, reservationKey } from './keys.js';
+import { MemoryEvents } from './memory-events.js';
+import type { RaisedEvent } from '../core/alerts.js';
 import { CONCURRENCY_RETRY_CAP_MS, type QuotaStore, type RecordedCharge } from './store.js';
 
 interface ReservationRecord {
@@ -114,6 +116,7 @@ export class MemoryStore implements QuotaStore {
   readonly #maxEntries: number;
   readonly #onFull: (() => void) | undefined;
   #lastFullSweepMs = -Infinity;
+  readonly #events: MemoryEvents;
 
   constructor(options: MemoryStoreOptions) {
     this.#clock = options.clock;
@@ -121,11 +124,19 @@ export class MemoryStore implements QuotaStore {
     this.#keys = new Keyspace(options.clock);
     this.#maxEntries = options.maxEntries ?? Infinity;
     this.#onFull = options.onFull;
+    this.#events = new MemoryEvents(options.clock);
     const interval = options.sweepIntervalMs ?? 10_000;
     if (interval > 0) {
-      this.#sweeper = setInterval(() => this.#keys.sweep(), interval);
+      this.#sweeper = setInterval(() => {
+        this.#keys.sweep();
+        this.#events.sweep();
+      }, interval);
       this.#sweeper.unref();
     }
+  }
+
+  get events(): MemoryEvents {
+    return this.#events;
   }
 
   /** Live keys, for tests and memory accounting. */
@@ -238,6 +249,14 @@ export class MemoryStore implements QuotaStore {
       late: false,
     };
     this.#keys.set(resKey, { type: 'reservation', record }, command.leaseMs + command.idempotencyWindowMs);
+    const raised: RaisedEvent[] = [];
+    judged.forEach(({ state, key }, i) => {
+      const { spec, cost } = command.limits[i] as PlannedLimit;
+      const period = { start: state.periodStartMs, end: state.periodEndMs };
+      raised.push(
+        ...this.#events.cross(principal, command.events, spec, key, period, state.used - cost, state.used),
+      );
+    });
     return {
       outcome: 'admitted',
       nowMs: now,
@@ -246,6 +265,7 @@ export class MemoryStore implements QuotaStore {
       reservedMicros: command.reservedMicros,
       expiredLeases: expired.count,
       limits: judged.map((j) => j.state),
+      raised,
     };
   }
 
@@ -272,11 +292,16 @@ export class MemoryStore implements QuotaStore {
     if (record?.state === 'freed') record = undefined;
     let status: SettleResult['status'];
     let late = false;
+    const raised: RaisedEvent[] = [];
     if (record) {
       late = now >= record.leaseExpiresAtMs;
       for (const charge of record.charges) {
         const delta = measuredAmount(charge.measure, command.actual, command.outcome) - charge.amount;
+        const before = this.#spent(charge.key, charge.bucket);
         this.#adjust(charge, delta, leaseMember(principal, command.requestId), late);
+        if (charge.kind === 'budget') {
+          raised.push(...this.#crossed(command, charge.key, charge.bucket, before));
+        }
       }
       status = 'settled';
     } else {
@@ -286,8 +311,13 @@ export class MemoryStore implements QuotaStore {
           .filter((p) => p.spec.kind !== 'concurrency')
           .map((p) => limitKey(principal, p.spec)),
       ]);
-      for (const planned of command.limits)
+      for (const planned of command.limits) {
+        const key = limitKey(principal, planned.spec);
+        const start = planned.bounds ? periodAt(planned.bounds, now).start : 0;
+        const before = this.#spent(key, start);
         this.#chargeDirect(planned, principal, now, command.idempotencyWindowMs);
+        if (planned.spec.kind === 'budget') raised.push(...this.#crossed(command, key, start, before));
+      }
       status = 'charged_without_reservation';
     }
     const settled: ReservationRecord = {
@@ -307,7 +337,27 @@ export class MemoryStore implements QuotaStore {
       late,
       limits: report(),
       expiredLeases: expired.count,
+      raised,
     };
+  }
+
+  /** What a budget counter holds for the period starting `start` (0 when nothing). */
+  #spent(key: string, start: number): number {
+    return this.#keys.get(key, 'budget')?.periods.get(start) ?? 0;
+  }
+
+  /** The events of a settlement moving budget `key` from `before` in its period starting `start`. */
+  #crossed(command: SettleCommand, key: string, start: number, before: number): RaisedEvent[] {
+    const planned = command.limits.find(
+      (p) => p.spec.kind === 'budget' && limitKey(command.principal, p.spec) === key,
+    );
+    const bounds = planned?.bounds;
+    if (!planned || !bounds) return [];
+    const at = bounds.indexOf(start);
+    if (at < 0 || at > 2) return [];
+    const period = { start, end: bounds[at + 1] as number };
+    const after = this.#spent(key, start);
+    return this.#events.cross(command.principal, command.events, planned.spec, key, period, before, after);
   }
 
   /**

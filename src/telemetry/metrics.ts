@@ -1,5 +1,6 @@
 import type { status as GrpcStatus } from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { EventMetrics } from './event-metrics.js';
 import { collectProcessMetrics } from './process-metrics.js';
 import type { DecisionCode } from '../core/decision.js';
 import type { Policy, StoreFailureMode } from '../core/policy.js';
@@ -132,6 +133,8 @@ export interface AuthorityMetricsOptions {
 /** Every quotad metric, in one registry owned by this instance rather than prom-client's global one. */
 export class AuthorityMetrics {
   readonly registry = new Registry();
+  /** Spend alerts and anomalies: raised, delivered, waiting. */
+  readonly events = new EventMetrics(this.registry);
 
   /** Every decision by outcome: `result` allowed|denied, `code` the decision code. */
   readonly decisions: LabelledCounter<{ result: DecisionResult; code: DecisionCode }>;

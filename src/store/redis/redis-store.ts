@@ -9,8 +9,18 @@ import type {
   SettleCommand,
   SettleResult,
 } from '../../core/quota.js';
-import { leaseMember, limitKey, reservationKey } from '../keys.js';
+import { readRaised, thresholdPairs, type EventContext } from '../../core/alerts.js';
+import { EVENT_KEPT_MS, type EventOutbox } from '../event-outbox.js';
+import {
+  eventLogKey,
+  eventOutboxKey,
+  eventRecordsKey,
+  leaseMember,
+  limitKey,
+  reservationKey,
+} from '../keys.js';
 import type { QuotaStore } from '../store.js';
+import { RedisEventOutbox } from './redis-outbox.js';
 import { callRedis } from './call-redis.js';
 import { defineQuotaScripts, type QuotaScripts } from './scripts.js';
 
@@ -66,6 +76,29 @@ function keysAndSpecs(principal: Principal, limits: readonly PlannedLimit[]) {
   return { keys, specs };
 }
 
+/**
+ * The keys and ARGV tail of includes/events.lua: the org's event keys, the event context and each
+ * limit's thresholds; without a context only '' (alerts off).
+ */
+function eventArgs(
+  principal: Principal,
+  limits: readonly PlannedLimit[],
+  events: EventContext | undefined,
+): { keys: string[]; args: (string | number)[] } {
+  if (!events) return { keys: [], args: [''] };
+  const { org, subject, tier } = principal;
+  const args: (string | number)[] = [org, subject, tier, events.keyId, events.deliver ? 1 : 0, EVENT_KEPT_MS];
+  for (const { spec } of limits) {
+    const pairs = spec.kind === 'budget' ? thresholdPairs(spec) : [];
+    args.push(
+      pairs.length === 0
+        ? ''
+        : [spec.name, spec.unit, ...pairs.map((pair) => `${pair.label}=${pair.amount}`)].join('\t'),
+    );
+  }
+  return { keys: [eventRecordsKey(org), eventOutboxKey(org), eventLogKey(org)], args };
+}
+
 function readStates(reply: number[], offset: number, count: number): LimitState[] {
   const states: LimitState[] = [];
   for (let i = 0; i < count; i++) {
@@ -99,10 +132,12 @@ export class RedisStore implements QuotaStore {
   readonly kind = 'redis' as const;
   readonly #redis: Redis & QuotaScripts;
   readonly #clock: Clock | undefined;
+  readonly events: EventOutbox;
 
   constructor(options: RedisStoreOptions) {
     this.#redis = defineQuotaScripts(options.redis);
     this.#clock = options.clock;
+    this.events = new RedisEventOutbox({ redis: options.redis, clock: options.clock });
   }
 
   #now(): string | number {
@@ -132,12 +167,14 @@ export class RedisStore implements QuotaStore {
   async reserve(command: ReserveCommand): Promise<ReserveResult> {
     const { principal, requestId, limits } = command;
     const { keys, specs } = keysAndSpecs(principal, limits);
+    const events = eventArgs(principal, limits, command.events);
     const reply = await callRedis(() =>
       this.#pipelined(() =>
         this.#redis.quotadReserve(
-          keys.length + 1,
+          keys.length + 1 + events.keys.length,
           reservationKey(principal, requestId),
           ...keys,
+          ...events.keys,
           this.#now(),
           command.mode,
           command.leaseMs,
@@ -148,6 +185,7 @@ export class RedisStore implements QuotaStore {
           limits.length,
           command.deadlineMs,
           ...specs,
+          ...events.args,
         ),
       ),
     );
@@ -159,18 +197,21 @@ export class RedisStore implements QuotaStore {
       reservedMicros: reply[4] as number,
       expiredLeases: reply[5] as number,
       limits: readStates(reply, 6, limits.length),
+      raised: readRaised(reply, 6 + limits.length * STATE_WIDTH),
     };
   }
 
   async settle(command: SettleCommand): Promise<SettleResult> {
     const { principal, requestId, limits, actual } = command;
     const { keys, specs } = keysAndSpecs(principal, limits);
+    const events = eventArgs(principal, limits, command.events);
     const reply = await callRedis(() =>
       this.#pipelined(() =>
         this.#redis.quotadSettle(
-          keys.length + 1,
+          keys.length + 1 + events.keys.length,
           reservationKey(principal, requestId),
           ...keys,
+          ...events.keys,
           this.#now(),
           command.idempotencyWindowMs,
           command.outcome,
@@ -180,6 +221,7 @@ export class RedisStore implements QuotaStore {
           leaseMember(principal, requestId),
           limits.length,
           ...specs,
+          ...events.args,
         ),
       ),
     );
@@ -194,6 +236,7 @@ export class RedisStore implements QuotaStore {
       late: reply[6] === 1,
       expiredLeases: reply[7] as number,
       limits: readStates(reply, 8, limits.length),
+      raised: readRaised(reply, 8 + limits.length * STATE_WIDTH),
     };
   }
 

@@ -31,11 +31,13 @@
     ARGV[9]       deadline in Unix ms (real time), or 0 for none
     ARGV[10 ...]  n limit specs of 9 values: kind (r|b|c), limit, cost, shadow (0|1), measure,
                   then rate: window ms, -, -, -; budget: b0, b1, b2, b3; concurrency: -, -, -, -
+    then the event context and thresholds, and KEYS[n + 2 ..] the event keys (see includes/events.lua)
 
   Output: { outcome (0 denied, 1 admitted, 2 duplicate, 3 past its deadline), now, lease end,
             reserved tokens, reserved micro-dollars, expired leases, then per limit 9 values:
             used, remaining, reset after ms, exceeded (0|1), retry after ms, period start, period end,
-            reserved by requests in flight, held (0|1: exceeded only because of those) }
+            reserved by requests in flight, held (0|1: exceeded only because of those),
+            then, when admitted, the number of events raised and one line per event (see includes/events) }
 ]]
 
 --- @include "includes/common"
@@ -49,6 +51,12 @@ local n = tonumber(ARGV[8])
 local deadline = tonumber(ARGV[9])
 local counters = { expired = 0 }
 local specs = readSpecs(n, 10)
+
+--- @include "includes/events"
+
+local alertsAt = 10 + n * SPEC_WIDTH
+local eventCtx = eventContext(alertsAt)
+local eventKeys = { KEYS[n + 2], KEYS[n + 3], KEYS[n + 4] }
 
 local function report(outcome, leaseEnd, tokens, micros, states)
   local out = { outcome, now, leaseEnd, tokens, micros, counters.expired }
@@ -124,6 +132,10 @@ for i = 1, n do
       holdBudget(key, st.bucket, cost, now, leaseEnd, st.heldUntil)
       st.reserved = st.reserved + cost
       st.reset = st.pend - now
+      if eventCtx then
+        local thresholds = limitThresholds(alertsAt, i)
+        crossThresholds(eventCtx, eventKeys, thresholds, key, spec.limit, st.pstart, st.pend, st.used, st.used + cost, now)
+      end
     end
   else
     st.reset = math.max(st.reset, leaseEnd - now)
@@ -151,4 +163,4 @@ redis.call(
 )
 redis.call('PEXPIRE', KEYS[1], int(leaseMs + windowMs))
 
-return report(1, leaseEnd, tonumber(ARGV[6]), tonumber(ARGV[7]), states)
+return pushRaised(report(1, leaseEnd, tonumber(ARGV[6]), tonumber(ARGV[7]), states))
