@@ -293,7 +293,7 @@ export class QuotaAuthority {
       limits: plan.limits,
       // Past the moment this authority stops waiting, the store must not reserve any more.
       deadlineMs: sentAt + waitMs,
-      events: eventContext(policy, keyId),
+      events: eventContext(policy, keyId, input.principal.tier),
     };
     let answer: Promise<ReserveResult> | undefined;
     try {
@@ -618,9 +618,18 @@ export class QuotaAuthority {
 }
 
 /** What a command needs to raise events under `policy`: nothing when it has no alerts section. */
-function eventContext(policy: Policy, keyId: string | undefined): EventContext | undefined {
-  if (!policy.alerts) return undefined;
-  return { keyId: keyId ?? '', deliver: policy.alerts.webhook !== undefined };
+function eventContext(
+  policy: Policy,
+  keyId: string | undefined,
+  reserveTier?: string,
+): EventContext | undefined {
+  const { alerts } = policy;
+  if (!alerts) return undefined;
+  const context: EventContext = { keyId: keyId ?? '', deliver: alerts.webhook !== undefined };
+  if (alerts.anomaly && reserveTier !== undefined) {
+    context.anomaly = { spec: alerts.anomaly, action: alerts.anomaly.actions.get(reserveTier) ?? 'alert' };
+  }
+  return context;
 }
 
 /** The use of the tier's longest budget of a unit (a month's spend says more than a day's). */

@@ -1,4 +1,4 @@
-import type { LimitSpec } from './policy.js';
+import type { AnomalyAction, AnomalySpec, LimitSpec } from './policy.js';
 
 /** Thresholds are fractions with at most 4 decimals: exact as basis points of a basis point. */
 const PARTS = 10_000n;
@@ -24,6 +24,8 @@ export function thresholdPairs(spec: LimitSpec): { label: string; amount: number
 export interface EventContext {
   keyId: string;
   deliver: boolean;
+  /** When anomaly detection is on (reserves only): its settings and this principal's tier's action. */
+  anomaly?: { spec: AnomalySpec; action: AnomalyAction };
 }
 
 /** An event a store command raised, as the command reports it (the event itself is in the outbox). */

@@ -89,6 +89,8 @@ export interface ReserveResult {
   limits: LimitState[];
   /** Events this command raised (budget thresholds crossed for the first time in their period). */
   raised?: RaisedEvent[];
+  /** Denied because the subject is blocked for a usage anomaly: when the block ends (Unix ms). */
+  blockedUntilMs?: number;
 }
 
 export type SettleOutcome = 'completed' | 'failed' | 'cancelled';

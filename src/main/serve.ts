@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { DestinationStream } from 'pino';
 import { adminServiceHandlers } from '../authority/admin-service.js';
 import { QuotaAuthority } from '../authority/quota-authority.js';
+import { WebhookDelivery } from '../events/webhook-delivery.js';
 import { startAuthorityServer } from '../authority/server.js';
 import type { Clock } from '../core/clock.js';
 import type { Policy } from '../core/policy.js';
@@ -216,8 +217,17 @@ export async function startAuthority(
     metrics,
     logger,
   });
+  const delivery = new WebhookDelivery({
+    outbox: store.events,
+    webhook: () => policy.current.alerts?.webhook,
+    // The HMAC key is read when each event is signed, so a rotated secret applies without a restart.
+    secret: (variable) => process.env[variable],
+    metrics: metrics.events,
+    logger,
+  });
   const authority = new QuotaAuthority({
     store,
+    onEventsRaised: () => delivery.kick(),
     fallback: boundedMemoryStore('fallback', localClock, config, metrics),
     policy: () => policy.current,
     clock: localClock,
@@ -267,6 +277,7 @@ export async function startAuthority(
       inProcess: store.kind === 'memory',
     });
   }
+  delivery.start();
   logger.info(
     {
       version: VERSION,
@@ -297,6 +308,8 @@ export async function startAuthority(
         logger.info({ drainDelayMs: config.shutdownDelayMs }, 'shutting down: health NOT_SERVING, draining');
         await server.shutdown({ drainDelayMs: config.shutdownDelayMs, graceMs: config.shutdownGraceMs });
         authority.close();
+        // POSTs in flight finish (each within the webhook timeout); what is still waiting stays in the store.
+        await delivery.stop();
         await policy.stop();
         await metricsServer.close();
         await stores.keys.close();

@@ -94,3 +94,8 @@ export const EVENT_OUTBOX_INDEX = 'quotad:{events}:outboxes';
 
 /** The orgs with events in their log (sorted set: org -> last event ms), for listing. */
 export const EVENT_LOG_INDEX = 'quotad:{events}:orgs';
+
+/** A subject's usage baseline for anomaly detection (hash; see includes/events.lua). */
+export function anomalyKey(principal: Principal): string {
+  return `${orgPrefix(principal.org)}:anom:s:${escapePart(principal.subject)}`;
+}

@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
 import { thresholdPairs, type EventContext, type RaisedEvent } from '../core/alerts.js';
+import { observeUsage, type UsageBaseline } from '../core/anomaly.js';
 import type { Clock } from '../core/clock.js';
 import type { LimitSpec } from '../core/policy.js';
 import type { Principal } from '../core/quota.js';
+import { anomalyKey } from './keys.js';
 import {
   EVENT_KEPT_MS,
   type DeliveryState,
@@ -37,6 +39,8 @@ export class MemoryEvents implements EventOutbox {
   /** `<counter key>\n<period start>\n<label>` -> when the marker may be forgotten. */
   readonly #fired = new Map<string, number>();
   readonly #orgs = new Map<string, OrgEvents>();
+  /** Subjects' usage baselines (anomaly detection), with when each may be forgotten. */
+  readonly #baselines = new Map<string, { baseline: UsageBaseline; expiresAtMs: number }>();
 
   constructor(clock: Clock) {
     this.#clock = clock;
@@ -93,6 +97,54 @@ export class MemoryEvents implements EventOutbox {
     return raised;
   }
 
+  /** When the subject's `block` anomaly ends, or 0 when it is not blocked. */
+  blockedUntil(principal: Principal): number {
+    const now = this.#clock.now();
+    const stored = this.#baselines.get(anomalyKey(principal));
+    if (!stored || stored.expiresAtMs <= now) return 0;
+    return stored.baseline.blockedUntilMs > now ? stored.baseline.blockedUntilMs : 0;
+  }
+
+  /** Counts an admitted request against the subject's baseline; raises a usage.anomaly event when it stands out. */
+  observe(principal: Principal, context: EventContext | undefined, tokens: number): RaisedEvent[] {
+    if (!context?.anomaly) return [];
+    const { spec, action } = context.anomaly;
+    const now = this.#clock.now();
+    const key = anomalyKey(principal);
+    const stored = this.#baselines.get(key);
+    const live = stored && stored.expiresAtMs > now ? stored.baseline : undefined;
+    const { baseline, anomaly } = observeUsage(live, spec, now, tokens, action);
+    const keptMs = Math.max(spec.halfLifeMs * 16, spec.minHistoryMs * 2, spec.cooldownMs) + EVENT_KEPT_MS;
+    this.#baselines.set(key, { baseline, expiresAtMs: now + keptMs });
+    if (!anomaly) return [];
+    const id = `evt_${createHash('sha1').update(`${key}\n${now}`).digest('hex').slice(0, 24)}`;
+    this.raise(
+      {
+        id,
+        type: 'usage.anomaly',
+        createdAtMs: now,
+        threshold: spec.factor,
+        anomaly: {
+          measure: anomaly.measure,
+          intervalMs: spec.intervalMs,
+          observed: anomaly.observed,
+          baseline: Number(anomaly.baseline.toFixed(3)),
+          factor: spec.factor,
+          action,
+          blockedUntilMs: baseline.blockedUntilMs,
+        },
+        principal: {
+          org: principal.org,
+          subject: principal.subject,
+          tier: principal.tier,
+          ...(context.keyId ? { keyId: context.keyId } : {}),
+        },
+      },
+      context.deliver,
+    );
+    return [{ type: 'usage.anomaly', id, limitName: anomaly.measure, threshold: String(spec.factor) }];
+  }
+
   /** Writes an event to its org's log and, when delivered, its outbox. */
   raise(event: StoredEvent, deliver: boolean): void {
     const { org } = event.principal;
@@ -112,6 +164,7 @@ export class MemoryEvents implements EventOutbox {
   sweep(): void {
     const now = this.#clock.now();
     for (const [marker, until] of this.#fired) if (until <= now) this.#fired.delete(marker);
+    for (const [key, stored] of this.#baselines) if (stored.expiresAtMs <= now) this.#baselines.delete(key);
   }
 
   async now(): Promise<number> {

@@ -215,6 +215,20 @@ export class MemoryStore implements QuotaStore {
         };
       }
     }
+    const blockedUntilMs =
+      command.events?.anomaly && mode !== 'peek' ? this.#events.blockedUntil(principal) : 0;
+    if (blockedUntilMs > 0) {
+      return {
+        outcome: 'denied',
+        nowMs: now,
+        leaseExpiresAtMs: 0,
+        reservedTokens: 0,
+        reservedMicros: 0,
+        limits: command.limits.map((planned) => this.#judge(planned, principal, now, 0, expired).state),
+        expiredLeases: expired.count,
+        blockedUntilMs,
+      };
+    }
     const cost = (planned: PlannedLimit) => (mode === 'peek' ? 0 : planned.cost);
     const judged = command.limits.map((planned) =>
       this.#judge(planned, principal, now, cost(planned), expired),
@@ -257,6 +271,7 @@ export class MemoryStore implements QuotaStore {
         ...this.#events.cross(principal, command.events, spec, key, period, state.used - cost, state.used),
       );
     });
+    raised.push(...this.#events.observe(principal, command.events, command.reservedTokens));
     return {
       outcome: 'admitted',
       nowMs: now,

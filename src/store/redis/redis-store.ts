@@ -12,6 +12,7 @@ import type {
 import { readRaised, thresholdPairs, type EventContext } from '../../core/alerts.js';
 import { EVENT_KEPT_MS, type EventOutbox } from '../event-outbox.js';
 import {
+  anomalyKey,
   eventLogKey,
   eventOutboxKey,
   eventRecordsKey,
@@ -96,7 +97,15 @@ function eventArgs(
         : [spec.name, spec.unit, ...pairs.map((pair) => `${pair.label}=${pair.amount}`)].join('\t'),
     );
   }
-  return { keys: [eventRecordsKey(org), eventOutboxKey(org), eventLogKey(org)], args };
+  const keys = [eventRecordsKey(org), eventOutboxKey(org), eventLogKey(org)];
+  const { anomaly } = events;
+  if (anomaly) {
+    const { spec } = anomaly;
+    keys.push(anomalyKey(principal));
+    args.push(spec.factor, spec.intervalMs, spec.halfLifeMs, spec.minHistoryMs, spec.minRequests);
+    args.push(spec.minTokens, spec.cooldownMs, anomaly.action);
+  }
+  return { keys, args };
 }
 
 function readStates(reply: number[], offset: number, count: number): LimitState[] {
@@ -118,7 +127,8 @@ function readStates(reply: number[], offset: number, count: number): LimitState[
   return states;
 }
 
-const RESERVE_OUTCOME = ['denied', 'admitted', 'duplicate', 'expired'] as const;
+/** 4: denied because the subject is blocked for a usage anomaly. */
+const RESERVE_OUTCOME = ['denied', 'admitted', 'duplicate', 'expired', 'denied'] as const;
 const SETTLE_STATUS = [undefined, 'settled', 'duplicate', 'charged_without_reservation'] as const;
 
 export interface RedisStoreOptions {
@@ -190,9 +200,10 @@ export class RedisStore implements QuotaStore {
       ),
     );
     return {
-      outcome: RESERVE_OUTCOME[reply[0] as 0 | 1 | 2 | 3],
+      outcome: RESERVE_OUTCOME[reply[0] as 0 | 1 | 2 | 3 | 4],
       nowMs: reply[1] as number,
-      leaseExpiresAtMs: reply[2] as number,
+      leaseExpiresAtMs: reply[0] === 4 ? 0 : (reply[2] as number),
+      ...(reply[0] === 4 && { blockedUntilMs: reply[2] as number }),
       reservedTokens: reply[3] as number,
       reservedMicros: reply[4] as number,
       expiredLeases: reply[5] as number,

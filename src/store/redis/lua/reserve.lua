@@ -33,7 +33,8 @@
                   then rate: window ms, -, -, -; budget: b0, b1, b2, b3; concurrency: -, -, -, -
     then the event context and thresholds, and KEYS[n + 2 ..] the event keys (see includes/events.lua)
 
-  Output: { outcome (0 denied, 1 admitted, 2 duplicate, 3 past its deadline), now, lease end,
+  Output: { outcome (0 denied, 1 admitted, 2 duplicate, 3 past its deadline, 4 blocked for a usage
+            anomaly: its end in place of the lease end), now, lease end,
             reserved tokens, reserved micro-dollars, expired leases, then per limit 9 values:
             used, remaining, reset after ms, exceeded (0|1), retry after ms, period start, period end,
             reserved by requests in flight, held (0|1: exceeded only because of those),
@@ -57,6 +58,10 @@ local specs = readSpecs(n, 10)
 local alertsAt = 10 + n * SPEC_WIDTH
 local eventCtx = eventContext(alertsAt)
 local eventKeys = { KEYS[n + 2], KEYS[n + 3], KEYS[n + 4] }
+local anomaly = nil
+if eventCtx then
+  anomaly = anomalySpec(alertsAt, n)
+end
 
 local function report(outcome, leaseEnd, tokens, micros, states)
   local out = { outcome, now, leaseEnd, tokens, micros, counters.expired }
@@ -91,6 +96,20 @@ if mode ~= 'peek' then
       states[i] = judge(KEYS[1 + i], specs[i], 0, now, counters)
     end
     return report(2, existing.leaseEnd, existing.tokens, existing.micros, states)
+  end
+end
+
+-- A subject blocked for a usage anomaly is denied until its cool-down ends (outcome 4, the end in place
+-- of the lease end).
+if anomaly and mode ~= 'peek' then
+  local untilMs = blockedUntil(KEYS[n + 5], now)
+  if untilMs > 0 then
+    local out = { 4, now, untilMs, 0, 0, 0 }
+    for i = 1, n do
+      pushState(out, judge(KEYS[1 + i], specs[i], 0, now, counters))
+    end
+    out[6] = counters.expired
+    return out
   end
 end
 
@@ -162,5 +181,9 @@ redis.call(
   'ch', table.concat(charges, '\n')
 )
 redis.call('PEXPIRE', KEYS[1], int(leaseMs + windowMs))
+
+if anomaly then
+  observeAnomaly(eventCtx, eventKeys, anomaly, KEYS[n + 5], now, tonumber(ARGV[6]))
+end
 
 return pushRaised(report(1, leaseEnd, tonumber(ARGV[6]), tonumber(ARGV[7]), states))

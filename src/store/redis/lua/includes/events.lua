@@ -112,3 +112,83 @@ local function crossThresholds(ctx, eventKeys, thresholds, key, limit, pstart, p
     end
   end
 end
+
+-- Anomaly detection (src/core/anomaly.ts observeUsage computes the same). After the thresholds:
+--   ARGV[at + 6 + n .. at + 13 + n]   factor, interval ms, half-life ms, min history ms, min requests,
+--                                      min tokens, cool-down ms, action (alert|block); '' when off
+-- and KEYS[n + 5]: the subject's baseline (hash: i interval, r/k its requests and tokens, br/bk the
+-- baselines, h history ms, q quiet until ms, bu blocked until ms).
+local function anomalySpec(at, n)
+  local base = at + 6 + n
+  if ARGV[base] == nil or ARGV[base] == '' then
+    return nil
+  end
+  return {
+    factor = tonumber(ARGV[base]), interval = tonumber(ARGV[base + 1]), halfLife = tonumber(ARGV[base + 2]),
+    minHistory = tonumber(ARGV[base + 3]), minRequests = tonumber(ARGV[base + 4]),
+    minTokens = tonumber(ARGV[base + 5]), cooldown = tonumber(ARGV[base + 6]), action = ARGV[base + 7],
+  }
+end
+
+-- When a `block` anomaly's cool-down ends, or 0 when the subject is not blocked.
+local function blockedUntil(key, now)
+  local untilMs = tonumber(redis.call('HGET', key, 'bu')) or 0
+  if untilMs > now then
+    return untilMs
+  end
+  return 0
+end
+
+local function observeAnomaly(ctx, eventKeys, spec, key, now, tokens)
+  local s = redis.call('HMGET', key, 'i', 'r', 'k', 'br', 'bk', 'h', 'q', 'bu')
+  local index = math.floor(now / spec.interval)
+  local i = tonumber(s[1]) or index
+  local r, k = tonumber(s[2]) or 0, tonumber(s[3]) or 0
+  local br, bk, h = tonumber(s[4]) or 0, tonumber(s[5]) or 0, tonumber(s[6]) or 0
+  local quiet, blocked = tonumber(s[7]) or 0, tonumber(s[8]) or 0
+  if i < index then
+    local alpha = 0.5 ^ (spec.interval / spec.halfLife)
+    local decay = alpha ^ (index - i - 1)
+    br = (br * alpha + r * (1 - alpha)) * decay
+    bk = (bk * alpha + k * (1 - alpha)) * decay
+    h = h + (index - i) * spec.interval
+    i, r, k = index, 0, 0
+  end
+  r = r + 1
+  k = k + tokens
+  if h >= spec.minHistory and now >= quiet then
+    local measure, observed, baseline
+    if r >= spec.minRequests and r > spec.factor * br then
+      measure, observed, baseline = 'requests', r, br
+    elseif k >= spec.minTokens and k > spec.factor * bk then
+      measure, observed, baseline = 'tokens', k, bk
+    end
+    if measure then
+      quiet = now + spec.cooldown
+      blocked = 0
+      if spec.action == 'block' then
+        blocked = quiet
+      end
+      local id = 'evt_' .. string.sub(redis.sha1hex(key .. '\n' .. int(now)), 1, 24)
+      local record = cjson.encode({
+        id = id,
+        type = 'usage.anomaly',
+        created_ms = int(now),
+        threshold = tostring(spec.factor),
+        anomaly = {
+          measure = measure, interval_ms = int(spec.interval), observed = int(observed),
+          baseline = string.format('%.3f', baseline), factor = tostring(spec.factor), action = spec.action,
+          blocked_until_ms = int(blocked),
+        },
+        principal = { org = ctx.org, subject = ctx.subject, tier = ctx.tier, key_id = ctx.keyId },
+      })
+      pushEvent(ctx, eventKeys, id, now, record)
+      raisedEvents[#raisedEvents + 1] = 'usage.anomaly\t' .. id .. '\t' .. measure .. '\t' .. tostring(spec.factor)
+    end
+  end
+  redis.call(
+    'HSET', key, 'i', int(i), 'r', int(r), 'k', int(k), 'br', string.format('%.6f', br),
+    'bk', string.format('%.6f', bk), 'h', int(h), 'q', int(quiet), 'bu', int(blocked)
+  )
+  redis.call('PEXPIRE', key, int(math.max(spec.halfLife * 16, spec.minHistory * 2, spec.cooldown) + ctx.keptMs))
+end
