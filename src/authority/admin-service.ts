@@ -8,6 +8,8 @@ import type { ApiKey } from '../gen/quotad/v1/ApiKey.js';
 import type { KeyRegistry } from '../keys/key-registry.js';
 import { isKeyId } from '../keys/api-key.js';
 import { keyPrincipal, keyState, type ApiKeyRecord } from '../keys/key-record.js';
+import { webhookBody } from '../events/webhook-event.js';
+import type { EventOutbox } from '../store/event-outbox.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { AuthorityMetrics, GrpcMethod, GrpcStatusName } from '../telemetry/metrics.js';
 import { bearerTokenCheck } from './bearer-token.js';
@@ -35,7 +37,13 @@ export interface AdminServiceOptions {
   clock: Clock;
   metrics: AuthorityMetrics;
   logger: Logger;
+  /** The store's events, for ListEvents. */
+  events: EventOutbox;
 }
+
+const EVENT_TYPES = ['budget.threshold', 'usage.anomaly'] as const;
+const MAX_EVENTS = 1_000;
+const DEFAULT_EVENTS = 50;
 
 function requireId(id: string): string {
   requireText('id', id, 64);
@@ -146,6 +154,37 @@ export function adminServiceHandlers(options: AdminServiceOptions): AdminService
       if (request.set.length === 0 && request.unset.length === 0)
         throw new InvalidArgumentError('set', 'name at least one limit to set or unset');
       return toApiKey(await keys.setLimits(requireId(request.id), request.set, request.unset));
+    }),
+    ListEvents: admin('ListEvents', async (request) => {
+      if (request.type !== '' && !(EVENT_TYPES as readonly string[]).includes(request.type)) {
+        throw new InvalidArgumentError('type', `expected one of: ${EVENT_TYPES.join(', ')}`);
+      }
+      if (request.limit > MAX_EVENTS)
+        throw new InvalidArgumentError('limit', `must be at most ${MAX_EVENTS}`);
+      const entries = await options.events.list({
+        ...(request.org ? { org: requireOrg('org', request.org) } : {}),
+        ...(request.type ? { type: request.type as (typeof EVENT_TYPES)[number] } : {}),
+        limit: Number(request.limit) || DEFAULT_EVENTS,
+      });
+      return {
+        events: entries.map(({ event, state, attempts, lastError }) => ({
+          id: event.id,
+          type: event.type,
+          createdAtMs: event.createdAtMs,
+          threshold: event.threshold,
+          org: event.principal.org,
+          subject: event.principal.subject,
+          tier: event.principal.tier,
+          keyId: event.principal.keyId ?? '',
+          limit: event.limit?.name ?? event.anomaly?.measure ?? '',
+          used: event.limit?.used ?? event.anomaly?.observed ?? 0,
+          limitAmount: event.limit?.limit ?? 0,
+          delivery: state,
+          attempts,
+          lastError,
+          body: webhookBody(event),
+        })),
+      };
     }),
     GetKeyUsage: admin('GetKeyUsage', async (request) => {
       const record = await keys.get(requireId(request.id));

@@ -9,7 +9,10 @@ import type { CreateKeyResponse__Output } from '../gen/quotad/v1/CreateKeyRespon
 import type { GetKeyRequest } from '../gen/quotad/v1/GetKeyRequest.js';
 import type { GetKeyUsageRequest } from '../gen/quotad/v1/GetKeyUsageRequest.js';
 import type { GetKeyUsageResponse__Output } from '../gen/quotad/v1/GetKeyUsageResponse.js';
+import type { Event__Output } from '../gen/quotad/v1/Event.js';
 import type { LimitOverride } from '../gen/quotad/v1/LimitOverride.js';
+import type { ListEventsRequest } from '../gen/quotad/v1/ListEventsRequest.js';
+import type { ListEventsResponse__Output } from '../gen/quotad/v1/ListEventsResponse.js';
 import type { LimitStatus__Output } from '../gen/quotad/v1/LimitStatus.js';
 import type { ListKeysRequest } from '../gen/quotad/v1/ListKeysRequest.js';
 import type { ListKeysResponse__Output } from '../gen/quotad/v1/ListKeysResponse.js';
@@ -28,6 +31,7 @@ const DEFAULT_TIMEOUT_MS = 5_000;
 
 export const ADMIN_USAGE = `Usage: quotad keys <command> [flags]
        quotad usage ID [flags]
+       quotad events [--org G] [--type T] [--limit N] [flags]
 
 Manages API keys through the authority's AdminService (gRPC).
 
@@ -44,6 +48,8 @@ Commands:
                             override the tier's limits for this key alone; NAME is a limit of the
                             tier or rpm, tpm, tpd, usd_per_day; VALUE a count, or dollars ("5.00")
   usage ID                  the key's limits: used, remaining, limit and when each resets
+  events [--org G] [--type budget.threshold|usage.anomaly] [--limit 50]
+                            recent spend alerts and anomalies, newest first, and their delivery
 
 Flags of every command:
   --authority host:port     the authority's gRPC address (else QUOTAD_AUTHORITY, else ${DEFAULT_AUTHORITY})
@@ -100,6 +106,7 @@ interface AdminApi {
   rotateKey: Unary<RotateKeyRequest, RotateKeyResponse__Output>;
   setKeyLimits: Unary<SetKeyLimitsRequest, ApiKey__Output>;
   getKeyUsage: Unary<GetKeyUsageRequest, GetKeyUsageResponse__Output>;
+  listEvents: Unary<ListEventsRequest, ListEventsResponse__Output>;
 }
 
 /** Where to call and with what, from the flags and the environment. */
@@ -170,6 +177,7 @@ function connect(settings: Settings): { api: AdminApi; close: () => void } {
     rotateKey: unary(client.rotateKey.bind(client)),
     setKeyLimits: unary(client.setKeyLimits.bind(client)),
     getKeyUsage: unary(client.getKeyUsage.bind(client)),
+    listEvents: unary(client.listEvents.bind(client)),
   };
   return { api, close: () => client.close() };
 }
@@ -273,6 +281,35 @@ function usageTable(response: GetKeyUsageResponse__Output): string {
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+function eventTable(events: Event__Output[]): string {
+  if (events.length === 0) return 'No events.\n';
+  const rows = events.map((event) => [
+    isoTime(Number(event.createdAtMs)),
+    event.type,
+    event.org,
+    event.subject,
+    event.keyId || '-',
+    event.limit,
+    String(event.threshold),
+    event.type === 'budget.threshold' ? `${event.used}/${event.limitAmount}` : String(event.used),
+    event.delivery,
+    String(event.attempts),
+  ]);
+  const header = [
+    'CREATED',
+    'TYPE',
+    'ORG',
+    'SUBJECT',
+    'KEY',
+    'LIMIT',
+    'THRESHOLD',
+    'USED',
+    'DELIVERY',
+    'ATTEMPTS',
+  ];
+  return table(header, rows);
+}
 
 /** What a command hands back: the message for --json, and the text for a human. */
 interface Output {
@@ -432,6 +469,21 @@ const USAGE_COMMAND: Command = {
   },
 };
 
+const EVENTS_COMMAND: Command = {
+  options: { org: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' } },
+  takesId: false,
+  async run(api, values) {
+    const text = stringFlag(values, 'limit') ?? '50';
+    if (!/^[1-9]\d{0,3}$/.test(text)) throw usageError(`--limit: expected a whole number, got '${text}'`);
+    const { events } = await api.listEvents({
+      org: stringFlag(values, 'org') ?? '',
+      type: stringFlag(values, 'type') ?? '',
+      limit: Number(text),
+    });
+    return { message: { events }, text: eventTable(events) };
+  },
+};
+
 function parseCommandLine(command: Command, args: string[]): { values: Values; positionals: string[] } {
   try {
     return parseArgs({
@@ -546,4 +598,9 @@ export async function keysCli(args: string[], env: NodeJS.ProcessEnv): Promise<n
 /** `quotad usage ID`: the exit code to end with. */
 export function usageCli(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   return runCommand('usage', USAGE_COMMAND, args, env);
+}
+
+/** `quotad events`: the exit code to end with. */
+export function eventsCli(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  return runCommand('events', EVENTS_COMMAND, args, env);
 }

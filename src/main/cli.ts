@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { PolicyError } from '../policy/policy-error.js';
 import type { Logger } from '../telemetry/logger.js';
-import { EXIT, keysCli, usageCli } from './admin-cli.js';
+import { eventsCli, EXIT, keysCli, usageCli } from './admin-cli.js';
 import { ConfigError, parseServeConfig, serveUsage } from './config.js';
 import { gatewayUsage, parseGatewayConfig } from './gateway-config.js';
 import { ListenError } from './listen.js';
@@ -17,6 +17,7 @@ Usage:
   quotad keys <command>    manage API keys over the authority's admin API (create, list, show,
                            revoke, rotate, limits)
   quotad usage ID          an API key's limits: used, remaining, limit, reset
+  quotad events            recent spend alerts and anomalies, and their webhook delivery
   quotad keys --help       list the key commands, their flags and exit codes
   quotad version           print the version
 `;
@@ -92,6 +93,8 @@ async function main(argv: string[]): Promise<number> {
       return keysCli(rest, process.env);
     case 'usage':
       return usageCli(rest, process.env);
+    case 'events':
+      return eventsCli(rest, process.env);
     case 'version':
     case '--version':
       process.stdout.write(`${VERSION}\n`);

@@ -245,6 +245,7 @@ export async function startAuthority(
         clock: localClock,
         metrics,
         logger,
+        events: store.events,
       })
     : undefined;
   const server = await listenOn(SERVE_SETTINGS.grpcAddr, config.grpcAddress, () =>

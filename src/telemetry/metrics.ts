@@ -29,7 +29,8 @@ export type GrpcMethod =
   | 'RevokeKey'
   | 'RotateKey'
   | 'SetKeyLimits'
-  | 'GetKeyUsage';
+  | 'GetKeyUsage'
+  | 'ListEvents';
 /** Where a key lookup was answered (`stale`: the last known record, the store being out), and whether it was known. */
 export type KeyLookupLabels = { source: 'cache' | 'store' | 'stale'; result: 'found' | 'unknown' };
 /** Why cached key lookups were dropped: one key changed, or every key (the change channel reconnected). */
@@ -85,6 +86,7 @@ const GRPC_METHODS: Record<GrpcMethod, true> = {
   RotateKey: true,
   SetKeyLimits: true,
   GetKeyUsage: true,
+  ListEvents: true,
 };
 
 /** A counter whose label values the compiler checks, so a typo cannot mint a new series. */
