@@ -1047,7 +1047,13 @@ async function render(results: Results) {
   const out = resolve(REPO_ROOT, values.out as string);
   const chart = resolve(REPO_ROOT, values.chart as string);
   await writeFile(chart, renderChart(results));
-  await writeFile(out, await renderReport(results, { chartFile: chart, outFile: out }));
+  // bench/events.ts writes a section of its own into the page: keep it.
+  const previous = await readFile(out, 'utf8').catch(() => '');
+  const events = /<!-- bench\/events\.ts: begin -->[\s\S]*<!-- bench\/events\.ts: end -->/.exec(
+    previous,
+  )?.[0];
+  const report = await renderReport(results, { chartFile: chart, outFile: out });
+  await writeFile(out, events ? `${report.trimEnd()}\n\n${events}\n` : report);
 }
 
 /** The last run's results, to keep when only the burst scenario is measured again. */

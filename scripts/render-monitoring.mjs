@@ -206,9 +206,7 @@ const PANELS = [
     title: 'Webhook deliveries per second by result',
     description: 'delivered; failed: retried later; dead: given up after retry_for, kept and listed as dead.',
     unit: 'reqps',
-    targets: [
-      { expr: `sum by (result) (${rate('quotad_webhook_deliveries_total')})`, legend: '{{result}}' },
-    ],
+    targets: [{ expr: `sum by (result) (${rate('quotad_webhook_deliveries_total')})`, legend: '{{result}}' }],
   },
   {
     title: 'Webhook delivery latency (p50, p99)',

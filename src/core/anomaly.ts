@@ -65,10 +65,15 @@ export function observeUsage(
   b.tokens += tokens;
   let anomaly: UsageAnomaly | undefined;
   if (b.historyMs >= spec.minHistoryMs && now >= b.quietUntilMs) {
-    if (b.requests >= spec.minRequests && b.requests > spec.factor * b.baselineRequests) {
-      anomaly = { measure: 'requests', observed: b.requests, baseline: b.baselineRequests };
-    } else if (b.tokens >= spec.minTokens && b.tokens > spec.factor * b.baselineTokens) {
-      anomaly = { measure: 'tokens', observed: b.tokens, baseline: b.baselineTokens };
+    // The average started from 0: divided by the weight its intervals have so far, it is not biased low
+    // while the history is short.
+    const weight = 1 - (0.5 ** (spec.intervalMs / spec.halfLifeMs)) ** (b.historyMs / spec.intervalMs);
+    const baselineRequests = b.baselineRequests / weight;
+    const baselineTokens = b.baselineTokens / weight;
+    if (b.requests >= spec.minRequests && b.requests > spec.factor * baselineRequests) {
+      anomaly = { measure: 'requests', observed: b.requests, baseline: baselineRequests };
+    } else if (b.tokens >= spec.minTokens && b.tokens > spec.factor * baselineTokens) {
+      anomaly = { measure: 'tokens', observed: b.tokens, baseline: baselineTokens };
     }
     if (anomaly) {
       b.quietUntilMs = now + spec.cooldownMs;

@@ -157,11 +157,13 @@ local function observeAnomaly(ctx, eventKeys, spec, key, now, tokens)
   r = r + 1
   k = k + tokens
   if h >= spec.minHistory and now >= quiet then
+    -- The average started from 0: divided by the weight its intervals have so far, it is not biased low.
+    local weight = 1 - (0.5 ^ (spec.interval / spec.halfLife)) ^ (h / spec.interval)
     local measure, observed, baseline
-    if r >= spec.minRequests and r > spec.factor * br then
-      measure, observed, baseline = 'requests', r, br
-    elseif k >= spec.minTokens and k > spec.factor * bk then
-      measure, observed, baseline = 'tokens', k, bk
+    if r >= spec.minRequests and r > spec.factor * br / weight then
+      measure, observed, baseline = 'requests', r, br / weight
+    elseif k >= spec.minTokens and k > spec.factor * bk / weight then
+      measure, observed, baseline = 'tokens', k, bk / weight
     end
     if measure then
       quiet = now + spec.cooldown
