@@ -53,3 +53,8 @@ export function readRaised(reply: readonly unknown[], at: number): RaisedEvent[]
   }
   return raised;
 }
+
+/** A result's `raised` field: present only when something was raised, so both stores answer alike. */
+export function raisedField(raised: RaisedEvent[]): { raised?: RaisedEvent[] } {
+  return raised.length > 0 ? { raised } : {};
+}

@@ -15,7 +15,7 @@ import { StoreFullError } from '../core/errors.js';
 import { judgeWindow, rollWindow, type StoredWindow } from '../core/sliding-window.js';
 import { leaseMember, limitKey, reservationKey } from './keys.js';
 import { MemoryEvents } from './memory-events.js';
-import type { RaisedEvent } from '../core/alerts.js';
+import { raisedField, type RaisedEvent } from '../core/alerts.js';
 import { CONCURRENCY_RETRY_CAP_MS, type QuotaStore, type RecordedCharge } from './store.js';
 
 interface ReservationRecord {
@@ -280,7 +280,7 @@ export class MemoryStore implements QuotaStore {
       reservedMicros: command.reservedMicros,
       expiredLeases: expired.count,
       limits: judged.map((j) => j.state),
-      raised,
+      ...raisedField(raised),
     };
   }
 
@@ -352,7 +352,7 @@ export class MemoryStore implements QuotaStore {
       late,
       limits: report(),
       expiredLeases: expired.count,
-      raised,
+      ...raisedField(raised),
     };
   }
 

@@ -9,7 +9,7 @@ import type {
   SettleCommand,
   SettleResult,
 } from '../../core/quota.js';
-import { readRaised, thresholdPairs, type EventContext } from '../../core/alerts.js';
+import { raisedField, readRaised, thresholdPairs, type EventContext } from '../../core/alerts.js';
 import { EVENT_KEPT_MS, type EventOutbox } from '../event-outbox.js';
 import {
   anomalyKey,
@@ -208,7 +208,7 @@ export class RedisStore implements QuotaStore {
       reservedMicros: reply[4] as number,
       expiredLeases: reply[5] as number,
       limits: readStates(reply, 6, limits.length),
-      raised: readRaised(reply, 6 + limits.length * STATE_WIDTH),
+      ...raisedField(readRaised(reply, 6 + limits.length * STATE_WIDTH)),
     };
   }
 
@@ -247,7 +247,7 @@ export class RedisStore implements QuotaStore {
       late: reply[6] === 1,
       expiredLeases: reply[7] as number,
       limits: readStates(reply, 8, limits.length),
-      raised: readRaised(reply, 8 + limits.length * STATE_WIDTH),
+      ...raisedField(readRaised(reply, 8 + limits.length * STATE_WIDTH)),
     };
   }
 

@@ -117,7 +117,8 @@ end
 --   ARGV[at + 6 + n .. at + 13 + n]   factor, interval ms, half-life ms, min history ms, min requests,
 --                                      min tokens, cool-down ms, action (alert|block); '' when off
 -- and KEYS[n + 5]: the subject's baseline (hash: i interval, r/k its requests and tokens, br/bk the
--- baselines, h history ms, q quiet until ms, bu blocked until ms).
+-- baselines, h history ms, q quiet until ms, bu blocked until ms, x its logical expiry, so that a test
+-- clock forgets it as the in-process store does).
 local function anomalySpec(at, n)
   local base = at + 6 + n
   if ARGV[base] == nil or ARGV[base] == '' then
@@ -132,15 +133,19 @@ end
 
 -- When a `block` anomaly's cool-down ends, or 0 when the subject is not blocked.
 local function blockedUntil(key, now)
-  local untilMs = tonumber(redis.call('HGET', key, 'bu')) or 0
-  if untilMs > now then
+  local stored = redis.call('HMGET', key, 'bu', 'x')
+  local untilMs = tonumber(stored[1]) or 0
+  if untilMs > now and now < (tonumber(stored[2]) or 0) then
     return untilMs
   end
   return 0
 end
 
 local function observeAnomaly(ctx, eventKeys, spec, key, now, tokens)
-  local s = redis.call('HMGET', key, 'i', 'r', 'k', 'br', 'bk', 'h', 'q', 'bu')
+  local s = redis.call('HMGET', key, 'i', 'r', 'k', 'br', 'bk', 'h', 'q', 'bu', 'x')
+  if s[9] and now >= tonumber(s[9]) then
+    s = {}
+  end
   local index = math.floor(now / spec.interval)
   local i = tonumber(s[1]) or index
   local r, k = tonumber(s[2]) or 0, tonumber(s[3]) or 0
@@ -188,9 +193,10 @@ local function observeAnomaly(ctx, eventKeys, spec, key, now, tokens)
       raisedEvents[#raisedEvents + 1] = 'usage.anomaly\t' .. id .. '\t' .. measure .. '\t' .. tostring(spec.factor)
     end
   end
+  local kept = math.max(spec.halfLife * 16, spec.minHistory * 2, spec.cooldown) + ctx.keptMs
   redis.call(
-    'HSET', key, 'i', int(i), 'r', int(r), 'k', int(k), 'br', string.format('%.6f', br),
-    'bk', string.format('%.6f', bk), 'h', int(h), 'q', int(quiet), 'bu', int(blocked)
+    'HSET', key, 'i', int(i), 'r', int(r), 'k', int(k), 'br', string.format('%.17g', br),
+    'bk', string.format('%.17g', bk), 'h', int(h), 'q', int(quiet), 'bu', int(blocked), 'x', int(now + kept)
   )
-  redis.call('PEXPIRE', key, int(math.max(spec.halfLife * 16, spec.minHistory * 2, spec.cooldown) + ctx.keptMs))
+  redis.call('PEXPIRE', key, int(kept))
 end
