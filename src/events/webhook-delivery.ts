@@ -145,9 +145,11 @@ export class WebhookDelivery {
       metrics.backlog.set(await outbox.backlog());
     }
     const recoverable = outbox as Partial<Recoverable>;
-    if (recoverable.recover && now - this.#lastRecoverMs >= (this.#options.recoverEveryMs ?? 300_000)) {
+    // Only an authority that delivers sweeps: without a webhook nothing waits in an outbox.
+    const sweeping = recoverable.recover && this.#options.webhook() !== undefined;
+    if (sweeping && now - this.#lastRecoverMs >= (this.#options.recoverEveryMs ?? 300_000)) {
       this.#lastRecoverMs = now;
-      const found = await recoverable.recover();
+      const found = await (recoverable as Recoverable).recover();
       if (found > 0)
         this.#options.logger.warn(
           { outboxes: found },

@@ -407,3 +407,48 @@ describe('spend alerts on the in-process store', () => {
     assert.deepEqual(thresholdsOf(receiver.acceptedFor(principal.org)), [0.5, 0.8]);
   });
 });
+
+describe('an event the receiver never takes', () => {
+  let receiver: WebhookReceiver;
+
+  before(async () => {
+    receiver = await WebhookReceiver.start(SECRET);
+  });
+
+  after(() => receiver.close());
+
+  test('is retried until retry_for has passed, then kept as dead and counted', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
+    const policy = alertPolicy(receiver.url);
+    const webhook = policy.alerts?.webhook;
+    assert.ok(webhook);
+    webhook.retryForMs = 60_000;
+    const n = makeNode(new MemoryStore({ clock, sweepIntervalMs: 0 }), clock, policy);
+    receiver.mode = 'down';
+    n.delivery.start();
+    const principal = freshPrincipal('free');
+    await Promise.all(Array.from({ length: 20 }, () => n.quota.authority.check(fillCheck(principal))));
+    const org = (event: ReceivedEvent) => (event.json.principal as { org: string }).org;
+    await eventually(
+      async () => (receiver.seen.some((event) => org(event) === principal.org) ? true : undefined),
+      () => 'no attempt was made',
+    );
+    clock.advance(61_000);
+    const [entry] = await eventually(
+      async () => {
+        const entries = await n.store.events.list({ org: principal.org, limit: 10 });
+        return entries[0]?.state === 'dead' ? entries : undefined;
+      },
+      () => 'the event never became dead',
+    );
+    await n.delivery.stop();
+    await n.store.close();
+    const dead = (
+      await n.quota.metrics.registry.getSingleMetric('quotad_webhook_deliveries_total')?.get()
+    )?.values.find((value) => value.labels.result === 'dead')?.value;
+    assert.deepEqual(
+      { state: entry?.state, lastError: entry?.lastError, dead, backlog: await n.store.events.backlog() },
+      { state: 'dead', lastError: 'HTTP 503', dead: 1, backlog: 0 },
+    );
+  });
+});
