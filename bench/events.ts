@@ -20,6 +20,7 @@ import { createServer } from 'node:http';
 import { cpus, loadavg } from 'node:os';
 import { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
+import * as prettier from 'prettier';
 import { QuotaAuthority, type CheckQuotaInput } from '../src/authority/quota-authority.js';
 import { observeUsage, type UsageBaseline } from '../src/core/anomaly.js';
 import type { Clock } from '../src/core/clock.js';
@@ -360,7 +361,8 @@ async function main() {
     start >= 0 && stop > start
       ? page.slice(0, start) + section + page.slice(stop + END.length)
       : `${page.trimEnd()}\n\n${section}\n`;
-  await writeFile(path, next);
+  const config = (await prettier.resolveConfig(path)) ?? {};
+  await writeFile(path, await prettier.format(next, { ...config, filepath: path }));
   console.log(section);
 }
 

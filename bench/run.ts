@@ -13,6 +13,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtemp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import * as prettier from 'prettier';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
@@ -1053,7 +1054,9 @@ async function render(results: Results) {
     previous,
   )?.[0];
   const report = await renderReport(results, { chartFile: chart, outFile: out });
-  await writeFile(out, events ? `${report.trimEnd()}\n\n${events}\n` : report);
+  const page = events ? `${report.trimEnd()}\n\n${events}\n` : report;
+  const config = (await prettier.resolveConfig(out)) ?? {};
+  await writeFile(out, await prettier.format(page, { ...config, filepath: out }));
 }
 
 /** The last run's results, to keep when only the burst scenario is measured again. */
