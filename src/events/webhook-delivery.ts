@@ -89,7 +89,8 @@ export class WebhookDelivery {
       let claimed = 0;
       try {
         claimed = await this.#claimAndSend();
-        await this.#housekeeping();
+        // Without a webhook nothing is queued: an authority without alerts sends the store nothing.
+        if (this.#options.webhook()) await this.#housekeeping();
       } catch (error) {
         this.#options.logger.warn(
           { err: (error as Error).message },
@@ -145,9 +146,7 @@ export class WebhookDelivery {
       metrics.backlog.set(await outbox.backlog());
     }
     const recoverable = outbox as Partial<Recoverable>;
-    // Only an authority that delivers sweeps: without a webhook nothing waits in an outbox.
-    const sweeping = recoverable.recover && this.#options.webhook() !== undefined;
-    if (sweeping && now - this.#lastRecoverMs >= (this.#options.recoverEveryMs ?? 300_000)) {
+    if (recoverable.recover && now - this.#lastRecoverMs >= (this.#options.recoverEveryMs ?? 300_000)) {
       this.#lastRecoverMs = now;
       const found = await (recoverable as Recoverable).recover();
       if (found > 0)

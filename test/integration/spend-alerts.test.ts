@@ -5,6 +5,8 @@ import type { AlertsSpec, LimitSpec, Policy } from '../../src/core/policy.js';
 import type { Principal } from '../../src/core/quota.js';
 import { WebhookDelivery } from '../../src/events/webhook-delivery.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
+import { EVENT_OUTBOX_INDEX } from '../../src/store/keys.js';
+import type { RedisEventOutbox } from '../../src/store/redis/redis-outbox.js';
 import { createRedisClient, RedisStore } from '../../src/store/redis/redis-store.js';
 import type { QuotaStore } from '../../src/store/store.js';
 import {
@@ -322,6 +324,28 @@ describe('spend alerts on Redis, delivery under failure', () => {
     assert.deepEqual(
       receiver.acceptedFor(principal.org).map((event) => event.json.threshold),
       [0.5],
+    );
+  });
+
+  test('an outbox left out of the index (an authority died between script and note) is found by the sweep', async () => {
+    const n = await redisNode();
+    const principal = freshPrincipal('free');
+    await Promise.all(Array.from({ length: 20 }, () => n.quota.authority.check(fillCheck(principal))));
+    const inspect = redis.client();
+    await eventually(
+      async () => ((await inspect.zscore(EVENT_OUTBOX_INDEX, principal.org)) !== null ? true : undefined),
+      () => 'the org was never noted',
+    );
+    await inspect.zrem(EVENT_OUTBOX_INDEX, principal.org);
+    const outbox = n.store.events as RedisEventOutbox;
+    const found = await outbox.recover();
+    inspect.disconnect();
+    n.delivery.start();
+    await drained([n]);
+    await n.delivery.stop();
+    assert.deepEqual(
+      { found: found >= 1, thresholds: thresholdsOf(receiver.acceptedFor(principal.org)) },
+      { found: true, thresholds: [0.5] },
     );
   });
 
