@@ -7,6 +7,7 @@
  * --credential key asks with the SHA-256 of one of 10,000 API keys instead of a principal.
  */
 import { readFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { parsePolicy } from '../src/policy/load.js';
 import type { Credential } from '../src/authority/quota-authority.js';
@@ -17,9 +18,11 @@ import { MemoryStore } from '../src/store/memory-store.js';
 import { RedisKeyStore } from '../src/store/redis/redis-key-store.js';
 import { createRedisClient, RedisStore } from '../src/store/redis/redis-store.js';
 import type { QuotaStore } from '../src/store/store.js';
-import { makeAuthority } from '../test/helpers/authority.js';
-import { REPO_ROOT } from '../test/helpers/authority-process.js';
-import { TestRedisServer } from '../test/helpers/redis-server.js';
+import { composeAuthority } from '../src/main/compose-authority.js';
+import { createLogger } from '../src/telemetry/logger.js';
+import { AuthorityMetrics } from '../src/telemetry/metrics.js';
+import { REPO_ROOT } from '../harness/authority-process.js';
+import { TestRedisServer } from '../harness/redis-server.js';
 
 const { values } = parseArgs({
   options: {
@@ -44,7 +47,22 @@ if (redis) {
   store = new MemoryStore({ clock });
   keyStore = new MemoryKeyStore({ clock });
 }
-const { authority, keys } = makeAuthority(store, clock, policy, 'info', keyStore);
+const metrics = new AuthorityMetrics({ version: 'bench', collectDefault: false, storeKind: store.kind });
+const { authority, keys } = composeAuthority({
+  store,
+  keyStore,
+  fallback: new MemoryStore({ clock, sweepIntervalMs: 0 }),
+  policy: () => policy,
+  clock,
+  metrics,
+  // Logged lines are dropped: this measures decisions, not logging.
+  logger: createLogger({
+    level: 'info',
+    name: 'quotad-bench',
+    destination: new Writable({ write: (_chunk, _encoding, done) => done() }),
+  }),
+  keyCacheTtlMs: 1_000,
+});
 const keyHashes: Buffer[] = [];
 if (values.credential === 'key') {
   for (let i = 0; i < 10_000; i++) {

@@ -16,10 +16,10 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { parseDuration } from '../src/core/duration.js';
 import { GATEWAY_SETTINGS } from '../src/main/gateway-config.js';
-import { AuthorityProcess } from '../test/helpers/authority-process.js';
-import { GatewayProcess, postChat } from '../test/helpers/gateway-process.js';
-import { adminClient, quotaClient } from '../test/helpers/grpc-clients.js';
-import type { TestRedisServer } from '../test/helpers/redis-server.js';
+import { AuthorityProcess } from '../harness/authority-process.js';
+import { GatewayProcess, postChat } from '../harness/gateway-process.js';
+import { adminClient, quotaClient } from '../harness/grpc-clients.js';
+import type { TestRedisServer } from '../harness/redis-server.js';
 import { Histogram } from './histogram.js';
 import { startNodeServer } from './processes.js';
 

@@ -2,7 +2,7 @@
  * bench/latency-vs-load.svg: p50 and p99 latency (log scale) against offered load, one colour per gRPC
  * scenario (solid p50, dashed p99), from the open-loop points of a run. Plain SVG, no dependency.
  */
-import type { Results } from './run.js';
+import type { Results } from './result-types.js';
 
 const WIDTH = 960;
 const HEIGHT = 560;

@@ -7,13 +7,13 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { parse, stringify } from 'yaml';
-import { loadQuotaPackage } from '../src/authority/proto.js';
+import { loadQuotaPackage } from '../src/api/proto.js';
 import type { CheckQuotaRequest } from '../src/gen/quotad/v1/CheckQuotaRequest.js';
 import type { CheckQuotaResponse } from '../src/gen/quotad/v1/CheckQuotaResponse.js';
 import type { LimitStatus } from '../src/gen/quotad/v1/LimitStatus.js';
 import type { RecordUsageRequest } from '../src/gen/quotad/v1/RecordUsageRequest.js';
 import type { RecordUsageResponse } from '../src/gen/quotad/v1/RecordUsageResponse.js';
-import { REPO_ROOT } from '../test/helpers/authority-process.js';
+import { REPO_ROOT } from '../harness/authority-process.js';
 
 export const BENCH_TIER = 'bench';
 export const ORGS = 97;
@@ -89,7 +89,7 @@ export function recordRequest(requestId: string, n: number, principals: number):
   return { requestId, principal: principalOf(n, principals), ...RECORD, outcome: 'COMPLETED' };
 }
 
-/** QuotaService as the authority loads it (src/authority/proto.ts: same files, same loader options). */
+/** QuotaService as the authority loads it (src/api/proto.ts: same files, same loader options). */
 export function quotaServiceDefinition(): grpc.ServiceDefinition {
   return loadQuotaPackage().proto.quotad.v1.QuotaService.service;
 }

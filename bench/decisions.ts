@@ -14,9 +14,9 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { sha256 } from '../src/keys/api-key.js';
-import { AuthorityProcess } from '../test/helpers/authority-process.js';
-import { adminClient, quotaClient } from '../test/helpers/grpc-clients.js';
-import { TestRedisServer } from '../test/helpers/redis-server.js';
+import { AuthorityProcess } from '../harness/authority-process.js';
+import { adminClient, quotaClient } from '../harness/grpc-clients.js';
+import { TestRedisServer } from '../harness/redis-server.js';
 
 const { values } = parseArgs({
   options: {

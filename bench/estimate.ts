@@ -24,9 +24,9 @@ import { estimateInputTokensInSlices } from '../src/gateway/estimate.js';
 import { parseModelCall } from '../src/gateway/requests.js';
 import { runToEnd, tokenizerCounter } from '../src/gateway/text-tokens.js';
 import { formatApiKey, KEY_RANDOM_BYTES } from '../src/keys/api-key.js';
-import { AuthorityProcess } from '../test/helpers/authority-process.js';
-import { GatewayProcess } from '../test/helpers/gateway-process.js';
-import { adminClient } from '../test/helpers/grpc-clients.js';
+import { AuthorityProcess } from '../harness/authority-process.js';
+import { GatewayProcess } from '../harness/gateway-process.js';
+import { adminClient } from '../harness/grpc-clients.js';
 import { benchScript, startNodeServer } from './processes.js';
 
 const { values } = parseArgs({

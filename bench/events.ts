@@ -33,7 +33,7 @@ import { createRedisClient, RedisStore } from '../src/store/redis/redis-store.js
 import type { QuotaStore } from '../src/store/store.js';
 import { createLogger } from '../src/telemetry/logger.js';
 import { AuthorityMetrics } from '../src/telemetry/metrics.js';
-import { TestRedisServer } from '../test/helpers/redis-server.js';
+import { TestRedisServer } from '../harness/redis-server.js';
 import { Histogram } from './histogram.js';
 
 const { values } = parseArgs({

@@ -31,10 +31,10 @@ import { parseServeConfig } from '../src/main/config.js';
 import { startGateway } from '../src/main/gateway.js';
 import { startAuthority } from '../src/main/serve.js';
 import { sha256 } from '../src/keys/api-key.js';
-import { REPO_ROOT } from '../test/helpers/authority-process.js';
-import { quotaClient } from '../test/helpers/grpc-clients.js';
-import { TestRedisServer } from '../test/helpers/redis-server.js';
-import { inProcessGatewayConfig } from '../test/helpers/serve-config.js';
+import { REPO_ROOT } from '../harness/authority-process.js';
+import { quotaClient } from '../harness/grpc-clients.js';
+import { TestRedisServer } from '../harness/redis-server.js';
+import { inProcessGatewayConfig } from '../harness/serve-config.js';
 
 const { values } = parseArgs({
   options: {

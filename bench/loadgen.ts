@@ -16,7 +16,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { quotaClient } from '../test/helpers/grpc-clients.js';
+import type { Unary } from '../src/api/client.js';
+import { quotaClient } from '../harness/grpc-clients.js';
 import { checkRequest, recordRequest } from './common.js';
 import { Histogram } from './histogram.js';
 
@@ -73,23 +74,15 @@ let sequence = 0;
 /** Calls sent so far in the current phase, by method, and the items of batch calls (`<method> items`). */
 let sentCalls: Record<string, number> = {};
 
-type Callback = (error: grpc.ServiceError | null, response?: unknown) => void;
-type RawMethod = (request: unknown, options: grpc.CallOptions, callback: Callback) => void;
-
 function call(method: string, request: unknown): Promise<unknown> {
-  const raw = client.raw as unknown as Record<string, RawMethod>;
-  const fn = raw[method];
+  const fn = (client as unknown as Record<string, Unary<unknown, unknown> | undefined>)[method];
   sentCalls[method] = (sentCalls[method] ?? 0) + 1;
   const batch = request as { checks?: unknown[]; records?: unknown[] };
   const items = batch.checks ?? batch.records;
   if (items) sentCalls[`${method} items`] = (sentCalls[`${method} items`] ?? 0) + items.length;
   if (!fn)
     return Promise.reject(Object.assign(new Error(`no ${method}`), { code: grpc.status.UNIMPLEMENTED }));
-  return new Promise((resolve, reject) =>
-    fn.call(client.raw, request, { deadline: Date.now() + DEADLINE_MS }, (error, response) =>
-      error ? reject(error) : resolve(response),
-    ),
-  );
+  return fn(request, DEADLINE_MS);
 }
 
 interface Outcome {

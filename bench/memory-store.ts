@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { parseServeConfig } from '../src/main/config.js';
 import { startAuthority } from '../src/main/serve.js';
-import { quotaClient } from '../test/helpers/grpc-clients.js';
+import { quotaClient } from '../harness/grpc-clients.js';
 
 const { values } = parseArgs({
   options: {

@@ -7,9 +7,10 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { basename, dirname, join, relative } from 'node:path';
 import * as prettier from 'prettier';
-import { REPO_ROOT } from '../test/helpers/authority-process.js';
-import type { GrpcScenario, LoadPoint, Results } from './run.js';
+import { REPO_ROOT } from '../harness/authority-process.js';
+import type { GrpcScenario, LoadPoint, Results } from './result-types.js';
 import { renderBurst } from './burst.js';
+import { renderEnvoy } from './envoy.js';
 
 const require = createRequire(import.meta.url);
 
@@ -104,31 +105,42 @@ const serverMsPerCall = (pt: LoadPoint | undefined) =>
     : undefined;
 const msPerCall = (n: number | undefined) => (n === undefined ? '—' : `${n.toFixed(3)} ms`);
 
-export async function renderReport(
-  results: Results,
-  files: { chartFile: string; outFile: string },
-): Promise<string> {
-  const by = (id: string) => results.grpc.find((s) => s.id === id && !s.skipped);
-  const transport = by('transport');
-  const redis = by('redis');
-  const memory = by('memory');
-  const rlf = by('rlf');
-  const batch = results.grpc.find((s) => s.id === 'batch');
-  const { storage, gateway, footprint, profile, machine, settings } = results;
-  const batchShape = `${settings.batchInflight ?? 8} in flight × ${settings.batchSize ?? 64}`;
-  const chart = relative(dirname(files.outFile), files.chartFile) || basename(files.chartFile);
-  const out: string[] = [];
-  const p = (...blocks: string[]) => {
-    for (const block of blocks) if (block !== '') out.push(block, '');
-  };
+/** What every section of the report reads: the results, and `p`, which appends blocks to `out`. */
+interface ReportContext {
+  results: Results;
+  files: { chartFile: string; outFile: string };
+  by: (id: string) => GrpcScenario | undefined;
+  transport: GrpcScenario | undefined;
+  redis: GrpcScenario | undefined;
+  memory: GrpcScenario | undefined;
+  rlf: GrpcScenario | undefined;
+  batch: GrpcScenario | undefined;
+  storage: Results['storage'];
+  gateway: Results['gateway'];
+  footprint: Results['footprint'];
+  profile: Results['profile'];
+  machine: Results['machine'];
+  settings: Results['settings'];
+  batchShape: string;
+  chart: string;
+  p: (...blocks: string[]) => void;
+  out: string[];
+}
 
-  p(
-    '# Benchmark results',
-    `Written by \`make bench\` (\`${results.commandLines.run}\`) on ${results.startedAt.slice(0, 16).replace('T', ' ')} UTC at commit ${machine.commit} (branch ${machine.branch}); the whole run took ${Math.floor(results.durationSeconds / 60)} min ${results.durationSeconds % 60} s. How to run it and what each scenario does: [README.md](README.md). Raw figures: [results/latest.json](results/latest.json).`,
-    `**Read these figures as one machine's, in one run.** This machine has ${machine.nproc} vCPUs (${machine.cpu}), and the load generator, the server under test and Redis share them: every gRPC figure below is the whole system's on two cores, where the load generator's own gRPC client costs about as much CPU as the server (see "Closed loop and where the time goes"). Load average before the run: ${machine.loadBefore}; after: ${machine.loadAfter}.`,
-  );
+/** The gateway against calling the upstream directly, at one and at 32 connections. */
+function gatewayFigures(gateway: Results['gateway']) {
+  const d1 = gateway?.runs.find((r) => r.target === 'direct' && r.connections === 1);
+  const g1 = gateway?.runs.find((r) => r.target === 'gateway' && r.connections === 1);
+  const d32 = gateway?.runs.find((r) => r.target === 'direct' && r.connections === 32);
+  const g32 = gateway?.runs.find((r) => r.target === 'gateway' && r.connections === 32);
+  const addedP50 = d1 && g1 ? g1.p50Ms - d1.p50Ms : undefined;
+  const gatewayRatio = d32 && g32 ? g32.requestsPerSecond / d32.requestsPerSecond : undefined;
+  return { d1, g1, d32, g32, addedP50, gatewayRatio };
+}
 
-  // ----------------------------------------------------------------------------- side by side
+/** The section on the side-by-side table. */
+function renderSideBySide(r: ReportContext): void {
+  const { transport, redis, memory, rlf, batch, storage, gateway, footprint, batchShape, p } = r;
   p('## Side by side');
   const rows: (string | number)[][] = [];
   const grpcRow = (s: GrpcScenario | undefined, title: string) => {
@@ -233,8 +245,11 @@ export async function renderReport(
       `7. Redis memory: **${footprint.countersPerPrincipalLimit.toFixed(0)} bytes per active (principal, limit)** for quotad's counters (${int(footprint.principals)} principals × ${footprint.limits} limits), against **${int(footprint.slidingLogPerPrincipalLimit)} bytes** for a sliding-log ZSET at ${footprint.slidingLogMembers} requests per window (${(footprint.slidingLogPerPrincipalLimit / footprint.countersPerPrincipalLimit).toFixed(1)}× more). Each request also leaves a reservation record of ${footprint.reservationRecordBytes.toFixed(0)} bytes for the lease plus the idempotency window. Detail below.`,
     );
   }
+}
 
-  // ------------------------------------------------------------------------------------ targets
+/** The section on the targets, met or not. */
+function renderTargets(r: ReportContext): void {
+  const { transport, redis, memory, rlf, batch, gateway, footprint, p } = r;
   p('## Targets');
   const checkTrips = roundTrips(redis?.checkOnly, 'checkQuota');
   const recordTrips =
@@ -254,12 +269,7 @@ export async function renderReport(
       ? redis.checkOnly.callsPerSecond / rlf.checkOnly.callsPerSecond
       : undefined;
   const h = half(redis);
-  const d1 = gateway?.runs.find((r) => r.target === 'direct' && r.connections === 1);
-  const g1 = gateway?.runs.find((r) => r.target === 'gateway' && r.connections === 1);
-  const d32 = gateway?.runs.find((r) => r.target === 'direct' && r.connections === 32);
-  const g32 = gateway?.runs.find((r) => r.target === 'gateway' && r.connections === 32);
-  const addedP50 = d1 && g1 ? g1.p50Ms - d1.p50Ms : undefined;
-  const gatewayRatio = d32 && g32 ? g32.requestsPerSecond / d32.requestsPerSecond : undefined;
+  const { d1, g1, d32, g32, addedP50, gatewayRatio } = gatewayFigures(gateway);
   const batchRatio =
     batch?.batch && transport?.closed
       ? batch.batch.decisionsPerSecond / transport.closed.decisionsPerSecond
@@ -341,8 +351,11 @@ export async function renderReport(
       : `**Not met (${notMet.length} of ${targets.length}):** ${notMet.join('; ')}.` +
           (notMeasured.length ? ` Not measured in this run: ${notMeasured.join('; ')}.` : ''),
   );
+}
 
-  // ---------------------------------------------------------------------------- how to read it
+/** The section on how to read the throughput figures. */
+function renderHowToReadIt(r: ReportContext): void {
+  const { transport, redis, memory, rlf, machine, p } = r;
   const lens = [transport, redis, memory, rlf].filter((x): x is GrpcScenario => Boolean(x?.checkOnly));
   if (lens.length > 0) {
     const perCall = (pt: LoadPoint, key: string) => {
@@ -377,8 +390,11 @@ export async function renderReport(
       ),
     );
   }
+}
 
-  // --------------------------------------------------------------------------------- open loop
+/** The section on latency against load (open loop). */
+function renderOpenLoop(r: ReportContext): void {
+  const { results, settings, chart, p } = r;
   p(
     '## Latency against load (open loop)',
     `![p50 and p99 latency against offered load](${chart})`,
@@ -421,8 +437,11 @@ export async function renderReport(
       ),
     );
   }
+}
 
-  // -------------------------------------------------------------------------------- closed loop
+/** The section on the closed loop and where the time goes. */
+function renderClosedLoop(r: ReportContext): void {
+  const { results, redis, rlf, batch, machine, settings, p } = r;
   p(
     '## Closed loop and where the time goes',
     `${settings.concurrency} operations in flight from ${settings.loadgens} load-generator process(es) over one gRPC channel each, ${settings.warmupSeconds} s of warm-up discarded, then ${settings.seconds} s measured. CPU is each process's user + system time over the measured period from /proc (1.00 = one core busy the whole time; the machine has ${machine.nproc}), and per operation. "Others" is the machine's busy time (/proc/stat) less these processes: other work on the machine during the measurement, which took that much CPU away from the benchmark.`,
@@ -515,8 +534,11 @@ export async function renderReport(
       ),
     );
   }
+}
 
-  // -------------------------------------------------------------------------------- storage
+/** The section on the storage ceiling (redis-benchmark). */
+function renderStorage(r: ReportContext): void {
+  const { redis, storage, settings, p } = r;
   if (storage) {
     const one = storage.runs.find((r) => r.clients === 1);
     const c64 = storage.runs.find((r) => r.clients === 64 && r.pipeline === 1);
@@ -550,8 +572,12 @@ export async function renderReport(
       );
     }
   }
+}
 
-  // -------------------------------------------------------------------------------- gateway
+/** The section on the gateway overhead. */
+function renderGateway(r: ReportContext): void {
+  const { gateway, machine, settings, p } = r;
+  const { d32, g32, addedP50, gatewayRatio } = gatewayFigures(gateway);
   if (gateway) {
     p(
       '## Gateway overhead',
@@ -587,8 +613,11 @@ export async function renderReport(
       `Added at p50 with one connection: ${addedP50 === undefined ? '—' : `+${addedP50.toFixed(2)} ms`}; throughput through the gateway at 32 connections: ${gatewayRatio === undefined ? '—' : `${gatewayRatio.toFixed(2)}×`} direct. At 32 connections the added p50 is ${d32 && g32 ? `+${(g32.p50Ms - d32.p50Ms).toFixed(2)} ms` : '—'}, queueing on a saturated machine.`,
     );
   }
+}
 
-  // ------------------------------------------------------------------------------ footprint
+/** The section on Redis memory per active (principal, limit). */
+function renderFootprint(r: ReportContext): void {
+  const { footprint, p } = r;
   if (footprint) {
     p(
       '## Redis memory per active (principal, limit)',
@@ -619,8 +648,11 @@ export async function renderReport(
       `A sliding log grows with the rate it admits (a tokens/min limit would need one member per request too, holding its token count); quotad's sliding-window counters stay the same size at any rate. The reservation records are the part of quotad's footprint that does grow with traffic: requests a second × (lease + idempotency window) × ${footprint.reservationRecordBytes.toFixed(0)} B — with the shipped 10 min + 1 h, 1,000 requests/s hold about ${int((1000 * 4200 * footprint.reservationRecordBytes) / 2 ** 20)} MiB.`,
     );
   }
+}
 
-  // ---------------------------------------------------------------------------------- batch
+/** The section on the batched path. */
+function renderBatch(r: ReportContext): void {
+  const { transport, batch, batchShape, p } = r;
   p('## Batched path (CheckQuotaBatch / RecordUsageBatch)');
   if (!batch) p('Not run (`--only` left it out).');
   else if (batch.skipped)
@@ -635,8 +667,11 @@ export async function renderReport(
           : ''),
     );
   }
+}
 
-  // -------------------------------------------------------------------------------- profile
+/** The section on the CPU profile of the authority. */
+function renderProfile(r: ReportContext): void {
+  const { profile, settings, p } = r;
   if (profile) {
     p(
       '## CPU profile of the authority (Redis store)',
@@ -653,11 +688,23 @@ export async function renderReport(
       ),
     );
   }
+}
 
-  // ---------------------------------------------------------------------------------- burst
+/** The section on the burst at default settings. */
+function renderBurstSection(r: ReportContext): void {
+  const { results, p } = r;
   if (results.burst) p(...renderBurst(results.burst, table));
+}
 
-  // ---------------------------------------------------------------------------------- setup
+/** The section on Envoy's ShouldRateLimit beside CheckQuota. */
+function renderEnvoySection(r: ReportContext): void {
+  const { results, p } = r;
+  if (results.envoy) p(...renderEnvoy(results.envoy, table));
+}
+
+/** The section on the setup and command lines. */
+function renderSetup(r: ReportContext): void {
+  const { results, machine, settings, p } = r;
   p(
     '## Setup',
     table(
@@ -684,11 +731,73 @@ export async function renderReport(
     `- **Policy.** config/policy.yaml (its models, 10 min lease, 1 h idempotency window) plus a \`bench\` tier of exactly three limits per decision: requests/min (100,000, sliding 1 min window), tokens/min (100,000,000) and USD/day ($1,000,000, calendar day, UTC). Nothing is refused at these rates (denials would be counted in the errors column). Written to a temp dir and given as QUOTAD_POLICY.`,
     `- **Operation.** CheckQuota for gpt-4o-mini, 200 prompt tokens, 300 output tokens reserved (500 tokens, 210 micro-dollars), then RecordUsage COMPLETED with 200 + 120 tokens. Operation n uses subject \`bench-(n mod ${settings.principals})\` in org \`org-(subject mod 97)\` and a unique request id.`,
     `- **Load generator.** bench/loadgen.ts in its own process(es), forked by bench/run.ts and driven over IPC; one @grpc/grpc-js channel to the server, the QuotaService client the tests use. Closed loop: ${settings.concurrency} operations in flight. Open loop: operations sent on a fixed schedule (timers, each wake-up sends every operation whose time has come), latency measured from the intended time into a log-linear histogram (1.6 % buckets, merged exactly across processes).`,
-    `- **Servers.** Each scenario's server is its own process: \`quotad serve\` from dist (LOG_LEVEL=info, which logs nothing per decision; QUOTAD_REDIS_TIMEOUT=1s so that queueing in a saturated closed loop is not turned into store failures), the no-op server (bench/noop-server.ts) or the rate-limiter-flexible server (bench/rlf-server.ts), all three loading quota.proto through src/authority/proto.ts with the authority's loader options and answering the same messages. One private \`redis-server\` (test/helpers/redis-server.ts, no persistence) for the whole run, flushed between scenarios.`,
+    `- **Servers.** Each scenario's server is its own process: \`quotad serve\` from dist (LOG_LEVEL=info, which logs nothing per decision; QUOTAD_REDIS_TIMEOUT=1s so that queueing in a saturated closed loop is not turned into store failures), the no-op server (bench/noop-server.ts) or the rate-limiter-flexible server (bench/rlf-server.ts), all three loading quota.proto through src/api/proto.ts with the authority's loader options and answering the same messages. One private \`redis-server\` (harness/redis-server.ts, no persistence) for the whole run, flushed between scenarios.`,
     `- **rate-limiter-flexible.** RateLimiterUnion consumes the same points on every limiter, so it cannot charge 1 request, 500 tokens and 210 micro-dollars at once; the server consumes three RateLimiterRedis limiters together (Promise.all: three EVALSHA per CheckQuota, on the same client options as quotad's, each command its own write: with ioredis auto-pipelining it was slower) and settles with \`reward\`/\`penalty\` of actual minus estimate on tokens and dollars (two EVALSHA per RecordUsage). What that gives up against quotad: all-or-nothing (a request refused by one limiter stays charged on the others), a reservation in Redis (the estimate is kept in the server's memory by request id: another replica could not settle it), idempotency, sliding windows and calendar days (its windows are fixed and start at a key's first request).`,
     '### Command lines',
     ['```sh', ...Object.entries(results.commandLines).map(([k, v]) => `# ${k}\n${v}`), '```'].join('\n'),
   );
+}
+
+export async function renderReport(
+  results: Results,
+  files: { chartFile: string; outFile: string },
+): Promise<string> {
+  const by = (id: string) => results.grpc.find((s) => s.id === id && !s.skipped);
+  const transport = by('transport');
+  const redis = by('redis');
+  const memory = by('memory');
+  const rlf = by('rlf');
+  const batch = results.grpc.find((s) => s.id === 'batch');
+  const { storage, gateway, footprint, profile, machine, settings } = results;
+  const batchShape = `${settings.batchInflight ?? 8} in flight × ${settings.batchSize ?? 64}`;
+  const chart = relative(dirname(files.outFile), files.chartFile) || basename(files.chartFile);
+  const out: string[] = [];
+  const p = (...blocks: string[]) => {
+    for (const block of blocks) if (block !== '') out.push(block, '');
+  };
+
+  p(
+    '# Benchmark results',
+    `Written by \`make bench\` (\`${results.commandLines.run}\`) on ${results.startedAt.slice(0, 16).replace('T', ' ')} UTC at commit ${machine.commit} (branch ${machine.branch}); the whole run took ${Math.floor(results.durationSeconds / 60)} min ${results.durationSeconds % 60} s. How to run it and what each scenario does: [README.md](README.md). Raw figures: [results/latest.json](results/latest.json).`,
+    `**Read these figures as one machine's, in one run.** This machine has ${machine.nproc} vCPUs (${machine.cpu}), and the load generator, the server under test and Redis share them: every gRPC figure below is the whole system's on two cores, where the load generator's own gRPC client costs about as much CPU as the server (see "Closed loop and where the time goes"). Load average before the run: ${machine.loadBefore}; after: ${machine.loadAfter}.`,
+  );
+
+  // The hand-written summary across runs, kept as it is.
+  p(readFileSync(join(REPO_ROOT, 'bench/summary.md'), 'utf8').trim());
+
+  const ctx: ReportContext = {
+    results,
+    files,
+    by,
+    transport,
+    redis,
+    memory,
+    rlf,
+    batch,
+    storage,
+    gateway,
+    footprint,
+    profile,
+    machine,
+    settings,
+    batchShape,
+    chart,
+    p,
+    out,
+  };
+  renderSideBySide(ctx);
+  renderTargets(ctx);
+  renderHowToReadIt(ctx);
+  renderOpenLoop(ctx);
+  renderClosedLoop(ctx);
+  renderStorage(ctx);
+  renderGateway(ctx);
+  renderFootprint(ctx);
+  renderBatch(ctx);
+  renderProfile(ctx);
+  renderBurstSection(ctx);
+  renderEnvoySection(ctx);
+  renderSetup(ctx);
 
   const text = out.join('\n');
   const config = (await prettier.resolveConfig(files.outFile)) ?? {};

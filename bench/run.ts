@@ -7,25 +7,25 @@
  *                          [--burst 200] [--burst-rounds 3]
  *
  * Scenarios (ids for --only): transport, redis, memory, rlf, storage, gateway, footprint, batch, profile,
- * burst. `--only burst` alone keeps the other scenarios' figures of the last run (results/latest.json) and
- * rewrites only the burst section.
+ * burst, envoy. `--only burst` or `--only envoy` alone keeps the other scenarios' figures of the last run
+ * (results/latest.json) and rewrites only its own section.
  * --seconds is the measured length of each load point (warm-ups come on top).
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtemp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import * as prettier from 'prettier';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { isGrpcError } from '../src/api/client.js';
 import { readScript } from '../src/store/redis/scripts.js';
-import { AuthorityProcess, REPO_ROOT } from '../test/helpers/authority-process.js';
-import { GatewayProcess } from '../test/helpers/gateway-process.js';
-import { adminClient, quotaClient } from '../test/helpers/grpc-clients.js';
-import { TestRedisServer } from '../test/helpers/redis-server.js';
+import { AuthorityProcess, REPO_ROOT } from '../harness/authority-process.js';
+import { GatewayProcess } from '../harness/gateway-process.js';
+import { adminClient, quotaClient } from '../harness/grpc-clients.js';
+import { TestRedisServer } from '../harness/redis-server.js';
 import {
   BENCH_TIER,
   checkRequest,
@@ -35,14 +35,26 @@ import {
   recordRequest,
   writeBenchPolicy,
 } from './common.js';
-import { burstScenario, type BurstResult } from './burst.js';
-import { summarizeProfile, type ProfileSummary } from './cpuprofile.js';
-import type { HistogramData } from './histogram.js';
+import { burstScenario } from './burst.js';
+import { summarizeProfile } from './cpuprofile.js';
 import { Histogram } from './histogram.js';
 import type { Operation } from './loadgen.js';
 import { benchScript, LoadGenerator, mergeResults, startNodeServer } from './processes.js';
 import { renderChart } from './chart.js';
+import { autocannonVersion, machine } from './machine.js';
+import { commandStats, diff, infoField, usedMemory } from './redis-stats.js';
 import { renderReport } from './report.js';
+import { envoyScenario } from './envoy.js';
+import type {
+  CpuShare,
+  FootprintResult,
+  GatewayResult,
+  GatewayRun,
+  GrpcScenario,
+  LoadPoint,
+  Results,
+  StorageResult,
+} from './result-types.js';
 
 const ALL = [
   'transport',
@@ -55,6 +67,7 @@ const ALL = [
   'batch',
   'profile',
   'burst',
+  'envoy',
 ];
 
 const { values } = parseArgs({
@@ -95,154 +108,6 @@ const openWarmupMs = 1_000;
 
 const log = (message: string) =>
   console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}`);
-
-// ---------------------------------------------------------------------------------------------- types
-
-export interface CpuShare {
-  /** Cores busy over the measured period (1 = one core all the time), by process. */
-  [process: string]: number;
-}
-
-export interface LoadPoint {
-  mode: 'closed' | 'open';
-  op: Operation;
-  concurrency?: number;
-  fraction?: number;
-  offeredPerSecond?: number;
-  operations: number;
-  operationsPerSecond: number;
-  decisionsPerSecond: number;
-  callsPerSecond: number;
-  p50Ms: number;
-  p99Ms: number;
-  p999Ms: number;
-  meanMs: number;
-  maxMs: number;
-  /** Open loop: from the actual send, and the generator's own delay in sending. */
-  serviceP50Ms?: number;
-  serviceP99Ms?: number;
-  lagP50Ms?: number;
-  lagP99Ms?: number;
-  denied: number;
-  errors: Record<string, number>;
-  unfinished: number;
-  cpu: CpuShare;
-  /** Redis commands over the measured period, by command (from INFO commandstats). */
-  redisCommands?: Record<string, number>;
-  /** Redis commands over the whole phase (warm-up included), and the gRPC calls sent in it, by method. */
-  redisTotals?: { commands: Record<string, number>; sent: Record<string, number> };
-  latencyBuckets?: HistogramData;
-}
-
-export interface GrpcScenario {
-  id: string;
-  title: string;
-  server: string;
-  skipped?: string;
-  closed?: LoadPoint;
-  checkOnly?: LoadPoint;
-  batch?: LoadPoint;
-  open: LoadPoint[];
-  notes: string[];
-}
-
-export interface StorageResult {
-  skipped?: string;
-  commandLine: string;
-  sha: string;
-  argCount: number;
-  runs: {
-    pipeline: number;
-    clients: number;
-    requests: number;
-    rps: number;
-    p50Ms: number;
-    p99Ms: number;
-    maxMs: number;
-    /** redis-server's CPU over the run, in cores. */
-    redisCores: number;
-  }[];
-  settleRps?: number;
-}
-
-export interface GatewayRun {
-  target: 'direct' | 'gateway';
-  connections: number;
-  requests: number;
-  requestsPerSecond: number;
-  p50Ms: number;
-  p99Ms: number;
-  meanMs: number;
-  non2xx: number;
-  errors: number;
-  cpu: CpuShare;
-}
-
-export interface GatewayResult {
-  runs: GatewayRun[];
-  commandLines: string[];
-}
-
-export interface FootprintResult {
-  principals: number;
-  limits: number;
-  method: string;
-  baselineBytes: number;
-  afterReserveBytes: number;
-  afterDropReservationsBytes: number;
-  countersPerPrincipalLimit: number;
-  reservationRecordBytes: number;
-  keys: number;
-  slidingLogMembers: number;
-  slidingLogBytes: number;
-  slidingLogPerPrincipalLimit: number;
-  slidingLogEncoding: string;
-}
-
-export interface Results {
-  startedAt: string;
-  finishedAt: string;
-  durationSeconds: number;
-  machine: Record<string, string | number>;
-  commandLines: Record<string, string>;
-  settings: Record<string, string | number>;
-  grpc: GrpcScenario[];
-  storage?: StorageResult;
-  gateway?: GatewayResult;
-  footprint?: FootprintResult;
-  profile?: ProfileSummary & { operationsPerSecond: number; seconds: number };
-  burst?: BurstResult;
-  protoHasBatch: boolean;
-}
-
-// ------------------------------------------------------------------------------------------- helpers
-
-function commandStats(info: string): Record<string, number> {
-  const stats: Record<string, number> = {};
-  for (const match of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm))
-    stats[match[1] as string] = Number(match[2]);
-  return stats;
-}
-
-function diff(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [name, count] of Object.entries(after)) {
-    const d = count - (before[name] ?? 0);
-    if (d > 0 && name !== 'info') out[name] = d;
-  }
-  return out;
-}
-
-async function infoField(redis: Redis, section: string, field: string): Promise<string> {
-  const info = await redis.info(section);
-  const match = new RegExp(`^${field}:(.*)$`, 'm').exec(info);
-  if (!match) throw new Error(`no ${field} in INFO ${section}`);
-  return (match[1] as string).trim();
-}
-
-async function usedMemory(redis: Redis): Promise<number> {
-  return Number(await infoField(redis, 'memory', 'used_memory'));
-}
 
 /** Runs one phase on every generator at once (the load split evenly) and measures CPU of `watch` meanwhile. */
 async function phase(
@@ -460,20 +325,10 @@ async function probeBatch(address: string): Promise<string | undefined> {
     return 'the proto this run loaded (proto/quotad/v1/quota.proto) has no CheckQuotaBatch';
   const client = quotaClient(address);
   try {
-    const raw = client.raw as unknown as Record<
-      string,
-      (req: unknown, opts: object, cb: (e: { code?: number; details?: string } | null) => void) => void
-    >;
-    const method = raw.checkQuotaBatch;
-    if (!method) return 'the client has no checkQuotaBatch';
     const id = `probe-${randomBytes(4).toString('hex')}`;
-    const error = await new Promise<{ code?: number; details?: string } | null>((resolve) =>
-      method.call(
-        client.raw,
-        { checks: [checkRequest(id, 0, principals)] },
-        { deadline: Date.now() + 5_000 },
-        resolve,
-      ),
+    const error = await client.checkQuotaBatch({ checks: [checkRequest(id, 0, principals)] }, 5_000).then(
+      () => null,
+      (failure: unknown) => (isGrpcError(failure) ? failure : { code: undefined, details: String(failure) }),
     );
     if (error)
       return `the server answered CheckQuotaBatch with ${error.code === 12 ? 'UNIMPLEMENTED' : `code ${error.code}`} (${error.details ?? ''})`;
@@ -1002,46 +857,6 @@ async function profileScenario(ctx: Context): Promise<Results['profile']> {
   return { ...summary, operationsPerSecond: point?.operationsPerSecond ?? 0, seconds };
 }
 
-// ------------------------------------------------------------------------------------------ machine
-
-const require = createRequire(import.meta.url);
-const versionOf = (pkg: string) => (require(`${pkg}/package.json`) as { version: string }).version;
-const autocannonVersion = () => versionOf('autocannon');
-
-function sh(command: string, args: string[]): string {
-  try {
-    return execFileSync(command, args, { encoding: 'utf8', cwd: REPO_ROOT }).trim();
-  } catch {
-    return 'unknown';
-  }
-}
-
-function machine(): Record<string, string | number> {
-  const cpus = os.cpus();
-  // What make bench writes does not count: the code measured is the commit's.
-  const outputs = [values.out, values.chart, values.json].map((f) => `:(exclude)${f as string}`);
-  const dirty = sh('git', ['status', '--porcelain', '--untracked-files=no', '--', '.', ...outputs]) !== '';
-  return {
-    cpu: `${cpus.length} × ${cpus[0]?.model ?? 'unknown'}`,
-    nproc: sh('nproc', []),
-    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB`,
-    os: `${os.type()} ${os.release()} ${os.arch()}`,
-    node: process.version,
-    redis: sh('redis-server', ['--version']).replace(/^Redis server v=(\S+).*$/, '$1'),
-    grpcJs: versionOf('@grpc/grpc-js'),
-    protoLoader: versionOf('@grpc/proto-loader'),
-    ioredis: versionOf('ioredis'),
-    rateLimiterFlexible: versionOf('rate-limiter-flexible'),
-    autocannon: autocannonVersion(),
-    commit: `${sh('git', ['rev-parse', '--short', 'HEAD'])}${dirty ? ' (with uncommitted changes)' : ''}`,
-    branch: sh('git', ['rev-parse', '--abbrev-ref', 'HEAD']),
-    loadBefore: os
-      .loadavg()
-      .map((l) => l.toFixed(2))
-      .join(' '),
-  };
-}
-
 // --------------------------------------------------------------------------------------------- main
 
 async function render(results: Results) {
@@ -1059,7 +874,7 @@ async function render(results: Results) {
   await writeFile(out, await prettier.format(page, { ...config, filepath: out }));
 }
 
-/** The last run's results, to keep when only the burst scenario is measured again. */
+/** The last run's results, to keep when only the burst or envoy scenario is measured again. */
 async function previousResults(json: string): Promise<Results | undefined> {
   try {
     return JSON.parse(await readFile(json, 'utf8')) as Results;
@@ -1079,7 +894,7 @@ async function main() {
     startedAt: started.toISOString(),
     finishedAt: '',
     durationSeconds: 0,
-    machine: machine(),
+    machine: machine([values.out, values.chart, values.json] as string[]),
     commandLines: {
       make: 'make bench',
       run: `node dist/bench/run.js ${process.argv.slice(2).join(' ')}`.trim(),
@@ -1113,7 +928,7 @@ async function main() {
       policyPath: await writeBenchPolicy(dir),
       commandLines: results.commandLines,
     };
-    ctx.commandLines.redis = `redis-server --port <free port> --bind 127.0.0.1 --dir <tmp> --save '' --appendonly no (test/helpers/redis-server.ts)`;
+    ctx.commandLines.redis = `redis-server --port <free port> --bind 127.0.0.1 --dir <tmp> --save '' --appendonly no (harness/redis-server.ts)`;
     for (const id of ['transport', 'redis', 'memory', 'rlf', 'batch']) {
       if (only.has(id)) results.grpc.push(await grpcScenario(ctx, id));
     }
@@ -1128,6 +943,19 @@ async function main() {
         commit: String(results.machine.commit),
         burst: Number(values.burst),
         rounds: Number(values['burst-rounds']),
+        log,
+      });
+    }
+    if (only.has('envoy')) {
+      results.envoy = await envoyScenario({
+        redis,
+        dir,
+        policyPath: ctx.policyPath,
+        commit: String(results.machine.commit),
+        concurrency,
+        seconds,
+        warmupSeconds: warmupMs / 1000,
+        principals,
         log,
       });
     }
@@ -1146,8 +974,12 @@ async function main() {
 
   const json = resolve(REPO_ROOT, values.json as string);
   await mkdir(join(json, '..'), { recursive: true });
-  const kept = only.size === 1 && only.has('burst') ? await previousResults(json) : undefined;
-  const written = kept ? { ...kept, burst: results.burst } : results;
+  // A scenario measured alone (burst, envoy) keeps every other scenario's figures of the last run.
+  const alone = only.size === 1 && (only.has('burst') || only.has('envoy'));
+  const kept = alone ? await previousResults(json) : undefined;
+  const written = kept
+    ? { ...kept, burst: results.burst ?? kept.burst, envoy: results.envoy ?? kept.envoy }
+    : results;
   await writeFile(json, `${JSON.stringify(written, null, 2)}\n`);
   await render(written);
   log(

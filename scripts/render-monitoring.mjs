@@ -217,6 +217,70 @@ const PANELS = [
     ],
   },
 
+  { row: 'Envoy RateLimitService (--envoy-config)' },
+  {
+    title: 'Envoy answers per second by domain and code',
+    description: 'ShouldRateLimit answers; domain="(unknown)" is a domain no file defines.',
+    unit: 'reqps',
+    targets: [
+      {
+        expr: `sum by (domain, code) (${rate('quotad_envoy_decisions_total')})`,
+        legend: '{{domain}} {{code}}',
+      },
+    ],
+  },
+  {
+    title: 'Envoy descriptors over limit per second by rule',
+    description: 'Descriptors over their limit, by domain and rule; shadow_over_limit only reports.',
+    unit: 'reqps',
+    targets: [
+      {
+        expr: `sum by (domain, rule, result) (${rate('quotad_envoy_descriptors_total', `${SEL}, result=~"over_limit|shadow_over_limit"`)})`,
+        legend: '{{rule}} {{result}}',
+      },
+    ],
+  },
+  {
+    title: 'Envoy hits charged per second by rule',
+    description: 'Hits (requests, or tokens via hits_addend) charged; refused requests charge none.',
+    targets: [
+      {
+        expr: `sum by (domain, rule) (${rate('quotad_envoy_hits_charged_total')})`,
+        legend: '{{rule}}',
+      },
+    ],
+  },
+  {
+    title: 'ShouldRateLimit latency (p50, p99) by phase',
+    unit: 's',
+    targets: quantiles('quotad_envoy_decision_duration_seconds', 'phase'),
+  },
+  {
+    title: 'Envoy reservations per second by outcome',
+    description:
+      'quotad.reserve / quotad.settle: admitted, denied, duplicate, settled, settled_duplicate, settled_without_reservation.',
+    unit: 'reqps',
+    targets: [
+      {
+        expr: `sum by (outcome) (${rate('quotad_envoy_reservations_total')})`,
+        legend: '{{outcome}}',
+      },
+    ],
+  },
+  {
+    title: 'Envoy config and store failures',
+    description:
+      'quotad_envoy_config_valid (0 while a rejected edit is pending), domains in force, and calls answered by --envoy-on-store-failure.',
+    targets: [
+      { expr: `min(quotad_envoy_config_valid{${SEL}})`, legend: 'config valid' },
+      { expr: `max(quotad_envoy_config_domains{${SEL}})`, legend: 'domains' },
+      {
+        expr: `sum by (mode) (${rate('quotad_envoy_degraded_decisions_total')})`,
+        legend: 'store failure: {{mode}}',
+      },
+    ],
+  },
+
   { row: 'Gateway' },
   {
     title: 'Gateway answers per second by status',

@@ -7,7 +7,7 @@ import type { AdminServiceHandlers } from '../gen/quotad/v1/AdminService.js';
 import type { ApiKey } from '../gen/quotad/v1/ApiKey.js';
 import type { KeyRegistry } from '../keys/key-registry.js';
 import { isKeyId } from '../keys/api-key.js';
-import { keyPrincipal, keyState, type ApiKeyRecord } from '../keys/key-record.js';
+import { keyPrincipal, keyState, type ApiKeyRecord } from '../core/key-record.js';
 import { webhookBody } from '../events/webhook-event.js';
 import type { EventOutbox } from '../store/event-outbox.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -15,7 +15,7 @@ import type { AuthorityMetrics, GrpcMethod, GrpcStatusName } from '../telemetry/
 import { bearerTokenCheck } from './bearer-token.js';
 import type { QuotaAuthority } from './quota-authority.js';
 import { toLimitStatus, toServiceError } from './quota-service.js';
-import { requireOrg, requireText } from './validate.js';
+import { requireOrg, requireText } from '../api/identity.js';
 
 /** Key lifetimes and overlaps above this are mistakes, not policies. */
 const MAX_DURATION_MS = 10 * 365 * 86_400_000;

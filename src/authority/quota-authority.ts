@@ -41,7 +41,7 @@ import type {
   SettleResult,
 } from '../core/quota.js';
 import type { KeyRegistry } from '../keys/key-registry.js';
-import { keyPrincipal, type ApiKeyRecord } from '../keys/key-record.js';
+import { keyPrincipal, type ApiKeyRecord } from '../core/key-record.js';
 import { limitKey, reservationKey } from '../store/keys.js';
 import type { MemoryStore } from '../store/memory-store.js';
 import type { QuotaStore } from '../store/store.js';

@@ -19,7 +19,8 @@ import type { Logger } from '../telemetry/logger.js';
 import type { AuthorityMetrics, GrpcMethod, GrpcStatusName } from '../telemetry/metrics.js';
 import type { QuotaAuthority, SettlementReport } from './quota-authority.js';
 import { bearerTokenCheck } from './bearer-token.js';
-import { REFUSAL_TRAILER } from './proto.js';
+import { MAX_BATCH_ITEMS } from '../api/limits.js';
+import { AUTHORITY_TOKEN_REFUSAL, INVALID_KEY_REFUSAL, REFUSAL_TRAILER } from '../api/trailers.js';
 import { toCheckInput, toRecordInput, toUsageCredential } from './validate.js';
 
 const UNIT: Record<LimitUnit, LimitStatus['unit']> = {
@@ -106,7 +107,9 @@ export function toServiceError(
   if (error instanceof NotFoundError) return { code: grpc.status.NOT_FOUND, details: error.message };
   if (error instanceof ConflictError) return { code: grpc.status.ABORTED, details: error.message };
   if (error instanceof UnauthenticatedError) {
-    return { code: grpc.status.UNAUTHENTICATED, details: error.message };
+    const metadata = new grpc.Metadata();
+    metadata.set(REFUSAL_TRAILER, INVALID_KEY_REFUSAL);
+    return { code: grpc.status.UNAUTHENTICATED, details: error.message, metadata };
   }
   if (error instanceof PermissionDeniedError) {
     const metadata = new grpc.Metadata();
@@ -124,9 +127,6 @@ export function toServiceError(
   logger.error({ err: error, method }, 'internal error');
   return { code: grpc.status.INTERNAL, details: 'internal error' };
 }
-
-/** The most items one batch call may carry: enough to coalesce a busy gateway's tick, bounded in memory. */
-export const MAX_BATCH_ITEMS = 1_000;
 
 /**
  * Kept back from a batch's deadline per item, beyond what one call keeps: after the store's wait ends,
@@ -179,7 +179,7 @@ export function quotaServiceHandlers(
       if (!authorized(call.metadata)) {
         metrics.grpcRequests.inc({ method, code: 'UNAUTHENTICATED' });
         const metadata = new grpc.Metadata();
-        metadata.set(REFUSAL_TRAILER, 'AUTHORITY_TOKEN');
+        metadata.set(REFUSAL_TRAILER, AUTHORITY_TOKEN_REFUSAL);
         callback({
           code: grpc.status.UNAUTHENTICATED,
           details:

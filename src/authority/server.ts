@@ -1,12 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
+import type * as protoLoader from '@grpc/proto-loader';
 import type { AdminServiceHandlers } from '../gen/quotad/v1/AdminService.js';
+import type { QuotaServiceHandlers } from '../gen/quotad/v1/QuotaService.js';
 import type { Logger } from '../telemetry/logger.js';
-import type { AuthorityMetrics } from '../telemetry/metrics.js';
-import { loadQuotaPackage, loadReflectedServices } from './proto.js';
-import type { QuotaAuthority } from './quota-authority.js';
-import { quotaServiceHandlers } from './quota-service.js';
+import { loadQuotaPackage, loadReflectedServices } from '../api/proto.js';
 
 export const QUOTA_SERVICE_NAME = 'quotad.v1.QuotaService';
 
@@ -19,15 +18,23 @@ export interface AuthorityServerOptions {
    * Service find authority replicas added since they connected. 0 or absent: connections live on.
    */
   maxConnectionAgeMs?: number;
-  authority: QuotaAuthority;
-  metrics: AuthorityMetrics;
   logger: Logger;
+  /** QuotaService's handlers (built in src/main, see composeAuthority). */
+  quota: QuotaServiceHandlers;
   /** AdminService's handlers; the service is not served at all without them (no admin token configured). */
   admin?: AdminServiceHandlers;
   /** TLS (and client certificates, with a client CA) on the port; plaintext when absent. */
   credentials?: grpc.ServerCredentials;
-  /** When set, QuotaService calls must carry it as `authorization: Bearer <token>`. */
-  quotaToken?: string;
+  /** More services on the same port (Envoy's RateLimitService), in health and reflection too. */
+  extraServices?: readonly ExtraService[];
+}
+
+export interface ExtraService {
+  /** Full name, e.g. `envoy.service.ratelimit.v3.RateLimitService`. */
+  name: string;
+  /** Its package definition (proto-loader), for the service and for reflection. */
+  definition: protoLoader.PackageDefinition;
+  handlers: grpc.UntypedServiceImplementation;
 }
 
 export interface ShutdownOptions {
@@ -48,19 +55,22 @@ export async function startAuthorityServer(options: AuthorityServerOptions): Pro
   const { proto } = loadQuotaPackage();
   const age = options.maxConnectionAgeMs ?? 0;
   const server = new grpc.Server(age > 0 ? { 'grpc.max_connection_age_ms': age } : {});
-  server.addService(
-    proto.quotad.v1.QuotaService.service,
-    quotaServiceHandlers(
-      options.authority,
-      options.metrics,
-      options.logger,
-      options.quotaToken === undefined ? {} : { token: options.quotaToken },
-    ),
-  );
+  server.addService(proto.quotad.v1.QuotaService.service, options.quota);
   if (options.admin) server.addService(proto.quotad.v1.AdminService.service, options.admin);
-  const health = new HealthImplementation({ '': 'SERVING', [QUOTA_SERVICE_NAME]: 'SERVING' });
+  const extra = options.extraServices ?? [];
+  for (const service of extra) {
+    server.addService(service.definition[service.name] as grpc.ServiceDefinition, service.handlers);
+  }
+  const served = [QUOTA_SERVICE_NAME, ...extra.map((service) => service.name)];
+  const health = new HealthImplementation(
+    Object.fromEntries([['', 'SERVING'], ...served.map((name) => [name, 'SERVING'])]),
+  );
   health.addToServer(server);
-  new ReflectionService(loadReflectedServices(options.admin !== undefined)).addToServer(server);
+  const reflected = extra.reduce(
+    (all, service) => ({ ...all, ...service.definition }),
+    loadReflectedServices(options.admin !== undefined),
+  );
+  new ReflectionService(reflected).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(
@@ -74,7 +84,7 @@ export async function startAuthorityServer(options: AuthorityServerOptions): Pro
     port,
     async shutdown({ drainDelayMs, graceMs }) {
       health.setStatus('', 'NOT_SERVING');
-      health.setStatus(QUOTA_SERVICE_NAME, 'NOT_SERVING');
+      for (const name of served) health.setStatus(name, 'NOT_SERVING');
       if (drainDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, drainDelayMs));
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {

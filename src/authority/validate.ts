@@ -1,21 +1,11 @@
+import { requireOrg, requireText } from '../api/identity.js';
+import { MAX_ID_LENGTH, MAX_NAME_LENGTH } from '../api/limits.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { MAX_TOKENS, type Principal, type SettleOutcome } from '../core/quota.js';
 import type { CheckQuotaRequest__Output } from '../gen/quotad/v1/CheckQuotaRequest.js';
 import { isKeySubject, KEY_ID_PREFIX } from '../keys/api-key.js';
 import type { RecordUsageRequest__Output } from '../gen/quotad/v1/RecordUsageRequest.js';
 import type { CheckQuotaInput, Credential, RecordUsageInput } from './quota-authority.js';
-
-const ORG = /^[A-Za-z0-9._-]{1,64}$/;
-// Printable text without control characters: ids end up in logs and Redis keys.
-const PRINTABLE = /^[^\p{Cc}]+$/u;
-
-export function requireText(field: string, value: string, maxLength: number): string {
-  if (value.length === 0) throw new InvalidArgumentError(field, 'is required');
-  if (value.length > maxLength)
-    throw new InvalidArgumentError(field, `must be at most ${maxLength} characters`);
-  if (!PRINTABLE.test(value)) throw new InvalidArgumentError(field, 'must not contain control characters');
-  return value;
-}
 
 /**
  * Token counts are uint64 on the wire, so what a caller sent arrives whole: a count above MAX_TOKENS, such
@@ -28,13 +18,6 @@ function requireTokens(field: string, value: number): number {
 
 type WithCredential = Pick<CheckQuotaRequest__Output, 'credential' | 'principal' | 'apiKeySha256'>;
 
-export function requireOrg(field: string, org: string): string {
-  requireText(field, org, 64);
-  if (!ORG.test(org))
-    throw new InvalidArgumentError(field, 'may hold only letters, digits, ".", "_" and "-"');
-  return org;
-}
-
 function requireCredential(request: WithCredential): Credential {
   if (request.credential === 'apiKeySha256' && request.apiKeySha256) {
     if (request.apiKeySha256.length !== 32) {
@@ -46,7 +29,7 @@ function requireCredential(request: WithCredential): Credential {
     throw new InvalidArgumentError('credential', 'a principal or an api_key_sha256 is required');
   }
   const { subject, org, tier } = request.principal;
-  requireText('principal.subject', subject, 128);
+  requireText('principal.subject', subject, MAX_ID_LENGTH);
   if (isKeySubject(subject)) {
     // Else a principal could spend an API key's counters and claim its request ids.
     throw new InvalidArgumentError(
@@ -55,7 +38,7 @@ function requireCredential(request: WithCredential): Credential {
     );
   }
   requireOrg('principal.org', org);
-  requireText('principal.tier', tier, 64);
+  requireText('principal.tier', tier, MAX_NAME_LENGTH);
   const principal: Principal = { subject, org, tier };
   return { principal };
 }
@@ -69,9 +52,9 @@ function requireNoOutput(request: CheckQuotaRequest__Output): boolean {
 
 export function toCheckInput(request: CheckQuotaRequest__Output): CheckQuotaInput {
   return {
-    requestId: requireText('request_id', request.requestId, 128),
+    requestId: requireText('request_id', request.requestId, MAX_ID_LENGTH),
     ...requireCredential(request),
-    model: requireText('model', request.model, 128),
+    model: requireText('model', request.model, MAX_ID_LENGTH),
     inputTokens: requireTokens('input_tokens', request.inputTokens),
     maxOutputTokens: requireTokens('max_output_tokens', request.maxOutputTokens),
     noOutput: requireNoOutput(request),
@@ -89,9 +72,9 @@ export function toRecordInput(request: RecordUsageRequest__Output): RecordUsageI
   const outcome = OUTCOMES[request.outcome];
   if (!outcome) throw new InvalidArgumentError('outcome', 'must be COMPLETED, FAILED or CANCELLED');
   return {
-    requestId: requireText('request_id', request.requestId, 128),
+    requestId: requireText('request_id', request.requestId, MAX_ID_LENGTH),
     ...requireCredential(request),
-    model: requireText('model', request.model, 128),
+    model: requireText('model', request.model, MAX_ID_LENGTH),
     inputTokens: requireTokens('input_tokens', request.inputTokens),
     outputTokens: requireTokens('output_tokens', request.outputTokens),
     outcome,

@@ -9,10 +9,18 @@ import {
 import { formatDuration } from '../core/duration.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import type { Principal } from '../core/quota.js';
-import { requireOrg, requireText } from '../authority/validate.js';
+import { requireOrg, requireText } from '../api/identity.js';
+import { MAX_ID_LENGTH, MAX_NAME_LENGTH } from '../api/limits.js';
 import { checkApiKey, isKeySubject, KEY_ID_PREFIX } from '../keys/api-key.js';
-import type { JwtConfig } from '../main/gateway-config.js';
-import { authenticationError } from './openai-error.js';
+import { authenticationError } from './errors.js';
+
+/** How internal callers' JWTs are verified: a shared HMAC secret, or a JWKS file of public keys. */
+export type JwtConfig = ({ kind: 'secret'; secret: Uint8Array } | { kind: 'jwks'; path: string }) & {
+  issuer?: string;
+  audience?: string;
+  /** The longest a token may be valid: exp − iat, or exp − now when it has no iat. */
+  maxLifetimeMs: number;
+};
 
 /**
  * Who is calling, as far as the gateway can tell without the authority: the SHA-256 of an API key (the
@@ -68,9 +76,9 @@ function principalOf(payload: Record<string, unknown>): Principal {
     );
   }
   try {
-    requireText('sub', principal.subject, 128);
+    requireText('sub', principal.subject, MAX_ID_LENGTH);
     requireOrg('org', principal.org);
-    requireText('tier', principal.tier, 64);
+    requireText('tier', principal.tier, MAX_NAME_LENGTH);
   } catch (error) {
     if (error instanceof InvalidArgumentError) {
       throw authenticationError(`The token's ${error.field} claim ${error.reason}.`, 'invalid_token');

@@ -1,17 +1,13 @@
 import * as grpc from '@grpc/grpc-js';
-import { loadQuotaPackage } from '../authority/proto.js';
+import { isGrpcError, quotaServiceClient } from '../api/client.js';
+import { MAX_BATCH_ITEMS } from '../api/limits.js';
 import { Batcher } from './batcher.js';
-import type { CheckQuotaBatchRequest } from '../gen/quotad/v1/CheckQuotaBatchRequest.js';
-import type { CheckQuotaBatchResponse__Output } from '../gen/quotad/v1/CheckQuotaBatchResponse.js';
 import type { CheckQuotaRequest } from '../gen/quotad/v1/CheckQuotaRequest.js';
 import type { CheckQuotaResponse__Output } from '../gen/quotad/v1/CheckQuotaResponse.js';
 import type { GetUsageRequest } from '../gen/quotad/v1/GetUsageRequest.js';
 import type { GetUsageResponse__Output } from '../gen/quotad/v1/GetUsageResponse.js';
 import type { ListModelsRequest } from '../gen/quotad/v1/ListModelsRequest.js';
 import type { ListModelsResponse__Output } from '../gen/quotad/v1/ListModelsResponse.js';
-import type { QuotaServiceClient } from '../gen/quotad/v1/QuotaService.js';
-import type { RecordUsageBatchRequest } from '../gen/quotad/v1/RecordUsageBatchRequest.js';
-import type { RecordUsageBatchResponse__Output } from '../gen/quotad/v1/RecordUsageBatchResponse.js';
 import type { RecordUsageRequest } from '../gen/quotad/v1/RecordUsageRequest.js';
 import type { RecordUsageResponse__Output } from '../gen/quotad/v1/RecordUsageResponse.js';
 
@@ -35,36 +31,13 @@ const TRANSIENT = new Set<number>([
   grpc.status.CANCELLED,
 ]);
 
-export function isGrpcError(error: unknown): error is grpc.ServiceError {
-  return error instanceof Error && typeof (error as Partial<grpc.ServiceError>).code === 'number';
-}
-
 /** The call failed in a way a retry may fix, and that the fail mode decides when checking. */
 export function isTransient(error: unknown): boolean {
   return isGrpcError(error) && TRANSIENT.has(error.code);
 }
 
-type Callback<Res> = (error: grpc.ServiceError | null, response?: Res) => void;
-
-function unary<Req, Res>(
-  call: (
-    request: Req,
-    metadata: grpc.Metadata,
-    options: grpc.CallOptions,
-    callback: Callback<Res>,
-  ) => unknown,
-  metadata: () => grpc.Metadata,
-): (request: Req, deadlineMs: number) => Promise<Res> {
-  return (request, deadlineMs) =>
-    new Promise((resolve, reject) => {
-      call(request, metadata(), { deadline: Date.now() + deadlineMs }, (error, response) =>
-        error ? reject(error) : resolve(response as Res),
-      );
-    });
-}
-
-/** Items per batch call: a busy turn's calls in a few batches, each well under the authority's 1,000. */
-const MAX_BATCH_ITEMS = 256;
+/** Items per batch call: a busy turn's calls in a few batches, each well under the contract's MAX_BATCH_ITEMS. */
+const GATEWAY_BATCH_ITEMS = Math.min(256, MAX_BATCH_ITEMS);
 
 export interface AuthorityClientOptions {
   /** Coalesce the checks and settlements of one event-loop turn into one batch call (default on). */
@@ -82,11 +55,10 @@ export interface AuthorityClientOptions {
  * service and spread calls over all of them (round robin), re-resolving as replicas come and go.
  */
 export function connectAuthority(target: string, options: AuthorityClientOptions = {}): AuthorityClient {
-  const { proto } = loadQuotaPackage();
-  const raw: QuotaServiceClient = new proto.quotad.v1.QuotaService(
-    target,
-    options.credentials ?? grpc.credentials.createInsecure(),
-    {
+  const api = quotaServiceClient(target, {
+    ...(options.credentials ? { credentials: options.credentials } : {}),
+    ...(options.token !== undefined ? { token: options.token } : {}),
+    channelOptions: {
       'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
       // Notice a dead authority between requests, not on the next request's deadline.
       'grpc.keepalive_time_ms': 10_000,
@@ -95,14 +67,9 @@ export function connectAuthority(target: string, options: AuthorityClientOptions
       'grpc.initial_reconnect_backoff_ms': 100,
       'grpc.max_reconnect_backoff_ms': 2_000,
     },
-  );
-  const metadata = () => {
-    const sent = new grpc.Metadata();
-    if (options.token !== undefined) sent.set('authorization', `Bearer ${options.token}`);
-    return sent;
-  };
-  const checkOne: AuthorityClient['check'] = unary(raw.checkQuota.bind(raw), metadata);
-  const recordOne: AuthorityClient['record'] = unary(raw.recordUsage.bind(raw), metadata);
+  });
+  const checkOne: AuthorityClient['check'] = api.checkQuota;
+  const recordOne: AuthorityClient['record'] = api.recordUsage;
   let check = checkOne;
   let record = recordOne;
   if (options.batch ?? true) {
@@ -113,24 +80,18 @@ export function connectAuthority(target: string, options: AuthorityClientOptions
       told = true;
       options.onBatchUnimplemented?.();
     };
-    const checkBatch = unary<CheckQuotaBatchRequest, CheckQuotaBatchResponse__Output>(
-      raw.checkQuotaBatch.bind(raw),
-      metadata,
-    );
-    const recordBatch = unary<RecordUsageBatchRequest, RecordUsageBatchResponse__Output>(
-      raw.recordUsageBatch.bind(raw),
-      metadata,
-    );
     const checks = new Batcher<CheckQuotaRequest, CheckQuotaResponse__Output>({
-      sendBatch: async (items, deadlineMs) => (await checkBatch({ checks: items }, deadlineMs)).results,
+      sendBatch: async (items, deadlineMs) =>
+        (await api.checkQuotaBatch({ checks: items }, deadlineMs)).results,
       sendOne: checkOne,
-      maxItems: MAX_BATCH_ITEMS,
+      maxItems: GATEWAY_BATCH_ITEMS,
       onUnimplemented,
     });
     const records = new Batcher<RecordUsageRequest, RecordUsageResponse__Output>({
-      sendBatch: async (items, deadlineMs) => (await recordBatch({ records: items }, deadlineMs)).results,
+      sendBatch: async (items, deadlineMs) =>
+        (await api.recordUsageBatch({ records: items }, deadlineMs)).results,
       sendOne: recordOne,
-      maxItems: MAX_BATCH_ITEMS,
+      maxItems: GATEWAY_BATCH_ITEMS,
       onUnimplemented,
     });
     check = (request, deadlineMs) => checks.call(request, deadlineMs);
@@ -139,10 +100,9 @@ export function connectAuthority(target: string, options: AuthorityClientOptions
   return {
     check,
     record,
-    usage: unary(raw.getUsage.bind(raw), metadata),
-    models: unary(raw.listModels.bind(raw), metadata),
-    ready: (timeoutMs) =>
-      new Promise((resolve) => raw.waitForReady(Date.now() + timeoutMs, (error) => resolve(!error))),
-    close: () => raw.close(),
+    usage: api.getUsage,
+    models: api.listModels,
+    ready: api.ready,
+    close: api.close,
   };
 }

@@ -1,5 +1,5 @@
 import type { CheckQuotaResponse__Output } from '../gen/quotad/v1/CheckQuotaResponse.js';
-import { HttpError, invalidRequest, permissionError, authenticationError } from './openai-error.js';
+import { gatewayError, invalidRequest, permissionError, type HttpError } from './errors.js';
 import { retryHeaders, spreadRetry } from './rate-limit-headers.js';
 import type { ModelCall } from './requests.js';
 
@@ -10,11 +10,7 @@ const LONGEST_USEFUL_RETRY_MS = 60_000;
 
 /** The quota store (behind the authority) cannot decide, or the authority cannot be reached. */
 export function quotaUnavailable(): HttpError {
-  return new HttpError(
-    503,
-    'Quota checks are unavailable right now, so the request was not sent to the model. Retry shortly.',
-    { type: 'server_error', code: 'quota_unavailable', headers: retryHeaders(1_000) },
-  );
+  return gatewayError('quota_unavailable', undefined, { headers: retryHeaders(1_000) });
 }
 
 /**
@@ -23,11 +19,7 @@ export function quotaUnavailable(): HttpError {
  * --fail-mode does not let it through.
  */
 export function overloaded(): HttpError {
-  return new HttpError(
-    503,
-    'The gateway is overloaded: too many requests are waiting for a quota decision, so this one was not sent to the model. Retry shortly.',
-    { type: 'server_error', code: 'server_overloaded', headers: retryHeaders(1_000) },
-  );
+  return gatewayError('server_overloaded', undefined, { headers: retryHeaders(1_000) });
 }
 
 function overLimit(decision: Decision): HttpError {
@@ -39,15 +31,31 @@ function overLimit(decision: Decision): HttpError {
   if (wait > LONGEST_USEFUL_RETRY_MS) headers['x-should-retry'] = 'false';
   // OpenAI's own types: a spent budget is `insufficient_quota`; a rate names what ran out. A budget that
   // requests in flight hold frees as they settle: a short wait, which the SDKs retry as a rate limit.
-  if (spent)
-    return new HttpError(429, decision.reason, {
-      type: 'insufficient_quota',
-      code: 'insufficient_quota',
-      headers,
-    });
-  if (held) return new HttpError(429, decision.reason, { type: 'tokens', code: 'quota_reserved', headers });
+  if (spent) return gatewayError('insufficient_quota', decision.reason, { headers });
+  if (held) return gatewayError('quota_reserved', decision.reason, { headers });
   const type = denying[0]?.unit === 'TOKENS' ? 'tokens' : 'requests';
-  return new HttpError(429, decision.reason, { type, code: 'rate_limit_exceeded', headers });
+  return gatewayError('rate_limit_exceeded', decision.reason, { type, headers });
+}
+
+/** Why the authority refused a key: what CheckQuota decides and what GetUsage/ListModels put in the trailer. */
+export type KeyRefusal = 'INVALID_KEY' | 'KEY_REVOKED' | 'KEY_EXPIRED';
+
+export const KEY_REFUSALS: readonly string[] = [
+  'INVALID_KEY',
+  'KEY_REVOKED',
+  'KEY_EXPIRED',
+] satisfies KeyRefusal[];
+
+/** The HTTP answer to a refused key, whichever call the authority refused it on. */
+export function keyRefusal(refusal: KeyRefusal, reason: string): HttpError {
+  switch (refusal) {
+    case 'INVALID_KEY':
+      return gatewayError('invalid_api_key');
+    case 'KEY_REVOKED':
+      return permissionError(`This API key was revoked: ${reason}.`, 'api_key_revoked');
+    case 'KEY_EXPIRED':
+      return permissionError(`This API key has expired: ${reason}.`, 'api_key_expired');
+  }
 }
 
 /** The HTTP answer to a refusal, naming the parameter at fault where there is one. */
@@ -56,16 +64,12 @@ export function refusal(decision: Decision, call: ModelCall, requestedOutput: nu
     case 'OVER_LIMIT':
       return overLimit(decision);
     case 'INVALID_KEY':
-      return authenticationError('Incorrect API key provided.', 'invalid_api_key');
     case 'KEY_REVOKED':
-      return permissionError(`This API key was revoked: ${decision.reason}.`, 'api_key_revoked');
     case 'KEY_EXPIRED':
-      return permissionError(`This API key has expired: ${decision.reason}.`, 'api_key_expired');
+      return keyRefusal(decision.code, decision.reason);
     case 'MODEL_NOT_ALLOWED':
-      return new HttpError(403, `Your tier may not use the model '${call.model}'.`, {
-        type: 'permission_error',
+      return gatewayError('model_not_allowed', `Your tier may not use the model '${call.model}'.`, {
         param: 'model',
-        code: 'model_not_allowed',
       });
     case 'UNKNOWN_MODEL':
       return invalidRequest(`The model '${call.model}' does not exist.`, 'model', 'model_not_found');
@@ -90,18 +94,15 @@ export function refusal(decision: Decision, call: ModelCall, requestedOutput: nu
       return quotaUnavailable();
     case 'OK':
     case 'CODE_UNSPECIFIED':
-      return new HttpError(500, 'The quota authority gave an answer the gateway does not know.', {
-        type: 'server_error',
-        code: null,
-      });
+      return gatewayError('unknown_decision');
   }
 }
 
 /** A second request with an Idempotency-Key already admitted: it would be a free model call. */
 export function duplicateRequest(requestId: string): HttpError {
-  return new HttpError(
-    409,
+  return gatewayError(
+    'idempotency_key_reused',
     `A request with the id '${requestId}' was already admitted; it is charged once and not sent again. Use a new Idempotency-Key for a new request.`,
-    { type: 'invalid_request_error', code: 'idempotency_key_reused', headers: { 'x-should-retry': 'false' } },
+    { headers: { 'x-should-retry': 'false' } },
   );
 }

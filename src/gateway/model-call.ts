@@ -5,20 +5,23 @@ import { MAX_TOKENS } from '../core/quota.js';
 import type { CheckQuotaRequest } from '../gen/quotad/v1/CheckQuotaRequest.js';
 import type { CheckQuotaResponse__Output } from '../gen/quotad/v1/CheckQuotaResponse.js';
 import type { RecordUsageRequest } from '../gen/quotad/v1/RecordUsageRequest.js';
-import type { FailMode } from '../main/gateway-config.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { GatewayMetrics, GatewayRoute } from '../telemetry/gateway-metrics.js';
-import { isGrpcError, type AuthorityClient } from './authority-client.js';
+import { isGrpcError } from '../api/client.js';
+import type { AuthorityClient } from './authority-client.js';
 import { credentialOf, type Caller, type Credential } from './auth.js';
 import { duplicateRequest, overloaded, quotaUnavailable, refusal } from './decision.js';
 import { countStreamedTokens, estimateInputTokensInSlices, type TextCounting } from './estimate.js';
 import type { KeyConfirmations } from './key-confirmations.js';
-import { errorBody, invalidRequest } from './openai-error.js';
+import { catalogueBody, invalidRequest } from './errors.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 import type { ModelCall } from './requests.js';
 import type { Settler } from './settlement.js';
 import { SseSplitter } from './sse.js';
 import { upstreamFailure, type Upstream } from './upstream.js';
+
+/** Whether a model call goes ahead (open) or is refused (closed) when the authority cannot answer. */
+export type FailMode = 'closed' | 'open';
 
 /** What the request log line and the metrics learn while a model call is served. */
 export interface CallRecord {
@@ -458,7 +461,7 @@ export class ModelCallHandler {
       settle('FAILED', charged ? streamed() : { input: 0, output: 0 });
       this.#o.logger.warn({ requestId, err: (error as Error).message }, 'upstream stream broke off');
       const message = `The model API broke off the stream; ${charged ? 'only what was streamed is' : 'nothing was'} charged.`;
-      res.end(`data: ${JSON.stringify(errorBody(message, 'server_error', null, 'upstream_error'))}\n\n`);
+      res.end(`data: ${JSON.stringify(catalogueBody('upstream_error', message))}\n\n`);
     }
   }
 }

@@ -1,5 +1,5 @@
 import { MAX_TOKENS } from '../core/quota.js';
-import { type HttpError, invalidRequest } from './openai-error.js';
+import { type HttpError, invalidRequest } from './errors.js';
 
 /** The three model routes the gateway meters. */
 export type ModelRoute = 'chat' | 'completions' | 'embeddings';

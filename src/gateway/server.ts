@@ -8,27 +8,30 @@ import Fastify, {
   type FastifyRequest,
 } from 'fastify';
 import * as grpc from '@grpc/grpc-js';
-import { REFUSAL_TRAILER } from '../authority/proto.js';
+import { AUTHORITY_TOKEN_REFUSAL, REFUSAL_TRAILER } from '../api/trailers.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { GatewayMetrics, GatewayRoute } from '../telemetry/gateway-metrics.js';
-import { isGrpcError, isTransient, type AuthorityClient } from './authority-client.js';
+import { isGrpcError } from '../api/client.js';
+import { isTransient, type AuthorityClient } from './authority-client.js';
 import { credentialOf, type Authenticator, type Caller } from './auth.js';
 import type { TextCounting } from './estimate.js';
 import type { KeyConfirmations } from './key-confirmations.js';
-import { quotaUnavailable } from './decision.js';
+import { KEY_REFUSALS, keyRefusal, quotaUnavailable, type KeyRefusal } from './decision.js';
 import type { CallRecord, ModelCallHandler, Responder } from './model-call.js';
 import {
+  GATEWAY_ERRORS,
   HttpError,
-  errorBody,
-  authenticationError,
+  catalogueBody,
+  gatewayError,
   invalidRequest,
   notFound,
   payloadTooLarge,
   permissionError,
-} from './openai-error.js';
+} from './errors.js';
 import { MAX_JSON_DEPTH, nestingBeyond } from './json-nesting.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 import { parseModelCall, type ModelRoute } from './requests.js';
+import { modelsBody, usageBody } from '../api/report-bodies.js';
 
 /** How long clients may take, and how many may connect at once. */
 export interface ConnectionLimits {
@@ -80,11 +83,36 @@ function requestIdOf(request: FastifyRequest): string {
   return randomUUID();
 }
 
+/**
+ * The id an answer carries in `x-request-id` when no route opened the request (a 404, an unparsable body):
+ * the client's, when it is a valid one, else a new one. Never a refusal of its own.
+ */
+function answerIdOf(headers: IncomingMessage['headers']): string {
+  for (const name of ['idempotency-key', 'x-request-id']) {
+    const value = headers[name];
+    if (typeof value === 'string' && value.length <= MAX_REQUEST_ID_LENGTH && PRINTABLE_ASCII.test(value)) {
+      return value;
+    }
+  }
+  return randomUUID();
+}
+
+/**
+ * A request's log record, its caller once authenticated (and confirmed, for a key on a model route), and
+ * how its prompt is counted.
+ */
 interface RequestContext {
   record: CallRecord;
   caller?: Caller;
   /** How the prompt is counted: by bytes while the caller's key could not be confirmed. */
   counting: TextCounting;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The gateway's state for this request (decorateRequest); null until the route opens it. */
+    callContext: RequestContext | null;
+  }
 }
 
 const MODEL_ROUTES: Record<string, { route: ModelRoute; metric: GatewayRoute }> = {
@@ -109,21 +137,22 @@ function metricRoute(url: string | undefined): GatewayRoute {
   return MODEL_ROUTES[url]?.metric ?? OTHER_ROUTES[url] ?? 'other';
 }
 
-/** Throws a failed authority call for a caller's own reports (usage, models) as an HTTP error. */
+/**
+ * Throws a failed authority call for a caller's own reports (usage, models) as an HTTP error. The authority
+ * names a refused key in the quotad-refusal trailer, as CheckQuota names it in its code: one mapping.
+ */
 function reportFailure(error: unknown): never {
   if (!isGrpcError(error)) throw error;
-  if (error.code === grpc.status.UNAUTHENTICATED) {
-    // The authority refused this gateway's own token (QUOTAD_AUTHORITY_TOKEN), not the caller's key.
-    if (error.metadata.get(REFUSAL_TRAILER)[0] === 'AUTHORITY_TOKEN') throw quotaUnavailable();
-    throw authenticationError('Incorrect API key provided.', 'invalid_api_key');
-  }
-  if (error.code === grpc.status.PERMISSION_DENIED) {
-    const revoked = error.metadata.get(REFUSAL_TRAILER)[0] === 'KEY_REVOKED';
-    throw permissionError(
-      `This API key ${revoked ? 'was revoked' : 'has expired'}: ${error.details}.`,
-      revoked ? 'api_key_revoked' : 'api_key_expired',
-    );
-  }
+  const trailer = error.metadata.get(REFUSAL_TRAILER)[0];
+  const refusal = typeof trailer === 'string' ? trailer : undefined;
+  // The authority refused this gateway's own token (QUOTAD_AUTHORITY_TOKEN), not the caller's key.
+  if (error.code === grpc.status.UNAUTHENTICATED && refusal === AUTHORITY_TOKEN_REFUSAL)
+    throw quotaUnavailable();
+  if (refusal !== undefined && KEY_REFUSALS.includes(refusal))
+    throw keyRefusal(refusal as KeyRefusal, error.details);
+  // An authority that names no refusal: a bare UNAUTHENTICATED is an unknown key, PERMISSION_DENIED an ended one.
+  if (error.code === grpc.status.UNAUTHENTICATED) throw keyRefusal('INVALID_KEY', error.details);
+  if (error.code === grpc.status.PERMISSION_DENIED) throw keyRefusal('KEY_EXPIRED', error.details);
   if (error.code === grpc.status.INVALID_ARGUMENT) {
     throw permissionError(`Your credential cannot be used: ${error.details}.`, 'unknown_tier');
   }
@@ -147,12 +176,13 @@ function refuseClient(
     socket.destroy();
     return;
   }
-  const [status, reason, message, code] = timedOut
-    ? [408, 'Request Timeout', 'The request did not arrive in time; send it again.', 'request_timeout']
+  const [name, reason] = timedOut
+    ? (['request_timeout', 'Request Timeout'] as const)
     : error.code === 'HPE_HEADER_OVERFLOW'
-      ? [431, 'Request Header Fields Too Large', 'The request headers are too large.', 'headers_too_large']
-      : [400, 'Bad Request', 'The request is not valid HTTP/1.1.', 'invalid_http'];
-  const body = JSON.stringify(errorBody(message, 'invalid_request_error', null, code));
+      ? (['headers_too_large', 'Request Header Fields Too Large'] as const)
+      : (['invalid_http', 'Bad Request'] as const);
+  const status = GATEWAY_ERRORS[name].status;
+  const body = JSON.stringify(catalogueBody(name));
   socket.end(
     `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: application/json\r\n` +
       `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
@@ -189,11 +219,14 @@ function fastifyResponder(reply: FastifyReply, draining: () => boolean): Respond
 }
 
 /**
- * The OpenAI-compatible HTTP API: the model routes (metered through the authority), the caller's
- * models and usage, and the operational endpoints, which are never metered.
+ * The Fastify instance with the connection limits and timeouts of the options, its connections counted,
+ * and what Node refuses before a route sees it answered as an OpenAI error (refuseClient).
  */
-export function createGatewayServer(options: GatewayServerOptions): FastifyInstance {
-  const { authority, authenticator, metrics, logger, connections: limits } = options;
+function httpServer(options: GatewayServerOptions): {
+  app: FastifyInstance;
+  server: FastifyInstance['server'];
+} {
+  const { metrics, connections: limits } = options;
   /** The answers each connection has in progress, so a late refusal never writes into one. */
   const answers = new WeakMap<Socket, Set<ServerResponse>>();
   const answering = (socket: Socket) => {
@@ -225,6 +258,25 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     metrics.openConnections.inc();
     socket.once('close', () => metrics.openConnections.dec());
   });
+  // A body announced larger than the limit is refused on its Content-Length, before Node's automatic
+  // `100 Continue` would invite the client to upload it. With this listener Node sends no 100 itself.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    const length = Number(req.headers['content-length']);
+    if (Number.isFinite(length) && length > options.maxBodyBytes) {
+      const body = JSON.stringify(payloadTooLarge(options.maxBodyBytes).body());
+      res.writeHead(413, {
+        'content-type': 'application/json; charset=utf-8',
+        'content-length': Buffer.byteLength(body),
+        'x-request-id': answerIdOf(req.headers),
+        connection: 'close',
+      });
+      res.end(body);
+      metrics.requests.inc({ route: metricRoute(req.url), status: '413' });
+      return;
+    }
+    res.writeContinue();
+    server.emit('request', req, res);
+  });
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket;
     let inProgress = answers.get(socket);
@@ -232,6 +284,16 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     inProgress.add(res);
     res.once('close', () => inProgress.delete(res));
   });
+  return { app, server };
+}
+
+/**
+ * The OpenAI-compatible HTTP API: the model routes (metered through the authority), the caller's
+ * models and usage, and the operational endpoints, which are never metered.
+ */
+export function createGatewayServer(options: GatewayServerOptions): FastifyInstance {
+  const { authority, authenticator, metrics, logger } = options;
+  const { app, server } = httpServer(options);
   // Nesting is bounded before JSON.parse, the estimate, the SDK or a log line walks the body: a deep
   // body would take seconds to parse and overflow the stack of every recursive walk after.
   const parseJson = app.getDefaultJsonParser('error', 'error');
@@ -248,11 +310,8 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     setImmediate(() => parseJson(request, body as string, done));
   });
 
-  /**
-   * Each request's log record, its caller once authenticated (and confirmed, for a key on a model route),
-   * and how its prompt is counted.
-   */
-  const requests = new WeakMap<IncomingMessage, RequestContext>();
+  // Each request's call context, as fastify's idiom for per-request state: null until begin() opens it.
+  app.decorateRequest('callContext', null);
 
   // Once shutdown has begun, every answer says Connection: close and Node closes its connection after it,
   // so no keep-alive client (undici, the OpenAI SDKs) sends another request on a socket being torn down.
@@ -263,8 +322,10 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     closing = true;
     server.keepAliveTimeout = Math.min(server.keepAliveTimeout, DRAINING_IDLE_MS);
   });
-  app.addHook('onSend', async (_request, reply, payload) => {
+  app.addHook('onSend', async (request, reply, payload) => {
     if (closing) void reply.header('connection', 'close');
+    // Every answer names its request, those no route opened included (404, 413, 415, unparsable JSON).
+    if (!reply.hasHeader('x-request-id')) void reply.header('x-request-id', answerIdOf(request.headers));
     return payload;
   });
 
@@ -280,7 +341,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
       metrics.requests.inc({ route, status: String(status) });
       metrics.requestDuration.observe({ route }, seconds);
       const line = {
-        ...requests.get(request.raw)?.record,
+        ...request.callContext?.record,
         method: request.method,
         route: request.routeOptions.url ?? request.url.split('?')[0],
         status,
@@ -303,7 +364,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     reply: FastifyReply,
     status: number,
   ): Promise<void> {
-    const caller = requests.get(request.raw)?.caller;
+    const caller = request.callContext?.caller;
     if (!caller || reply.hasHeader('x-ratelimit-limit') || status < 400 || status >= 500 || status === 401) {
       return;
     }
@@ -320,10 +381,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     if (error instanceof HttpError) answer = error;
     else if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') answer = payloadTooLarge(options.maxBodyBytes);
     else if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
-      answer = new HttpError(415, 'Send the request body as JSON, with Content-Type: application/json.', {
-        type: 'invalid_request_error',
-        code: 'unsupported_media_type',
-      });
+      answer = gatewayError('unsupported_media_type');
     } else if (error.statusCode === 400) {
       answer = invalidRequest(
         `We could not parse the JSON body of your request: ${error.message}.`,
@@ -332,10 +390,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
       );
     } else {
       logger.error({ err: error, route: request.routeOptions.url }, 'unexpected error');
-      answer = new HttpError(500, 'The gateway failed; the request was not charged.', {
-        type: 'server_error',
-        code: null,
-      });
+      answer = gatewayError('internal_error');
     }
     await limitHeadersFor(request, reply, answer.status);
     return reply
@@ -356,7 +411,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
   ): Promise<{ caller: Caller; record: CallRecord }> {
     const context: RequestContext = { record: { requestId: requestIdOf(request) }, counting: 'tokenizer' };
     const { record } = context;
-    requests.set(request.raw, context);
+    request.callContext = context;
     void reply.header('x-request-id', record.requestId);
     const caller = await authenticator.authenticate(request.headers);
     context.caller = caller;
@@ -373,7 +428,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
    */
   async function confirmKey(request: FastifyRequest, sha256: Buffer): Promise<void> {
     if (options.keys.isConfirmed(sha256)) return;
-    const context = requests.get(request.raw) as RequestContext;
+    const context = request.callContext as RequestContext;
     // Until the authority answers, a refusal carries no limit headers: the key may have none.
     const caller = context.caller;
     delete context.caller;
@@ -404,7 +459,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
         },
       },
       async (request, reply) => {
-        const { caller, record, counting } = requests.get(request.raw) as Required<RequestContext>;
+        const { caller, record, counting } = request.callContext as Required<RequestContext>;
         const call = parseModelCall(route, request.body);
         record.model = call.model;
         await options.models.handle(
@@ -427,16 +482,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     if (answer.key) record.keyId = answer.key.id;
     if (answer.key && caller.kind === 'key') options.keys.confirm(caller.sha256);
     if (answer.warning) void reply.header('x-quotad-warning', answer.warning);
-    return {
-      object: 'list',
-      data: answer.models.map((model) => ({
-        id: model.id,
-        object: 'model',
-        created: 0,
-        owned_by: 'quotad',
-        aliases: model.aliases,
-      })),
-    };
+    return modelsBody(answer);
   });
 
   app.get('/v1/usage', async (request, reply) => {
@@ -448,32 +494,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     if (usage.key && caller.kind === 'key') options.keys.confirm(caller.sha256);
     void reply.headers(rateLimitHeaders(usage.limits));
     if (usage.warning) void reply.header('x-quotad-warning', usage.warning);
-    return {
-      object: 'usage',
-      tier: usage.tier,
-      key: usage.key
-        ? {
-            id: usage.key.id,
-            org: usage.key.org,
-            expires_at: usage.key.expiresAtMs ? Math.floor(usage.key.expiresAtMs / 1000) : null,
-          }
-        : null,
-      tokens_used: usage.tokensUsed,
-      spend_usd: (usage.usdMicrosSpent / 1_000_000).toFixed(6),
-      limits: usage.limits.map((limit) => ({
-        name: limit.name,
-        kind: limit.kind.toLowerCase(),
-        unit: limit.unit.toLowerCase(),
-        limit: limit.limit,
-        used: limit.used,
-        remaining: limit.remaining,
-        resets_in_ms: limit.resetAfterMs,
-        ...(limit.kind === 'BUDGET'
-          ? { period_start: limit.periodStartMs / 1000, period_end: limit.periodEndMs / 1000 }
-          : {}),
-        ...(limit.kind === 'RATE' ? { window_seconds: limit.windowMs / 1000 } : {}),
-      })),
-    };
+    return usageBody(usage);
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));

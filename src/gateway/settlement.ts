@@ -3,7 +3,8 @@ import type { RecordUsageRequest } from '../gen/quotad/v1/RecordUsageRequest.js'
 import type { RecordUsageResponse__Output } from '../gen/quotad/v1/RecordUsageResponse.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { GatewayMetrics, SettlementResult } from '../telemetry/gateway-metrics.js';
-import { isGrpcError, isTransient, type AuthorityClient } from './authority-client.js';
+import { isGrpcError } from '../api/client.js';
+import { isTransient, type AuthorityClient } from './authority-client.js';
 
 export interface SettlerOptions {
   authority: AuthorityClient;

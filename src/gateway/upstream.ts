@@ -1,7 +1,7 @@
 import OpenAI from 'openai';
 import { createHttpFetch } from './http-fetch.js';
 import type { ModelRoute } from './requests.js';
-import { HttpError } from './openai-error.js';
+import { gatewayError, passedOnFromUpstream, type HttpError } from './errors.js';
 import { secretScrubber } from '../telemetry/logger.js';
 
 export interface UpstreamOptions {
@@ -64,10 +64,7 @@ export function connectUpstream(options: UpstreamOptions): Upstream {
  */
 export function upstreamFailure(error: unknown): HttpError {
   if (error instanceof OpenAI.APIConnectionTimeoutError) {
-    return new HttpError(504, 'The model did not answer in time.', {
-      type: 'server_error',
-      code: 'upstream_timeout',
-    });
+    return gatewayError('upstream_timeout');
   }
   if (error instanceof OpenAI.APIError && error.status !== undefined) {
     const passOn = error.status >= 400 && error.status < 500 && ![401, 403, 429].includes(error.status);
@@ -79,19 +76,16 @@ export function upstreamFailure(error: unknown): HttpError {
         code?: unknown;
       };
       const text = (value: unknown) => (typeof value === 'string' ? value : null);
-      return new HttpError(error.status, text(upstream.message) ?? error.message, {
+      return passedOnFromUpstream(error.status, text(upstream.message) ?? error.message, {
         type: text(upstream.type) ?? 'invalid_request_error',
         param: text(upstream.param),
         code: text(upstream.code),
       });
     }
-    return new HttpError(502, `The model API failed (HTTP ${error.status}); the request was not charged.`, {
-      type: 'server_error',
-      code: 'upstream_error',
-    });
+    return gatewayError(
+      'upstream_error',
+      `The model API failed (HTTP ${error.status}); the request was not charged.`,
+    );
   }
-  return new HttpError(502, 'The model API could not be reached; the request was not charged.', {
-    type: 'server_error',
-    code: 'upstream_unreachable',
-  });
+  return gatewayError('upstream_unreachable');
 }

@@ -24,7 +24,7 @@ import {
   setKeyLimitsRecord,
   type ApiKeyRecord,
   type KeyAuthentication,
-} from './key-record.js';
+} from '../core/key-record.js';
 
 /** Last-used is written at most this often per key and replica. */
 export const LAST_USED_RESOLUTION_MS = 60_000;

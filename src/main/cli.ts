@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { EnvoyConfigError } from '../envoy/config-error.js';
 import { PolicyError } from '../policy/policy-error.js';
 import type { Logger } from '../telemetry/logger.js';
 import { eventsCli, EXIT, keysCli, usageCli } from './admin-cli.js';
@@ -66,8 +67,9 @@ async function serve(args: string[]): Promise<number> {
   return runUntilSignalled(
     () => startAuthority(config),
     (running) => {
-      running.logger.info('SIGHUP: re-reading the policy');
+      running.logger.info('SIGHUP: re-reading the policy and the Envoy configuration');
       void running.policy.reload();
+      void running.envoy?.watcher.reload();
     },
   );
 }
@@ -118,7 +120,7 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`quotad: ${error.message}\n`);
       process.exit(EXIT.failure);
     }
-    if (error instanceof ConfigError || error instanceof PolicyError) {
+    if (error instanceof ConfigError || error instanceof PolicyError || error instanceof EnvoyConfigError) {
       process.stderr.write(`quotad: ${error.message}\n`);
       process.exit(EXIT.usage);
     }

@@ -1,5 +1,7 @@
 import { parseArgs } from 'node:util';
 import { parseDuration } from '../core/duration.js';
+import type { RedisTarget } from '../store/redis/connection.js';
+import { parseRedisTarget, REDIS_PASSWORD_ENV, waitReplicasSetting } from './redis-target.js';
 
 /** A setting given badly, on the command line or in the environment. The CLI prints it and exits with 2. */
 export class ConfigError extends Error {
@@ -22,7 +24,31 @@ export const SERVE_SETTINGS = {
     flag: 'redis-url',
     env: 'REDIS_URL',
     default: undefined,
-    help: 'Redis to share counters through (redis://, rediss://). Unset: in-process store, single instance only.',
+    help: 'Redis to share counters through (redis://, rediss://). Unset (and no cluster or sentinels): in-process store, single instance only.',
+  },
+  redisCluster: {
+    flag: 'redis-cluster',
+    env: 'QUOTAD_REDIS_CLUSTER',
+    default: undefined,
+    help: 'Seed nodes of a Redis Cluster, host:port,host:port,… (rediss://host:port for TLS). Instead of --redis-url.',
+  },
+  redisSentinels: {
+    flag: 'redis-sentinels',
+    env: 'QUOTAD_REDIS_SENTINELS',
+    default: undefined,
+    help: 'Sentinels of a Redis Sentinel group, host:port,… (rediss://host:port for TLS), with --redis-sentinel-name. Instead of --redis-url.',
+  },
+  redisSentinelName: {
+    flag: 'redis-sentinel-name',
+    env: 'QUOTAD_REDIS_SENTINEL_NAME',
+    default: undefined,
+    help: 'The master name the sentinels monitor (sentinel monitor <name> …); needs --redis-sentinels.',
+  },
+  redisWaitReplicas: {
+    flag: 'redis-wait-replicas',
+    env: 'QUOTAD_REDIS_WAIT_REPLICAS',
+    default: 'auto',
+    help: 'Replicas that must confirm an admin key change (Redis WAIT, within --redis-timeout) before it is acknowledged. auto: 1 on Cluster and Sentinel, 0 on REDIS_URL.',
   },
   policy: {
     flag: 'policy',
@@ -114,6 +140,18 @@ export const SERVE_SETTINGS = {
     default: 'http://127.0.0.1:8080',
     help: "The gateway's base URL in the demo key's curl line (make run sets it from QUOTAD_GATEWAY_ADDR).",
   },
+  envoyConfig: {
+    flag: 'envoy-config',
+    env: 'QUOTAD_ENVOY_CONFIG',
+    default: undefined,
+    help: "A directory of envoyproxy/ratelimit config files (*.yaml): serve Envoy's RateLimitService for their domains; watched, valid edits apply live. Unset: not served.",
+  },
+  envoyOnStoreFailure: {
+    flag: 'envoy-on-store-failure',
+    env: 'QUOTAD_ENVOY_ON_STORE_FAILURE',
+    default: 'open',
+    help: 'What Envoy domains answer while the store is out: open (OK), closed (OVER_LIMIT), local (in-process counters at limit ÷ replicas).',
+  },
 } as const satisfies Record<string, Setting>;
 
 export interface HostPort {
@@ -123,6 +161,10 @@ export interface HostPort {
 
 export interface ServeConfig {
   redisUrl: string | undefined;
+  /** Where the shared store is: REDIS_URL, a Cluster or a Sentinel group; unset: the in-process store. */
+  redis: RedisTarget | undefined;
+  /** Replicas that must confirm each admin key write (WAIT) before it is acknowledged. */
+  redisWaitReplicas: number;
   policyPath: string;
   grpcAddress: HostPort;
   metricsAddress: HostPort;
@@ -140,6 +182,9 @@ export interface ServeConfig {
   demoKey: boolean;
   /** Where the demo banner's curl line sends its request. */
   demoGateway: string;
+  /** The envoyproxy/ratelimit config directory; unset: RateLimitService is not served. */
+  envoyConfigDir: string | undefined;
+  envoyOnStoreFailure: 'open' | 'closed' | 'local';
   /** From QUOTAD_ADMIN_TOKEN only (never a flag, which `ps` would show). Unset: no AdminService. */
   adminToken: string | undefined;
   /** From QUOTAD_AUTHORITY_TOKEN only. Set: QuotaService calls must carry it. */
@@ -176,6 +221,11 @@ export function urlSetting(name: string, text: string): string {
     throw new ConfigError(`${name}: expected an http:// or https:// URL, got '${text}'`);
   }
   return text.replace(/\/+$/, '');
+}
+
+export function failureModeSetting(name: string, text: string): 'open' | 'closed' | 'local' {
+  if (text === 'open' || text === 'closed' || text === 'local') return text;
+  throw new ConfigError(`${name}: expected open, closed or local, got '${text}'`);
 }
 
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/;
@@ -283,6 +333,8 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
   const s = SERVE_SETTINGS;
   return {
     redisUrl: read(s.redisUrl),
+    redis: parseRedisTarget(read, env),
+    redisWaitReplicas: waitReplicasSetting(read, env),
     policyPath: required(s.policy),
     grpcAddress: parseHostPort(name(s.grpcAddr), required(s.grpcAddr)),
     metricsAddress: parseHostPort(name(s.metricsAddr), required(s.metricsAddr)),
@@ -300,6 +352,8 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     tls: tlsSetting(read, s),
     demoKey: onOffSetting(name(s.demoKey), required(s.demoKey)),
     demoGateway: urlSetting(name(s.demoGateway), required(s.demoGateway)),
+    envoyConfigDir: read(s.envoyConfig),
+    envoyOnStoreFailure: failureModeSetting(name(s.envoyOnStoreFailure), required(s.envoyOnStoreFailure)),
     adminToken: tokenSetting(env, 'QUOTAD_ADMIN_TOKEN'),
     authorityToken: tokenSetting(env, 'QUOTAD_AUTHORITY_TOKEN'),
   };
@@ -336,7 +390,7 @@ export function settingLines(settings: Record<string, Setting>): string {
 export const SERVICE_EXIT_CODES = `Exit codes:
   0  stopped by SIGTERM or SIGINT, after draining
   1  could not run: an address in use, the store unreachable at start, an unexpected error
-  2  usage: an unknown flag, a bad setting, or an invalid policy file`;
+  2  usage: an unknown flag, a bad setting, an invalid policy file or --envoy-config directory`;
 
 /** A long-running command's help: usage line, its settings, notes on environment-only secrets, exit codes. */
 export function commandHelp(
@@ -360,6 +414,6 @@ export function serveUsage(): string {
   return commandHelp(
     'serve',
     SERVE_SETTINGS,
-    `QUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService. QUOTAD_AUTHORITY_TOKEN (environment only; likewise) makes every QuotaService call carry it.`,
+    `QUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService. QUOTAD_AUTHORITY_TOKEN (environment only; likewise) makes every QuotaService call carry it. ${REDIS_PASSWORD_ENV} (environment only) is the password of the Cluster nodes or of the Sentinel-managed master (REDIS_URL carries its own).`,
   );
 }

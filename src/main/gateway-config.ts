@@ -13,6 +13,8 @@ import {
   type HostPort,
   type Setting,
 } from './config.js';
+import type { JwtConfig } from '../gateway/auth.js';
+import type { FailMode } from '../gateway/model-call.js';
 import type { ConnectionLimits } from '../gateway/server.js';
 import { authorityTlsSetting, type AuthorityTls } from './tls.js';
 
@@ -163,16 +165,6 @@ export const GATEWAY_SETTINGS = {
     help: 'After SIGTERM, how long in-flight requests and pending settlements may take.',
   },
 } as const satisfies Record<string, Setting>;
-
-export type FailMode = 'closed' | 'open';
-
-/** How internal callers' JWTs are verified: a shared HMAC secret, or a JWKS file of public keys. */
-export type JwtConfig = ({ kind: 'secret'; secret: Uint8Array } | { kind: 'jwks'; path: string }) & {
-  issuer?: string;
-  audience?: string;
-  /** The longest a token may be valid: exp − iat, or exp − now when it has no iat. */
-  maxLifetimeMs: number;
-};
 
 export interface GatewayConfig {
   address: HostPort;

@@ -2,27 +2,14 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { DestinationStream } from 'pino';
 import { startDemoUpstream, demoUpstreamBanner, type DemoUpstream } from '../demo/upstream.js';
-import { connectAuthority } from '../gateway/authority-client.js';
-import { Authenticator, jwtVerifier } from '../gateway/auth.js';
-import { KeyConfirmations } from '../gateway/key-confirmations.js';
-import { ModelCallHandler } from '../gateway/model-call.js';
-import { createGatewayServer } from '../gateway/server.js';
-import { Settler } from '../gateway/settlement.js';
-import { connectUpstream } from '../gateway/upstream.js';
+import type { Settler } from '../gateway/settlement.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { GatewayMetrics } from '../telemetry/gateway-metrics.js';
+import { composeGateway } from './compose-gateway.js';
 import { GATEWAY_SETTINGS, type GatewayConfig } from './gateway-config.js';
 import { routeGrpcLogs } from './grpc-log.js';
 import { listenOn } from './listen.js';
-import { authorityCredentials } from './tls.js';
 import { VERSION } from './version.js';
-
-/** Settlements get more time than checks: nobody waits on them, and losing one loses real usage. */
-const SETTLEMENT_ATTEMPT_TIMEOUT_MS = 2_000;
-/** A key the authority answered for is read and estimated without asking again for this long. */
-const KEY_CONFIRMATION_TTL_MS = 60_000;
-/** Keys remembered as confirmed: about 1.5 MB. */
-const CONFIRMED_KEYS = 10_000;
 
 export interface GatewayOverrides {
   /** Where log lines go (tests capture them). */
@@ -92,56 +79,11 @@ export async function startGateway(
       'DEMO upstream: answers are canned text, not a model (no OPENAI_API_KEY)',
     );
   }
-  const authority = connectAuthority(config.authorityTarget, {
-    credentials: authorityCredentials(config.authorityTls),
-    ...(config.authorityToken === undefined ? {} : { token: config.authorityToken }),
-    batch: config.authorityBatch,
-    onBatchUnimplemented: () =>
-      logger.warn(
-        { authority: config.authorityTarget },
-        'the authority does not serve batch calls (older than this gateway); calling it one request at a time',
-      ),
-  });
-  const settler = new Settler({
-    authority,
-    metrics,
+  const { app, authority, settler, upstream, models } = await composeGateway(config, {
     logger,
-    attemptTimeoutMs: SETTLEMENT_ATTEMPT_TIMEOUT_MS,
-    ...(overrides.settlementBackoffMs ? { backoffMs: overrides.settlementBackoffMs } : {}),
-  });
-  const authenticator = new Authenticator(config.jwt ? await jwtVerifier(config.jwt) : undefined);
-  const upstream = connectUpstream({
-    baseUrl: upstreamUrl,
-    apiKey: config.upstreamApiKey,
-    timeoutMs: config.upstreamTimeoutMs,
-  });
-  const keys = new KeyConfirmations({
-    ttlMs: KEY_CONFIRMATION_TTL_MS,
-    maxKeys: CONFIRMED_KEYS,
-    clock: { now: () => Date.now() },
-  });
-  const models = new ModelCallHandler({
-    keys,
-    authority,
-    upstream,
-    settler,
     metrics,
-    logger,
-    authorityTimeoutMs: config.authorityTimeoutMs,
-    maxPendingChecks: config.maxPendingChecks,
-    failMode: config.failMode,
-  });
-  const app = createGatewayServer({
-    authority,
-    authenticator,
-    keys,
-    models,
-    metrics,
-    logger,
-    authorityTimeoutMs: config.authorityTimeoutMs,
-    maxBodyBytes: config.maxBodyBytes,
-    trustedProxies: config.trustedProxies,
-    connections: config.connections,
+    upstreamUrl,
+    ...(overrides.settlementBackoffMs ? { settlementBackoffMs: overrides.settlementBackoffMs } : {}),
   });
   const files = openFilesLimit();
   if (files !== undefined && config.connections.maxConnections > files - FILES_BESIDES_CLIENTS) {

@@ -1,26 +1,26 @@
-import { randomBytes } from 'node:crypto';
 import type { DestinationStream } from 'pino';
-import { adminServiceHandlers } from '../authority/admin-service.js';
-import { QuotaAuthority } from '../authority/quota-authority.js';
 import { WebhookDelivery } from '../events/webhook-delivery.js';
 import { startAuthorityServer } from '../authority/server.js';
 import type { Clock } from '../core/clock.js';
 import type { Policy } from '../core/policy.js';
 import { sha256 } from '../keys/api-key.js';
-import { KeyRegistry } from '../keys/key-registry.js';
+import type { KeyRegistry } from '../keys/key-registry.js';
 import { PolicyWatcher } from '../policy/watcher.js';
 import type { KeyStore } from '../store/key-store.js';
 import { MemoryKeyStore } from '../store/memory-key-store.js';
 import { MemoryStore } from '../store/memory-store.js';
 import { RedisKeyStore } from '../store/redis/redis-key-store.js';
-import { createRedisClient, RedisStore } from '../store/redis/redis-store.js';
+import { createRedisConnection, type RedisConnection } from '../store/redis/connection.js';
+import { RedisStore } from '../store/redis/redis-store.js';
 import type { QuotaStore } from '../store/store.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { AuthorityMetrics, type MemoryStoreRole } from '../telemetry/metrics.js';
 import { startMetricsServer } from '../telemetry/metrics-server.js';
+import { composeAuthority } from './compose-authority.js';
 import { SERVE_SETTINGS, type ServeConfig } from './config.js';
 import { routeGrpcLogs } from './grpc-log.js';
 import { listenOn } from './listen.js';
+import { startEnvoyFront, type EnvoyFront } from './envoy.js';
 import { serverCredentials } from './tls.js';
 import { VERSION } from './version.js';
 
@@ -42,6 +42,8 @@ export interface RunningAuthority {
   metrics: AuthorityMetrics;
   policy: PolicyWatcher;
   keys: KeyRegistry;
+  /** The Envoy RateLimitService front, when --envoy-config is set. */
+  envoy: EnvoyFront | undefined;
   /** Graceful stop: NOT_SERVING, drain, finish in-flight calls, then close the policy watch and the store. */
   stop(): Promise<void>;
 }
@@ -49,6 +51,7 @@ export interface RunningAuthority {
 interface Stores {
   quota: QuotaStore;
   keys: KeyStore;
+  redis?: RedisConnection;
 }
 
 /** An in-process store bounded by --memory-max-entries, its size and refusals in the metrics. */
@@ -73,9 +76,9 @@ async function openStores(
   logger: Logger,
   metrics: AuthorityMetrics,
 ): Promise<Stores> {
-  if (!config.redisUrl) {
+  if (!config.redis) {
     logger.warn(
-      'no REDIS_URL: counters and API keys live in this process only. Run a single instance; replicas would not share limits, and a restart forgets usage and keys.',
+      'no REDIS_URL (nor cluster or sentinels): counters and API keys live in this process only. Run a single instance; replicas would not share limits, and a restart forgets usage and keys.',
     );
     const local = clock ?? systemClock;
     return {
@@ -83,9 +86,20 @@ async function openStores(
       keys: new MemoryKeyStore({ clock: local }),
     };
   }
-  const redis = createRedisClient(config.redisUrl, { commandTimeoutMs: config.redisTimeoutMs });
-  redis.on('error', (error: Error) => logger.warn({ err: error.message }, 'redis connection error'));
-  redis.on('ready', () => logger.info('redis ready'));
+  const redis = createRedisConnection(config.redis, { commandTimeoutMs: config.redisTimeoutMs });
+  const mode = config.redis.mode;
+  redis.on('error', (error: Error) => logger.warn({ err: error.message, mode }, 'redis connection error'));
+  redis.on('ready', () => logger.info({ mode }, 'redis ready'));
+  if (mode === 'sentinel') {
+    redis.on('+switch-master', () => logger.warn({ mode }, 'redis sentinel switched master'));
+  } else if (mode === 'cluster') {
+    redis.on('+node', (node: { options: { host?: string; port?: number } }) =>
+      logger.info({ node: `${node.options.host}:${node.options.port}` }, 'redis cluster node added'),
+    );
+    redis.on('-node', (node: { options: { host?: string; port?: number } }) =>
+      logger.warn({ node: `${node.options.host}:${node.options.port}` }, 'redis cluster node removed'),
+    );
+  }
   try {
     await redis.connect();
   } catch (error) {
@@ -99,10 +113,27 @@ async function openStores(
     redis,
     // Confirmations well inside the TTL, so a healthy channel keeps every cached key trusted.
     confirmEveryMs: Math.max(50, config.keyCacheTtlMs / 4),
+    writeReplicas: config.redisWaitReplicas,
+    onStoreReset: (how) => {
+      metrics.storeResets.inc({ how });
+      if (how === 'missing-at-start') {
+        logger.warn(
+          { how },
+          'redis holds no quotad store marker: a new store, or one that lost its data (then keys are unknown and budgets restart at 0)',
+        );
+      } else {
+        logger.error(
+          { how },
+          'redis store was emptied or replaced under a running authority: cached API keys dropped; keys, budgets and reservations written before are gone',
+        );
+      }
+    },
+    // WAIT must give up (and say how many confirmed) before the command's own timeout cuts it off.
+    writeReplicaTimeoutMs: Math.max(1, Math.floor(config.redisTimeoutMs * 0.8)),
     onChannelError: (error) =>
       logger.warn({ err: error.message }, 'api key change channel error; cached keys expire by their TTL'),
   });
-  return { quota: new RedisStore(clock ? { redis, clock } : { redis }), keys };
+  return { quota: new RedisStore(clock ? { redis, clock } : { redis }), keys, redis };
 }
 
 /**
@@ -157,7 +188,9 @@ function authoritySecrets(config: ServeConfig): (string | undefined)[] {
     const { password } = new URL(config.redisUrl);
     if (password) redisPassword = decodeURIComponent(password);
   }
-  return [config.adminToken, config.authorityToken, redisPassword];
+  const target = config.redis;
+  const targetPassword = target && target.mode !== 'standalone' ? target.password : undefined;
+  return [config.adminToken, config.authorityToken, redisPassword, targetPassword];
 }
 
 /** Wires and starts the authority: policy, store, gRPC server and metrics endpoint. */
@@ -175,7 +208,7 @@ export async function startAuthority(
   const clock = overrides.clock;
   // Without an injected clock, Redis scripts read Redis TIME; everything else reads the system clock.
   const localClock = clock ?? systemClock;
-  const metrics = new AuthorityMetrics({ version: VERSION, storeKind: config.redisUrl ? 'redis' : 'memory' });
+  const metrics = new AuthorityMetrics({ version: VERSION, storeKind: config.redis ? 'redis' : 'memory' });
   const stores = await openStores(config, clock, logger, metrics);
   const store = stores.quota;
 
@@ -208,15 +241,6 @@ export async function startAuthority(
   }
   inForce(policy.current);
 
-  const keys = new KeyRegistry({
-    store: stores.keys,
-    clock: localClock,
-    policy: () => policy.current,
-    cacheTtlMs: config.keyCacheTtlMs,
-    randomBytes: (size) => randomBytes(size),
-    metrics,
-    logger,
-  });
   const delivery = new WebhookDelivery({
     outbox: store.events,
     webhook: () => policy.current.alerts?.webhook,
@@ -225,39 +249,49 @@ export async function startAuthority(
     metrics: metrics.events,
     logger,
   });
-  const authority = new QuotaAuthority({
+  const { authority, keys, handlers } = composeAuthority({
     store,
+    keyStore: stores.keys,
     onEventsRaised: () => delivery.kick(),
     fallback: boundedMemoryStore('fallback', localClock, config, metrics),
     policy: () => policy.current,
     clock: localClock,
     metrics,
     logger,
-    keys,
+    keyCacheTtlMs: config.keyCacheTtlMs,
     maxStoreWaitMs: config.redisTimeoutMs,
+    ...(config.adminToken ? { adminToken: config.adminToken } : {}),
+    ...(config.authorityToken ? { quotaToken: config.authorityToken } : {}),
   });
-  const admin = config.adminToken
-    ? adminServiceHandlers({
-        keys,
-        authority,
-        adminToken: config.adminToken,
-        policy: () => policy.current,
-        clock: localClock,
-        metrics,
-        logger,
-        events: store.events,
-      })
-    : undefined;
+  let envoy: EnvoyFront | undefined;
+  try {
+    envoy = config.envoyConfigDir
+      ? await startEnvoyFront({
+          directory: config.envoyConfigDir,
+          config,
+          redis: stores.redis,
+          clock,
+          localClock,
+          replicas: () => policy.current.replicas,
+          metrics,
+          logger,
+        })
+      : undefined;
+  } catch (error) {
+    authority.close();
+    await policy.stop();
+    await stores.keys.close();
+    await store.close();
+    throw error;
+  }
   const server = await listenOn(SERVE_SETTINGS.grpcAddr, config.grpcAddress, () =>
     startAuthorityServer({
       address: `${config.grpcAddress.host}:${config.grpcAddress.port}`,
       maxConnectionAgeMs: config.maxConnectionAgeMs,
-      authority,
-      metrics,
       logger,
-      ...(admin ? { admin } : {}),
+      ...handlers,
       ...(config.tls ? { credentials: serverCredentials(config.tls) } : {}),
-      ...(config.authorityToken ? { quotaToken: config.authorityToken } : {}),
+      ...(envoy ? { extraServices: [envoy.service] } : {}),
     }),
   );
   const metricsServer = await listenOn(SERVE_SETTINGS.metricsAddr, config.metricsAddress, () =>
@@ -285,11 +319,12 @@ export async function startAuthority(
       grpc: `${config.grpcAddress.host}:${server.port}`,
       metrics: `${config.metricsAddress.host}:${metricsServer.port}`,
       store: store.kind,
-      admin: admin ? 'on' : 'off (no QUOTAD_ADMIN_TOKEN)',
+      admin: handlers.admin ? 'on' : 'off (no QUOTAD_ADMIN_TOKEN)',
       quotaService: config.authorityToken ? 'token required' : 'open to any caller that reaches the port',
       tls: config.tls ? (config.tls.clientCaPath ? 'mutual' : 'on') : 'off',
       policy: policy.path,
       policySha256: policy.sha256,
+      envoy: envoy ? envoy.watcher.directory : 'off (no --envoy-config)',
     },
     store.kind === 'memory'
       ? 'quotad authority serving (in-process store, single instance)'
@@ -304,6 +339,7 @@ export async function startAuthority(
     metrics,
     policy,
     keys,
+    envoy,
     stop() {
       stopping ??= (async () => {
         logger.info({ drainDelayMs: config.shutdownDelayMs }, 'shutting down: health NOT_SERVING, draining');
@@ -312,6 +348,7 @@ export async function startAuthority(
         // POSTs in flight finish (each within the webhook timeout); what is still waiting stays in the store.
         await delivery.stop();
         await policy.stop();
+        await envoy?.stop();
         await metricsServer.close();
         await stores.keys.close();
         await store.close();

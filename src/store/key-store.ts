@@ -1,4 +1,4 @@
-import type { ApiKeyRecord } from '../keys/key-record.js';
+import type { ApiKeyRecord } from '../core/key-record.js';
 
 export interface KeyListQuery {
   /** Only this org's keys. */

@@ -67,6 +67,9 @@ export function apiKeyOrgIdsKey(org: string): string {
   return `${KEY_REGISTRY_PREFIX}:org:${escapePart(org)}`;
 }
 
+/** The store's identity marker (see check-marker.lua): gone or changed means the store was replaced. */
+export const STORE_MARKER = `${KEY_REGISTRY_PREFIX}:store-id`;
+
 /** Where the authority replicas hear that a key changed (the message is its id), to drop cached lookups. */
 export const API_KEY_CHANGES_CHANNEL = 'quotad:keys:changed';
 

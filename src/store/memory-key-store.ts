@@ -1,5 +1,5 @@
 import type { Clock } from '../core/clock.js';
-import { recordTtlMs, secretTtlMs, type ApiKeyRecord } from '../keys/key-record.js';
+import { recordTtlMs, secretTtlMs, type ApiKeyRecord } from '../core/key-record.js';
 import { decodeKeyDocument, encodeKeyDocument, type KeyListQuery, type KeyStore } from './key-store.js';
 
 interface StoredRecord {

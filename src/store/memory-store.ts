@@ -1,6 +1,5 @@
 import { periodAt } from '../core/calendar.js';
 import type { Clock } from '../core/clock.js';
-import { judgeBudget, judgeLeases, type BudgetHolds, type Verdict } from '../core/judge.js';
 import type {
   ActualUsage,
   LimitState,
@@ -12,9 +11,11 @@ import type {
 } from '../core/quota.js';
 import { chargesNothing, measuredAmount } from '../core/quota.js';
 import { StoreFullError } from '../core/errors.js';
-import { judgeWindow, rollWindow, type StoredWindow } from '../core/sliding-window.js';
 import { leaseMember, limitKey, reservationKey } from './keys.js';
+import { judgeBudget, type BudgetHolds, type Verdict } from './memory-budget.js';
+import { judgeLeases } from './memory-concurrency.js';
 import { MemoryEvents } from './memory-events.js';
+import { judgeWindow, rollWindow, type StoredWindow } from './memory-rate.js';
 import { raisedField, type RaisedEvent } from '../core/alerts.js';
 import { CONCURRENCY_RETRY_CAP_MS, type QuotaStore, type RecordedCharge } from './store.js';
 

@@ -181,6 +181,8 @@ export class AuthorityMetrics {
   /** Commands an in-process store refused for want of room (--memory-max-entries). */
   readonly memoryStoreFull: LabelledCounter<{ store: MemoryStoreRole }>;
   readonly #memoryStores = new Map<MemoryStoreRole, () => number>();
+  /** Times the store's identity marker was found missing or changed (the store was emptied or replaced). */
+  readonly storeResets: LabelledCounter<{ how: 'missing-at-start' | 'emptied' | 'replaced' }>;
 
   constructor(options: AuthorityMetricsOptions) {
     const registers = [this.registry];
@@ -242,6 +244,14 @@ export class AuthorityMetrics {
       registers,
     });
     this.reservationsSettled = settled;
+    const resets = new Counter({
+      name: 'quotad_store_resets_total',
+      help: 'Times the store identity marker was missing or changed: the store was new or emptied (missing-at-start), emptied under a running authority (emptied), or replaced (replaced). Cached API keys are dropped each time.',
+      labelNames: ['how'] as const,
+      registers,
+    });
+    for (const how of ['missing-at-start', 'emptied', 'replaced'] as const) resets.inc({ how }, 0);
+    this.storeResets = resets;
     this.reservationsExpired = new Counter({
       name: 'quotad_reservations_expired_total',
       help: 'Concurrency leases found expired and reclaimed.',

@@ -7,7 +7,7 @@ import {
   rotateKeyRecord,
   setKeyLimitsRecord,
   type ApiKeyRecord,
-} from '../../src/keys/key-record.js';
+} from '../../src/core/key-record.js';
 import type { KeyStore } from '../../src/store/key-store.js';
 
 /** Opens a key store on the given clock; the suite closes it. */

@@ -3,8 +3,8 @@ import { describe, test } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
 import type { ReserveCommand } from '../../src/core/quota.js';
 import type { QuotaStore } from '../../src/store/store.js';
-import { checkInput, freshPrincipal, makeAuthority, usageInput } from '../helpers/authority.js';
-import { limit, policyWith, tier } from '../helpers/policy.js';
+import { checkInput, freshPrincipal, makeAuthority, usageInput } from '../../harness/authority.js';
+import { limit, policyWith, tier } from '../../harness/policy.js';
 
 /** Opens a store on the given clock; the suite closes it. */
 export type StoreFactory = (clock: ManualClock) => Promise<QuotaStore>;

@@ -1,7 +1,7 @@
 import { after, before } from 'node:test';
 import { RedisKeyStore } from '../../src/store/redis/redis-key-store.js';
 import { createRedisClient } from '../../src/store/redis/redis-store.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
 import { describeKeyStoreContract } from './key-store-contract.js';
 
 let server: TestRedisServer;

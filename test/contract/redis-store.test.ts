@@ -1,6 +1,6 @@
 import { after, before } from 'node:test';
 import { createRedisClient, RedisStore } from '../../src/store/redis/redis-store.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
 import { describeQuotaContract } from './quota-contract.js';
 
 let server: TestRedisServer;

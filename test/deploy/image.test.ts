@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join, posix } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { promisify } from 'node:util';
-import { REPO_ROOT } from '../helpers/authority-process.js';
+import { REPO_ROOT } from '../../harness/authority-process.js';
 import {
   dockerIgnores,
   envOf,
@@ -15,7 +15,7 @@ import {
   parseDockerfile,
   type Stage,
 } from '../helpers/dockerfile.js';
-import { freePort } from '../helpers/redis-server.js';
+import { freePort } from '../../harness/redis-server.js';
 
 const execFileAsync = promisify(execFile);
 

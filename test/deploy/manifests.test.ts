@@ -16,10 +16,11 @@ import type { IPodSpec } from 'kubernetes-models/v1/PodSpec';
 import type { IProbe } from 'kubernetes-models/v1/Probe';
 import type { IService } from 'kubernetes-models/v1/Service';
 import { parseDuration } from '../../src/core/duration.js';
+import { buildEnvoyConfig } from '../../src/envoy/load-config.js';
 import { SERVE_SETTINGS } from '../../src/main/config.js';
 import { GATEWAY_SETTINGS } from '../../src/main/gateway-config.js';
 import { parsePolicy } from '../../src/policy/load.js';
-import { REPO_ROOT } from '../helpers/authority-process.js';
+import { REPO_ROOT } from '../../harness/authority-process.js';
 import {
   KUSTOMIZE_ROOT,
   objectName,
@@ -29,9 +30,20 @@ import {
 } from '../helpers/kubernetes.js';
 
 /** Every kustomization an operator may apply or build on; the overlays are what clusters get. */
-const TARGETS = ['base', 'overlays/dev', 'overlays/production'] as const;
+const TARGETS = [
+  'base',
+  'overlays/dev',
+  'overlays/production',
+  'overlays/production-cluster',
+  'overlays/production-sentinel',
+] as const;
 type Target = (typeof TARGETS)[number];
-const OVERLAYS = ['overlays/dev', 'overlays/production'] as const;
+const OVERLAYS = [
+  'overlays/dev',
+  'overlays/production',
+  'overlays/production-cluster',
+  'overlays/production-sentinel',
+] as const;
 const NAMESPACE = 'quotad';
 
 const PACKAGE_VERSION = (
@@ -438,6 +450,20 @@ for (const target of TARGETS) {
       assert.equal(policy.replicas, authority.replicas);
     });
 
+    test('the authority reads its Envoy config from a ConfigMap mounted as a directory, and every file loads', () => {
+      const authority = workloadRunning(objects, 'serve');
+      const directory = envValue(container(authority, 'serve'), SERVE_SETTINGS.envoyConfig.env) ?? '';
+      const mount = container(authority, 'serve').volumeMounts?.find((each) => each.mountPath === directory);
+      assert.ok(mount, `a volume is mounted at ${directory}`);
+      const volume = authority.pod.volumes?.find((each) => each.name === mount.name);
+      const configMap = ofKind<IConfigMap>(objects, 'ConfigMap').find(
+        (each) => each.metadata?.name === volume?.configMap?.name,
+      );
+      const files = Object.entries(configMap?.data ?? {}).map(([name, text]) => ({ name, text }));
+      assert.ok(files.length > 0, `${volume?.configMap?.name} holds files`);
+      assert.ok(buildEnvoyConfig(files).domains.size >= 1);
+    });
+
     test('each quotad pod shuts down inside its grace period: preStop + shutdown delay + grace', () => {
       for (const command of ['serve', 'gateway'] as const) {
         const workload = workloadRunning(objects, command);
@@ -657,6 +683,33 @@ describe('overlays', () => {
     const key = gateway.env?.find((variable) => variable.name === 'OPENAI_API_KEY');
     assert.equal(key?.valueFrom?.secretKeyRef?.optional, false);
   });
+
+  for (const [overlay, expected] of [
+    ['overlays/production-cluster', { QUOTAD_REDIS_CLUSTER: 'cluster', QUOTAD_REDIS_PASSWORD: 'password' }],
+    [
+      'overlays/production-sentinel',
+      {
+        QUOTAD_REDIS_SENTINELS: 'sentinels',
+        QUOTAD_REDIS_SENTINEL_NAME: 'sentinel-name',
+        QUOTAD_REDIS_PASSWORD: 'password',
+      },
+    ],
+  ] as const) {
+    test(`${overlay}: the authority reaches Redis one way only, from the Secret quotad-redis`, () => {
+      const authority = container(workloadRunning(rendered(overlay), 'serve'), 'serve');
+      const redisVariables = Object.fromEntries(
+        (authority.env ?? [])
+          .filter((variable) =>
+            /^(REDIS_URL|QUOTAD_REDIS_(CLUSTER|SENTINELS|SENTINEL_NAME|PASSWORD))$/.test(variable.name),
+          )
+          .map((variable) => {
+            assert.equal(variable.valueFrom?.secretKeyRef?.name, 'quotad-redis', variable.name);
+            return [variable.name, variable.valueFrom?.secretKeyRef?.key];
+          }),
+      );
+      assert.deepEqual(redisVariables, expected);
+    });
+  }
 });
 
 test("grpc-js resolves dns:/// targets with getaddrinfo, so the gateway's short Service name resolves in its namespace", () => {

@@ -6,15 +6,16 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { parse } from 'yaml';
-import { AuthorityProcess, REPO_ROOT } from '../helpers/authority-process.js';
+import { AuthorityProcess, REPO_ROOT } from '../../harness/authority-process.js';
 import { labelNamesOf, parseExposition, seriesExists, type Exposition } from '../helpers/exposition.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
-import { eventually } from '../helpers/eventually.js';
-import { GatewayProcess, postChat } from '../helpers/gateway-process.js';
-import { adminClient, quotaClient, type AdminClient, type QuotaClient } from '../helpers/grpc-clients.js';
+import { eventually } from '../../harness/eventually.js';
+import { GatewayProcess, postChat } from '../../harness/gateway-process.js';
+import { adminClient, quotaClient, type AdminClient, type QuotaClient } from '../../harness/grpc-clients.js';
 import { PrometheusServer } from '../helpers/prometheus-server.js';
 import { analysePromql } from '../helpers/promql.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
+import { descriptor, rlsClient } from '../../harness/rls-client.js';
 
 const RULES_FILE = 'deploy/prometheus/rules.yaml';
 const RULES_TEST_FILE = 'deploy/prometheus/rules.test.yaml';
@@ -407,6 +408,35 @@ describe('quotad processes, their /metrics and a real Prometheus', { timeout: 30
         outcome: 'COMPLETED',
       });
     }
+
+    // Envoy's RateLimitService: within and over a limit, a shadow rule over, a reservation settled, an
+    // unknown domain. The values are per-user, so no label may carry them.
+    const rls = rlsClient(authority.grpcAddress);
+    const user = `monitor-envoy-user-${tag}`;
+    const requestId = `monitor-envoy-request-${randomUUID()}`;
+    identifiers.push(user, requestId);
+    const ask = (domain: string, entries: [string, string][], hits?: number) =>
+      rls.shouldRateLimit({ domain, descriptors: [descriptor(entries, hits)] });
+    for (let n = 0; n < 4; n += 1) await ask('rls-test', [['user', user]]);
+    for (let n = 0; n < 3; n += 1) await ask('rls-test', [['shadow', user]]);
+    await ask(
+      'rls-test',
+      [
+        ['tokens', user],
+        ['quotad.reserve', requestId],
+      ],
+      300,
+    );
+    await ask(
+      'rls-test',
+      [
+        ['tokens', user],
+        ['quotad.settle', requestId],
+      ],
+      120,
+    );
+    await ask(`monitor-unknown-${tag}`, [['user', user]]);
+    rls.close();
   }
 
   before(async () => {
@@ -414,6 +444,7 @@ describe('quotad processes, their /metrics and a real Prometheus', { timeout: 30
     authority = await AuthorityProcess.spawn({
       REDIS_URL: redis.url,
       QUOTAD_ADMIN_TOKEN: token,
+      QUOTAD_ENVOY_CONFIG: join(REPO_ROOT, 'test/fixtures/envoy/quotad'),
       LOG_LEVEL: 'info',
     });
     gateway = await GatewayProcess.spawn({

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { isMap, isScalar, isSeq, parseAllDocuments, type Node as YamlNode } from 'yaml';
 import { checkApiKey, formatApiKey, KEY_RANDOM_BYTES } from '../../src/keys/api-key.js';
-import { REPO_ROOT } from '../helpers/authority-process.js';
+import { REPO_ROOT } from '../../harness/authority-process.js';
 
 /**
  * What this scan looks for, in every file git tracks or would add (tracked and untracked, less ignored):

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, describe, test } from 'node:test';
-import { AuthorityProcess } from '../helpers/authority-process.js';
+import { AuthorityProcess } from '../../harness/authority-process.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
-import { GatewayProcess, postChat } from '../helpers/gateway-process.js';
-import { adminClient } from '../helpers/grpc-clients.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
+import { GatewayProcess, postChat } from '../../harness/gateway-process.js';
+import { adminClient } from '../../harness/grpc-clients.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
 
 /*
  * A burst as a busy platform sends one: 200 requests at once through a gateway to an authority, each its

@@ -5,12 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Event__Output } from '../../src/gen/quotad/v1/Event.js';
-import { AuthorityProcess } from '../helpers/authority-process.js';
+import { AuthorityProcess } from '../../harness/authority-process.js';
 import { runCli } from '../helpers/cli.js';
-import { eventually } from '../helpers/eventually.js';
-import { quotaClient } from '../helpers/grpc-clients.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
-import { SHIPPED_POLICY } from '../helpers/serve-config.js';
+import { eventually } from '../../harness/eventually.js';
+import { quotaClient } from '../../harness/grpc-clients.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
+import { SHIPPED_POLICY } from '../../harness/serve-config.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 const SECRET = randomBytes(24).toString('hex');

@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { GATEWAY_SETTINGS } from '../../src/main/gateway-config.js';
-import { AuthorityProcess } from '../helpers/authority-process.js';
+import { AuthorityProcess } from '../../harness/authority-process.js';
 import { runCli } from '../helpers/cli.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
-import { GatewayProcess, postChat } from '../helpers/gateway-process.js';
-import { adminClient, type AdminClient } from '../helpers/grpc-clients.js';
+import { GatewayProcess, postChat } from '../../harness/gateway-process.js';
+import { adminClient, type AdminClient } from '../../harness/grpc-clients.js';
 
 /** What a client got back from the gateway: status, headers and the parsed JSON body. */
 interface Answer {

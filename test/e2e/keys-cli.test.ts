@@ -5,10 +5,10 @@ import type { ApiKey__Output } from '../../src/gen/quotad/v1/ApiKey.js';
 import type { CheckQuotaResponse__Output } from '../../src/gen/quotad/v1/CheckQuotaResponse.js';
 import type { CreateKeyResponse__Output } from '../../src/gen/quotad/v1/CreateKeyResponse.js';
 import type { RotateKeyResponse__Output } from '../../src/gen/quotad/v1/RotateKeyResponse.js';
-import { AuthorityProcess } from '../helpers/authority-process.js';
+import { AuthorityProcess } from '../../harness/authority-process.js';
 import { runCli, type CliRun } from '../helpers/cli.js';
-import { quotaClient, type QuotaClient } from '../helpers/grpc-clients.js';
-import { freePort } from '../helpers/redis-server.js';
+import { quotaClient, type QuotaClient } from '../../harness/grpc-clients.js';
+import { freePort } from '../../harness/redis-server.js';
 
 /** Any full secret, whichever key it belongs to (hints are the prefix and a few characters only). */
 const ANY_SECRET = /qd_live_[0-9A-Za-z]{38}/;
@@ -171,6 +171,53 @@ describe('quotad keys against a running authority', () => {
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /^NAME\s+KIND\s+USED\s+REMAINING\s+LIMIT\s+RESETS IN$/m);
     assert.match(run.stdout, /^requests_per_minute\s+rate\s+1\s+9\s+10\s/m);
+  });
+
+  test('keys limits ID with neither --set nor --unset shows the overrides and changes nothing', async () => {
+    const { id } = await createKey();
+    assert.equal((await cli(['keys', 'limits', id, '--set', 'rpm=3'])).code, 0);
+    const shown = await cli(['keys', 'limits', id, '--json']);
+    assert.equal(shown.code, 0, shown.stderr);
+    const key = JSON.parse(shown.stdout) as ApiKey__Output;
+    assert.deepEqual(
+      key.limits.map((o) => [o.name, o.value]),
+      [['requests_per_minute', '3']],
+    );
+  });
+
+  test("usage --json prints the shape of the gateway's GET /v1/usage", async () => {
+    const { id, secret } = await createKey();
+    await check(secret);
+    const run = await cli(['usage', id, '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const usage = JSON.parse(run.stdout) as {
+      object: string;
+      tier: string;
+      key: { id: string };
+      limits: Record<string, unknown>[];
+    };
+    assert.deepEqual([usage.object, usage.tier, usage.key.id], ['usage', 'free', id]);
+    const rpm = usage.limits.find((l) => l.name === 'requests_per_minute');
+    assert.deepEqual(
+      [rpm?.kind, rpm?.unit, rpm?.used, rpm?.window_seconds, typeof rpm?.resets_in_ms],
+      ['rate', 'requests', 1, 60, 'number'],
+    );
+  });
+
+  test("usage --help is the usage command's help, not the key commands'", async () => {
+    const run = await cli(['usage', '--help']);
+    assert.equal(run.code, 0);
+    assert.match(run.stdout, /^Usage: quotad usage ID \[flags\]\n/);
+    assert.doesNotMatch(run.stdout, /keys create/);
+  });
+
+  test("an unreachable authority is named with the reason, without grpc-js's empty resolution note", async () => {
+    const run = await cli(['keys', 'list', '--timeout', '1s'], {
+      QUOTAD_AUTHORITY: `127.0.0.1:${await freePort()}`,
+    });
+    assert.equal(run.code, 3);
+    assert.match(run.stderr, /did not answer \(.*ECONNREFUSED.*\); is it running there\?/);
+    assert.doesNotMatch(run.stderr, /Resolution note/);
   });
 
   // Runs last (tests in a describe run in order): by now every secret above has been issued and used.

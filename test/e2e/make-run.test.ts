@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
-import { REPO_ROOT } from '../helpers/authority-process.js';
-import { freePort } from '../helpers/redis-server.js';
+import { REPO_ROOT } from '../../harness/authority-process.js';
+import { freePort } from '../../harness/redis-server.js';
 
 /** `make run`'s script (what `make run` runs once the build is current), with its port variables. */
 class RunScript {

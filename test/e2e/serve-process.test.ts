@@ -3,9 +3,9 @@ import { copyFile, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/prom
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { AuthorityProcess, REPO_ROOT } from '../helpers/authority-process.js';
-import { healthClient, quotaClient } from '../helpers/grpc-clients.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
+import { AuthorityProcess, REPO_ROOT } from '../../harness/authority-process.js';
+import { healthClient, quotaClient } from '../../harness/grpc-clients.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
 
 const SHIPPED_POLICY = join(REPO_ROOT, 'config/policy.yaml');
 

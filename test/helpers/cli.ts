@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { CLI, REPO_ROOT } from './authority-process.js';
+import { CLI, REPO_ROOT } from '../../harness/authority-process.js';
 
 const execFileAsync = promisify(execFile);
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import ts from 'typescript';
 import { parseAllDocuments } from 'yaml';
-import { REPO_ROOT } from './authority-process.js';
+import { REPO_ROOT } from '../../harness/authority-process.js';
 
 const execFileAsync = promisify(execFile);
 

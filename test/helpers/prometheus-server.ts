@@ -3,8 +3,8 @@ import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { eventually } from './eventually.js';
-import { freePort } from './redis-server.js';
+import { eventually } from '../../harness/eventually.js';
+import { freePort } from '../../harness/redis-server.js';
 
 /** A scrape job: its name (the `job` label) and the `host:port` whose `/metrics` it scrapes. */
 export interface ScrapeJob {

@@ -8,7 +8,7 @@ import { ManualClock } from '../../src/core/clock.js';
 import { startGateway, type RunningGateway } from '../../src/main/gateway.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
-import { inProcessGatewayConfig, inProcessServeConfig } from '../helpers/serve-config.js';
+import { inProcessGatewayConfig, inProcessServeConfig } from '../../harness/serve-config.js';
 
 const UPSTREAM_KEY = 'sk-upstream-anomaly-test-0000';
 const MINUTE = 60_000;

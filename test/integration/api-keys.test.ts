@@ -13,11 +13,11 @@ import { apiKeyRecordKey } from '../../src/store/keys.js';
 import { RedisKeyStore } from '../../src/store/redis/redis-key-store.js';
 import { createRedisClient } from '../../src/store/redis/redis-store.js';
 import { AuthorityMetrics } from '../../src/telemetry/metrics.js';
-import { capturingLogger } from '../helpers/authority.js';
-import { eventually } from '../helpers/eventually.js';
-import { adminClient, quotaClient, type AdminClient, type QuotaClient } from '../helpers/grpc-clients.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
-import { inProcessServeConfig } from '../helpers/serve-config.js';
+import { capturingLogger } from '../../harness/authority.js';
+import { eventually } from '../../harness/eventually.js';
+import { adminClient, quotaClient, type AdminClient, type QuotaClient } from '../../harness/grpc-clients.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
+import { inProcessServeConfig } from '../../harness/serve-config.js';
 
 const START = Date.UTC(2026, 10, 23, 9, 0, 0);
 const DAY = 86_400_000;
@@ -287,9 +287,11 @@ describe('API keys in CheckQuota', () => {
     const key = await createKey({ tier: 'enterprise' });
     await check(a, key.hash); // the lookup, the last-used write and the first decision
     // The last-used write is fire-and-forget: let it land before counting, or it may count as a 21st script.
-    while (!(await inspector.hget(apiKeyRecordKey(key.id), 'used'))) {
-      await new Promise((resolve) => setImmediate(resolve));
-    }
+    await eventually(
+      async () => (await inspector.hget(apiKeyRecordKey(key.id), 'used')) || undefined,
+      () => `the last-used write of ${key.id} never landed`,
+      { intervalMs: 1 },
+    );
     const before = await redisCommands();
     // At once, so all twenty fall well inside the cache TTL even on a loaded machine.
     await Promise.all(Array.from({ length: 20 }, () => check(a, key.hash)));
@@ -371,9 +373,11 @@ describe('the key cache of a replica', () => {
       metrics,
       logger: capturingLogger().logger,
     });
-    while (store.changesDeliveredAsOf() === Number.NEGATIVE_INFINITY) {
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
+    await eventually(
+      async () => (store.changesDeliveredAsOf() === Number.NEGATIVE_INFINITY ? undefined : true),
+      () => 'the key change channel never confirmed its subscription',
+      { intervalMs: 5 },
+    );
     const storeLookups = async () =>
       ((await metrics.registry.getSingleMetric('quotad_key_lookups_total')?.get())?.values ?? [])
         .filter((v) => v.labels.source === 'store')

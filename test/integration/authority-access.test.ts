@@ -6,14 +6,14 @@ import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { SignJWT } from 'jose';
-import { REFUSAL_TRAILER } from '../../src/authority/proto.js';
+import { REFUSAL_TRAILER } from '../../src/api/trailers.js';
 import { startGateway, type RunningGateway } from '../../src/main/gateway.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
 import { makeCertificates, type TestCertificates } from '../helpers/certificates.js';
 import { runCli } from '../helpers/cli.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
-import { quotaClient, type QuotaClient } from '../helpers/grpc-clients.js';
-import { inProcessGatewayConfig, inProcessServeConfig } from '../helpers/serve-config.js';
+import { quotaClient, type QuotaClient } from '../../harness/grpc-clients.js';
+import { inProcessGatewayConfig, inProcessServeConfig } from '../../harness/serve-config.js';
 
 const AUTHORITY_TOKEN = 'authority-token-0123456789abcdef';
 const ADMIN_TOKEN = 'admin-token-for-the-tls-test-0123';

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { loadQuotaPackage } from '../../src/authority/proto.js';
+import { loadQuotaPackage } from '../../src/api/proto.js';
 import { connectAuthority, type AuthorityClient } from '../../src/gateway/authority-client.js';
 import type { CheckQuotaBatchRequest__Output } from '../../src/gen/quotad/v1/CheckQuotaBatchRequest.js';
 import type { CheckQuotaRequest } from '../../src/gen/quotad/v1/CheckQuotaRequest.js';
 import type { QuotaServiceHandlers } from '../../src/gen/quotad/v1/QuotaService.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
-import { inProcessServeConfig } from '../helpers/serve-config.js';
+import { inProcessServeConfig } from '../../harness/serve-config.js';
 
 /** A QuotaService on a real socket with the test's own handlers; methods left out answer UNIMPLEMENTED. */
 async function fakeAuthority(

@@ -9,10 +9,10 @@ import type { CheckQuotaResponse__Output } from '../../src/gen/quotad/v1/CheckQu
 import { MemoryStore } from '../../src/store/memory-store.js';
 import { createRedisClient, RedisStore } from '../../src/store/redis/redis-store.js';
 import type { QuotaStore } from '../../src/store/store.js';
-import { capturingLogger, makeAuthority } from '../helpers/authority.js';
-import { quotaClient, type QuotaClient } from '../helpers/grpc-clients.js';
-import { limit, policyWith, TEST_MODEL, tier } from '../helpers/policy.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
+import { capturingLogger, makeAuthority } from '../../harness/authority.js';
+import { quotaClient, type QuotaClient } from '../../harness/grpc-clients.js';
+import { limit, policyWith, TEST_MODEL, tier } from '../../harness/policy.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
 
 const MINUTE = 60_000;
 const START = Date.UTC(2026, 10, 23, 10, 0, 0);
@@ -56,12 +56,11 @@ async function serve(
   } else {
     store = new MemoryStore({ clock, sweepIntervalMs: 0 });
   }
-  const { authority, metrics } = makeAuthority(store, clock, policy);
+  const { handlers } = makeAuthority(store, clock, policy);
   const server: AuthorityServer = await startAuthorityServer({
     address: '127.0.0.1:0',
-    authority,
-    metrics,
     logger: capturingLogger().logger,
+    ...handlers,
   });
   const client = quotaClient(`127.0.0.1:${server.port}`);
   t.after(async () => {

@@ -4,7 +4,7 @@ import { createConnection, createServer, type AddressInfo, type Socket } from 'n
 import { test } from 'node:test';
 import { connectAuthority } from '../../src/gateway/authority-client.js';
 import { startAuthority } from '../../src/main/serve.js';
-import { inProcessServeConfig } from '../helpers/serve-config.js';
+import { inProcessServeConfig } from '../../harness/serve-config.js';
 
 /** A TCP relay in front of `port` that tells each connection it carried, opened and then closed. */
 async function relay(port: number) {

@@ -7,8 +7,8 @@ import { sha256 } from '../../src/keys/api-key.js';
 import { startGateway, type RunningGateway } from '../../src/main/gateway.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
-import { quotaClient, type QuotaClient } from '../helpers/grpc-clients.js';
-import { inProcessGatewayConfig, inProcessServeConfig } from '../helpers/serve-config.js';
+import { quotaClient, type QuotaClient } from '../../harness/grpc-clients.js';
+import { inProcessGatewayConfig, inProcessServeConfig } from '../../harness/serve-config.js';
 
 const JWT_SECRET = 'namespaces-test-jwt-secret-0123456789abcdef';
 

@@ -3,9 +3,9 @@ import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { checkApiKey } from '../../src/keys/api-key.js';
 import { startAuthority } from '../../src/main/serve.js';
-import { quotaClient } from '../helpers/grpc-clients.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
-import { inProcessServeConfig } from '../helpers/serve-config.js';
+import { quotaClient } from '../../harness/grpc-clients.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
+import { inProcessServeConfig } from '../../harness/serve-config.js';
 
 let redis: TestRedisServer;
 before(async () => {

@@ -9,9 +9,9 @@ import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { openFilesLimit, startGateway, type RunningGateway } from '../../src/main/gateway.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
-import { eventually } from '../helpers/eventually.js';
+import { eventually } from '../../harness/eventually.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
-import { inProcessGatewayConfig, inProcessServeConfig } from '../helpers/serve-config.js';
+import { inProcessGatewayConfig, inProcessServeConfig } from '../../harness/serve-config.js';
 
 const POLICY = `
 version: 1

@@ -3,7 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -15,12 +15,12 @@ import { parseModelCall } from '../../src/gateway/requests.js';
 import { formatApiKey, KEY_RANDOM_BYTES } from '../../src/keys/api-key.js';
 import { startGateway, type RunningGateway } from '../../src/main/gateway.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
-import { eventually } from '../helpers/eventually.js';
+import { eventually } from '../../harness/eventually.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
 import { pngDataUrl } from '../helpers/media.js';
-import { quotaClient, type QuotaClient } from '../helpers/grpc-clients.js';
-import { freePort, TestRedisServer } from '../helpers/redis-server.js';
-import { inProcessGatewayConfig, inProcessServeConfig } from '../helpers/serve-config.js';
+import { quotaClient, type QuotaClient } from '../../harness/grpc-clients.js';
+import { freePort, TestRedisServer } from '../../harness/redis-server.js';
+import { inProcessGatewayConfig, inProcessServeConfig } from '../../harness/serve-config.js';
 
 /** A gauge's value on a gateway's /metrics. */
 async function gaugeOf(gateway: RunningGateway, name: string): Promise<number> {
@@ -724,6 +724,54 @@ describe('what is refused, and charges nothing', () => {
   });
 });
 
+describe('answers no route opened', () => {
+  test('every one names its request in x-request-id: invalid JSON, 413, 415 and 404', async () => {
+    const key = await createKey();
+    const answers = {
+      invalidJson: await post('/v1/chat/completions', key.secret, '{"model":'),
+      tooLarge: await post(
+        '/v1/chat/completions',
+        key.secret,
+        chatBody({ messages: [{ role: 'user', content: 'word '.repeat(20_000) }] }),
+      ),
+      notJson: await post('/v1/chat/completions', key.secret, '<hello/>', {
+        'content-type': 'application/xml',
+      }),
+      notFound: await fetch(`${gateway.url}/v1/no-such-route`),
+    };
+    assert.deepEqual(
+      Object.fromEntries(
+        Object.entries(answers).map(([name, r]) => [
+          name,
+          [r.status, /^[\x20-\x7e]{1,128}$/.test(r.headers.get('x-request-id') ?? '')],
+        ]),
+      ),
+      { invalidJson: [400, true], tooLarge: [413, true], notJson: [415, true], notFound: [404, true] },
+    );
+    const echoed = await fetch(`${gateway.url}/v1/no-such-route`, {
+      headers: { 'x-request-id': 'trace-404' },
+    });
+    assert.equal(echoed.headers.get('x-request-id'), 'trace-404');
+  });
+
+  test('a body announced over the limit with Expect: 100-continue gets 413 at once, never a 100 Continue', async () => {
+    const { hostname, port } = new URL(gateway.url);
+    const socket = connect(Number(port), hostname);
+    await once(socket, 'connect');
+    socket.write(
+      'POST /v1/chat/completions HTTP/1.1\r\n' +
+        `Host: ${hostname}\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n` +
+        'Expect: 100-continue\r\n\r\n',
+    );
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+    await once(socket, 'close');
+    assert.match(received, /^HTTP\/1\.1 413 /);
+    assert.match(received, /\r\nx-request-id: \S+\r\n/i);
+    assert.match(received, /"code":"request_too_large"/);
+  });
+});
+
 describe('what the estimate counts besides the messages', () => {
   test("a response_format schema over the tier's 3,000-token input cap is 400 context_length_exceeded, charging nothing", async () => {
     const key = await createKey();
@@ -1174,7 +1222,30 @@ describe('logs', () => {
     assert.equal(typeof line.ms, 'number');
   });
 
-  test('no log line of the gateway or the authority holds a secret, a token or a prompt', () => {
+  test('no log line of the gateway or the authority holds a secret, a token or a prompt', async () => {
+    // Traffic of its own, so the test holds when run alone: keys, a JWT, chats, streams and reports.
+    const token = await new SignJWT({ org: 'internal', tier: 'wide' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('svc-logs')
+      .setExpirationTime('5m')
+      .sign(new TextEncoder().encode(JWT_SECRET));
+    issuedSecrets.push(token);
+    const keys = await Promise.all(Array.from({ length: 11 }, () => createKey()));
+    for (const secret of [token, ...keys.map((key) => key.secret)]) {
+      for (const body of [chatBody(), chatBody({ stream: true })]) {
+        const response = await post('/v1/chat/completions', secret, body);
+        assert.equal(response.status, 200);
+        await response.text();
+      }
+      for (const path of ['/v1/models', '/v1/usage']) {
+        const response = await fetch(`${gateway.url}${path}`, {
+          headers: { authorization: `Bearer ${secret}` },
+        });
+        assert.equal(response.status, 200);
+        await response.text();
+      }
+    }
+    await gateway.settler.drain();
     assert.ok(issuedSecrets.length > 10);
     assert.ok(logLines.length > 100);
     const secrets = [...issuedSecrets, UPSTREAM_KEY, JWT_SECRET, CANARY_PROMPT];

@@ -3,9 +3,9 @@ import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { ManualClock } from '../../src/core/clock.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
-import { healthClient, quotaClient, reflectionClient, type QuotaClient } from '../helpers/grpc-clients.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
-import { inProcessServeConfig } from '../helpers/serve-config.js';
+import { healthClient, quotaClient, reflectionClient, type QuotaClient } from '../../harness/grpc-clients.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
+import { inProcessServeConfig } from '../../harness/serve-config.js';
 
 const START = Date.UTC(2026, 10, 22, 10, 0, 0);
 

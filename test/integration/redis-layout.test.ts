@@ -5,9 +5,9 @@ import { ManualClock } from '../../src/core/clock.js';
 import type { Principal } from '../../src/core/quota.js';
 import { limitKey, reservationKey } from '../../src/store/keys.js';
 import { createRedisClient, RedisStore } from '../../src/store/redis/redis-store.js';
-import { checkInput, freshPrincipal, makeAuthority, usageInput } from '../helpers/authority.js';
-import { limit, policyWith, tier } from '../helpers/policy.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
+import { checkInput, freshPrincipal, makeAuthority, usageInput } from '../../harness/authority.js';
+import { limit, policyWith, tier } from '../../harness/policy.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
 
 const MINUTE = 60_000;
 

@@ -8,11 +8,11 @@ import { startGateway, type RunningGateway } from '../../src/main/gateway.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { GatewayMetrics } from '../../src/telemetry/gateway-metrics.js';
-import { eventually } from '../helpers/eventually.js';
+import { eventually } from '../../harness/eventually.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
-import { quotaClient, type QuotaClient } from '../helpers/grpc-clients.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
-import { inProcessGatewayConfig, inProcessServeConfig } from '../helpers/serve-config.js';
+import { quotaClient, type QuotaClient } from '../../harness/grpc-clients.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
+import { inProcessGatewayConfig, inProcessServeConfig } from '../../harness/serve-config.js';
 
 const lines: string[] = [];
 let redis: TestRedisServer;

@@ -16,10 +16,10 @@ import {
   makeAuthority,
   usageInput,
   type TestAuthority,
-} from '../helpers/authority.js';
-import { eventually } from '../helpers/eventually.js';
-import { limit, policyWith, tier } from '../helpers/policy.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
+} from '../../harness/authority.js';
+import { eventually } from '../../harness/eventually.js';
+import { limit, policyWith, tier } from '../../harness/policy.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
 import { WebhookReceiver, type ReceivedEvent } from '../helpers/webhook-receiver.js';
 
 const SECRET = 'whsec-test-0123456789abcdef';

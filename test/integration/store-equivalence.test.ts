@@ -1,21 +1,27 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { RecordUsageInput } from '../../src/authority/quota-authority.js';
-import type { PrincipalCheck as CheckQuotaInput } from '../helpers/authority.js';
+import type { PrincipalCheck as CheckQuotaInput } from '../../harness/authority.js';
 import { ManualClock } from '../../src/core/clock.js';
 import type { Decision } from '../../src/core/decision.js';
 import { chargesNothing, type Principal, type SettleOutcome } from '../../src/core/quota.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import { createRedisClient, RedisStore } from '../../src/store/redis/redis-store.js';
 import type { QuotaStore } from '../../src/store/store.js';
-import { makeAuthority, type TestAuthority } from '../helpers/authority.js';
-import { limit, OTHER_MODEL, policyWith, TEST_MODEL, tier } from '../helpers/policy.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
+import { makeAuthority, type TestAuthority } from '../../harness/authority.js';
+import { limit, OTHER_MODEL, policyWith, TEST_MODEL, tier } from '../../harness/policy.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
 
 /*
  * A differential test: one seeded sequence of checks, settlements, usage reports and clock moves, played on
  * an authority over MemoryStore and on one over RedisStore, each with its own clock. Every answer must be
  * the same, which holds the Lua scripts and the TypeScript store to one arithmetic.
+ *
+ * This is the guard that keeps the twins equal: each limit kind's arithmetic exists twice, in Lua for the
+ * Redis store (src/store/redis/lua/includes/rate.lua, budget.lua, concurrency.lua) and in TypeScript for
+ * the in-process store (src/store/memory-rate.ts, memory-budget.ts, memory-concurrency.ts). The contract
+ * suite checks each store against fixed expectations, so a change to one twin's lease or TTL logic that
+ * still meets them passes it and fails only here.
  *
  * Redis also expires keys by its own (real) clock: 2 s after a charge for the 1 s windows. The test clock
  * runs far ahead of real time here (minutes per few hundred operations), so no key a test-clock window

@@ -15,9 +15,10 @@ import {
   makeAuthority,
   usageInput,
   type TestAuthority,
-} from '../helpers/authority.js';
-import { limit, policyWith, tier } from '../helpers/policy.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
+} from '../../harness/authority.js';
+import { eventually } from '../../harness/eventually.js';
+import { limit, policyWith, tier } from '../../harness/policy.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
 
 /** Each call's store command gives up after this; the caller's deadline is ten times longer. */
 const COMMAND_TIMEOUT_MS = 100;
@@ -162,9 +163,11 @@ describe('while Redis is up', () => {
       keys[which] = createHash('sha256').update(secret).digest();
     }
     // The change channel forgets every cached key when it (re)subscribes: let that happen first.
-    while (keyStore.changesDeliveredAsOf() === Number.NEGATIVE_INFINITY) {
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
+    await eventually(
+      async () => (keyStore.changesDeliveredAsOf() === Number.NEGATIVE_INFINITY ? undefined : true),
+      () => 'the key change channel never confirmed its subscription',
+      { intervalMs: 5 },
+    );
     const decision = await harness.authority.check(keyCheck(keys.seen));
     assert.deepEqual(answer(decision), { allowed: true, code: 'OK', degraded: false });
   });

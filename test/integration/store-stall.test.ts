@@ -11,12 +11,12 @@ import type { CheckQuotaResponse__Output } from '../../src/gen/quotad/v1/CheckQu
 import { GATEWAY_SETTINGS } from '../../src/main/gateway-config.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
 import { createRedisClient, RedisStore } from '../../src/store/redis/redis-store.js';
-import { checkInput, freshPrincipal, makeAuthority } from '../helpers/authority.js';
-import { eventually } from '../helpers/eventually.js';
-import { quotaClient, type QuotaClient } from '../helpers/grpc-clients.js';
-import { limit, policyWith, tier } from '../helpers/policy.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
-import { inProcessServeConfig } from '../helpers/serve-config.js';
+import { checkInput, freshPrincipal, makeAuthority } from '../../harness/authority.js';
+import { eventually } from '../../harness/eventually.js';
+import { quotaClient, type QuotaClient } from '../../harness/grpc-clients.js';
+import { limit, policyWith, tier } from '../../harness/policy.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
+import { inProcessServeConfig } from '../../harness/serve-config.js';
 
 /*
  * Redis stalled rather than gone: stopped with SIGSTOP, its connections open and its kernel still taking

@@ -4,7 +4,7 @@ import { after, before, test } from 'node:test';
 import { startGateway, type RunningGateway } from '../../src/main/gateway.js';
 import { startAuthority, type RunningAuthority } from '../../src/main/serve.js';
 import { FakeUpstream } from '../helpers/fake-upstream.js';
-import { inProcessGatewayConfig, inProcessServeConfig } from '../helpers/serve-config.js';
+import { inProcessGatewayConfig, inProcessServeConfig } from '../../harness/serve-config.js';
 
 /** Not shaped like an OpenAI key: only knowing it as the configured secret can catch it. */
 const UPSTREAM_KEY = 'upstream-credential-9f8e7d6c5b4a3928';

@@ -6,9 +6,9 @@ import type { Principal } from '../../src/core/quota.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import { createRedisClient, RedisStore } from '../../src/store/redis/redis-store.js';
 import type { QuotaStore } from '../../src/store/store.js';
-import { checkInput, freshPrincipal, makeAuthority, type TestAuthority } from '../helpers/authority.js';
-import { limit, policyWith, tier } from '../helpers/policy.js';
-import { TestRedisServer } from '../helpers/redis-server.js';
+import { checkInput, freshPrincipal, makeAuthority, type TestAuthority } from '../../harness/authority.js';
+import { limit, policyWith, tier } from '../../harness/policy.js';
+import { TestRedisServer } from '../../harness/redis-server.js';
 
 const MINUTE = 60_000;
 const COOLDOWN = 15 * MINUTE;

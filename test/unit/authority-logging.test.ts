@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
-import { checkInput, freshPrincipal, makeAuthority, usageInput } from '../helpers/authority.js';
-import { limit, policyWith, tier } from '../helpers/policy.js';
+import { checkInput, freshPrincipal, makeAuthority, usageInput } from '../../harness/authority.js';
+import { limit, policyWith, tier } from '../../harness/policy.js';
 
 const policy = policyWith([tier('free', [limit({ name: 'requests_per_minute', kind: 'rate', limit: 10 })])]);
 

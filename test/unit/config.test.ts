@@ -6,6 +6,8 @@ import { gatewayUsage, parseGatewayConfig } from '../../src/main/gateway-config.
 test('with nothing set, serve uses the documented defaults and the in-process store', () => {
   assert.deepEqual(parseServeConfig([], {}), {
     redisUrl: undefined,
+    redis: undefined,
+    redisWaitReplicas: 0,
     policyPath: 'config/policy.yaml',
     grpcAddress: { host: '0.0.0.0', port: 8081 },
     metricsAddress: { host: '0.0.0.0', port: 9464 },
@@ -19,9 +21,17 @@ test('with nothing set, serve uses the documented defaults and the in-process st
     tls: undefined,
     demoKey: false,
     demoGateway: 'http://127.0.0.1:8080',
+    envoyConfigDir: undefined,
+    envoyOnStoreFailure: 'open',
     adminToken: undefined,
     authorityToken: undefined,
   });
+});
+
+test('--envoy-on-store-failure takes open, closed or local', () => {
+  assert.equal(parseServeConfig([], { QUOTAD_ENVOY_ON_STORE_FAILURE: 'local' }).envoyOnStoreFailure, 'local');
+  assert.equal(parseServeConfig(['--envoy-on-store-failure', 'closed'], {}).envoyOnStoreFailure, 'closed');
+  assert.throws(() => parseServeConfig(['--envoy-on-store-failure', 'deny'], {}), ConfigError);
 });
 
 test('TLS on the gRPC port takes a certificate and its key together; a client CA needs both', () => {

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { periodAt, periodBounds } from '../../src/core/calendar.js';
 import { formatDuration, parseDuration } from '../../src/core/duration.js';
 import { costMicros, formatUsd, parseUsdToMicros } from '../../src/core/money.js';
-import { judgeWindow, rollWindow } from '../../src/core/sliding-window.js';
+import { judgeWindow, rollWindow } from '../../src/store/memory-rate.js';
 
 describe('money', () => {
   test('dollar amounts parse to exact integer micro-dollars', () => {

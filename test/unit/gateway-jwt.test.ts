@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { SignJWT } from 'jose';
 import { JWT_IAT_SKEW_SECONDS, jwtVerifier } from '../../src/gateway/auth.js';
-import { HttpError } from '../../src/gateway/openai-error.js';
+import { HttpError } from '../../src/gateway/errors.js';
 
 const SECRET = new TextEncoder().encode('unit-test-jwt-secret-0123456789abcdef');
 const DAY_MS = 86_400_000;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { HttpError } from '../../src/gateway/openai-error.js';
+import { HttpError } from '../../src/gateway/errors.js';
 import { type ModelRoute, parseModelCall } from '../../src/gateway/requests.js';
 
 const user = (content: unknown) => ({ role: 'user', content });

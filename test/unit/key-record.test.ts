@@ -11,7 +11,7 @@ import {
   secretTtlMs,
   setKeyLimitsRecord,
   type ApiKeyRecord,
-} from '../../src/keys/key-record.js';
+} from '../../src/core/key-record.js';
 
 const DAY = 86_400_000;
 const NOW = Date.UTC(2026, 10, 23, 12, 0, 0);

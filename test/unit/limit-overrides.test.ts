@@ -7,7 +7,7 @@ import {
   parseOverrideValue,
   resolveOverrideName,
 } from '../../src/core/limit-overrides.js';
-import { limit, tier } from '../helpers/policy.js';
+import { limit, tier } from '../../harness/policy.js';
 
 const pro = tier('pro', [
   limit({ name: 'requests_per_minute', kind: 'rate', limit: 60 }),

@@ -3,8 +3,8 @@ import { test } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
 import { StoreFullError } from '../../src/core/errors.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
-import { checkInput, freshPrincipal, makeAuthority, usageInput } from '../helpers/authority.js';
-import { limit, policyWith, tier } from '../helpers/policy.js';
+import { checkInput, freshPrincipal, makeAuthority, usageInput } from '../../harness/authority.js';
+import { limit, policyWith, tier } from '../../harness/policy.js';
 
 /** One rate limit: a principal's first request takes two entries (its counter and its reservation). */
 const POLICY = policyWith(

@@ -51,3 +51,25 @@ for (const [command, heading, settings] of [
     );
   });
 }
+
+test("the README's table of contents lists every section, and each link leads to its heading", () => {
+  const start = README.indexOf('## Contents\n');
+  assert.ok(start >= 0, 'README has a table of contents');
+  const toc = README.slice(start, README.indexOf('\n## ', start + 1));
+  const links = [...toc.matchAll(/^ *- \[([^\]]+)\]\(#([^)]+)\)$/gm)].map((m) => ({
+    title: m[1],
+    anchor: m[2],
+  }));
+  const headings = [...README.matchAll(/^#{2,3} (.+)$/gm)]
+    .map((m) => m[1] as string)
+    .filter((title) => title !== 'Contents');
+  const anchorOf = (title: string) =>
+    title
+      .toLowerCase()
+      .replace(/[^\w\- ]/g, '')
+      .replaceAll(' ', '-');
+  assert.deepEqual(
+    links,
+    headings.map((title) => ({ title, anchor: anchorOf(title) })),
+  );
+});

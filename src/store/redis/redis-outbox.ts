@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import type { RedisConnection } from './connection.js';
 import type { Clock } from '../../core/clock.js';
 import {
   formatDeliveryState,
@@ -57,15 +58,15 @@ function orgOfOutbox(key: string): string | undefined {
  * script, one slot, in a Cluster too), and an index of orgs with events in their own slot, `{events}`.
  */
 export class RedisEventOutbox implements EventOutbox {
-  readonly #redis: Redis & OutboxScripts;
+  readonly #redis: RedisConnection & OutboxScripts;
   readonly #clock: Clock | undefined;
 
-  constructor(options: { redis: Redis; clock?: Clock | undefined }) {
+  constructor(options: { redis: RedisConnection; clock?: Clock | undefined }) {
     const redis = options.redis;
     redis.defineCommand('quotadClaimEvents', { lua: readScript('claim-events'), numberOfKeys: 2 });
     redis.defineCommand('quotadFinishEvent', { lua: readScript('finish-event'), numberOfKeys: 2 });
     redis.defineCommand('quotadUnnoteOutbox', { lua: readScript('unnote-outbox'), numberOfKeys: 1 });
-    this.#redis = redis as Redis & OutboxScripts;
+    this.#redis = redis as RedisConnection & OutboxScripts;
     this.#clock = options.clock;
   }
 
@@ -147,22 +148,26 @@ export class RedisEventOutbox implements EventOutbox {
    * between a script that raised events and its noteRaised. Run rarely, off the request path.
    */
   async recover(): Promise<number> {
-    let cursor = '0';
+    // A Cluster's keys are spread over its masters: each is scanned.
+    const nodes: Redis[] = 'nodes' in this.#redis ? this.#redis.nodes('master') : [this.#redis];
     let found = 0;
-    do {
-      const [next, keys] = await callRedis(() =>
-        this.#redis.scan(cursor, 'MATCH', `${orgPrefix('*')}${OUTBOX_SUFFIX}`, 'COUNT', 1000),
-      );
-      cursor = next;
-      for (const key of keys) {
-        const org = orgOfOutbox(key);
-        if (org === undefined) continue;
-        if ((await callRedis(() => this.#redis.zcard(key))) > 0) {
-          await callRedis(() => this.#redis.zadd(EVENT_OUTBOX_INDEX, 'NX', Date.now(), org));
-          found += 1;
+    for (const node of nodes) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await callRedis(() =>
+          node.scan(cursor, 'MATCH', `${orgPrefix('*')}${OUTBOX_SUFFIX}`, 'COUNT', 1000),
+        );
+        cursor = next;
+        for (const key of keys) {
+          const org = orgOfOutbox(key);
+          if (org === undefined) continue;
+          if ((await callRedis(() => this.#redis.zcard(key))) > 0) {
+            await callRedis(() => this.#redis.zadd(EVENT_OUTBOX_INDEX, 'NX', Date.now(), org));
+            found += 1;
+          }
         }
-      }
-    } while (cursor !== '0');
+      } while (cursor !== '0');
+    }
     return found;
   }
 
@@ -194,9 +199,10 @@ export class RedisEventOutbox implements EventOutbox {
   async backlog(): Promise<number> {
     const orgs = await callRedis(() => this.#redis.zrange(EVENT_OUTBOX_INDEX, 0, 999));
     if (orgs.length === 0) return 0;
-    const pipeline = this.#redis.pipeline();
-    for (const org of orgs) pipeline.zcard(eventOutboxKey(org));
-    const replies = (await callRedis(() => pipeline.exec())) ?? [];
-    return replies.reduce((sum, [, count]) => sum + Number(count ?? 0), 0);
+    // One command per outbox (in a Cluster, outboxes live in different slots).
+    const counts = await callRedis(() =>
+      Promise.all(orgs.map((org) => this.#redis.zcard(eventOutboxKey(org)))),
+    );
+    return counts.reduce((sum, count) => sum + count, 0);
   }
 }

@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Clock } from '../../core/clock.js';
 import type {
   LimitState,
@@ -10,6 +10,7 @@ import type {
   SettleResult,
 } from '../../core/quota.js';
 import { raisedField, readRaised, thresholdPairs, type EventContext } from '../../core/alerts.js';
+import { measuredAmount } from '../../core/quota.js';
 import { EVENT_KEPT_MS, type EventOutbox } from '../event-outbox.js';
 import {
   anomalyKey,
@@ -20,20 +21,30 @@ import {
   limitKey,
   reservationKey,
 } from '../keys.js';
-import type { QuotaStore } from '../store.js';
+import { CONCURRENCY_RETRY_CAP_MS, type QuotaStore } from '../store.js';
 import { RedisEventOutbox } from './redis-outbox.js';
 import { callRedis } from './call-redis.js';
+import {
+  closeConnection,
+  createRedisConnection,
+  type RedisClientOptions,
+  type RedisConnection,
+} from './connection.js';
 import { defineQuotaScripts, type QuotaScripts } from './scripts.js';
 
-export interface RedisClientOptions {
-  /** The longest any command is waited for (`--redis-timeout`); the authority waits less when a call's deadline leaves less. */
-  commandTimeoutMs: number;
-}
+/** The measures settle.lua is told the amounts of (ARGV[10..14]), in that order; a lease measures nothing. */
+const SETTLE_MEASURES: readonly Parameters<typeof measuredAmount>[0][] = [
+  'requests',
+  'input',
+  'output',
+  'total',
+  'usd',
+];
 
 /**
- * A client that fails fast instead of waiting: no offline queue, no resend after a reconnect, one bounded
- * timeout per command. A dead Redis then gives an error within the timeout, and the authority answers by
- * the store-failure policy. Reconnection goes on in the background, so recovery needs no restart.
+ * A standalone client that fails fast instead of waiting: no offline queue, no resend after a reconnect,
+ * one bounded timeout per command. A dead Redis then gives an error within the timeout, and the authority
+ * answers by the store-failure policy. Reconnection goes on in the background, so recovery needs no restart.
  *
  * ioredis's auto-pipelining stays off: it keeps one pipeline in flight per connection and hands out no
  * reply until the whole pipeline is answered, so under load Redis and this process take turns instead of
@@ -41,16 +52,7 @@ export interface RedisClientOptions {
  * decisions a second against 5,100-5,500 with auto-pipelining, alternating in one `make bench` session.
  */
 export function createRedisClient(url: string, options: RedisClientOptions): Redis {
-  return new Redis(url, {
-    commandTimeout: options.commandTimeoutMs,
-    connectTimeout: Math.max(1_000, options.commandTimeoutMs),
-    enableOfflineQueue: false,
-    autoResendUnfulfilledCommands: false,
-    maxRetriesPerRequest: 0,
-    enableAutoPipelining: false,
-    retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 5), 1_000),
-    lazyConnect: true,
-  });
+  return createRedisConnection({ mode: 'standalone', url }, options) as Redis;
 }
 
 const KIND_CODE = { rate: 'r', budget: 'b', concurrency: 'c' } as const;
@@ -131,8 +133,11 @@ function readStates(reply: number[], offset: number, count: number): LimitState[
 const RESERVE_OUTCOME = ['denied', 'admitted', 'duplicate', 'expired', 'denied'] as const;
 const SETTLE_STATUS = [undefined, 'settled', 'duplicate', 'charged_without_reservation'] as const;
 
+export type { RedisClientOptions } from './connection.js';
+
 export interface RedisStoreOptions {
-  redis: Redis;
+  /** Standalone, Sentinel or Cluster: every script touches one slot, so each runs on one master. */
+  redis: RedisConnection;
   /** Drives time inside the scripts (tests); without it the scripts read Redis TIME, so replicas agree. */
   clock?: Clock;
 }
@@ -140,7 +145,7 @@ export interface RedisStoreOptions {
 /** The shared store: every decision and settlement is one Lua script, one round trip. */
 export class RedisStore implements QuotaStore {
   readonly kind = 'redis' as const;
-  readonly #redis: Redis & QuotaScripts;
+  readonly #redis: RedisConnection & QuotaScripts;
   readonly #clock: Clock | undefined;
   readonly events: EventOutbox;
 
@@ -162,7 +167,8 @@ export class RedisStore implements QuotaStore {
    * one write, one round trip. Each reply is still handled as soon as it arrives.
    */
   #pipelined<T>(send: () => Promise<T>): Promise<T> {
-    const stream = this.#redis.stream as Redis['stream'] | undefined;
+    // A Cluster client has one connection per node and no single stream: each node's commands go as sent.
+    const stream = 'stream' in this.#redis ? (this.#redis.stream as Redis['stream'] | undefined) : undefined;
     if (!this.#corked && stream?.writable) {
       this.#corked = true;
       stream.cork();
@@ -194,6 +200,7 @@ export class RedisStore implements QuotaStore {
           command.reservedMicros,
           limits.length,
           command.deadlineMs,
+          CONCURRENCY_RETRY_CAP_MS,
           ...specs,
           ...events.args,
         ),
@@ -231,6 +238,8 @@ export class RedisStore implements QuotaStore {
           actual.usdMicros,
           leaseMember(principal, requestId),
           limits.length,
+          CONCURRENCY_RETRY_CAP_MS,
+          ...SETTLE_MEASURES.map((measure) => measuredAmount(measure, actual, command.outcome)),
           ...specs,
           ...events.args,
         ),
@@ -252,6 +261,6 @@ export class RedisStore implements QuotaStore {
   }
 
   async close(): Promise<void> {
-    await this.#redis.quit().catch(() => this.#redis.disconnect());
+    await closeConnection(this.#redis);
   }
 }

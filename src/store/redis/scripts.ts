@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { Redis } from 'ioredis';
+import type { RedisConnection } from './connection.js';
 
 const INCLUDE = /^--- @include "([\w/-]+)"\s*$/m;
 
@@ -27,20 +27,24 @@ export interface KeyScripts {
   quotadFindKey(secretKey: string, recordPrefix: string): Promise<[string, string, string] | null>;
   quotadListKeys(idsKey: string, after: string, limit: number, recordPrefix: string): Promise<string[]>;
   quotadTouchKey(recordKey: string, usedMs: number): Promise<number>;
+  quotadConfirmChanges(registryKey: string, channel: string, token: string): Promise<number>;
+  quotadCheckMarker(marker: string, known: string, fresh: string, ttlMs: number): Promise<[number, string]>;
 }
 
 /** Defines the decision scripts on a client; the key count varies with the number of limits, so it is passed per call. */
-export function defineQuotaScripts(redis: Redis): Redis & QuotaScripts {
+export function defineQuotaScripts<R extends RedisConnection>(redis: R): R & QuotaScripts {
   redis.defineCommand('quotadReserve', { lua: readScript('reserve') });
   redis.defineCommand('quotadSettle', { lua: readScript('settle') });
-  return redis as Redis & QuotaScripts;
+  return redis as R & QuotaScripts;
 }
 
 /** Defines the key registry's scripts on a client; put-key's key count varies with the secrets. */
-export function defineKeyScripts(redis: Redis): Redis & KeyScripts {
+export function defineKeyScripts<R extends RedisConnection>(redis: R): R & KeyScripts {
   redis.defineCommand('quotadPutKey', { lua: readScript('put-key') });
   redis.defineCommand('quotadFindKey', { lua: readScript('find-key'), numberOfKeys: 1 });
   redis.defineCommand('quotadListKeys', { lua: readScript('list-keys'), numberOfKeys: 1 });
   redis.defineCommand('quotadTouchKey', { lua: readScript('touch-key'), numberOfKeys: 1 });
-  return redis as Redis & KeyScripts;
+  redis.defineCommand('quotadConfirmChanges', { lua: readScript('confirm-changes'), numberOfKeys: 1 });
+  redis.defineCommand('quotadCheckMarker', { lua: readScript('check-marker'), numberOfKeys: 1 });
+  return redis as R & KeyScripts;
 }

@@ -29,7 +29,8 @@
     ARGV[7]       reserved micro-dollars (remembered, reported)
     ARGV[8]       n, the number of limits
     ARGV[9]       deadline in Unix ms (real time), or 0 for none
-    ARGV[10 ...]  n limit specs of 9 values: kind (r|b|c), limit, cost, shadow (0|1), measure,
+    ARGV[10]      the longest retry a denial by requests in flight suggests, ms (CONCURRENCY_RETRY_CAP_MS)
+    ARGV[11 ...]  n limit specs of 9 values: kind (r|b|c), limit, cost, shadow (0|1), measure,
                   then rate: window ms, -, -, -; budget: b0, b1, b2, b3; concurrency: -, -, -, -
     then the event context and thresholds, and KEYS[n + 2 ..] the event keys (see includes/events.lua)
 
@@ -51,11 +52,12 @@ local member = ARGV[5]
 local n = tonumber(ARGV[8])
 local deadline = tonumber(ARGV[9])
 local counters = { expired = 0 }
-local specs = readSpecs(n, 10)
+local retryCapMs = tonumber(ARGV[10])
+local specs = readSpecs(n, 11)
 
 --- @include "includes/events"
 
-local alertsAt = 10 + n * SPEC_WIDTH
+local alertsAt = 11 + n * SPEC_WIDTH
 local eventCtx = eventContext(alertsAt)
 local eventKeys = { KEYS[n + 2], KEYS[n + 3], KEYS[n + 4] }
 local anomaly = nil
@@ -93,7 +95,7 @@ if mode ~= 'peek' then
   if existing and existing.state ~= 'f' then
     local states = {}
     for i = 1, n do
-      states[i] = judge(KEYS[1 + i], specs[i], 0, now, counters)
+      states[i] = judge(KEYS[1 + i], specs[i], 0, now, counters, retryCapMs)
     end
     return report(2, existing.leaseEnd, existing.tokens, existing.micros, states)
   end
@@ -106,7 +108,7 @@ if anomaly and mode ~= 'peek' then
   if untilMs > 0 then
     local out = { 4, now, untilMs, 0, 0, 0 }
     for i = 1, n do
-      pushState(out, judge(KEYS[1 + i], specs[i], 0, now, counters))
+      pushState(out, judge(KEYS[1 + i], specs[i], 0, now, counters, retryCapMs))
     end
     out[6] = counters.expired
     return out
@@ -120,7 +122,7 @@ for i = 1, n do
   if mode == 'peek' then
     cost = 0
   end
-  states[i] = judge(KEYS[1 + i], specs[i], cost, now, counters)
+  states[i] = judge(KEYS[1 + i], specs[i], cost, now, counters, retryCapMs)
   if states[i].exceeded and not specs[i].shadow then
     denied = true
   end

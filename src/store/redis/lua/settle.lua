@@ -23,7 +23,10 @@
     ARGV[6]       actual micro-dollars
     ARGV[7]       this request's lease member
     ARGV[8]       n, the number of limits
-    ARGV[9 ...]   n limit specs as in reserve.lua, each costed at the actual usage
+    ARGV[9]       the longest retry a denial by requests in flight suggests, ms (as in reserve.lua)
+    ARGV[10 ..14] what each measure counts of the actual usage and outcome (measuredAmount in
+                  src/core/quota.ts): requests, input, output, total, usd
+    ARGV[15 ...]  n limit specs as in reserve.lua, each costed at the actual usage
     then the event context and thresholds, and KEYS[n + 2 ..] the event keys (see includes/events.lua)
 
   Output: { status (1 settled, 2 duplicate, 3 charged without reservation), charged input tokens,
@@ -41,11 +44,19 @@ local actualIn, actualOut, actualUsd = tonumber(ARGV[4]), tonumber(ARGV[5]), ton
 local member = ARGV[7]
 local n = tonumber(ARGV[8])
 local counters = { expired = 0 }
-local specs = readSpecs(n, 9)
+local retryCapMs = tonumber(ARGV[9])
+local measuredBy = {
+  requests = tonumber(ARGV[10]),
+  input = tonumber(ARGV[11]),
+  output = tonumber(ARGV[12]),
+  total = tonumber(ARGV[13]),
+  usd = tonumber(ARGV[14]),
+}
+local specs = readSpecs(n, 15)
 
 --- @include "includes/events"
 
-local alertsAt = 9 + n * SPEC_WIDTH
+local alertsAt = 15 + n * SPEC_WIDTH
 local eventCtx = eventContext(alertsAt)
 local eventKeys = { KEYS[n + 2], KEYS[n + 3], KEYS[n + 4] }
 
@@ -65,22 +76,9 @@ local function crossed(key, pstart, before, after)
   end
 end
 
+-- What a charge's measure counts of the actual usage; a lease counts nothing.
 local function measured(measure)
-  if measure == 'requests' then
-    if outcome == 'failed' then
-      return 0
-    end
-    return 1
-  elseif measure == 'input' then
-    return actualIn
-  elseif measure == 'output' then
-    return actualOut
-  elseif measure == 'total' then
-    return actualIn + actualOut
-  elseif measure == 'usd' then
-    return actualUsd
-  end
-  return 0
+  return measuredBy[measure] or 0
 end
 
 local function report(status, chargedIn, chargedOut, chargedUsd, tokens, micros, late)
@@ -90,7 +88,7 @@ local function report(status, chargedIn, chargedOut, chargedUsd, tokens, micros,
   end
   local out = { status, chargedIn, chargedOut, chargedUsd, tokens, micros, lateFlag, 0 }
   for i = 1, n do
-    pushState(out, judge(KEYS[1 + i], specs[i], 0, now, counters))
+    pushState(out, judge(KEYS[1 + i], specs[i], 0, now, counters, retryCapMs))
   end
   out[8] = counters.expired
   return pushRaised(out)
@@ -98,7 +96,7 @@ end
 
 local freeing = outcome == 'failed' and actualIn == 0 and actualOut == 0
 
-local record, stored = readReservation(KEYS[1], now)
+local record, recordStored = readReservation(KEYS[1], now)
 if record and (record.state == 'd' or (record.state == 'f' and freeing)) then
   return report(2, record.chargedIn, record.chargedOut, record.chargedUsd, record.tokens, record.micros, record.late)
 end
@@ -116,24 +114,24 @@ if record then
     bucket, amount = tonumber(bucket), tonumber(amount)
     local delta = measured(measure) - amount
     if kind == 'r' then
-      local stored = redis.call('HMGET', key, 'w', 'c', 'p')
-      local w = tonumber(stored[1])
+      local counts = redis.call('HMGET', key, 'w', 'c', 'p')
+      local w = tonumber(counts[1])
       if w == bucket then
-        redis.call('HSET', key, 'c', int(max0((tonumber(stored[2]) or 0) + delta)))
+        redis.call('HSET', key, 'c', int(max0((tonumber(counts[2]) or 0) + delta)))
       elseif w == bucket + 1 then
-        redis.call('HSET', key, 'p', int(max0((tonumber(stored[3]) or 0) + delta)))
+        redis.call('HSET', key, 'p', int(max0((tonumber(counts[3]) or 0) + delta)))
       end
     elseif kind == 'b' then
       local held = 'h' .. int(bucket)
-      local stored = redis.call('HMGET', key, int(bucket), held)
-      local spent = tonumber(stored[1])
+      local amounts = redis.call('HMGET', key, int(bucket), held)
+      local spent = tonumber(amounts[1])
       if spent then
         redis.call('HSET', key, int(bucket), int(max0(spent + delta)))
         crossed(key, bucket, spent, max0(spent + delta))
       end
       -- A late settlement's hold already ended with its lease (and may have been started afresh since).
-      if stored[2] and not late then
-        redis.call('HSET', key, held, int(max0(tonumber(stored[2]) - amount)))
+      if amounts[2] and not late then
+        redis.call('HSET', key, held, int(max0(tonumber(amounts[2]) - amount)))
       end
     else
       redis.call('ZREM', key, member)
@@ -167,7 +165,7 @@ local state = 'd'
 if freeing then
   state = 'f'
 end
-if stored then
+if recordStored then
   redis.call('DEL', KEYS[1])
 end
 redis.call(

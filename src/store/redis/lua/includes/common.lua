@@ -1,5 +1,7 @@
--- Shared pieces of quotad's scripts. The arithmetic mirrors src/core (sliding-window.ts, judge.ts,
--- calendar.ts periodAt, quota.ts measuredAmount); the contract suite holds both to the same answers.
+-- Shared pieces of quotad's decision scripts: number formatting, the clock, limit specs, the judge of
+-- one limit and the state it reports. Each limit kind's arithmetic is in its own file, with its
+-- TypeScript twin named there: rate.lua, budget.lua, concurrency.lua. Amounts that TypeScript defines
+-- (the retry cap, what each measure counts of a usage) come in as arguments, never as copies.
 
 -- Lua turns large numbers into exponent notation when it makes strings of them; counters must stay integers.
 local function int(x)
@@ -45,154 +47,29 @@ local function readSpecs(n, first)
   return specs
 end
 
--- The window counts seen from window `index`: rolled forward one window, or cleared when further behind.
--- The third value says whether the stored counts were already at `index` (false: rolled, or new).
-local function rollWindow(key, index)
-  local stored = redis.call('HMGET', key, 'w', 'c', 'p')
-  local w = tonumber(stored[1])
-  if w == index then
-    return tonumber(stored[2]) or 0, tonumber(stored[3]) or 0, true
-  elseif w == index - 1 then
-    return 0, tonumber(stored[2]) or 0, false
-  end
-  return 0, 0, false
-end
+--- @include "includes/rate"
 
--- Writes a rate counter at window `index`. Its counts matter until window index + 1 ends, so its
--- time to live is set only when it moves to a new window: one command fewer on every other write.
-local function writeWindow(key, index, W, current, previous, sameWindow, now)
-  redis.call('HSET', key, 'w', int(index), 'c', int(current), 'p', int(previous))
-  if not sameWindow then
-    redis.call('PEXPIRE', key, int((index + 2) * W - now))
-  end
-end
+--- @include "includes/budget"
 
--- The period start a budget field belongs to: `<start>` holds what is charged, `h<start>` what
--- reservations in flight hold of it, `e<start>` their latest lease end.
-local function budgetFieldPeriod(field)
-  return tonumber(field) or tonumber(string.sub(field, 2))
-end
-
--- Adds `cost` to a budget's period `pstart`. The first charge of a period sets the key's time to live,
--- which every later charge would set to the same instant, and prunes periods no longer readable.
-local function chargeBudget(key, pstart, cost, oldestKept, ttl)
-  if redis.call('HINCRBY', key, int(pstart), int(cost)) == cost then
-    if redis.call('HLEN', key) > 2 then
-      for _, field in ipairs(redis.call('HKEYS', key)) do
-        if budgetFieldPeriod(field) < oldestKept then
-          redis.call('HDEL', key, field)
-        end
-      end
-    end
-    redis.call('PEXPIRE', key, int(ttl))
-  end
-end
-
--- A reservation's charge of `cost` to budget period `pstart`, held until it settles or its lease ends.
--- Once every earlier lease has ended (now >= heldUntil), what they held counts as spent: start afresh.
-local function holdBudget(key, pstart, cost, now, leaseEnd, heldUntil)
-  if now >= heldUntil then
-    redis.call('HSET', key, 'h' .. int(pstart), int(cost), 'e' .. int(pstart), int(leaseEnd))
-    return
-  end
-  redis.call('HINCRBY', key, 'h' .. int(pstart), int(cost))
-  if leaseEnd > heldUntil then
-    redis.call('HSET', key, 'e' .. int(pstart), int(leaseEnd))
-  end
-end
-
-local function periodAt(spec, now)
-  if now >= spec.a and now < spec.b then
-    return spec.a, spec.b
-  elseif now >= spec.c and now < spec.d then
-    return spec.c, spec.d
-  end
-  return spec.b, spec.c
-end
-
--- The longest wait a denial suggests when requests in flight block it (CONCURRENCY_RETRY_CAP_MS in
--- src/store/store.ts): they usually finish long before their lease ends.
-local RETRY_CAP_MS = 1000
--- Lease members are `subject:request`, always with a colon, so this name never collides with one.
-local HORIZON = '~'
+--- @include "includes/concurrency"
 
 -- Judges one limit for a charge of `cost` at `now`. Returns a state table: used, remaining, reset,
 -- exceeded, retry, pstart, pend, reserved and held (budgets), and `bucket` (window index or period start).
-local function judge(key, spec, cost, now, counters)
+-- A denial that requests in flight cause suggests a retry of at most `retryCapMs` (the caller's
+-- CONCURRENCY_RETRY_CAP_MS): they usually finish long before their lease ends.
+local function judge(key, spec, cost, now, counters, retryCapMs)
   local st = {
     used = 0, remaining = 0, reset = 0, exceeded = false, retry = 0, pstart = 0, pend = 0, bucket = 0,
     reserved = 0, held = false,
   }
-  local limit = spec.limit
   if spec.kind == 'r' then
-    local W = spec.a
-    local index = math.floor(now / W)
-    local elapsed = now - index * W
-    local current, previous, sameWindow = rollWindow(key, index)
-    local weighted = previous * (W - elapsed) + current * W
-    st.used = math.ceil(weighted / W)
-    st.exceeded = weighted + cost * W > limit * W
-    if st.exceeded and cost <= limit then
-      if current + cost <= limit then
-        st.retry = W - math.floor((limit - cost - current) * W / previous) - elapsed
-      else
-        st.retry = W - elapsed + (W - math.floor((limit - cost) * W / current))
-      end
-    end
-    if current > 0 then
-      st.reset = 2 * W - elapsed
-    elseif previous > 0 then
-      st.reset = W - elapsed
-    end
-    st.bucket = index
-    st.current, st.previous, st.elapsed, st.sameWindow = current, previous, elapsed, sameWindow
+    judgeRate(st, key, spec, cost, now)
   elseif spec.kind == 'b' then
-    local pstart, pend = periodAt(spec, now)
-    local stored = redis.call('HMGET', key, int(pstart), 'h' .. int(pstart), 'e' .. int(pstart))
-    local used = tonumber(stored[1]) or 0
-    local heldUntil = tonumber(stored[3]) or 0
-    local reserved = 0
-    if now < heldUntil then
-      reserved = math.min(used, tonumber(stored[2]) or 0)
-    end
-    st.used = used
-    st.exceeded = used + cost > limit
-    st.reserved = reserved
-    st.held = st.exceeded and used - reserved + cost <= limit
-    if st.held then
-      st.retry = math.min(RETRY_CAP_MS, math.max(1, heldUntil - now))
-    elseif st.exceeded and cost <= limit then
-      st.retry = pend - now
-    end
-    if used > 0 then
-      st.reset = pend - now
-    end
-    st.pstart, st.pend, st.bucket, st.heldUntil = pstart, pend, pstart, heldUntil
+    judgeBudget(st, key, spec, cost, now, retryCapMs)
   else
-    -- The member HORIZON holds the set's logical end of life, above every lease end: past it the set
-    -- counts as absent, as a test clock drives it (real-time PEXPIRE alone could not follow that clock).
-    local horizon = tonumber(redis.call('ZSCORE', key, HORIZON))
-    if horizon and now >= horizon then
-      redis.call('DEL', key)
-      horizon = nil
-    end
-    counters.expired = counters.expired + redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-    local active = redis.call('ZCARD', key)
-    if horizon then
-      active = active - 1
-    end
-    st.used = active
-    st.exceeded = active + cost > limit
-    if active > 0 then
-      local earliest = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
-      local latest = tonumber(redis.call('ZRANGE', key, -2, -2, 'WITHSCORES')[2])
-      if st.exceeded and cost <= limit then
-        st.retry = math.min(RETRY_CAP_MS, math.max(1, earliest - now))
-      end
-      st.reset = latest - now
-    end
+    judgeLeases(st, key, spec, cost, now, counters, retryCapMs)
   end
-  st.remaining = max0(limit - st.used)
+  st.remaining = max0(spec.limit - st.used)
   return st
 end
 

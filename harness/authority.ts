@@ -1,20 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
-import {
-  QuotaAuthority,
-  type CheckQuotaInput,
-  type RecordUsageInput,
-} from '../../src/authority/quota-authority.js';
-import type { Clock } from '../../src/core/clock.js';
-import type { Policy } from '../../src/core/policy.js';
-import type { Principal } from '../../src/core/quota.js';
-import { KeyRegistry } from '../../src/keys/key-registry.js';
-import type { KeyStore } from '../../src/store/key-store.js';
-import { MemoryKeyStore } from '../../src/store/memory-key-store.js';
-import { MemoryStore } from '../../src/store/memory-store.js';
-import type { QuotaStore } from '../../src/store/store.js';
-import { createLogger, type Logger } from '../../src/telemetry/logger.js';
-import { AuthorityMetrics } from '../../src/telemetry/metrics.js';
+import type { CheckQuotaInput, QuotaAuthority, RecordUsageInput } from '../src/authority/quota-authority.js';
+import type { Clock } from '../src/core/clock.js';
+import type { Policy } from '../src/core/policy.js';
+import type { Principal } from '../src/core/quota.js';
+import type { KeyRegistry } from '../src/keys/key-registry.js';
+import { composeAuthority, type ComposedAuthority } from '../src/main/compose-authority.js';
+import type { KeyStore } from '../src/store/key-store.js';
+import { MemoryKeyStore } from '../src/store/memory-key-store.js';
+import { MemoryStore } from '../src/store/memory-store.js';
+import type { QuotaStore } from '../src/store/store.js';
+import { createLogger, type Logger } from '../src/telemetry/logger.js';
+import { AuthorityMetrics } from '../src/telemetry/metrics.js';
 import { TEST_MODEL } from './policy.js';
 
 /** A logger that keeps its lines in memory, so tests can read what was logged. */
@@ -36,6 +33,8 @@ export interface TestAuthority {
   /** What the authority logged, one JSON line each. */
   logLines: string[];
   keys: KeyRegistry;
+  /** QuotaService's handlers, as `quotad serve` builds them (no AdminService: no admin token). */
+  handlers: ComposedAuthority['handlers'];
   setPolicy(policy: Policy): void;
 }
 
@@ -50,25 +49,26 @@ export function makeAuthority(
   const metrics = new AuthorityMetrics({ version: 'test', collectDefault: false, storeKind: store.kind });
   const fallback = new MemoryStore({ clock, sweepIntervalMs: 0 });
   const { logger, lines } = capturingLogger(logLevel);
-  const keys = new KeyRegistry({
-    store: keyStore,
-    clock,
-    policy: () => current,
-    cacheTtlMs: 1_000,
-    randomBytes,
-    metrics,
-    logger,
-  });
-  const authority = new QuotaAuthority({
+  const { authority, keys, handlers } = composeAuthority({
     store,
+    keyStore,
     fallback,
     policy: () => current,
     clock,
     metrics,
     logger,
-    keys,
+    keyCacheTtlMs: 1_000,
+    randomBytes,
   });
-  return { authority, metrics, fallback, logLines: lines, keys, setPolicy: (next) => (current = next) };
+  return {
+    authority,
+    metrics,
+    fallback,
+    logLines: lines,
+    keys,
+    handlers,
+    setPolicy: (next) => (current = next),
+  };
 }
 
 let sequence = 0;

@@ -3,7 +3,7 @@
  * one secret, revocation and rotation. No secret is ever part of a record, only SHA-256 hashes.
  */
 
-import type { Principal } from '../core/quota.js';
+import type { Principal } from './quota.js';
 
 /** How long before expiry a key's answers carry a warning. */
 export const EXPIRY_WARNING_MS = 14 * 86_400_000;

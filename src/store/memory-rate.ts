@@ -1,12 +1,15 @@
 /**
- * The sliding-window counter: two fixed windows, the previous one weighted by how much of it the sliding
- * window still covers. O(1) state per (scope, limit): the current window's index and two counts.
+ * The sliding-window counter of rate limits, as the in-process store (memory-store.ts) keeps it: two fixed
+ * windows, the previous one weighted by how much of it the sliding window still covers. O(1) state per
+ * (scope, limit): the current window's index and two counts.
+ *
+ * Twin of redis/lua/includes/rate.lua: the same arithmetic in Lua for the Redis store. Edit both;
+ * test/integration/store-equivalence.test.ts is the guard that keeps them equal.
  *
  * The estimate assumes the previous window's hits were spread evenly over it. Within any aligned window
  * it never admits more than the limit; across a window-length span that straddles two windows it is
  * exact for evenly spread traffic and errs on the generous side only when the previous window's traffic
- * was bunched at its end. The Lua script `reserve.lua` implements the same arithmetic; the contract suite
- * holds the two to the same answers. All arithmetic stays on integers below 2^53.
+ * was bunched at its end. All arithmetic stays on integers below 2^53.
  */
 
 export interface WindowCounts {

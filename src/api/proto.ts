@@ -1,3 +1,4 @@
+/** How every side of the wire loads quotad's protos: the authority's server and all of its clients. */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -5,7 +6,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import type { ProtoGrpcType } from '../gen/admin.js';
 
-/** The repository's proto/ folder, two levels above src/authority or three above dist/src/authority. */
+/** The repository's proto/ folder, two levels above src/api or three above dist/src/api. */
 export const PROTO_ROOT = ['../../proto/', '../../../proto/']
   .map((relative) => fileURLToPath(new URL(relative, import.meta.url)))
   .find((dir) => existsSync(`${dir}quotad/v1/quota.proto`)) as string;
@@ -19,14 +20,6 @@ export const LOADER_OPTIONS: protoLoader.Options = {
   oneofs: true,
   includeDirs: [PROTO_ROOT],
 };
-
-/**
- * The trailer of a PERMISSION_DENIED from GetUsage or ListModels: why the key was refused (KEY_REVOKED or
- * KEY_EXPIRED, as CheckQuotaResponse.Code names them), so callers need not read the message. On an
- * UNAUTHENTICATED from any QuotaService call, AUTHORITY_TOKEN says the caller's own token was missing or
- * wrong (not the API key it asked about).
- */
-export const REFUSAL_TRAILER = 'quotad-refusal';
 
 const QUOTAD_PROTOS = ['quotad/v1/quota.proto', 'quotad/v1/admin.proto'];
 

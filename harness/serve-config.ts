@@ -1,8 +1,8 @@
 import { fileURLToPath } from 'node:url';
-import { parseServeConfig, type ServeConfig } from '../../src/main/config.js';
-import { parseGatewayConfig, type GatewayConfig } from '../../src/main/gateway-config.js';
+import { parseServeConfig, type ServeConfig } from '../src/main/config.js';
+import { parseGatewayConfig, type GatewayConfig } from '../src/main/gateway-config.js';
 
-export const SHIPPED_POLICY = fileURLToPath(new URL('../../../config/policy.yaml', import.meta.url));
+export const SHIPPED_POLICY = fileURLToPath(new URL('../../config/policy.yaml', import.meta.url));
 
 /**
  * `quotad serve`'s settings for an authority started in the test's process: free loopback ports, the

@@ -1,4 +1,4 @@
-import type { LimitSpec, ModelSpec, Policy, TierSpec } from '../../src/core/policy.js';
+import type { LimitSpec, ModelSpec, Policy, TierSpec } from '../src/core/policy.js';
 
 /** A limit with the defaults a test does not care about. */
 export function limit(spec: Partial<LimitSpec> & Pick<LimitSpec, 'name' | 'kind' | 'limit'>): LimitSpec {

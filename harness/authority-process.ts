@@ -3,8 +3,8 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './redis-server.js';
 
-export const CLI = fileURLToPath(new URL('../../src/main/cli.js', import.meta.url));
-export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const CLI = fileURLToPath(new URL('../src/main/cli.js', import.meta.url));
+export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 /** One line a quotad process wrote to stdout: its JSON fields, or `{ msg }` for a line that is not JSON. */
 export type LogLine = Record<string, unknown> & { msg?: string };

@@ -1,0 +1,125 @@
+/** What one `make bench` run measured: written to bench/results/latest.json and rendered by report.ts and chart.ts. */
+
+import type { BurstResult } from './burst.js';
+import type { EnvoyResult } from './envoy.js';
+import type { ProfileSummary } from './cpuprofile.js';
+import type { HistogramData } from './histogram.js';
+import type { Operation } from './loadgen.js';
+
+export interface CpuShare {
+  /** Cores busy over the measured period (1 = one core all the time), by process. */
+  [process: string]: number;
+}
+
+export interface LoadPoint {
+  mode: 'closed' | 'open';
+  op: Operation;
+  concurrency?: number;
+  fraction?: number;
+  offeredPerSecond?: number;
+  operations: number;
+  operationsPerSecond: number;
+  decisionsPerSecond: number;
+  callsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+  meanMs: number;
+  maxMs: number;
+  /** Open loop: from the actual send, and the generator's own delay in sending. */
+  serviceP50Ms?: number;
+  serviceP99Ms?: number;
+  lagP50Ms?: number;
+  lagP99Ms?: number;
+  denied: number;
+  errors: Record<string, number>;
+  unfinished: number;
+  cpu: CpuShare;
+  /** Redis commands over the measured period, by command (from INFO commandstats). */
+  redisCommands?: Record<string, number>;
+  /** Redis commands over the whole phase (warm-up included), and the gRPC calls sent in it, by method. */
+  redisTotals?: { commands: Record<string, number>; sent: Record<string, number> };
+  latencyBuckets?: HistogramData;
+}
+
+export interface GrpcScenario {
+  id: string;
+  title: string;
+  server: string;
+  skipped?: string;
+  closed?: LoadPoint;
+  checkOnly?: LoadPoint;
+  batch?: LoadPoint;
+  open: LoadPoint[];
+  notes: string[];
+}
+
+export interface StorageResult {
+  skipped?: string;
+  commandLine: string;
+  sha: string;
+  argCount: number;
+  runs: {
+    pipeline: number;
+    clients: number;
+    requests: number;
+    rps: number;
+    p50Ms: number;
+    p99Ms: number;
+    maxMs: number;
+    /** redis-server's CPU over the run, in cores. */
+    redisCores: number;
+  }[];
+  settleRps?: number;
+}
+
+export interface GatewayRun {
+  target: 'direct' | 'gateway';
+  connections: number;
+  requests: number;
+  requestsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  meanMs: number;
+  non2xx: number;
+  errors: number;
+  cpu: CpuShare;
+}
+
+export interface GatewayResult {
+  runs: GatewayRun[];
+  commandLines: string[];
+}
+
+export interface FootprintResult {
+  principals: number;
+  limits: number;
+  method: string;
+  baselineBytes: number;
+  afterReserveBytes: number;
+  afterDropReservationsBytes: number;
+  countersPerPrincipalLimit: number;
+  reservationRecordBytes: number;
+  keys: number;
+  slidingLogMembers: number;
+  slidingLogBytes: number;
+  slidingLogPerPrincipalLimit: number;
+  slidingLogEncoding: string;
+}
+
+export interface Results {
+  startedAt: string;
+  finishedAt: string;
+  durationSeconds: number;
+  machine: Record<string, string | number>;
+  commandLines: Record<string, string>;
+  settings: Record<string, string | number>;
+  grpc: GrpcScenario[];
+  storage?: StorageResult;
+  gateway?: GatewayResult;
+  footprint?: FootprintResult;
+  profile?: ProfileSummary & { operationsPerSecond: number; seconds: number };
+  burst?: BurstResult;
+  envoy?: EnvoyResult;
+  protoHasBatch: boolean;
+}

@@ -1,0 +1,3 @@
+import { rlsSuite } from './envoy-rls-suite.js';
+
+rlsSuite({ name: 'memory', env: () => ({}) });
