@@ -11,6 +11,7 @@ import { REPO_ROOT } from '../harness/authority-process.js';
 import type { GrpcScenario, LoadPoint, Results } from './result-types.js';
 import { renderBurst } from './burst.js';
 import { renderEnvoy } from './envoy.js';
+import { renderSigning } from './signing.js';
 
 const require = createRequire(import.meta.url);
 
@@ -702,6 +703,12 @@ function renderEnvoySection(r: ReportContext): void {
   if (results.envoy) p(...renderEnvoy(results.envoy, table));
 }
 
+/** The section on what a signed request costs. */
+function renderSigningSection(r: ReportContext): void {
+  const { results, p } = r;
+  if (results.signing) p(...renderSigning(results.signing, table));
+}
+
 /** The section on the setup and command lines. */
 function renderSetup(r: ReportContext): void {
   const { results, machine, settings, p } = r;
@@ -797,6 +804,7 @@ export async function renderReport(
   renderProfile(ctx);
   renderBurstSection(ctx);
   renderEnvoySection(ctx);
+  renderSigningSection(ctx);
   renderSetup(ctx);
 
   const text = out.join('\n');

@@ -3,6 +3,7 @@
 import type { BurstResult } from './burst.js';
 import type { EnvoyResult } from './envoy.js';
 import type { ProfileSummary } from './cpuprofile.js';
+import type { SigningResult } from './signing.js';
 import type { HistogramData } from './histogram.js';
 import type { Operation } from './loadgen.js';
 
@@ -121,5 +122,6 @@ export interface Results {
   profile?: ProfileSummary & { operationsPerSecond: number; seconds: number };
   burst?: BurstResult;
   envoy?: EnvoyResult;
+  signing?: SigningResult;
   protoHasBatch: boolean;
 }

@@ -7,8 +7,8 @@
  *                          [--burst 200] [--burst-rounds 3]
  *
  * Scenarios (ids for --only): transport, redis, memory, rlf, storage, gateway, footprint, batch, profile,
- * burst, envoy. `--only burst` or `--only envoy` alone keeps the other scenarios' figures of the last run
- * (results/latest.json) and rewrites only its own section.
+ * burst, envoy, signing. `--only burst`, `--only envoy` or `--only signing` alone keeps the other scenarios'
+ * figures of the last run (results/latest.json) and rewrites only its own section.
  * --seconds is the measured length of each load point (warm-ups come on top).
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -36,6 +36,7 @@ import {
   writeBenchPolicy,
 } from './common.js';
 import { burstScenario } from './burst.js';
+import { signingScenario } from './signing.js';
 import { summarizeProfile } from './cpuprofile.js';
 import { Histogram } from './histogram.js';
 import type { Operation } from './loadgen.js';
@@ -68,6 +69,7 @@ const ALL = [
   'profile',
   'burst',
   'envoy',
+  'signing',
 ];
 
 const { values } = parseArgs({
@@ -959,6 +961,16 @@ async function main() {
         log,
       });
     }
+    if (only.has('signing')) {
+      results.signing = await signingScenario({
+        redis,
+        dir,
+        policyPath: ctx.policyPath,
+        commit: String(results.machine.commit),
+        seconds,
+        log,
+      });
+    }
   } finally {
     client.disconnect();
     await redis.stop();
@@ -974,11 +986,16 @@ async function main() {
 
   const json = resolve(REPO_ROOT, values.json as string);
   await mkdir(join(json, '..'), { recursive: true });
-  // A scenario measured alone (burst, envoy) keeps every other scenario's figures of the last run.
-  const alone = only.size === 1 && (only.has('burst') || only.has('envoy'));
+  // A scenario measured alone (burst, envoy, signing) keeps every other scenario's figures of the last run.
+  const alone = only.size === 1 && (only.has('burst') || only.has('envoy') || only.has('signing'));
   const kept = alone ? await previousResults(json) : undefined;
   const written = kept
-    ? { ...kept, burst: results.burst ?? kept.burst, envoy: results.envoy ?? kept.envoy }
+    ? {
+        ...kept,
+        burst: results.burst ?? kept.burst,
+        envoy: results.envoy ?? kept.envoy,
+        signing: results.signing ?? kept.signing,
+      }
     : results;
   await writeFile(json, `${JSON.stringify(written, null, 2)}\n`);
   await render(written);

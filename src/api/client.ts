@@ -17,6 +17,8 @@ import type { GetKeyUsageRequest } from '../gen/quotad/v1/GetKeyUsageRequest.js'
 import type { GetKeyUsageResponse__Output } from '../gen/quotad/v1/GetKeyUsageResponse.js';
 import type { GetUsageRequest } from '../gen/quotad/v1/GetUsageRequest.js';
 import type { GetUsageResponse__Output } from '../gen/quotad/v1/GetUsageResponse.js';
+import type { ListAuditRecordsRequest } from '../gen/quotad/v1/ListAuditRecordsRequest.js';
+import type { ListAuditRecordsResponse__Output } from '../gen/quotad/v1/ListAuditRecordsResponse.js';
 import type { ListKeysRequest } from '../gen/quotad/v1/ListKeysRequest.js';
 import type { ListKeysResponse__Output } from '../gen/quotad/v1/ListKeysResponse.js';
 import type { ListModelsRequest } from '../gen/quotad/v1/ListModelsRequest.js';
@@ -32,6 +34,8 @@ import type { RotateKeyResponse__Output } from '../gen/quotad/v1/RotateKeyRespon
 import type { SetKeyLimitsRequest } from '../gen/quotad/v1/SetKeyLimitsRequest.js';
 import type { ListEventsRequest } from '../gen/quotad/v1/ListEventsRequest.js';
 import type { ListEventsResponse__Output } from '../gen/quotad/v1/ListEventsResponse.js';
+import type { SetKeySigningRequest } from '../gen/quotad/v1/SetKeySigningRequest.js';
+import type { SetKeySigningResponse__Output } from '../gen/quotad/v1/SetKeySigningResponse.js';
 import { loadQuotaPackage } from './proto.js';
 
 /** A unary call; without `deadlineMs`, the client's default deadline applies. */
@@ -72,6 +76,8 @@ export interface AdminApi {
   setKeyLimits: Unary<SetKeyLimitsRequest, ApiKey__Output>;
   getKeyUsage: Unary<GetKeyUsageRequest, GetKeyUsageResponse__Output>;
   listEvents: Unary<ListEventsRequest, ListEventsResponse__Output>;
+  setKeySigning: Unary<SetKeySigningRequest, SetKeySigningResponse__Output>;
+  listAuditRecords: Unary<ListAuditRecordsRequest, ListAuditRecordsResponse__Output>;
   close(): void;
 }
 
@@ -145,6 +151,8 @@ export function adminServiceClient(target: string, options: ClientOptions = {}):
     setKeyLimits: unary(raw.setKeyLimits.bind(raw)),
     getKeyUsage: unary(raw.getKeyUsage.bind(raw)),
     listEvents: unary(raw.listEvents.bind(raw)),
+    setKeySigning: unary(raw.setKeySigning.bind(raw)),
+    listAuditRecords: unary(raw.listAuditRecords.bind(raw)),
     close: () => raw.close(),
   };
 }

@@ -11,6 +11,7 @@ import {
   type Decision,
   type KeyIdentity,
   type LimitReport,
+  type SignatureRefusal,
 } from '../core/decision.js';
 import {
   InvalidArgumentError,
@@ -41,7 +42,13 @@ import type {
   SettleResult,
 } from '../core/quota.js';
 import type { KeyRegistry } from '../keys/key-registry.js';
-import { keyPrincipal, type ApiKeyRecord } from '../core/key-record.js';
+import { keyPrincipal, signingOf, type ApiKeyRecord, type SigningMode } from '../core/key-record.js';
+import {
+  DEFAULT_SIGNATURE_MAX_AGE_MS,
+  deriveSigningSecret,
+  verifySignature,
+  type SignatureInput,
+} from '../keys/signing.js';
 import { limitKey, reservationKey } from '../store/keys.js';
 import type { MemoryStore } from '../store/memory-store.js';
 import type { QuotaStore } from '../store/store.js';
@@ -62,7 +69,16 @@ export type CheckQuotaInput = Omit<CheckRequest, 'principal' | 'overrides'> &
   Credential & {
     requestId: string;
     dryRun: boolean;
+    /** The request's signature, when the client signed it (a key with signing on checks it). */
+    signature?: SignatureInput;
   };
+
+/** How signed requests are verified: the master secret signing secrets derive from, and the clock skew allowed. */
+export interface SigningOptions {
+  /** QUOTAD_SIGNING_KEY; unset: no key can have signing on, and a key that has it refuses every request. */
+  masterKey: Buffer | undefined;
+  maxAgeMs: number;
+}
 
 export type RecordUsageInput = Credential & {
   requestId: string;
@@ -78,6 +94,8 @@ interface Resolved {
   overrides: LimitOverrides | undefined;
   key: KeyIdentity | undefined;
   warning: string;
+  /** The key's signing mode (off for a principal). */
+  signing?: SigningMode;
 }
 
 export interface SettlementReport extends Omit<SettleResult, 'limits'> {
@@ -121,6 +139,7 @@ export interface QuotaAuthorityOptions {
    * less of it remains, and a call without one waits this long. Default 1 s.
    */
   maxStoreWaitMs?: number;
+  signing?: SigningOptions;
 }
 
 /** A call without a deadline (an admin call, grpcurl): its store commands wait maxStoreWaitMs each. */
@@ -160,6 +179,8 @@ export class QuotaAuthority {
   readonly #lastSeen = new Map<string, { used: number; atMs: number }>();
   readonly #onEventsRaised: (() => void) | undefined;
 
+  readonly #signing: SigningOptions | undefined;
+
   constructor(options: QuotaAuthorityOptions) {
     this.#onEventsRaised = options.onEventsRaised;
     this.#store = options.store;
@@ -170,6 +191,7 @@ export class QuotaAuthority {
     this.#logger = options.logger;
     this.#keys = options.keys;
     this.#maxStoreWaitMs = options.maxStoreWaitMs ?? 1_000;
+    this.#signing = options.signing;
     this.#lateCancels = new LateCancels({ metrics: options.metrics, logger: options.logger });
     this.#silence = new StoreSilence({
       suspectAfterMs: this.#maxStoreWaitMs,
@@ -220,7 +242,37 @@ export class QuotaAuthority {
       overrides: auth.record.limits,
       key,
       warning: auth.warning,
+      signing: signingOf(auth.record),
     };
+  }
+
+  /**
+   * For a key with signing on: refuses a request that is unsigned (when required), wrongly signed or too
+   * old, or returns the nonce the reserve must consume. Nothing is charged for a refusal.
+   */
+  #checkSignature(input: CheckQuotaInput, resolved: Resolved): Decision | ReserveCommand['nonce'] {
+    const mode = resolved.signing ?? 'off';
+    if (mode === 'off' || !('apiKeySha256' in input)) return undefined;
+    const { signature } = input;
+    const refuse = (code: SignatureRefusal, reason: string) => keyRefusalDecision(code, reason, resolved.key);
+    if (!signature) {
+      return mode === 'required'
+        ? refuse('SIGNATURE_REQUIRED', 'the request carries no signature')
+        : undefined;
+    }
+    const masterKey = this.#signing?.masterKey;
+    if (!masterKey)
+      return refuse('INVALID_SIGNATURE', 'the authority has no QUOTAD_SIGNING_KEY to verify it with');
+    const secret = deriveSigningSecret(
+      masterKey,
+      resolved.principal.subject,
+      input.apiKeySha256.toString('hex'),
+    );
+    const maxAgeMs = this.#signing?.maxAgeMs ?? DEFAULT_SIGNATURE_MAX_AGE_MS;
+    const verified = verifySignature(signature, secret, this.#clock.now(), maxAgeMs);
+    if (!verified.ok) return refuse(verified.code, verified.reason);
+    // Past twice the allowed skew the timestamp alone refuses a replay; until then the store remembers it.
+    return { value: signature.nonce, ttlMs: 2 * maxAgeMs + 1_000 };
   }
 
   /** For settlement and reports: any known key, even one revoked or expired since, so no usage is lost. */
@@ -260,13 +312,18 @@ export class QuotaAuthority {
       this.#observeDecision(input, undefined, resolved, started);
       return resolved;
     }
+    const nonce = this.#checkSignature(input, resolved);
+    if (nonce && 'allowed' in nonce) {
+      this.#observeDecision(input, resolved.principal, nonce, started);
+      return nonce;
+    }
     const policy = this.#policy();
     const request = { ...input, principal: resolved.principal, overrides: resolved.overrides };
     const plan = planCheck(policy, request, this.#boundsAt());
     const decision =
       plan.kind === 'rejected'
         ? rejectionDecision(plan)
-        : await this.#decide(policy, plan, request, budget, resolved.key?.id);
+        : await this.#decide(policy, plan, request, budget, resolved.key?.id, nonce);
     decision.key = resolved.key;
     decision.warning = resolved.warning;
     this.#observeDecision(input, resolved.principal, decision, started);
@@ -279,6 +336,7 @@ export class QuotaAuthority {
     input: CheckQuotaInput & { principal: Principal },
     budget: CallBudget,
     keyId: string | undefined,
+    nonce?: ReserveCommand['nonce'],
   ): Promise<Decision> {
     const sentAt = Date.now();
     const waitMs = this.#waitMs(budget, 1, sentAt);
@@ -294,6 +352,7 @@ export class QuotaAuthority {
       // Past the moment this authority stops waiting, the store must not reserve any more.
       deadlineMs: sentAt + waitMs,
       events: eventContext(policy, keyId, input.principal.tier),
+      ...(nonce && !input.dryRun ? { nonce } : {}),
     };
     let answer: Promise<ReserveResult> | undefined;
     try {
@@ -303,6 +362,9 @@ export class QuotaAuthority {
       if (result.outcome === 'expired') {
         throw new StoreUnavailableError('the store got the reserve after its deadline');
       }
+      if (result.outcome === 'replayed') {
+        return keyRefusalDecision('REPLAYED_REQUEST', 'this nonce was used before by this key', undefined);
+      }
       if (command.mode === 'reserve' && result.outcome !== 'denied') {
         this.#metrics.reservations.inc({ result: result.outcome === 'duplicate' ? 'duplicate' : 'reserved' });
       }
@@ -311,7 +373,10 @@ export class QuotaAuthority {
       return storeDecision(plan, result);
     } catch (error) {
       if (!(error instanceof StoreUnavailableError)) throw error;
-      const decision = this.#decideWithoutStore(policy, plan, command, error);
+      // Only the store can tell a replay: a signed request is never decided without it.
+      const decision = command.nonce
+        ? storeUnavailableDecision(plan, plan.limits)
+        : this.#decideWithoutStore(policy, plan, command, error);
       // A reservation the store makes after all must not charge a refused request (an admitted one is
       // the caller's to settle, as usual).
       if (answer && command.mode === 'reserve' && !decision.allowed) {

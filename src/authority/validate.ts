@@ -6,6 +6,7 @@ import type { CheckQuotaRequest__Output } from '../gen/quotad/v1/CheckQuotaReque
 import { isKeySubject, KEY_ID_PREFIX } from '../keys/api-key.js';
 import type { RecordUsageRequest__Output } from '../gen/quotad/v1/RecordUsageRequest.js';
 import type { CheckQuotaInput, Credential, RecordUsageInput } from './quota-authority.js';
+import type { SignatureInput } from '../keys/signing.js';
 
 /**
  * Token counts are uint64 on the wire, so what a caller sent arrives whole: a count above MAX_TOKENS, such
@@ -50,8 +51,36 @@ function requireNoOutput(request: CheckQuotaRequest__Output): boolean {
   return request.noOutput;
 }
 
+/** A signature's fields, bounded; whether they are well formed and match is the verification's to say. */
+function optionalSignature(request: CheckQuotaRequest__Output): { signature?: SignatureInput } {
+  const sent = request.signature;
+  if (!sent) return {};
+  const bounded = (field: string, value: string, max: number) => {
+    if (value.length > max)
+      throw new InvalidArgumentError(`signature.${field}`, `must be at most ${max} characters`);
+    return value;
+  };
+  if (sent.bodySha256.length !== 32) {
+    throw new InvalidArgumentError(
+      'signature.body_sha256',
+      'must be the 32-byte SHA-256 of the request body',
+    );
+  }
+  return {
+    signature: {
+      timestamp: bounded('timestamp', sent.timestamp, 32),
+      nonce: bounded('nonce', sent.nonce, 128),
+      signature: bounded('signature', sent.signature, 128),
+      method: bounded('method', sent.method, 16),
+      path: bounded('path', sent.path, 2048),
+      bodySha256: Buffer.from(sent.bodySha256),
+    },
+  };
+}
+
 export function toCheckInput(request: CheckQuotaRequest__Output): CheckQuotaInput {
   return {
+    ...optionalSignature(request),
     requestId: requireText('request_id', request.requestId, MAX_ID_LENGTH),
     ...requireCredential(request),
     model: requireText('model', request.model, MAX_ID_LENGTH),

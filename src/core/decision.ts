@@ -14,7 +14,17 @@ export type DecisionCode =
   | 'STORE_UNAVAILABLE'
   | 'INVALID_KEY'
   | 'KEY_REVOKED'
-  | 'KEY_EXPIRED';
+  | 'KEY_EXPIRED'
+  | 'SIGNATURE_REQUIRED'
+  | 'INVALID_SIGNATURE'
+  | 'SIGNATURE_EXPIRED'
+  | 'REPLAYED_REQUEST';
+
+/** Why a signed (or unsigned) request of a key with signing on was refused. Nothing is charged. */
+export type SignatureRefusal = Extract<
+  DecisionCode,
+  'SIGNATURE_REQUIRED' | 'INVALID_SIGNATURE' | 'SIGNATURE_EXPIRED' | 'REPLAYED_REQUEST'
+>;
 
 /** The API key a decision resolved: never its secret or hash. */
 export interface KeyIdentity {
@@ -52,9 +62,9 @@ export interface Decision {
   warning: string;
 }
 
-/** An API key that may not be used: unknown, revoked or expired. Nothing is charged. */
+/** An API key that may not be used (unknown, revoked or expired), or a request it did not sign right. Nothing is charged. */
 export function keyRefusalDecision(
-  code: 'INVALID_KEY' | 'KEY_REVOKED' | 'KEY_EXPIRED',
+  code: 'INVALID_KEY' | 'KEY_REVOKED' | 'KEY_EXPIRED' | SignatureRefusal,
   reason: string,
   key: KeyIdentity | undefined,
 ): Decision {

@@ -35,6 +35,8 @@ export interface ApiKeyRecord {
   secrets: KeySecretRecord[];
   /** Per-key limit overrides by limit name, in the limit's unit (micro-dollars for spend). */
   limits: Record<string, number>;
+  /** Whether requests must be signed (see signing.ts); absent means off. */
+  signing?: SigningMode;
   /** Bumped by every write; a store writes a record only over the version before it. */
   version: number;
   /** Kept apart from the versioned document and written off the hot path, at most once a minute. */
@@ -42,6 +44,24 @@ export interface ApiKeyRecord {
 }
 
 export type KeyState = 'active' | 'revoked' | 'expired';
+
+/** off: signatures are ignored; optional: verified when sent; required: every metered request is signed. */
+export type SigningMode = 'off' | 'optional' | 'required';
+
+export const SIGNING_MODES: readonly SigningMode[] = ['off', 'optional', 'required'];
+
+export function signingOf(record: ApiKeyRecord): SigningMode {
+  return record.signing ?? 'off';
+}
+
+/** The record with its signing mode set (absent when off, as records written before signing are). */
+export function setKeySigningRecord(record: ApiKeyRecord, mode: SigningMode): ApiKeyRecord {
+  if (signingOf(record) === mode) return record;
+  const changed: ApiKeyRecord = { ...record, version: record.version + 1 };
+  if (mode === 'off') delete changed.signing;
+  else changed.signing = mode;
+  return changed;
+}
 
 /** Whom a key's usage is charged to: its id, so rotation keeps its counters. */
 export function keyPrincipal(record: ApiKeyRecord): Principal {
@@ -111,6 +131,7 @@ export interface NewKey {
   nowMs: number;
   /** 0 or undefined: never expires. */
   expiresInMs?: number;
+  signing?: SigningMode;
 }
 
 export function newKeyRecord(key: NewKey): ApiKeyRecord {
@@ -125,6 +146,7 @@ export function newKeyRecord(key: NewKey): ApiKeyRecord {
     revokedMs: null,
     secrets: [{ ...key.secret, createdMs: key.nowMs, notAfterMs: null }],
     limits: {},
+    ...(key.signing && key.signing !== 'off' ? { signing: key.signing } : {}),
     version: 1,
     lastUsedMs: null,
   };

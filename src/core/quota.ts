@@ -70,6 +70,11 @@ export interface ReserveCommand {
   deadlineMs: number;
   /** When alerts are on: budget thresholds this charge crosses raise events (see core/alerts.ts). */
   events?: EventContext;
+  /**
+   * A signed request's nonce (already verified): in `reserve` mode, a nonce this subject used before makes
+   * the outcome `replayed` and charges nothing; an admitted request consumes it for `ttlMs`.
+   */
+  nonce?: { value: string; ttlMs: number };
 }
 
 export interface ReserveResult {
@@ -77,7 +82,7 @@ export interface ReserveResult {
    * `duplicate`: the request_id was admitted before; nothing was charged now. `expired`: the command
    * reached the store after its deadline; nothing was judged or charged (the limits report zeros).
    */
-  outcome: 'admitted' | 'denied' | 'duplicate' | 'expired';
+  outcome: 'admitted' | 'denied' | 'duplicate' | 'expired' | 'replayed';
   /** The store's time of the decision. */
   nowMs: number;
   /** For admitted and duplicate: the reservation (as first made). */

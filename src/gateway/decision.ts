@@ -1,5 +1,11 @@
 import type { CheckQuotaResponse__Output } from '../gen/quotad/v1/CheckQuotaResponse.js';
-import { gatewayError, invalidRequest, permissionError, type HttpError } from './errors.js';
+import {
+  authenticationError,
+  gatewayError,
+  invalidRequest,
+  permissionError,
+  type HttpError,
+} from './errors.js';
 import { retryHeaders, spreadRetry } from './rate-limit-headers.js';
 import type { ModelCall } from './requests.js';
 
@@ -92,6 +98,26 @@ export function refusal(decision: Decision, call: ModelCall, requestedOutput: nu
       return permissionError(`Your tier is not configured: ${decision.reason}.`, 'unknown_tier');
     case 'STORE_UNAVAILABLE':
       return quotaUnavailable();
+    case 'SIGNATURE_REQUIRED':
+      return authenticationError(
+        `This API key requires signed requests (X-Quotad-Timestamp, X-Quotad-Nonce, X-Quotad-Signature): ${decision.reason}.`,
+        'signature_required',
+      );
+    case 'INVALID_SIGNATURE':
+      return authenticationError(
+        `The request signature is not valid: ${decision.reason}.`,
+        'invalid_signature',
+      );
+    case 'SIGNATURE_EXPIRED':
+      return authenticationError(
+        `The request signature has expired: ${decision.reason}.`,
+        'signature_expired',
+      );
+    case 'REPLAYED_REQUEST':
+      return authenticationError(
+        `This signed request was already used: ${decision.reason}. Sign every request with a new nonce.`,
+        'replayed_request',
+      );
     case 'OK':
     case 'CODE_UNSPECIFIED':
       return gatewayError('unknown_decision');

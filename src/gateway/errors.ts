@@ -44,6 +44,11 @@ export const GATEWAY_ERRORS = {
   invalid_authorization_header: { status: 401, type: 'authentication_error' },
   invalid_token: { status: 401, type: 'authentication_error' },
   token_expired: { status: 401, type: 'authentication_error' },
+  // 401 for a key with signed requests: the signature is missing, wrong, stale or used before.
+  signature_required: { status: 401, type: 'authentication_error' },
+  invalid_signature: { status: 401, type: 'authentication_error' },
+  signature_expired: { status: 401, type: 'authentication_error' },
+  replayed_request: { status: 401, type: 'authentication_error' },
   // 403: a real key that may not do this.
   api_key_revoked: { status: 403, type: 'permission_error' },
   api_key_expired: { status: 403, type: 'permission_error' },

@@ -19,6 +19,7 @@ import type { ModelCall } from './requests.js';
 import type { Settler } from './settlement.js';
 import { SseSplitter } from './sse.js';
 import { upstreamFailure, type Upstream } from './upstream.js';
+import type { SentSignature } from './signature.js';
 
 /** Whether a model call goes ahead (open) or is refused (closed) when the authority cannot answer. */
 export type FailMode = 'closed' | 'open';
@@ -33,6 +34,8 @@ export interface CallRecord {
   unmetered?: boolean;
   /** A JWT caller's subject (an API key is named by its id instead). */
   subject?: string;
+  /** The request's settlement: resolves with the micro-dollars charged (undefined when it did not land). */
+  settlement?: Promise<number | undefined>;
 }
 
 export interface ModelCallOptions {
@@ -136,10 +139,11 @@ export class ModelCallHandler {
     record: CallRecord,
     responder: Responder,
     counting: TextCounting = 'tokenizer',
+    signature?: SentSignature,
   ): Promise<void> {
     this.#active += 1;
     try {
-      await this.#handle(call, caller, record, responder, counting);
+      await this.#handle(call, caller, record, responder, counting, signature);
     } finally {
       this.#active -= 1;
       if (this.#active === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
@@ -152,6 +156,7 @@ export class ModelCallHandler {
     record: CallRecord,
     responder: Responder,
     counting: TextCounting,
+    signature: SentSignature | undefined,
   ): Promise<void> {
     const inputTokens = await estimateInputTokensInSlices(call, counting);
     record.inputTokens = inputTokens;
@@ -173,6 +178,7 @@ export class ModelCallHandler {
         inputTokens,
         maxOutputTokens: noOutput ? 0 : requestedOutput,
         noOutput,
+        ...(signature ? { signature } : {}),
       },
       credential,
     );
@@ -200,7 +206,7 @@ export class ModelCallHandler {
       const metricModel = record.unmetered ? 'unmetered' : (record.model ?? call.model);
       this.#o.metrics.tokens.inc({ model: metricModel, direction: 'input' }, usage.input);
       this.#o.metrics.tokens.inc({ model: metricModel, direction: 'output' }, usage.output);
-      this.#o.settler.settle(
+      record.settlement = this.#o.settler.settle(
         {
           requestId: record.requestId,
           ...credential,

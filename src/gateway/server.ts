@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, {
@@ -30,6 +30,8 @@ import {
 } from './errors.js';
 import { MAX_JSON_DEPTH, nestingBeyond } from './json-nesting.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
+import { signatureHeaders, type SentSignature } from './signature.js';
+import type { RequestLog } from './request-log.js';
 import { parseModelCall, type ModelRoute } from './requests.js';
 import { modelsBody, usageBody } from '../api/report-bodies.js';
 
@@ -57,6 +59,8 @@ export interface GatewayServerOptions {
   maxBodyBytes: number;
   trustedProxies: string[];
   connections: ConnectionLimits;
+  /** Where each request's line also goes (--request-log); unset: the process log only. */
+  requestLog?: RequestLog;
 }
 
 const MAX_REQUEST_ID_LENGTH = 128;
@@ -106,6 +110,10 @@ interface RequestContext {
   caller?: Caller;
   /** How the prompt is counted: by bytes while the caller's key could not be confirmed. */
   counting: TextCounting;
+  /** Settles when a model route's handler is done (its settlement, if any, has started by then). */
+  handled?: Promise<unknown>;
+  /** The request's signature headers, when it carries them; the body's SHA-256 is added once it is read. */
+  signature?: SentSignature;
 }
 
 declare module 'fastify' {
@@ -306,6 +314,12 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
       done(invalidRequest(message, tooDeep.param, 'nesting_too_deep'), undefined);
       return;
     }
+    // The signature covers the raw body: hashed as received, before parsing.
+    const signature = request.callContext?.signature;
+    if (signature)
+      signature.bodySha256 = createHash('sha256')
+        .update(body as string, 'utf8')
+        .digest();
     // Joining a 4 MB body's chunks (in the scan) and parsing it take ~15 ms each: two turns, not one.
     setImmediate(() => parseJson(request, body as string, done));
   });
@@ -340,8 +354,11 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
       const status = reply.raw.statusCode;
       metrics.requests.inc({ route, status: String(status) });
       metrics.requestDuration.observe({ route }, seconds);
+      const context = request.callContext;
       const line = {
-        ...request.callContext?.record,
+        ...context?.record,
+        // A promise, for the request log file; JSON leaves an undefined field out.
+        settlement: undefined,
         method: request.method,
         route: request.routeOptions.url ?? request.url.split('?')[0],
         status,
@@ -351,6 +368,26 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
       };
       if (QUIET_ROUTES.has(route)) logger.debug(line, 'request');
       else logger.info(line, 'request');
+      if (options.requestLog && !QUIET_ROUTES.has(route)) {
+        const timeMs = Date.now();
+        // The cost is known once the settlement is answered, which may come after the client has left.
+        const entry = Promise.resolve(context?.handled)
+          .catch(() => undefined)
+          .then(() => context?.record.settlement)
+          .then((usdMicros) => ({
+            timeMs,
+            requestId: line.requestId ?? '',
+            keyId: line.keyId ?? line.subject ?? '',
+            client: line.client,
+            model: line.model ?? '',
+            status,
+            inputTokens: line.inputTokens,
+            outputTokens: context?.record.outputTokens,
+            usdMicros,
+            latencyMs: line.ms,
+          }));
+        options.requestLog.record(entry);
+      }
     });
   });
 
@@ -455,20 +492,31 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
         // Before the body is read: who is calling is settled from the headers and, for a key, the authority.
         onRequest: async (request, reply) => {
           const { caller } = await begin(request, reply);
-          if (caller.kind === 'key') await confirmKey(request, caller.sha256);
+          if (caller.kind !== 'key') return;
+          // A malformed or partial signature is refused here, before the body is read or anything charged.
+          const signature = signatureHeaders(
+            request.headers,
+            request.method,
+            request.url.split('?')[0] ?? '',
+          );
+          if (signature) (request.callContext as RequestContext).signature = signature;
+          await confirmKey(request, caller.sha256);
         },
       },
       async (request, reply) => {
-        const { caller, record, counting } = request.callContext as Required<RequestContext>;
+        const context = request.callContext as RequestContext & { caller: Caller };
+        const { caller, record, counting, signature } = context;
         const call = parseModelCall(route, request.body);
         record.model = call.model;
-        await options.models.handle(
+        context.handled = options.models.handle(
           call,
           caller,
           record,
           fastifyResponder(reply, () => closing),
           counting,
+          signature,
         );
+        await context.handled;
         return reply;
       },
     );

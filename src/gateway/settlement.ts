@@ -62,22 +62,31 @@ const RESULT: Record<RecordUsageResponse__Output['status'], SettlementResult> = 
 export class Settler {
   readonly #options: SettlerOptions;
   readonly #backoffMs: readonly number[];
-  readonly #pending = new Set<Promise<void>>();
+  readonly #pending = new Set<Promise<undefined>>();
 
   constructor(options: SettlerOptions) {
     this.#options = options;
     this.#backoffMs = options.backoffMs ?? DEFAULT_BACKOFF_MS;
   }
 
-  /** Starts settling; never throws and never blocks the caller. */
-  settle(request: SettleRequest, kind: SettlementKind): void {
+  /**
+   * Starts settling; never throws and never blocks the caller. Resolves (never rejects) with the
+   * micro-dollars the authority charged for the request, or undefined when the settlement did not land.
+   */
+  settle(request: SettleRequest, kind: SettlementKind): Promise<number | undefined> {
     const { metrics } = this.#options;
     metrics.settlementsPending.inc();
-    const done = this.#settle(request, kind).finally(() => {
+    const charged = this.#settle(request, kind);
+    const done = charged.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#pending.add(done);
+    void done.finally(() => {
       metrics.settlementsPending.dec();
       this.#pending.delete(done);
     });
-    this.#pending.add(done);
+    return charged.catch(() => undefined);
   }
 
   /** Settlements not yet answered. */
@@ -90,7 +99,7 @@ export class Settler {
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
   }
 
-  async #settle(request: SettleRequest, kind: SettlementKind): Promise<void> {
+  async #settle(request: SettleRequest, kind: SettlementKind): Promise<number | undefined> {
     const { authority, metrics, logger, attemptTimeoutMs } = this.#options;
     // Whether some failed attempt may still have been applied: then giving up is not knowing, not losing.
     let uncertain = false;
@@ -100,7 +109,7 @@ export class Settler {
         metrics.settlements.inc({ result: RESULT[answer.status] });
         const usd = (answer.charged?.usdMicros ?? 0) / 1_000_000;
         if (usd > 0 && 'metricModel' in kind) metrics.spend.inc({ model: kind.metricModel }, usd);
-        return;
+        return answer.charged?.usdMicros ?? 0;
       } catch (error) {
         uncertain ||= mayHaveApplied(error);
         const delay = this.#backoffMs[attempt];
@@ -122,7 +131,7 @@ export class Settler {
               ? 'cancellation of a check unconfirmed: unless the authority recorded it, a reservation the check made keeps its estimate, and its slot until its lease ends'
               : 'the authority refused to cancel a check: a reservation it made keeps its estimate, and its slot until its lease ends',
           );
-          return;
+          return undefined;
         }
         const usage = {
           ...context,
@@ -139,7 +148,7 @@ export class Settler {
         } else {
           logger.error(usage, 'settlement refused by the authority: this usage is not recorded');
         }
-        return;
+        return undefined;
       }
     }
   }

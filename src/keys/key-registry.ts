@@ -22,8 +22,10 @@ import {
   revokeKeyRecord,
   rotateKeyRecord,
   setKeyLimitsRecord,
+  setKeySigningRecord,
   type ApiKeyRecord,
   type KeyAuthentication,
+  type SigningMode,
 } from '../core/key-record.js';
 
 /** Last-used is written at most this often per key and replica. */
@@ -51,6 +53,11 @@ export interface KeyRegistryOptions {
   logger: Logger;
 }
 
+/** Filled by a change: the record it changed, as it was just before (the audit trail's "before"). */
+export interface KeyChangeSeen {
+  before?: ApiKeyRecord;
+}
+
 export interface CreateKeyInput {
   name: string;
   owner: string;
@@ -59,6 +66,7 @@ export interface CreateKeyInput {
   /** 0: never expires. */
   expiresInMs: number;
   type?: KeyType;
+  signing?: SigningMode;
 }
 
 export interface KeyPage {
@@ -219,6 +227,7 @@ export class KeyRegistry {
       secret: { sha256: sha256Hex(secret), hint: keyHint(secret) },
       nowMs: now,
       expiresInMs: input.expiresInMs,
+      ...(input.signing ? { signing: input.signing } : {}),
     });
     if (!(await this.#store.putKey(record, now))) throw new ConflictError(`key id ${record.id} is taken`);
     this.#logger.info({ keyId: record.id, org: record.org, tier: record.tier }, 'api key created');
@@ -243,8 +252,8 @@ export class KeyRegistry {
     return { keys: page, nextPageToken: more ? encodePageToken((page.at(-1) as ApiKeyRecord).id) : '' };
   }
 
-  async revoke(id: string): Promise<ApiKeyRecord> {
-    const record = await this.#update(id, (current, now) => revokeKeyRecord(current, now));
+  async revoke(id: string, seen: KeyChangeSeen = {}): Promise<ApiKeyRecord> {
+    const record = await this.#update(id, (current, now) => revokeKeyRecord(current, now), seen);
     this.#logger.info({ keyId: id }, 'api key revoked');
     return record;
   }
@@ -252,14 +261,19 @@ export class KeyRegistry {
   async rotate(
     id: string,
     overlapMs = DEFAULT_ROTATION_OVERLAP_MS,
+    seen: KeyChangeSeen = {},
   ): Promise<{ record: ApiKeyRecord; secret: string; previousExpiresAtMs: number }> {
     let secret = '';
-    const record = await this.#update(id, (current, now) => {
-      if (current.revokedMs !== null)
-        throw new InvalidArgumentError('id', `API key ${id} is revoked; issue a new key`);
-      secret = formatApiKey(keyTypeOf(current), this.#randomBytes(KEY_RANDOM_BYTES));
-      return rotateKeyRecord(current, { sha256: sha256Hex(secret), hint: keyHint(secret) }, now, overlapMs);
-    });
+    const record = await this.#update(
+      id,
+      (current, now) => {
+        if (current.revokedMs !== null)
+          throw new InvalidArgumentError('id', `API key ${id} is revoked; issue a new key`);
+        secret = formatApiKey(keyTypeOf(current), this.#randomBytes(KEY_RANDOM_BYTES));
+        return rotateKeyRecord(current, { sha256: sha256Hex(secret), hint: keyHint(secret) }, now, overlapMs);
+      },
+      seen,
+    );
     this.#logger.info({ keyId: id, overlapMs }, 'api key rotated');
     const previous = record.secrets.at(-2) as { notAfterMs: number };
     return { record, secret, previousExpiresAtMs: previous.notAfterMs };
@@ -269,22 +283,41 @@ export class KeyRegistry {
     id: string,
     set: readonly { name: string; value: string }[],
     unset: readonly string[],
+    seen: KeyChangeSeen = {},
   ): Promise<ApiKeyRecord> {
-    const record = await this.#update(id, (current) => {
-      const tier = this.#policy().tiers.get(current.tier);
-      if (!tier)
-        throw new InvalidArgumentError('id', `the key's tier '${current.tier}' is not in the policy`);
-      const amounts: Record<string, number> = {};
-      set.forEach((override, i) => {
-        const spec = resolveOverrideName(tier, `set[${i}].name`, override.name);
-        amounts[spec.name] = parseOverrideValue(spec, `set[${i}].value`, override.value);
-      });
-      const names = unset.map((name, i) =>
-        current.limits[name] === undefined ? resolveOverrideName(tier, `unset[${i}]`, name).name : name,
-      );
-      return setKeyLimitsRecord(current, amounts, names);
-    });
+    const record = await this.#update(
+      id,
+      (current) => {
+        const tier = this.#policy().tiers.get(current.tier);
+        if (!tier)
+          throw new InvalidArgumentError('id', `the key's tier '${current.tier}' is not in the policy`);
+        const amounts: Record<string, number> = {};
+        set.forEach((override, i) => {
+          const spec = resolveOverrideName(tier, `set[${i}].name`, override.name);
+          amounts[spec.name] = parseOverrideValue(spec, `set[${i}].value`, override.value);
+        });
+        const names = unset.map((name, i) =>
+          current.limits[name] === undefined ? resolveOverrideName(tier, `unset[${i}]`, name).name : name,
+        );
+        return setKeyLimitsRecord(current, amounts, names);
+      },
+      seen,
+    );
     this.#logger.info({ keyId: id, limits: record.limits }, 'api key limits set');
+    return record;
+  }
+
+  async setSigning(id: string, mode: SigningMode, seen: KeyChangeSeen = {}): Promise<ApiKeyRecord> {
+    const record = await this.#update(
+      id,
+      (current) => {
+        if (current.revokedMs !== null && mode !== 'off')
+          throw new InvalidArgumentError('id', `API key ${id} is revoked; issue a new key`);
+        return setKeySigningRecord(current, mode);
+      },
+      seen,
+    );
+    this.#logger.info({ keyId: id, signing: mode }, 'api key signing set');
     return record;
   }
 
@@ -292,9 +325,11 @@ export class KeyRegistry {
   async #update(
     id: string,
     change: (current: ApiKeyRecord, nowMs: number) => ApiKeyRecord,
+    seen: KeyChangeSeen,
   ): Promise<ApiKeyRecord> {
     for (let attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
       const current = await this.get(id);
+      seen.before = current;
       const now = this.#clock.now();
       const next = change(current, now);
       if (next === current) return current;

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { formatDuration } from '../core/duration.js';
 import { CliError, connect, EXIT, usageError, type Settings } from './admin-cli/client.js';
 import {
+  AUDIT_COMMAND,
   COMMON_OPTIONS,
   durationFlag,
   EVENTS_COMMAND,
@@ -32,18 +33,21 @@ quotad keys (quotad keys --help lists them, the environment and the exit codes).
 export const ADMIN_USAGE = `Usage: quotad keys <command> [flags]
        quotad usage ID [flags]
        quotad events [--org G] [--type T] [--limit N] [flags]
+       quotad audit [flags]
 
 Manages API keys through the authority's AdminService (gRPC).
 
 Commands:
-  keys create --name N --owner O --org G --tier T [--expires-in 90d]
-                            issue a key; its secret is printed once and cannot be recovered
+  keys create --name N --owner O --org G --tier T [--expires-in 90d] [--signing off|optional|required]
+                            issue a key; its secret (and signing secret) is printed once and cannot be recovered
   keys list [--org G] [--page-size N]
                             every key (all pages), never a secret
   keys show ID              a key's fields, limit overrides and secret hints
   keys revoke ID            refuse the key from now on, on every replica
   keys rotate ID [--overlap 24h]
-                            issue a new secret; the old one works for the overlap (0s: stops at once)
+                            issue a new secret (and signing secret); the old one works for the overlap (0s: stops at once)
+  keys signing ID off|optional|required
+                            whether the key's requests must be signed; turning it on prints the signing secret once
   keys limits ID [--set NAME=VALUE]... [--unset NAME]...
                             override the tier's limits for this key alone; NAME is a limit of the
                             tier or rpm, tpm, tpd, usd_per_day; VALUE a count, or dollars ("5.00");
@@ -51,6 +55,8 @@ Commands:
   usage ID                  the key's limits: used, remaining, limit and when each resets
   events [--org G] [--type budget.threshold|usage.anomaly] [--limit 50]
                             recent spend alerts and anomalies, newest first, and their delivery
+  audit [--key ID] [--actor NAME] [--action ACTION] [--since 24h|2026-12-01T00:00:00Z] [--limit 100]
+                            the audit trail, newest first: every key change and every refused admin call
 
 Flags of every command:
   --authority host:port     the authority's gRPC address (else QUOTAD_AUTHORITY, else ${DEFAULT_AUTHORITY})
@@ -62,8 +68,8 @@ Flags of every command:
   --help                    print this text
 
 Environment:
-  QUOTAD_ADMIN_TOKEN        required: the admin token the authority was started with (never a flag,
-                            which ps would show to every user)
+  QUOTAD_ADMIN_TOKEN        required: the admin token the authority was started with, or a named token
+                            of its QUOTAD_ADMIN_TOKENS_FILE (never a flag, which ps would show to every user)
   QUOTAD_AUTHORITY          the authority's gRPC address, as --authority
 
 Exit codes:
@@ -71,7 +77,8 @@ Exit codes:
   1  unexpected failure
   2  usage error, or the authority refused the input (INVALID_ARGUMENT)
   3  the authority could not be reached (UNAVAILABLE, DEADLINE_EXCEEDED)
-  4  the admin token is missing or wrong (UNAUTHENTICATED), or the authority has no admin API (UNIMPLEMENTED)
+  4  the admin token is missing or wrong (UNAUTHENTICATED), read-only for a change (PERMISSION_DENIED),
+     or the authority has no admin API (UNIMPLEMENTED)
   5  no such key (NOT_FOUND)
 `;
 
@@ -91,12 +98,14 @@ function parseCommandLine(command: Command, args: string[]): { values: Values; p
 }
 
 function readId(name: string, command: Command, positionals: string[]): string {
-  const expected = command.takesId ? 1 : 0;
+  const expected = (command.takesId ? 1 : 0) + (command.takesMode ? 1 : 0);
   if (positionals.length !== expected) {
     throw usageError(
-      command.takesId
-        ? `${name}: expected one key id, as in quotad ${name} key_…`
-        : `${name}: unexpected argument '${positionals[0]}'`,
+      command.takesMode
+        ? `${name}: expected a key id and off, optional or required, as in quotad ${name} key_… required`
+        : command.takesId
+          ? `${name}: expected one key id, as in quotad ${name} key_…`
+          : `${name}: unexpected argument '${positionals[0]}'`,
     );
   }
   return positionals[0] ?? '';
@@ -160,7 +169,7 @@ async function runCommand(
     const settings = readSettings(values, env);
     const { api, close } = connect(settings);
     try {
-      const output = await command.run(api, values, id);
+      const output = await command.run(api, values, id, positionals[1]);
       process.stdout.write(settings.json ? `${JSON.stringify(output.message, null, 2)}\n` : output.text);
     } finally {
       close();
@@ -190,6 +199,11 @@ export async function keysCli(args: string[], env: NodeJS.ProcessEnv): Promise<n
     return EXIT.usage;
   }
   return runCommand(`keys ${name}`, command, rest, env);
+}
+
+/** `quotad audit`: the exit code to end with. */
+export function auditCli(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  return runCommand('audit', AUDIT_COMMAND, args, env);
 }
 
 /** `quotad usage ID`: the exit code to end with. */

@@ -2,7 +2,7 @@
 import { EnvoyConfigError } from '../envoy/config-error.js';
 import { PolicyError } from '../policy/policy-error.js';
 import type { Logger } from '../telemetry/logger.js';
-import { eventsCli, EXIT, keysCli, usageCli } from './admin-cli.js';
+import { EXIT, auditCli, eventsCli, keysCli, usageCli } from './admin-cli.js';
 import { ConfigError, parseServeConfig, serveUsage } from './config.js';
 import { gatewayUsage, parseGatewayConfig } from './gateway-config.js';
 import { ListenError } from './listen.js';
@@ -16,9 +16,10 @@ Usage:
   quotad gateway [flags]   run the OpenAI-compatible HTTP gateway in front of the authority
   quotad gateway --help    list the gateway's flags and environment variables
   quotad keys <command>    manage API keys over the authority's admin API (create, list, show,
-                           revoke, rotate, limits)
+                           revoke, rotate, signing, limits)
   quotad usage ID          an API key's limits: used, remaining, limit, reset
   quotad events            recent spend alerts and anomalies, and their webhook delivery
+  quotad audit [flags]     the audit trail of admin calls (filters --key, --actor, --action, --since)
   quotad keys --help       list the key commands, their flags and exit codes
   quotad version           print the version
 `;
@@ -81,7 +82,10 @@ async function gateway(args: string[]): Promise<number> {
   }
   const config = parseGatewayConfig(args, process.env);
   const { startGateway } = await import('./gateway.js');
-  return runUntilSignalled(() => startGateway(config));
+  return runUntilSignalled(
+    () => startGateway(config),
+    (running) => running.reopenRequestLog(),
+  );
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -97,6 +101,8 @@ async function main(argv: string[]): Promise<number> {
       return usageCli(rest, process.env);
     case 'events':
       return eventsCli(rest, process.env);
+    case 'audit':
+      return auditCli(rest, process.env);
     case 'version':
     case '--version':
       process.stdout.write(`${VERSION}\n`);

@@ -1,12 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { adminServiceHandlers } from '../authority/admin-service.js';
-import { QuotaAuthority } from '../authority/quota-authority.js';
+import type { AdminTokens } from '../authority/admin-tokens.js';
+import { QuotaAuthority, type SigningOptions } from '../authority/quota-authority.js';
 import { quotaServiceHandlers } from '../authority/quota-service.js';
 import type { Clock } from '../core/clock.js';
 import type { Policy } from '../core/policy.js';
 import type { AdminServiceHandlers } from '../gen/quotad/v1/AdminService.js';
 import type { QuotaServiceHandlers } from '../gen/quotad/v1/QuotaService.js';
 import { KeyRegistry } from '../keys/key-registry.js';
+import type { AuditLog } from '../store/audit-log.js';
 import type { KeyStore } from '../store/key-store.js';
 import type { MemoryStore } from '../store/memory-store.js';
 import type { QuotaStore } from '../store/store.js';
@@ -28,8 +30,13 @@ export interface AuthorityParts {
   keyCacheTtlMs: number;
   /** The longest a check waits on the store (--redis-timeout); the authority's default when absent. */
   maxStoreWaitMs?: number;
-  /** AdminService is served only with a token (QUOTAD_ADMIN_TOKEN). */
-  adminToken?: string;
+  /**
+   * AdminService is served only with admin tokens (QUOTAD_ADMIN_TOKEN as `admin`, QUOTAD_ADMIN_TOKENS_FILE's
+   * named ones, which the caller watches), and records every change and refused call in `audit`.
+   */
+  admin?: { tokens: AdminTokens; audit: AuditLog };
+  /** How signed requests are verified (QUOTAD_SIGNING_KEY, --signature-max-age); unset: no signing key. */
+  signing?: SigningOptions;
   /** QuotaService calls must then carry it (QUOTAD_AUTHORITY_TOKEN). */
   quotaToken?: string;
   /** A CSPRNG for key secrets; crypto.randomBytes unless given. */
@@ -41,7 +48,7 @@ export interface AuthorityParts {
 export interface ComposedAuthority {
   authority: QuotaAuthority;
   keys: KeyRegistry;
-  /** The handlers of both gRPC services, ready for the server; admin only with an admin token. */
+  /** The handlers of both gRPC services, ready for the server; admin only with admin tokens. */
   handlers: { quota: QuotaServiceHandlers; admin?: AdminServiceHandlers };
 }
 
@@ -70,6 +77,7 @@ export function composeAuthority(parts: AuthorityParts): ComposedAuthority {
     keys,
     ...(parts.maxStoreWaitMs === undefined ? {} : { maxStoreWaitMs: parts.maxStoreWaitMs }),
     ...(parts.onEventsRaised ? { onEventsRaised: parts.onEventsRaised } : {}),
+    ...(parts.signing ? { signing: parts.signing } : {}),
   });
   const quota = quotaServiceHandlers(
     authority,
@@ -77,15 +85,18 @@ export function composeAuthority(parts: AuthorityParts): ComposedAuthority {
     logger,
     parts.quotaToken === undefined ? {} : { token: parts.quotaToken },
   );
+  const signingKey = parts.signing?.masterKey;
   const admin =
-    parts.adminToken === undefined
+    parts.admin === undefined
       ? undefined
       : adminServiceHandlers({
           keys,
           authority,
-          adminToken: parts.adminToken,
+          tokens: parts.admin.tokens,
+          audit: parts.admin.audit,
           policy,
           clock,
+          ...(signingKey ? { signingKey } : {}),
           metrics,
           logger,
           events: parts.store.events,

@@ -3,10 +3,11 @@ import { connectAuthority, type AuthorityClient } from '../gateway/authority-cli
 import { Authenticator, jwtVerifier } from '../gateway/auth.js';
 import { KeyConfirmations } from '../gateway/key-confirmations.js';
 import { ModelCallHandler } from '../gateway/model-call.js';
+import { RequestLog } from '../gateway/request-log.js';
 import { createGatewayServer } from '../gateway/server.js';
 import { Settler } from '../gateway/settlement.js';
 import { connectUpstream, type Upstream } from '../gateway/upstream.js';
-import type { Logger } from '../telemetry/logger.js';
+import { secretScrubber, type Logger } from '../telemetry/logger.js';
 import type { GatewayMetrics } from '../telemetry/gateway-metrics.js';
 import type { GatewayConfig } from './gateway-config.js';
 import { authorityCredentials } from './tls.js';
@@ -35,12 +36,23 @@ export interface ComposedGateway {
   settler: Settler;
   upstream: Upstream;
   models: ModelCallHandler;
+  /** The --request-log file; unset without one. */
+  requestLog: RequestLog | undefined;
+}
+
+/** What the gateway's logs must never show, however it reaches them (an upstream may echo its key). */
+export function gatewaySecrets(config: GatewayConfig): (string | undefined)[] {
+  return [
+    config.upstreamApiKey,
+    config.jwt?.kind === 'secret' ? new TextDecoder().decode(config.jwt.secret) : undefined,
+    config.authorityToken,
+  ];
 }
 
 /**
  * The one wiring of the gateway process's parts: authority client, settlement, authentication, upstream,
- * key confirmations, the model-call handler and the HTTP server. startGateway (`quotad gateway`, the tests
- * and the benchmarks) builds the gateway with it.
+ * key confirmations, the model-call handler, the request log file and the HTTP server. startGateway
+ * (`quotad gateway`, the tests and the benchmarks) builds the gateway with it.
  */
 export async function composeGateway(config: GatewayConfig, parts: GatewayParts): Promise<ComposedGateway> {
   const { logger, metrics, upstreamUrl } = parts;
@@ -83,7 +95,16 @@ export async function composeGateway(config: GatewayConfig, parts: GatewayParts)
     maxPendingChecks: config.maxPendingChecks,
     failMode: config.failMode,
   });
+  const requestLog = config.requestLog
+    ? new RequestLog({
+        ...config.requestLog,
+        scrub: secretScrubber(gatewaySecrets(config)),
+        onError: (error) =>
+          logger.error({ err: error.message, path: config.requestLog?.path }, 'request log not written'),
+      })
+    : undefined;
   const app = createGatewayServer({
+    ...(requestLog ? { requestLog } : {}),
     authority,
     authenticator,
     keys,
@@ -95,5 +116,5 @@ export async function composeGateway(config: GatewayConfig, parts: GatewayParts)
     trustedProxies: config.trustedProxies,
     connections: config.connections,
   });
-  return { app, authority, settler, upstream, models };
+  return { app, authority, settler, upstream, models, requestLog };
 }

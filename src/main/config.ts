@@ -152,6 +152,30 @@ export const SERVE_SETTINGS = {
     default: 'open',
     help: 'What Envoy domains answer while the store is out: open (OK), closed (OVER_LIMIT), local (in-process counters at limit ÷ replicas).',
   },
+  adminTokensFile: {
+    flag: 'admin-tokens-file',
+    env: 'QUOTAD_ADMIN_TOKENS_FILE',
+    default: undefined,
+    help: 'Named admin tokens (YAML: tokens: [{name, role: admin|read-only, sha256}]), never a token itself; re-read on change. With or without QUOTAD_ADMIN_TOKEN, which is the token named admin.',
+  },
+  signatureMaxAge: {
+    flag: 'signature-max-age',
+    env: 'QUOTAD_SIGNATURE_MAX_AGE',
+    default: '300s',
+    help: "How far a signed request's X-Quotad-Timestamp may be from the authority's clock, either way (signature_expired past it).",
+  },
+  auditRetention: {
+    flag: 'audit-retention',
+    env: 'QUOTAD_AUDIT_RETENTION',
+    default: '90d',
+    help: 'How long audit records (admin changes and refused admin calls) are kept.',
+  },
+  auditMaxRecords: {
+    flag: 'audit-max-records',
+    env: 'QUOTAD_AUDIT_MAX_RECORDS',
+    default: '100000',
+    help: 'The most audit records kept; the oldest go first.',
+  },
 } as const satisfies Record<string, Setting>;
 
 export interface HostPort {
@@ -185,10 +209,31 @@ export interface ServeConfig {
   /** The envoyproxy/ratelimit config directory; unset: RateLimitService is not served. */
   envoyConfigDir: string | undefined;
   envoyOnStoreFailure: 'open' | 'closed' | 'local';
-  /** From QUOTAD_ADMIN_TOKEN only (never a flag, which `ps` would show). Unset: no AdminService. */
+  /** From QUOTAD_ADMIN_TOKEN only (never a flag, which `ps` would show): the token named admin. */
   adminToken: string | undefined;
+  /** Named admin tokens by SHA-256. Neither this nor adminToken: no AdminService. */
+  adminTokensFile: string | undefined;
+  /** How long, and how many, audit records are kept. */
+  audit: { retentionMs: number; maxRecords: number };
   /** From QUOTAD_AUTHORITY_TOKEN only. Set: QuotaService calls must carry it. */
   authorityToken: string | undefined;
+  /** From QUOTAD_SIGNING_KEY only: the master secret signing secrets derive from. Unset: no signing. */
+  signingKey: string | undefined;
+  signatureMaxAgeMs: number;
+}
+
+/** A shorter master secret for signing would weaken every key's signing secret. */
+export const MIN_SIGNING_KEY_LENGTH = 32;
+
+function signingKeySetting(env: NodeJS.ProcessEnv): string | undefined {
+  const key = env.QUOTAD_SIGNING_KEY;
+  if (key === undefined || key === '') return undefined;
+  if (key.length < MIN_SIGNING_KEY_LENGTH || /\s/.test(key)) {
+    throw new ConfigError(
+      `QUOTAD_SIGNING_KEY: must be at least ${MIN_SIGNING_KEY_LENGTH} characters without spaces (try: openssl rand -hex 32)`,
+    );
+  }
+  return key;
 }
 
 /** Shorter admin (and authority) tokens are refused: they could be guessed. */
@@ -355,7 +400,14 @@ export function parseServeConfig(args: readonly string[], env: NodeJS.ProcessEnv
     envoyConfigDir: read(s.envoyConfig),
     envoyOnStoreFailure: failureModeSetting(name(s.envoyOnStoreFailure), required(s.envoyOnStoreFailure)),
     adminToken: tokenSetting(env, 'QUOTAD_ADMIN_TOKEN'),
+    adminTokensFile: read(s.adminTokensFile),
+    audit: {
+      retentionMs: positiveDurationSetting(name(s.auditRetention), required(s.auditRetention)),
+      maxRecords: countSetting(name(s.auditMaxRecords), required(s.auditMaxRecords), 10_000_000),
+    },
     authorityToken: tokenSetting(env, 'QUOTAD_AUTHORITY_TOKEN'),
+    signingKey: signingKeySetting(env),
+    signatureMaxAgeMs: positiveDurationSetting(name(s.signatureMaxAge), required(s.signatureMaxAge)),
   };
 }
 
@@ -414,6 +466,6 @@ export function serveUsage(): string {
   return commandHelp(
     'serve',
     SERVE_SETTINGS,
-    `QUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService. QUOTAD_AUTHORITY_TOKEN (environment only; likewise) makes every QuotaService call carry it. ${REDIS_PASSWORD_ENV} (environment only) is the password of the Cluster nodes or of the Sentinel-managed master (REDIS_URL carries its own).`,
+    `QUOTAD_ADMIN_TOKEN (environment only; at least ${MIN_ADMIN_TOKEN_LENGTH} characters) turns on AdminService, as the token named admin (QUOTAD_ADMIN_TOKENS_FILE names more). QUOTAD_AUTHORITY_TOKEN (environment only; likewise) makes every QuotaService call carry it. ${REDIS_PASSWORD_ENV} (environment only) is the password of the Cluster nodes or of the Sentinel-managed master (REDIS_URL carries its own). QUOTAD_SIGNING_KEY (environment only; at least ${MIN_SIGNING_KEY_LENGTH} characters) is the master secret API keys' signing secrets derive from; unset, no key can have signing on.`,
   );
 }

@@ -17,6 +17,7 @@ import type { JwtConfig } from '../gateway/auth.js';
 import type { FailMode } from '../gateway/model-call.js';
 import type { ConnectionLimits } from '../gateway/server.js';
 import { authorityTlsSetting, type AuthorityTls } from './tls.js';
+import { REQUEST_LOG_FORMATS, type RequestLogFormat } from '../gateway/request-log.js';
 
 /** Every setting of `quotad gateway`: a flag, or else an environment variable, or else the default. */
 export const GATEWAY_SETTINGS = {
@@ -158,6 +159,18 @@ export const GATEWAY_SETTINGS = {
     default: 'info',
     help: 'fatal, error, warn, info (one line per request), debug, trace or silent.',
   },
+  requestLog: {
+    flag: 'request-log',
+    env: 'QUOTAD_REQUEST_LOG',
+    default: undefined,
+    help: 'Also append one line per request to this file (written once its cost is settled); reopened on SIGHUP, for logrotate. Unset: no file.',
+  },
+  requestLogFormat: {
+    flag: 'request-log-format',
+    env: 'QUOTAD_REQUEST_LOG_FORMAT',
+    default: 'jsonl',
+    help: 'jsonl (one JSON object a line) or csv (time, request_id, key_id, client, model, status, input_tokens, output_tokens, cost_usd, latency_ms; a header line when the file starts).',
+  },
   shutdownGrace: {
     flag: 'shutdown-grace',
     env: 'QUOTAD_SHUTDOWN_GRACE',
@@ -192,6 +205,8 @@ export interface GatewayConfig {
   jwt: JwtConfig | undefined;
   demoUpstream: boolean;
   logLevel: string;
+  /** The per-request lines also go to this file, in this format; unset: no file. */
+  requestLog: { path: string; format: RequestLogFormat } | undefined;
   shutdownGraceMs: number;
 }
 
@@ -265,6 +280,17 @@ function jwtSetting(
   return { kind: 'secret', secret: new TextEncoder().encode(secret), ...claims };
 }
 
+function requestLogSetting(
+  path: string | undefined,
+  format: string,
+): { path: string; format: RequestLogFormat } | undefined {
+  const formatName = settingName(GATEWAY_SETTINGS.requestLogFormat);
+  if (!(REQUEST_LOG_FORMATS as readonly string[]).includes(format)) {
+    throw new ConfigError(`${formatName}: expected jsonl or csv, got '${format}'`);
+  }
+  return path ? { path, format: format as RequestLogFormat } : undefined;
+}
+
 /** Reads `quotad gateway`'s settings from its arguments and the environment. */
 export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessEnv): GatewayConfig {
   const { read, required } = settingsReader(GATEWAY_SETTINGS, args, env, 'gateway');
@@ -306,6 +332,7 @@ export function parseGatewayConfig(args: readonly string[], env: NodeJS.ProcessE
     jwt: jwtSetting(env, read(s.jwtJwksFile), claims),
     demoUpstream: onOffSetting(name(s.demoUpstream), required(s.demoUpstream)),
     logLevel: required(s.logLevel),
+    requestLog: requestLogSetting(read(s.requestLog), required(s.requestLogFormat)),
     shutdownGraceMs: durationSetting(name(s.shutdownGrace), required(s.shutdownGrace)),
   };
 }

@@ -5,7 +5,7 @@ import { startDemoUpstream, demoUpstreamBanner, type DemoUpstream } from '../dem
 import type { Settler } from '../gateway/settlement.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { GatewayMetrics } from '../telemetry/gateway-metrics.js';
-import { composeGateway } from './compose-gateway.js';
+import { composeGateway, gatewaySecrets } from './compose-gateway.js';
 import { GATEWAY_SETTINGS, type GatewayConfig } from './gateway-config.js';
 import { routeGrpcLogs } from './grpc-log.js';
 import { listenOn } from './listen.js';
@@ -29,6 +29,8 @@ export interface RunningGateway {
   settler: Settler;
   /** Resolves once no model call is in progress and every settlement started has ended. */
   drain(): Promise<void>;
+  /** Opens --request-log again (SIGHUP, after logrotate renamed it); does nothing without one. */
+  reopenRequestLog(): void;
   /** Stops taking requests, finishes those in flight, waits for pending settlements (up to the grace). */
   stop(): Promise<void>;
 }
@@ -44,15 +46,6 @@ export function openFilesLimit(): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** What the gateway's logs must never show, however it reaches them (an upstream may echo its key). */
-function gatewaySecrets(config: GatewayConfig): (string | undefined)[] {
-  return [
-    config.upstreamApiKey,
-    config.jwt?.kind === 'secret' ? new TextDecoder().decode(config.jwt.secret) : undefined,
-    config.authorityToken,
-  ];
 }
 
 /** Wires and starts `quotad gateway`: authority client, upstream, authentication and the HTTP server. */
@@ -79,7 +72,7 @@ export async function startGateway(
       'DEMO upstream: answers are canned text, not a model (no OPENAI_API_KEY)',
     );
   }
-  const { app, authority, settler, upstream, models } = await composeGateway(config, {
+  const { app, authority, settler, upstream, models, requestLog } = await composeGateway(config, {
     logger,
     metrics,
     upstreamUrl,
@@ -111,6 +104,7 @@ export async function startGateway(
       upstream: upstreamUrl,
       failMode: config.failMode,
       jwt: config.jwt?.kind ?? 'off',
+      requestLog: config.requestLog ? `${config.requestLog.path} (${config.requestLog.format})` : 'off',
     },
     'quotad gateway serving',
   );
@@ -127,6 +121,11 @@ export async function startGateway(
     metrics,
     settler,
     drain,
+    reopenRequestLog() {
+      if (!requestLog) return;
+      requestLog.reopen();
+      logger.info({ path: config.requestLog?.path }, 'request log reopened');
+    },
     stop() {
       stopping ??= (async () => {
         logger.info(
@@ -145,6 +144,8 @@ export async function startGateway(
         clearTimeout(timer);
         authority.close();
         upstream.close();
+        // After the authority's channel is closed, so a settlement still retrying gives up and its line is written.
+        await requestLog?.close();
         await demo?.close();
         logger.info('stopped');
       })();

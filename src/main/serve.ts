@@ -1,14 +1,17 @@
 import type { DestinationStream } from 'pino';
 import { WebhookDelivery } from '../events/webhook-delivery.js';
+import { AdminTokens, watchAdminTokensFile } from '../authority/admin-tokens.js';
 import { startAuthorityServer } from '../authority/server.js';
 import type { Clock } from '../core/clock.js';
 import type { Policy } from '../core/policy.js';
 import { sha256 } from '../keys/api-key.js';
 import type { KeyRegistry } from '../keys/key-registry.js';
 import { PolicyWatcher } from '../policy/watcher.js';
+import { MemoryAuditLog, type AuditLog } from '../store/audit-log.js';
 import type { KeyStore } from '../store/key-store.js';
 import { MemoryKeyStore } from '../store/memory-key-store.js';
 import { MemoryStore } from '../store/memory-store.js';
+import { RedisAuditLog } from '../store/redis/redis-audit-log.js';
 import { RedisKeyStore } from '../store/redis/redis-key-store.js';
 import { createRedisConnection, type RedisConnection } from '../store/redis/connection.js';
 import { RedisStore } from '../store/redis/redis-store.js';
@@ -17,7 +20,7 @@ import { createLogger, type Logger } from '../telemetry/logger.js';
 import { AuthorityMetrics, type MemoryStoreRole } from '../telemetry/metrics.js';
 import { startMetricsServer } from '../telemetry/metrics-server.js';
 import { composeAuthority } from './compose-authority.js';
-import { SERVE_SETTINGS, type ServeConfig } from './config.js';
+import { ConfigError, SERVE_SETTINGS, type ServeConfig } from './config.js';
 import { routeGrpcLogs } from './grpc-log.js';
 import { listenOn } from './listen.js';
 import { startEnvoyFront, type EnvoyFront } from './envoy.js';
@@ -51,6 +54,8 @@ export interface RunningAuthority {
 interface Stores {
   quota: QuotaStore;
   keys: KeyStore;
+  /** The audit trail of admin calls. */
+  audit: AuditLog;
   redis?: RedisConnection;
 }
 
@@ -84,6 +89,7 @@ async function openStores(
     return {
       quota: boundedMemoryStore('memory', local, config, metrics),
       keys: new MemoryKeyStore({ clock: local }),
+      audit: new MemoryAuditLog({ ...config.audit, now: () => local.now() }),
     };
   }
   const redis = createRedisConnection(config.redis, { commandTimeoutMs: config.redisTimeoutMs });
@@ -133,7 +139,8 @@ async function openStores(
     onChannelError: (error) =>
       logger.warn({ err: error.message }, 'api key change channel error; cached keys expire by their TTL'),
   });
-  return { quota: new RedisStore(clock ? { redis, clock } : { redis }), keys, redis };
+  const audit = new RedisAuditLog({ redis, ...config.audit });
+  return { quota: new RedisStore(clock ? { redis, clock } : { redis }), keys, audit, redis };
 }
 
 /**
@@ -190,7 +197,7 @@ function authoritySecrets(config: ServeConfig): (string | undefined)[] {
   }
   const target = config.redis;
   const targetPassword = target && target.mode !== 'standalone' ? target.password : undefined;
-  return [config.adminToken, config.authorityToken, redisPassword, targetPassword];
+  return [config.adminToken, config.authorityToken, config.signingKey, redisPassword, targetPassword];
 }
 
 /** Wires and starts the authority: policy, store, gRPC server and metrics endpoint. */
@@ -209,6 +216,19 @@ export async function startAuthority(
   // Without an injected clock, Redis scripts read Redis TIME; everything else reads the system clock.
   const localClock = clock ?? systemClock;
   const metrics = new AuthorityMetrics({ version: VERSION, storeKind: config.redis ? 'redis' : 'memory' });
+  const adminTokens = new AdminTokens(config.adminToken);
+  let tokensWatch: { stop(): void } | undefined;
+  if (config.adminTokensFile) {
+    try {
+      tokensWatch = watchAdminTokensFile(config.adminTokensFile, adminTokens, {
+        loaded: (count) => logger.info({ path: config.adminTokensFile, count }, 'admin tokens reloaded'),
+        rejected: (error) =>
+          logger.error({ err: error.message }, 'admin tokens file rejected; the tokens in force stay'),
+      });
+    } catch (error) {
+      throw new ConfigError(`QUOTAD_ADMIN_TOKENS_FILE: ${(error as Error).message}`);
+    }
+  }
   const stores = await openStores(config, clock, logger, metrics);
   const store = stores.quota;
 
@@ -235,7 +255,9 @@ export async function startAuthority(
   try {
     await policy.start();
   } catch (error) {
+    tokensWatch?.stop();
     await stores.keys.close();
+    await stores.audit.close();
     await store.close();
     throw error;
   }
@@ -249,6 +271,7 @@ export async function startAuthority(
     metrics: metrics.events,
     logger,
   });
+  const signingKey = config.signingKey === undefined ? undefined : Buffer.from(config.signingKey, 'utf8');
   const { authority, keys, handlers } = composeAuthority({
     store,
     keyStore: stores.keys,
@@ -260,7 +283,10 @@ export async function startAuthority(
     logger,
     keyCacheTtlMs: config.keyCacheTtlMs,
     maxStoreWaitMs: config.redisTimeoutMs,
-    ...(config.adminToken ? { adminToken: config.adminToken } : {}),
+    ...(config.adminToken || config.adminTokensFile
+      ? { admin: { tokens: adminTokens, audit: stores.audit } }
+      : {}),
+    signing: { masterKey: signingKey, maxAgeMs: config.signatureMaxAgeMs },
     ...(config.authorityToken ? { quotaToken: config.authorityToken } : {}),
   });
   let envoy: EnvoyFront | undefined;
@@ -279,8 +305,10 @@ export async function startAuthority(
       : undefined;
   } catch (error) {
     authority.close();
+    tokensWatch?.stop();
     await policy.stop();
     await stores.keys.close();
+    await stores.audit.close();
     await store.close();
     throw error;
   }
@@ -319,7 +347,9 @@ export async function startAuthority(
       grpc: `${config.grpcAddress.host}:${server.port}`,
       metrics: `${config.metricsAddress.host}:${metricsServer.port}`,
       store: store.kind,
-      admin: handlers.admin ? 'on' : 'off (no QUOTAD_ADMIN_TOKEN)',
+      admin: handlers.admin
+        ? `on (${adminTokens.size} tokens)`
+        : 'off (no QUOTAD_ADMIN_TOKEN or QUOTAD_ADMIN_TOKENS_FILE)',
       quotaService: config.authorityToken ? 'token required' : 'open to any caller that reaches the port',
       tls: config.tls ? (config.tls.clientCaPath ? 'mutual' : 'on') : 'off',
       policy: policy.path,
@@ -347,10 +377,12 @@ export async function startAuthority(
         authority.close();
         // POSTs in flight finish (each within the webhook timeout); what is still waiting stays in the store.
         await delivery.stop();
+        tokensWatch?.stop();
         await policy.stop();
         await envoy?.stop();
         await metricsServer.close();
         await stores.keys.close();
+        await stores.audit.close();
         await store.close();
         logger.info('stopped');
       })();

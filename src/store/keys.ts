@@ -34,6 +34,11 @@ export function reservationKey(principal: Principal, requestId: string): string 
   return `${orgPrefix(principal.org)}:res:${escapePart(principal.subject)}:${escapePart(requestId)}`;
 }
 
+/** A signed request's nonce, consumed by the reserve that admits it (in the org's slot, beside its counters). */
+export function nonceKey(principal: Principal, nonce: string): string {
+  return `${orgPrefix(principal.org)}:nonce:${escapePart(principal.subject)}:${escapePart(nonce)}`;
+}
+
 /** A reservation's member in its concurrency lease sets (unique within an org). */
 export function leaseMember(principal: Principal, requestId: string): string {
   return `${escapePart(principal.subject)}:${escapePart(requestId)}`;
@@ -102,3 +107,6 @@ export const EVENT_LOG_INDEX = 'quotad:{events}:orgs';
 export function anomalyKey(principal: Principal): string {
   return `${orgPrefix(principal.org)}:anom:s:${escapePart(principal.subject)}`;
 }
+
+/** The audit trail: one stream under a hash tag of its own (admin calls are rare; one slot is plenty). */
+export const AUDIT_STREAM = 'quotad:{audit}:log';

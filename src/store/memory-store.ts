@@ -11,7 +11,7 @@ import type {
 } from '../core/quota.js';
 import { chargesNothing, measuredAmount } from '../core/quota.js';
 import { StoreFullError } from '../core/errors.js';
-import { leaseMember, limitKey, reservationKey } from './keys.js';
+import { leaseMember, limitKey, nonceKey, reservationKey } from './keys.js';
 import { judgeBudget, type BudgetHolds, type Verdict } from './memory-budget.js';
 import { judgeLeases } from './memory-concurrency.js';
 import { MemoryEvents } from './memory-events.js';
@@ -34,7 +34,8 @@ type Value =
   | { type: 'window'; window: StoredWindow }
   | { type: 'budget'; periods: Map<number, number>; holds: Map<number, BudgetHolds> }
   | { type: 'leases'; leases: Map<string, number> }
-  | { type: 'reservation'; record: ReservationRecord };
+  | { type: 'reservation'; record: ReservationRecord }
+  | { type: 'nonce' };
 
 /** Keys with time-to-live, measured on the injected clock: expired entries vanish on access and on sweeps. */
 class Keyspace {
@@ -216,6 +217,18 @@ export class MemoryStore implements QuotaStore {
         };
       }
     }
+    const nonce = mode === 'reserve' && command.nonce ? nonceKey(principal, command.nonce.value) : undefined;
+    if (nonce && this.#keys.get(nonce, 'nonce')) {
+      return {
+        outcome: 'replayed',
+        nowMs: now,
+        leaseExpiresAtMs: 0,
+        reservedTokens: 0,
+        reservedMicros: 0,
+        expiredLeases: 0,
+        limits: command.limits.map(() => unjudged()),
+      };
+    }
     const blockedUntilMs =
       command.events?.anomaly && mode !== 'peek' ? this.#events.blockedUntil(principal) : 0;
     if (blockedUntilMs > 0) {
@@ -248,7 +261,7 @@ export class MemoryStore implements QuotaStore {
         limits: judged.map((j) => j.state),
       };
     }
-    this.#requireRoom([resKey, ...judged.map((j) => j.key)]);
+    this.#requireRoom([resKey, ...judged.map((j) => j.key), ...(nonce ? [nonce] : [])]);
     const leaseExpiresAtMs = now + command.leaseMs;
     const member = leaseMember(principal, command.requestId);
     const charges = judged.map((j, i) =>
@@ -264,6 +277,7 @@ export class MemoryStore implements QuotaStore {
       late: false,
     };
     this.#keys.set(resKey, { type: 'reservation', record }, command.leaseMs + command.idempotencyWindowMs);
+    if (nonce) this.#keys.set(nonce, { type: 'nonce' }, command.nonce?.ttlMs ?? 0);
     const raised: RaisedEvent[] = [];
     judged.forEach(({ state, key }, i) => {
       const { spec, cost } = command.limits[i] as PlannedLimit;

@@ -31,6 +31,7 @@ export const MIN_SECRET_LENGTH = 8;
 /** Credentials recognisable by their shape, whoever's they are: quotad keys, OpenAI-style keys, JWTs. */
 const CREDENTIAL_SHAPES: readonly RegExp[] = [
   /\bqd_(?:live|demo)_[0-9A-Za-z]{20,}/g,
+  /\bqd_sign_[0-9a-f]{20,}/g,
   /(?<![\w-])sk-[\w-]{20,}/g,
   /\beyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]*/g,
 ];

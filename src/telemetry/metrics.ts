@@ -30,7 +30,9 @@ export type GrpcMethod =
   | 'RotateKey'
   | 'SetKeyLimits'
   | 'GetKeyUsage'
-  | 'ListEvents';
+  | 'ListEvents'
+  | 'ListAuditRecords'
+  | 'SetKeySigning';
 /** Where a key lookup was answered (`stale`: the last known record, the store being out), and whether it was known. */
 export type KeyLookupLabels = { source: 'cache' | 'store' | 'stale'; result: 'found' | 'unknown' };
 /** Why cached key lookups were dropped: one key changed, or every key (the change channel reconnected). */
@@ -61,6 +63,10 @@ const DECISION_CODES: Record<DecisionCode, true> = {
   INVALID_KEY: true,
   KEY_REVOKED: true,
   KEY_EXPIRED: true,
+  SIGNATURE_REQUIRED: true,
+  INVALID_SIGNATURE: true,
+  SIGNATURE_EXPIRED: true,
+  REPLAYED_REQUEST: true,
 };
 const FAILURE_MODES: Record<StoreFailureMode, true> = { open: true, closed: true, local: true };
 const STORE_OPS: readonly StoreOp[] = ['reserve', 'settle'];
@@ -87,6 +93,8 @@ const GRPC_METHODS: Record<GrpcMethod, true> = {
   SetKeyLimits: true,
   GetKeyUsage: true,
   ListEvents: true,
+  ListAuditRecords: true,
+  SetKeySigning: true,
 };
 
 /** A counter whose label values the compiler checks, so a typo cannot mint a new series. */

@@ -401,6 +401,36 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
       assert.equal((await authority.usage({ principal })).limits[0]?.used, 0);
     });
 
+    test("a signed request's nonce: of 200 concurrent reserves with it only one is admitted; a refusal neither charges nor consumes it", async (t) => {
+      const { authority, store } = await setup();
+      t.after(() => store.close());
+      const principal = freshPrincipal('free');
+      const spec = freeTier.limits[0] as (typeof freeTier.limits)[number];
+      const command = (requestId: string, cost: number): ReserveCommand => ({
+        principal,
+        requestId,
+        mode: 'reserve',
+        leaseMs: 5 * MINUTE,
+        idempotencyWindowMs: 60 * MINUTE,
+        reservedTokens: 1,
+        reservedMicros: 0,
+        limits: [{ spec, cost }],
+        deadlineMs: 0,
+        nonce: { value: 'n0nce-0123456789abcdef', ttlMs: 10 * MINUTE },
+      });
+      // Over the limit: denied, and the nonce stays unused.
+      assert.equal((await store.reserve(command('too-big', 11))).outcome, 'denied');
+      const results = await Promise.all(
+        Array.from({ length: 200 }, (_, i) => store.reserve(command(`copy-${i}`, 1))),
+      );
+      const outcomes = results.map((result) => result.outcome);
+      assert.deepEqual(
+        [outcomes.filter((o) => o === 'admitted').length, outcomes.filter((o) => o === 'replayed').length],
+        [1, 199],
+      );
+      assert.equal((await authority.usage({ principal })).limits[0]?.used, 1);
+    });
+
     test('a budget held by requests in flight, not spent, is refused with a short retry and admits once they settle', async (t) => {
       const { authority, store } = await setup();
       t.after(() => store.close());

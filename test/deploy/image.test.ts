@@ -101,7 +101,9 @@ describe('deploy/Dockerfile', () => {
     assert.ok(npmCiCommands(runtime)[0]?.includes('--ignore-scripts'));
   });
 
-  test('the compiled service writes no file, so a read-only root filesystem holds', () => {
+  test('the compiled service writes no file unless told to, so a read-only root filesystem holds', () => {
+    // Writes only to --request-log, a path the operator names (on a volume they mount); unset by default.
+    const toldTo = new Set([join(REPO_ROOT, 'dist', 'src', 'gateway', 'request-log.js')]);
     const writes =
       /\b(writeFile|writeFileSync|appendFile|appendFileSync|createWriteStream|mkdir|mkdirSync|mkdtemp|rename|renameSync|copyFile|cpSync|rmSync|unlink|unlinkSync|truncate)\(/;
     const offenders: string[] = [];
@@ -109,7 +111,8 @@ describe('deploy/Dockerfile', () => {
       for (const entry of readdirSync(dir, { withFileTypes: true })) {
         const path = join(dir, entry.name);
         if (entry.isDirectory()) walk(path);
-        else if (entry.name.endsWith('.js') && writes.test(readFileSync(path, 'utf8'))) offenders.push(path);
+        else if (entry.name.endsWith('.js') && !toldTo.has(path) && writes.test(readFileSync(path, 'utf8')))
+          offenders.push(path);
       }
     };
     walk(join(REPO_ROOT, 'dist', 'src'));

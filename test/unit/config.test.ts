@@ -24,7 +24,11 @@ test('with nothing set, serve uses the documented defaults and the in-process st
     envoyConfigDir: undefined,
     envoyOnStoreFailure: 'open',
     adminToken: undefined,
+    adminTokensFile: undefined,
+    audit: { retentionMs: 90 * 86_400_000, maxRecords: 100_000 },
     authorityToken: undefined,
+    signingKey: undefined,
+    signatureMaxAgeMs: 300_000,
   });
 });
 
@@ -129,6 +133,25 @@ test('the gateway waits 2s for a check and sheds past 2000 waiting by default; -
         error.message.startsWith('--max-pending-checks (QUOTAD_MAX_PENDING_CHECKS)'),
     );
   }
+});
+
+test('the request log is off by default; --request-log-format takes jsonl or csv and nothing else', () => {
+  assert.equal(parseGatewayConfig([], {}).requestLog, undefined);
+  assert.deepEqual(
+    parseGatewayConfig(['--request-log', '/tmp/r.csv', '--request-log-format', 'csv'], {}).requestLog,
+    {
+      path: '/tmp/r.csv',
+      format: 'csv',
+    },
+  );
+  assert.deepEqual(parseGatewayConfig([], { QUOTAD_REQUEST_LOG: '/tmp/r.jsonl' }).requestLog, {
+    path: '/tmp/r.jsonl',
+    format: 'jsonl',
+  });
+  assert.throws(
+    () => parseGatewayConfig(['--request-log-format', 'tsv'], {}),
+    /--request-log-format \(QUOTAD_REQUEST_LOG_FORMAT\): expected jsonl or csv, got 'tsv'/,
+  );
 });
 
 for (const [command, help] of [

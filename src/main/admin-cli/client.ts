@@ -62,6 +62,8 @@ export function explainStatus(error: grpc.ServiceError, authority: string): CliE
           'set QUOTAD_ADMIN_TOKEN to the token the authority was started with',
         EXIT.unauthorized,
       );
+    case grpc.status.PERMISSION_DENIED:
+      return new CliError(`the authority refused: ${details}`, EXIT.unauthorized);
     case grpc.status.UNIMPLEMENTED:
       return new CliError(
         `the authority at ${authority} has no admin API: start it with QUOTAD_ADMIN_TOKEN set`,
@@ -98,6 +100,8 @@ export function connect(settings: Settings): { api: AdminCalls; close: () => voi
     setKeyLimits: explained(client.setKeyLimits),
     getKeyUsage: explained(client.getKeyUsage),
     listEvents: explained(client.listEvents),
+    setKeySigning: explained(client.setKeySigning),
+    listAuditRecords: explained(client.listAuditRecords),
   };
   return { api, close: client.close };
 }

@@ -3,11 +3,21 @@ import { usageBody } from '../../api/report-bodies.js';
 import type { ParseArgsConfig } from 'node:util';
 import { parseDuration } from '../../core/duration.js';
 import type { ApiKey__Output } from '../../gen/quotad/v1/ApiKey.js';
+import type { AuditRecord__Output } from '../../gen/quotad/v1/AuditRecord.js';
 import type { CreateKeyRequest } from '../../gen/quotad/v1/CreateKeyRequest.js';
 import type { LimitOverride } from '../../gen/quotad/v1/LimitOverride.js';
 import type { ListKeysRequest } from '../../gen/quotad/v1/ListKeysRequest.js';
 import { usageError, type AdminCalls } from './client.js';
-import { eventTable, isoTime, keyFields, keyTable, secretBlock, usageTable } from './render.js';
+import {
+  auditTable,
+  eventTable,
+  isoTime,
+  keyFields,
+  keyTable,
+  secretBlock,
+  signingBlock,
+  usageTable,
+} from './render.js';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 export type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
@@ -23,7 +33,9 @@ export interface Command {
   options: Options;
   /** Whether the command takes a key id as its one positional argument. */
   takesId: boolean;
-  run(api: AdminCalls, values: Values, id: string): Promise<Output>;
+  /** Whether a signing mode (off, optional, required) follows the id. */
+  takesMode?: boolean;
+  run(api: AdminCalls, values: Values, id: string, mode?: string): Promise<Output>;
 }
 
 export const COMMON_OPTIONS = {
@@ -95,6 +107,7 @@ export const KEY_COMMANDS: Record<string, Command> = {
       org: { type: 'string' },
       tier: { type: 'string' },
       'expires-in': { type: 'string' },
+      signing: { type: 'string' },
     },
     takesId: false,
     async run(api, values) {
@@ -104,10 +117,14 @@ export const KEY_COMMANDS: Record<string, Command> = {
         org: requiredFlag(values, 'org'),
         tier: requiredFlag(values, 'tier'),
         expiresInMs: durationFlag(values, 'expires-in') ?? 0,
+        signing: stringFlag(values, 'signing') ?? 'off',
       };
       const created = await api.createKey(request);
       const key = created.key ? keyFields(created.key) : '';
-      return { message: created, text: secretBlock(created.secret) + key };
+      return {
+        message: created,
+        text: secretBlock(created.secret) + signingBlock(created.signingSecret) + key,
+      };
     },
   },
   list: {
@@ -147,7 +164,20 @@ export const KEY_COMMANDS: Record<string, Command> = {
           ? `The previous secret works until ${isoTime(until)}.\n\n`
           : 'The previous secret no longer works.\n\n';
       const key = rotated.key ? keyFields(rotated.key) : '';
-      return { message: rotated, text: secretBlock(rotated.secret) + previous + key };
+      return {
+        message: rotated,
+        text: secretBlock(rotated.secret) + signingBlock(rotated.signingSecret) + previous + key,
+      };
+    },
+  },
+  signing: {
+    options: {},
+    takesId: true,
+    takesMode: true,
+    async run(api, _values, id, mode) {
+      const answer = await api.setKeySigning({ id, signing: mode ?? '' });
+      const key = answer.key ? keyFields(answer.key) : '';
+      return { message: answer, text: signingBlock(answer.signingSecret) + key };
     },
   },
   limits: {
@@ -189,5 +219,54 @@ export const EVENTS_COMMAND: Command = {
       limit: Number(text),
     });
     return { message: { events }, text: eventTable(events) };
+  },
+};
+
+/** `--since`: a duration back from now (24h), or an ISO 8601 time. */
+function sinceFlag(values: Values): number {
+  const text = stringFlag(values, 'since');
+  if (text === undefined) return 0;
+  const ago = parseDuration(text);
+  if (ago !== undefined) return Date.now() - ago;
+  const at = Date.parse(text);
+  if (Number.isNaN(at))
+    throw usageError(
+      `--since: expected a duration like 24h or a time like 2026-12-01T00:00:00Z, got '${text}'`,
+    );
+  return at;
+}
+
+export const AUDIT_COMMAND: Command = {
+  options: {
+    key: { type: 'string' },
+    actor: { type: 'string' },
+    action: { type: 'string' },
+    since: { type: 'string' },
+    limit: { type: 'string' },
+  },
+  takesId: false,
+  async run(api, values) {
+    const limitText = stringFlag(values, 'limit') ?? '100';
+    if (!/^[1-9]\d{0,5}$/.test(limitText))
+      throw usageError(`--limit: expected a whole number, got '${limitText}'`);
+    const limit = Number(limitText);
+    const filter = {
+      keyId: stringFlag(values, 'key') ?? '',
+      actor: stringFlag(values, 'actor') ?? '',
+      action: stringFlag(values, 'action') ?? '',
+      sinceMs: sinceFlag(values),
+    };
+    const records: AuditRecord__Output[] = [];
+    let pageToken = '';
+    do {
+      const page = await api.listAuditRecords({
+        ...filter,
+        pageSize: Math.min(1_000, limit - records.length),
+        pageToken,
+      });
+      records.push(...page.records);
+      pageToken = page.nextPageToken;
+    } while (pageToken && records.length < limit);
+    return { message: { records }, text: auditTable(records) };
   },
 };

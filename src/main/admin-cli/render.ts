@@ -3,6 +3,8 @@ import { formatDuration } from '../../core/duration.js';
 import { formatUsd } from '../../core/money.js';
 import type { ApiKey__Output } from '../../gen/quotad/v1/ApiKey.js';
 import type { Event__Output } from '../../gen/quotad/v1/Event.js';
+import type { AuditKeyState__Output } from '../../gen/quotad/v1/AuditKeyState.js';
+import type { AuditRecord__Output } from '../../gen/quotad/v1/AuditRecord.js';
 import type { GetKeyUsageResponse__Output } from '../../gen/quotad/v1/GetKeyUsageResponse.js';
 import type { LimitStatus__Output } from '../../gen/quotad/v1/LimitStatus.js';
 
@@ -49,6 +51,7 @@ export function keyFields(key: ApiKey__Output): string {
     ['revoked', isoTime(key.revokedAtMs)],
     ['last used', isoTime(key.lastUsedAtMs, 'never')],
     ['limits', key.limits.length ? key.limits.map((l) => `${l.name} = ${l.value}`) : "the tier's"],
+    ['signing', key.signing || 'off'],
     [
       'secrets',
       key.secrets.map(
@@ -62,6 +65,12 @@ export function keyFields(key: ApiKey__Output): string {
 /** The secret alone on its line, so it can be copied whole, with the warning that this is the only chance. */
 export function secretBlock(secret: string): string {
   return `Secret (shown once, store it now: the authority keeps only its hash and cannot show it again):\n\n${secret}\n\n`;
+}
+
+/** The signing secret likewise, when there is one. */
+export function signingBlock(signingSecret: string): string {
+  if (!signingSecret) return '';
+  return `Signing secret (shown once, store it with the key: it signs every request, see the README):\n\n${signingSecret}\n\n`;
 }
 
 export function keyTable(keys: ApiKey__Output[]): string {
@@ -131,4 +140,28 @@ export function eventTable(events: Event__Output[]): string {
     'ATTEMPTS',
   ];
   return table(header, rows);
+}
+
+/** `tier, limits` of a key in an audit record, in one cell; '-' when there is none. */
+function auditState(state: AuditKeyState__Output | null): string {
+  if (!state) return '-';
+  const limits = state.limits.map((l) => `${l.name}=${l.value}`).join(' ');
+  return `${state.state.toLowerCase()} ${state.tier}${limits ? ` ${limits}` : ''} secrets=${state.secrets}`;
+}
+
+export function auditTable(records: AuditRecord__Output[]): string {
+  if (records.length === 0) return 'No audit records.\n';
+  return table(
+    ['TIME', 'ACTOR', 'ACTION', 'KEY', 'OUTCOME', 'PEER', 'BEFORE', 'AFTER'],
+    records.map((r) => [
+      isoTime(r.timeMs),
+      r.actor || '-',
+      r.action,
+      r.keyId || '-',
+      r.outcome,
+      r.peer,
+      auditState(r.before),
+      auditState(r.after),
+    ]),
+  );
 }

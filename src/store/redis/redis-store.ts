@@ -19,6 +19,7 @@ import {
   eventRecordsKey,
   leaseMember,
   limitKey,
+  nonceKey,
   reservationKey,
 } from '../keys.js';
 import { CONCURRENCY_RETRY_CAP_MS, type QuotaStore } from '../store.js';
@@ -129,8 +130,8 @@ function readStates(reply: number[], offset: number, count: number): LimitState[
   return states;
 }
 
-/** 4: denied because the subject is blocked for a usage anomaly. */
-const RESERVE_OUTCOME = ['denied', 'admitted', 'duplicate', 'expired', 'denied'] as const;
+/** 4: a nonce used before; 5: denied because the subject is blocked for a usage anomaly. */
+const RESERVE_OUTCOME = ['denied', 'admitted', 'duplicate', 'expired', 'replayed', 'denied'] as const;
 const SETTLE_STATUS = [undefined, 'settled', 'duplicate', 'charged_without_reservation'] as const;
 
 export type { RedisClientOptions } from './connection.js';
@@ -184,12 +185,17 @@ export class RedisStore implements QuotaStore {
     const { principal, requestId, limits } = command;
     const { keys, specs } = keysAndSpecs(principal, limits);
     const events = eventArgs(principal, limits, command.events);
+    // After the specs (reserve.lua): the nonce's TTL ('' for none) with its key, then the event arguments.
+    const nonce = command.mode === 'reserve' ? command.nonce : undefined;
+    const nonceKeys = nonce ? [nonceKey(principal, nonce.value)] : [];
+    const nonceArgs = [nonce ? nonce.ttlMs : ''];
     const reply = await callRedis(() =>
       this.#pipelined(() =>
         this.#redis.quotadReserve(
-          keys.length + 1 + events.keys.length,
+          keys.length + 1 + nonceKeys.length + events.keys.length,
           reservationKey(principal, requestId),
           ...keys,
+          ...nonceKeys,
           ...events.keys,
           this.#now(),
           command.mode,
@@ -202,15 +208,16 @@ export class RedisStore implements QuotaStore {
           command.deadlineMs,
           CONCURRENCY_RETRY_CAP_MS,
           ...specs,
+          ...nonceArgs,
           ...events.args,
         ),
       ),
     );
     return {
-      outcome: RESERVE_OUTCOME[reply[0] as 0 | 1 | 2 | 3 | 4],
+      outcome: RESERVE_OUTCOME[reply[0] as 0 | 1 | 2 | 3 | 4 | 5],
       nowMs: reply[1] as number,
-      leaseExpiresAtMs: reply[0] === 4 ? 0 : (reply[2] as number),
-      ...(reply[0] === 4 && { blockedUntilMs: reply[2] as number }),
+      leaseExpiresAtMs: reply[0] === 4 || reply[0] === 5 ? 0 : (reply[2] as number),
+      ...(reply[0] === 5 && { blockedUntilMs: reply[2] as number }),
       reservedTokens: reply[3] as number,
       reservedMicros: reply[4] as number,
       expiredLeases: reply[5] as number,

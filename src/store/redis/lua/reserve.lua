@@ -19,6 +19,7 @@
                     budget: hash {period start ms = amount charged, h<start> = amount reservations
                             in flight hold of it, e<start> = their latest lease end}
                     concurrency: sorted set {lease member = lease end ms, '~' = the set's logical expiry}
+    KEYS[n + 2 ..] the nonce and the event keys, as ARGV[11 + 9n ..] below say
 
     ARGV[1]       now in ms, or '' for Redis TIME
     ARGV[2]       mode: 'reserve' (check and charge), 'dry' (check only), 'peek' (report, costs ignored)
@@ -32,10 +33,13 @@
     ARGV[10]      the longest retry a denial by requests in flight suggests, ms (CONCURRENCY_RETRY_CAP_MS)
     ARGV[11 ...]  n limit specs of 9 values: kind (r|b|c), limit, cost, shadow (0|1), measure,
                   then rate: window ms, -, -, -; budget: b0, b1, b2, b3; concurrency: -, -, -, -
-    then the event context and thresholds, and KEYS[n + 2 ..] the event keys (see includes/events.lua)
+    ARGV[11 + 9n] how long a signed request's nonce is remembered, ms; '' when the request carries none
+    ARGV[12 + 9n ...] the event context and thresholds (see includes/events.lua; '' when alerts are off)
+    KEYS[n + 2]   the nonce (string, in the org's slot), only when ARGV[11 + 9n] is not ''; the event
+                  keys follow it (or take its place): records, outbox, log, then the anomaly baseline
 
-  Output: { outcome (0 denied, 1 admitted, 2 duplicate, 3 past its deadline, 4 blocked for a usage
-            anomaly: its end in place of the lease end), now, lease end,
+  Output: { outcome (0 denied, 1 admitted, 2 duplicate, 3 past its deadline, 4 nonce used before,
+            5 blocked for a usage anomaly: its end in place of the lease end), now, lease end,
             reserved tokens, reserved micro-dollars, expired leases, then per limit 9 values:
             used, remaining, reset after ms, exceeded (0|1), retry after ms, period start, period end,
             reserved by requests in flight, held (0|1: exceeded only because of those),
@@ -57,9 +61,19 @@ local specs = readSpecs(n, 11)
 
 --- @include "includes/events"
 
-local alertsAt = 11 + n * SPEC_WIDTH
+-- After the specs: the nonce's TTL (and its key), then the event arguments (and their keys).
+local nonceAt = 11 + n * SPEC_WIDTH
+local nonceTtl = ARGV[nonceAt]
+local keyAt = n + 2
+local nonceKey = nil
+if nonceTtl ~= nil and nonceTtl ~= '' then
+  nonceKey = KEYS[keyAt]
+  keyAt = keyAt + 1
+end
+local alertsAt = nonceAt + 1
 local eventCtx = eventContext(alertsAt)
-local eventKeys = { KEYS[n + 2], KEYS[n + 3], KEYS[n + 4] }
+local eventKeys = { KEYS[keyAt], KEYS[keyAt + 1], KEYS[keyAt + 2] }
+local anomalyKey = KEYS[keyAt + 3]
 local anomaly = nil
 if eventCtx then
   anomaly = anomalySpec(alertsAt, n)
@@ -101,12 +115,22 @@ if mode ~= 'peek' then
   end
 end
 
--- A subject blocked for a usage anomaly is denied until its cool-down ends (outcome 4, the end in place
+-- A nonce used before refuses the request unjudged; only an admitted request consumes one (below), so
+-- of two replicas racing with one signed request, exactly one is admitted.
+if nonceKey and mode == 'reserve' and redis.call('EXISTS', nonceKey) == 1 then
+  local out = { 4, now, 0, 0, 0, 0 }
+  for _ = 1, n do
+    pushState(out, UNJUDGED)
+  end
+  return out
+end
+
+-- A subject blocked for a usage anomaly is denied until its cool-down ends (outcome 5, the end in place
 -- of the lease end).
 if anomaly and mode ~= 'peek' then
-  local untilMs = blockedUntil(KEYS[n + 5], now)
+  local untilMs = blockedUntil(anomalyKey, now)
   if untilMs > 0 then
-    local out = { 4, now, untilMs, 0, 0, 0 }
+    local out = { 5, now, untilMs, 0, 0, 0 }
     for i = 1, n do
       pushState(out, judge(KEYS[1 + i], specs[i], 0, now, counters, retryCapMs))
     end
@@ -183,9 +207,12 @@ redis.call(
   'ch', table.concat(charges, '\n')
 )
 redis.call('PEXPIRE', KEYS[1], int(leaseMs + windowMs))
+if nonceKey then
+  redis.call('SET', nonceKey, '1', 'PX', int(tonumber(nonceTtl)))
+end
 
 if anomaly then
-  observeAnomaly(eventCtx, eventKeys, anomaly, KEYS[n + 5], now, tonumber(ARGV[6]))
+  observeAnomaly(eventCtx, eventKeys, anomaly, anomalyKey, now, tonumber(ARGV[6]))
 end
 
 return pushRaised(report(1, leaseEnd, tonumber(ARGV[6]), tonumber(ARGV[7]), states))

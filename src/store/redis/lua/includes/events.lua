@@ -8,8 +8,9 @@
 --                        tier, key id, queue (1: deliver, 0: record only), kept ms
 --   ARGV[at + 5 + i]     limit i's thresholds: name, unit, then label=amount pairs, separated by tabs;
 --                        '' for none
--- and KEYS[n + 2] .. KEYS[n + 4]: the org's event records (hash), outbox (zset id -> due ms) and log
--- (zset id -> created ms).
+-- and three keys (reserve.lua: right after the nonce key when there is one, else from KEYS[n + 2];
+-- settle.lua: KEYS[n + 2] .. KEYS[n + 4]): the org's event records (hash), outbox (zset id -> due ms)
+-- and log (zset id -> created ms).
 
 local EVENT_LOG_MAX = 1000
 
@@ -116,8 +117,8 @@ end
 -- Anomaly detection (src/core/anomaly.ts observeUsage computes the same). After the thresholds:
 --   ARGV[at + 6 + n .. at + 13 + n]   factor, interval ms, half-life ms, min history ms, min requests,
 --                                      min tokens, cool-down ms, action (alert|block); '' when off
--- and KEYS[n + 5]: the subject's baseline (hash: i interval, r/k its requests and tokens, br/bk the
--- baselines, h history ms, q quiet until ms, bu blocked until ms, x its logical expiry, so that a test
+-- and the key after the three event keys (reserve.lua only): the subject's baseline (hash: i interval,
+-- r/k its requests and tokens, br/bk the baselines, h history ms, q quiet until ms, bu blocked until ms, x its logical expiry, so that a test
 -- clock forgets it as the in-process store does).
 local function anomalySpec(at, n)
   local base = at + 6 + n
