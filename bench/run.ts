@@ -13,6 +13,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtemp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import * as prettier from 'prettier';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -864,7 +865,15 @@ async function render(results: Results) {
   const out = resolve(REPO_ROOT, values.out as string);
   const chart = resolve(REPO_ROOT, values.chart as string);
   await writeFile(chart, renderChart(results));
-  await writeFile(out, await renderReport(results, { chartFile: chart, outFile: out }));
+  // bench/events.ts writes a section of its own into the page: keep it.
+  const previous = await readFile(out, 'utf8').catch(() => '');
+  const events = /<!-- bench\/events\.ts: begin -->[\s\S]*<!-- bench\/events\.ts: end -->/.exec(
+    previous,
+  )?.[0];
+  const report = await renderReport(results, { chartFile: chart, outFile: out });
+  const page = events ? `${report.trimEnd()}\n\n${events}\n` : report;
+  const config = (await prettier.resolveConfig(out)) ?? {};
+  await writeFile(out, await prettier.format(page, { ...config, filepath: out }));
 }
 
 /** The last run's results, to keep when only the burst or envoy scenario is measured again. */

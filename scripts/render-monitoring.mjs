@@ -195,6 +195,28 @@ const PANELS = [
     targets: [{ expr: `sum by (mode) (${rate('quotad_degraded_decisions_total')})`, legend: '{{mode}}' }],
   },
 
+  { row: 'Events: spend alerts and anomalies' },
+  {
+    title: 'Events waiting for delivery',
+    description: 'Events in the store not yet delivered to the webhook (retried with backoff for retry_for).',
+    unit: 'short',
+    targets: [{ expr: `max(quotad_events_backlog{${SEL}})`, legend: 'backlog' }],
+  },
+  {
+    title: 'Webhook deliveries per second by result',
+    description: 'delivered; failed: retried later; dead: given up after retry_for, kept and listed as dead.',
+    unit: 'reqps',
+    targets: [{ expr: `sum by (result) (${rate('quotad_webhook_deliveries_total')})`, legend: '{{result}}' }],
+  },
+  {
+    title: 'Webhook delivery latency (p50, p99)',
+    unit: 's',
+    targets: [
+      { expr: quantile(0.5, 'quotad_webhook_delivery_duration_seconds', 'job'), legend: 'p50' },
+      { expr: quantile(0.99, 'quotad_webhook_delivery_duration_seconds', 'job'), legend: 'p99' },
+    ],
+  },
+
   { row: 'Envoy RateLimitService (--envoy-config)' },
   {
     title: 'Envoy answers per second by domain and code',

@@ -34,6 +34,8 @@ import type { RevokeKeyRequest } from '../gen/quotad/v1/RevokeKeyRequest.js';
 import type { RotateKeyRequest } from '../gen/quotad/v1/RotateKeyRequest.js';
 import type { RotateKeyResponse__Output } from '../gen/quotad/v1/RotateKeyResponse.js';
 import type { SetKeyLimitsRequest } from '../gen/quotad/v1/SetKeyLimitsRequest.js';
+import type { ListEventsRequest } from '../gen/quotad/v1/ListEventsRequest.js';
+import type { ListEventsResponse__Output } from '../gen/quotad/v1/ListEventsResponse.js';
 import type { SetKeySigningRequest } from '../gen/quotad/v1/SetKeySigningRequest.js';
 import type { SetKeySigningResponse__Output } from '../gen/quotad/v1/SetKeySigningResponse.js';
 import { loadQuotaPackage } from './proto.js';
@@ -76,6 +78,7 @@ export interface AdminApi {
   setKeyLimits: Unary<SetKeyLimitsRequest, ApiKey__Output>;
   getKeyUsage: Unary<GetKeyUsageRequest, GetKeyUsageResponse__Output>;
   confirmStoreReset: Unary<ConfirmStoreResetRequest, ConfirmStoreResetResponse__Output>;
+  listEvents: Unary<ListEventsRequest, ListEventsResponse__Output>;
   setKeySigning: Unary<SetKeySigningRequest, SetKeySigningResponse__Output>;
   listAuditRecords: Unary<ListAuditRecordsRequest, ListAuditRecordsResponse__Output>;
   close(): void;
@@ -151,6 +154,7 @@ export function adminServiceClient(target: string, options: ClientOptions = {}):
     setKeyLimits: unary(raw.setKeyLimits.bind(raw)),
     getKeyUsage: unary(raw.getKeyUsage.bind(raw)),
     confirmStoreReset: unary(raw.confirmStoreReset.bind(raw)),
+    listEvents: unary(raw.listEvents.bind(raw)),
     setKeySigning: unary(raw.setKeySigning.bind(raw)),
     listAuditRecords: unary(raw.listAuditRecords.bind(raw)),
     close: () => raw.close(),

@@ -7,6 +7,8 @@ import type { AdminServiceHandlers } from '../gen/quotad/v1/AdminService.js';
 import type { ApiKey } from '../gen/quotad/v1/ApiKey.js';
 import type { KeyRegistry } from '../keys/key-registry.js';
 import { isKeyId } from '../keys/api-key.js';
+import { webhookBody } from '../events/webhook-event.js';
+import type { EventOutbox } from '../store/event-outbox.js';
 import {
   keyPrincipal,
   keyState,
@@ -59,7 +61,13 @@ export interface AdminServiceOptions {
    * in-process store, which has no marker.
    */
   confirmStoreReset?: () => Promise<boolean>;
+  /** The store's events, for ListEvents. */
+  events: EventOutbox;
 }
+
+const EVENT_TYPES = ['budget.threshold', 'usage.anomaly'] as const;
+const MAX_EVENTS = 1_000;
+const DEFAULT_EVENTS = 50;
 
 function requireId(id: string): string {
   requireText('id', id, 64);
@@ -294,6 +302,37 @@ export function adminServiceHandlers(options: AdminServiceOptions): AdminService
         throw new InvalidArgumentError('set', 'name at least one limit to set or unset');
       audit.after = await keys.setLimits(requireId(request.id), request.set, request.unset, audit.seen);
       return toApiKey(audit.after);
+    }),
+    ListEvents: admin('ListEvents', 'read', async (request) => {
+      if (request.type !== '' && !(EVENT_TYPES as readonly string[]).includes(request.type)) {
+        throw new InvalidArgumentError('type', `expected one of: ${EVENT_TYPES.join(', ')}`);
+      }
+      if (request.limit > MAX_EVENTS)
+        throw new InvalidArgumentError('limit', `must be at most ${MAX_EVENTS}`);
+      const entries = await options.events.list({
+        ...(request.org ? { org: requireOrg('org', request.org) } : {}),
+        ...(request.type ? { type: request.type as (typeof EVENT_TYPES)[number] } : {}),
+        limit: Number(request.limit) || DEFAULT_EVENTS,
+      });
+      return {
+        events: entries.map(({ event, state, attempts, lastError }) => ({
+          id: event.id,
+          type: event.type,
+          createdAtMs: event.createdAtMs,
+          threshold: event.threshold,
+          org: event.principal.org,
+          subject: event.principal.subject,
+          tier: event.principal.tier,
+          keyId: event.principal.keyId ?? '',
+          limit: event.limit?.name ?? event.anomaly?.measure ?? '',
+          used: event.limit?.used ?? event.anomaly?.observed ?? 0,
+          limitAmount: event.limit?.limit ?? 0,
+          delivery: state,
+          attempts,
+          lastError,
+          body: webhookBody(event),
+        })),
+      };
     }),
     SetKeySigning: admin('SetKeySigning', 'change', async (request, audit) => {
       const mode = requireSigning(request.signing);

@@ -1,3 +1,4 @@
+import type { EventContext, RaisedEvent } from '../core/alerts.js';
 import { PeriodBoundsCache, periodAt } from '../core/calendar.js';
 import type { Clock } from '../core/clock.js';
 import {
@@ -131,6 +132,8 @@ export interface QuotaAuthorityOptions {
   logger: Logger;
   /** Resolves API-key credentials. */
   keys: KeyRegistry;
+  /** Told when a store command raised events (to deliver them now rather than at the next poll). */
+  onEventsRaised?: () => void;
   /**
    * The most one store command is waited for (`--redis-timeout`): a call with a deadline waits less when
    * less of it remains, and a call without one waits this long. Default 1 s.
@@ -174,10 +177,12 @@ export class QuotaAuthority {
   readonly #silence: StoreSilence;
   /** The `used` the store last reported per `local` limit's counter (LRU), to seed the fallback from. */
   readonly #lastSeen = new Map<string, { used: number; atMs: number }>();
+  readonly #onEventsRaised: (() => void) | undefined;
 
   readonly #signing: SigningOptions | undefined;
 
   constructor(options: QuotaAuthorityOptions) {
+    this.#onEventsRaised = options.onEventsRaised;
     this.#store = options.store;
     this.#fallback = options.fallback;
     this.#policy = options.policy;
@@ -318,7 +323,7 @@ export class QuotaAuthority {
     const decision =
       plan.kind === 'rejected'
         ? rejectionDecision(plan)
-        : await this.#decide(policy, plan, request, budget, nonce);
+        : await this.#decide(policy, plan, request, budget, resolved.key?.id, nonce);
     decision.key = resolved.key;
     decision.warning = resolved.warning;
     this.#observeDecision(input, resolved.principal, decision, started);
@@ -330,6 +335,7 @@ export class QuotaAuthority {
     plan: CheckPlan,
     input: CheckQuotaInput & { principal: Principal },
     budget: CallBudget,
+    keyId: string | undefined,
     nonce?: ReserveCommand['nonce'],
   ): Promise<Decision> {
     const sentAt = Date.now();
@@ -345,6 +351,7 @@ export class QuotaAuthority {
       limits: plan.limits,
       // Past the moment this authority stops waiting, the store must not reserve any more.
       deadlineMs: sentAt + waitMs,
+      events: eventContext(policy, keyId, input.principal.tier),
       ...(nonce && !input.dryRun ? { nonce } : {}),
     };
     let answer: Promise<ReserveResult> | undefined;
@@ -361,6 +368,7 @@ export class QuotaAuthority {
       if (command.mode === 'reserve' && result.outcome !== 'denied') {
         this.#metrics.reservations.inc({ result: result.outcome === 'duplicate' ? 'duplicate' : 'reserved' });
       }
+      this.#noteRaised(input.principal, result.raised);
       this.#noteSeen(input.principal, plan.limits, result.limits);
       return storeDecision(plan, result);
     } catch (error) {
@@ -429,8 +437,9 @@ export class QuotaAuthority {
     if (closed.length > 0) return storeUnavailableDecision(plan, closed);
     for (const planned of local) this.#seedFallback(command.principal, planned, policy.replicas);
     const localPlan = { ...plan, limits: local };
-    // The fallback decides at once, however late it is: no deadline of its own.
-    const localCommand = { ...command, limits: local, deadlineMs: 0 };
+    // The fallback decides at once, however late it is: no deadline of its own. Its counts are a
+    // stand-in for the store's, so they raise no events.
+    const localCommand = { ...command, limits: local, deadlineMs: 0, events: undefined };
     return storeDecision(localPlan, this.#fallback.reserveNow(localCommand), true);
   }
 
@@ -479,7 +488,7 @@ export class QuotaAuthority {
   async record(input: RecordUsageInput, deadlineMs = NO_DEADLINE): Promise<SettlementReport> {
     const started = performance.now();
     const budget = new CallBudget(deadlineMs, this.#maxStoreWaitMs);
-    const { principal, overrides } = await this.#resolveToReport(input, budget);
+    const { principal, overrides, key } = await this.#resolveToReport(input, budget);
     const policy = this.#policy();
     const { limits, actual } = planSettle(
       policy,
@@ -497,9 +506,11 @@ export class QuotaAuthority {
       actual,
       idempotencyWindowMs: policy.idempotencyWindowMs,
       limits,
+      events: eventContext(policy, key?.id),
     };
-    this.#fallback.releaseNow({ ...command, limits: [] });
+    this.#fallback.releaseNow({ ...command, limits: [], events: undefined });
     const result = await this.#settleStore(command, this.#waitMs(budget));
+    this.#noteRaised(principal, result.raised);
     this.#noteSeen(principal, limits, result.limits);
     this.#metrics.reservationsSettled.inc({ status: result.status });
     if (result.late && result.status === 'settled') this.#metrics.reservationsSettled.inc({ status: 'late' });
@@ -587,6 +598,40 @@ export class QuotaAuthority {
     return { tier: tier.name, models, key, warning };
   }
 
+  /**
+   * Logs and counts the events a store command raised, and notes the org's outbox for delivery. The
+   * events themselves are safe in the store already: a failed note is found by the delivery's sweep.
+   */
+  #noteRaised(principal: Principal, raised: readonly RaisedEvent[] | undefined): void {
+    if (!raised || raised.length === 0) return;
+    for (const event of raised) {
+      this.#metrics.events.raised.inc({
+        type: event.type,
+        threshold: event.threshold,
+        limit: event.limitName,
+      });
+      this.#logger.info(
+        {
+          eventId: event.id,
+          type: event.type,
+          threshold: event.threshold,
+          limit: event.limitName,
+          org: principal.org,
+          tier: principal.tier,
+        },
+        'event raised',
+      );
+    }
+    this.#store.events.noteRaised(principal.org).then(
+      () => this.#onEventsRaised?.(),
+      (error: unknown) =>
+        this.#logger.warn(
+          { err: (error as Error).message, org: principal.org },
+          'events raised but their outbox could not be noted; the delivery sweep will find it',
+        ),
+    );
+  }
+
   /** One store round trip (or the wait for it), timed and counted, with the expired leases it reclaimed. */
   async #timedStore<T extends { expiredLeases: number }>(
     op: 'reserve' | 'settle',
@@ -635,6 +680,21 @@ export class QuotaAuthority {
       );
     }
   }
+}
+
+/** What a command needs to raise events under `policy`: nothing when it has no alerts section. */
+function eventContext(
+  policy: Policy,
+  keyId: string | undefined,
+  reserveTier?: string,
+): EventContext | undefined {
+  const { alerts } = policy;
+  if (!alerts) return undefined;
+  const context: EventContext = { keyId: keyId ?? '', deliver: alerts.webhook !== undefined };
+  if (alerts.anomaly && reserveTier !== undefined) {
+    context.anomaly = { spec: alerts.anomaly, action: alerts.anomaly.actions.get(reserveTier) ?? 'alert' };
+  }
+  return context;
 }
 
 /** The use of the tier's longest budget of a unit (a month's spend says more than a day's). */

@@ -125,6 +125,9 @@ function denialReason(report: LimitReport): string {
   return `limit '${spec.name}' exceeded: ${left}, ${retry}`;
 }
 
+/** What a denial by a `block` anomaly names as its limit (in deniedBy, metrics and logs). */
+export const USAGE_ANOMALY = 'usage_anomaly';
+
 /** Turns a store's verdict on a plan into the answer. */
 export function storeDecision(plan: CheckPlan, result: ReserveResult, degraded = false): Decision {
   const limits = reportLimits(plan.limits, result.limits);
@@ -141,6 +144,19 @@ export function storeDecision(plan: CheckPlan, result: ReserveResult, degraded =
     key: undefined,
     warning: '',
   };
+  if (result.outcome === 'denied' && result.blockedUntilMs !== undefined) {
+    const retryAfterMs = Math.max(0, result.blockedUntilMs - result.nowMs);
+    return {
+      ...base,
+      allowed: false,
+      code: 'OVER_LIMIT',
+      reason: `usage anomaly: this caller's usage rose far above its own baseline and it is blocked for the cool-down, retry in ${formatDuration(retryAfterMs)}`,
+      retryAfterMs,
+      reservation: undefined,
+      duplicate: false,
+      deniedBy: [USAGE_ANOMALY],
+    };
+  }
   if (result.outcome === 'denied') {
     return {
       ...base,

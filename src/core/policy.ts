@@ -35,6 +35,11 @@ export interface LimitSpec {
   /** Decide, count and report, but never deny. */
   shadow: boolean;
   onStoreFailure: StoreFailureMode;
+  /**
+   * budget limits: the fractions of `limit` whose crossing raises a `budget.threshold` event, ascending
+   * (the limit's own `alert_thresholds`, else the policy's `alerts.budget_thresholds`). Empty or absent: none.
+   */
+  alertThresholds?: readonly number[];
 }
 
 export interface TierSpec {
@@ -51,6 +56,51 @@ export interface ModelSpec extends ModelPrice {
   name: string;
 }
 
+/** Where events are POSTed, signed with the secret read from `secretEnv`. */
+export interface WebhookSpec {
+  url: string;
+  /** The environment variable holding the HMAC key (never the key itself). */
+  secretEnv: string;
+  /** How long one POST may take before it counts as failed. */
+  timeoutMs: number;
+  /** The most POSTs one authority has in flight at once. */
+  maxInFlight: number;
+  /** How long an event is retried before it is kept as dead. */
+  retryForMs: number;
+}
+
+/** What an anomaly does to the principal's checks during its cool-down. */
+export type AnomalyAction = 'alert' | 'block';
+
+/**
+ * Usage anomalies: a principal's request and token rate per `intervalMs`, against its own decayed average
+ * of past intervals. An interval above `factor` × that average (and above the minimums) is an anomaly.
+ */
+export interface AnomalySpec {
+  factor: number;
+  intervalMs: number;
+  /** After this long the weight of past intervals in the average halves. */
+  halfLifeMs: number;
+  /** The baseline must have seen this much of the principal's traffic before anything counts as unusual. */
+  minHistoryMs: number;
+  /** An interval below these counts is never an anomaly, whatever the baseline. */
+  minRequests: number;
+  minTokens: number;
+  /** At most one event per principal in this long; a `block` lasts this long. */
+  cooldownMs: number;
+  /** Per tier; tiers not named alert only. */
+  actions: ReadonlyMap<string, AnomalyAction>;
+}
+
+export interface AlertsSpec {
+  /** The default fractions for every budget limit (already folded into each LimitSpec). */
+  budgetThresholds: readonly number[];
+  /** Undefined: events are recorded and listed, not delivered. */
+  webhook: WebhookSpec | undefined;
+  /** Undefined: no anomaly detection. */
+  anomaly: AnomalySpec | undefined;
+}
+
 /** A validated policy, as the decision logic sees it. */
 export interface Policy {
   /** Default time zone of calendar budgets. */
@@ -64,4 +114,6 @@ export interface Policy {
   /** Canonical names and aliases, each to its model. */
   models: ReadonlyMap<string, ModelSpec>;
   tiers: ReadonlyMap<string, TierSpec>;
+  /** Spend alerts and anomaly detection; absent: none. */
+  alerts?: AlertsSpec;
 }

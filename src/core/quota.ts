@@ -1,3 +1,4 @@
+import type { EventContext, RaisedEvent } from './alerts.js';
 import type { PeriodBounds } from './calendar.js';
 import type { LimitSpec } from './policy.js';
 
@@ -67,6 +68,8 @@ export interface ReserveCommand {
    * and charges nothing, so a check answered by a failure policy leaves no reservation behind. 0: none.
    */
   deadlineMs: number;
+  /** When alerts are on: budget thresholds this charge crosses raise events (see core/alerts.ts). */
+  events?: EventContext;
   /**
    * A signed request's nonce (already verified): in `reserve` mode, a nonce this subject used before makes
    * the outcome `replayed` and charges nothing; an admitted request consumes it for `ttlMs`.
@@ -89,6 +92,10 @@ export interface ReserveResult {
   /** Concurrency leases found expired and reclaimed while deciding. */
   expiredLeases: number;
   limits: LimitState[];
+  /** Events this command raised (budget thresholds crossed for the first time in their period). */
+  raised?: RaisedEvent[];
+  /** Denied because the subject is blocked for a usage anomaly: when the block ends (Unix ms). */
+  blockedUntilMs?: number;
 }
 
 export type SettleOutcome = 'completed' | 'failed' | 'cancelled';
@@ -121,6 +128,8 @@ export interface SettleCommand {
    * when there is no reservation, and reported after settlement in every case.
    */
   limits: readonly PlannedLimit[];
+  /** When alerts are on, as for ReserveCommand. */
+  events?: EventContext;
 }
 
 export interface SettleResult {
@@ -134,6 +143,8 @@ export interface SettleResult {
   limits: LimitState[];
   /** Concurrency leases of other requests found expired and reclaimed while reporting. */
   expiredLeases: number;
+  /** Events this settlement raised, as for ReserveResult. */
+  raised?: RaisedEvent[];
 }
 
 /** The amount of a usage a measure counts; requests of a failed call are refunded. */

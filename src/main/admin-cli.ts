@@ -5,6 +5,7 @@ import {
   AUDIT_COMMAND,
   COMMON_OPTIONS,
   durationFlag,
+  EVENTS_COMMAND,
   KEY_COMMANDS,
   STORE_COMMANDS,
   stringFlag,
@@ -32,6 +33,7 @@ quotad keys (quotad keys --help lists them, the environment and the exit codes).
 
 export const ADMIN_USAGE = `Usage: quotad keys <command> [flags]
        quotad usage ID [flags]
+       quotad events [--org G] [--type T] [--limit N] [flags]
        quotad audit [flags]
        quotad store confirm-reset [flags]
 
@@ -53,6 +55,8 @@ Commands:
                             tier or rpm, tpm, tpd, usd_per_day; VALUE a count, or dollars ("5.00");
                             with neither flag, show the key's overrides
   usage ID                  the key's limits: used, remaining, limit and when each resets
+  events [--org G] [--type budget.threshold|usage.anomaly] [--limit 50]
+                            recent spend alerts and anomalies, newest first, and their delivery
   audit [--key ID] [--actor NAME] [--action ACTION] [--since 24h|2026-12-01T00:00:00Z] [--limit 100]
                             the audit trail, newest first: every key change and every refused admin call
   store confirm-reset       after the store was emptied or replaced, let authorities started with
@@ -224,4 +228,9 @@ export async function storeCli(args: string[], env: NodeJS.ProcessEnv): Promise<
 /** `quotad usage ID`: the exit code to end with. */
 export function usageCli(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   return runCommand('usage', USAGE_COMMAND, args, env, USAGE_USAGE);
+}
+
+/** `quotad events`: the exit code to end with. */
+export function eventsCli(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  return runCommand('events', EVENTS_COMMAND, args, env);
 }

@@ -2,7 +2,7 @@
 import { EnvoyConfigError } from '../envoy/config-error.js';
 import { PolicyError } from '../policy/policy-error.js';
 import type { Logger } from '../telemetry/logger.js';
-import { EXIT, auditCli, keysCli, storeCli, usageCli } from './admin-cli.js';
+import { EXIT, auditCli, eventsCli, keysCli, storeCli, usageCli } from './admin-cli.js';
 import { ConfigError, parseServeConfig, serveUsage } from './config.js';
 import { gatewayUsage, parseGatewayConfig } from './gateway-config.js';
 import { ListenError } from './listen.js';
@@ -18,6 +18,7 @@ Usage:
   quotad keys <command>    manage API keys over the authority's admin API (create, list, show,
                            revoke, rotate, signing, limits)
   quotad usage ID          an API key's limits: used, remaining, limit, reset
+  quotad events            recent spend alerts and anomalies, and their webhook delivery
   quotad audit [flags]     the audit trail of admin calls (filters --key, --actor, --action, --since)
   quotad store confirm-reset
                            after the store was emptied or replaced, let refusing authorities serve
@@ -102,6 +103,8 @@ async function main(argv: string[]): Promise<number> {
       return usageCli(rest, process.env);
     case 'store':
       return storeCli(rest, process.env);
+    case 'events':
+      return eventsCli(rest, process.env);
     case 'audit':
       return auditCli(rest, process.env);
     case 'version':

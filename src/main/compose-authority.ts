@@ -45,6 +45,8 @@ export interface AuthorityParts {
   confirmStoreReset?: () => Promise<boolean>;
   /** A CSPRNG for key secrets; crypto.randomBytes unless given. */
   randomBytes?: (size: number) => Uint8Array;
+  /** Told when a decision raised events (the webhook delivery then looks at once). */
+  onEventsRaised?: () => void;
 }
 
 export interface ComposedAuthority {
@@ -78,6 +80,7 @@ export function composeAuthority(parts: AuthorityParts): ComposedAuthority {
     logger,
     keys,
     ...(parts.maxStoreWaitMs === undefined ? {} : { maxStoreWaitMs: parts.maxStoreWaitMs }),
+    ...(parts.onEventsRaised ? { onEventsRaised: parts.onEventsRaised } : {}),
     ...(parts.signing ? { signing: parts.signing } : {}),
   });
   const quota = quotaServiceHandlers(authority, metrics, logger, {
@@ -99,6 +102,7 @@ export function composeAuthority(parts: AuthorityParts): ComposedAuthority {
           metrics,
           logger,
           ...(parts.confirmStoreReset ? { confirmStoreReset: parts.confirmStoreReset } : {}),
+          events: parts.store.events,
         });
   return { authority, keys, handlers: admin ? { quota, admin } : { quota } };
 }

@@ -1,4 +1,5 @@
 import type { DestinationStream } from 'pino';
+import { WebhookDelivery } from '../events/webhook-delivery.js';
 import { AdminTokens, watchAdminTokensFile } from '../authority/admin-tokens.js';
 import { startAuthorityServer } from '../authority/server.js';
 import type { Clock } from '../core/clock.js';
@@ -303,10 +304,19 @@ export async function startAuthority(
   }
   inForce(policy.current);
 
+  const delivery = new WebhookDelivery({
+    outbox: store.events,
+    webhook: () => policy.current.alerts?.webhook,
+    // The HMAC key is read when each event is signed, so a rotated secret applies without a restart.
+    secret: (variable) => process.env[variable],
+    metrics: metrics.events,
+    logger,
+  });
   const signingKey = config.signingKey === undefined ? undefined : Buffer.from(config.signingKey, 'utf8');
   const { authority, keys, handlers } = composeAuthority({
     store,
     keyStore: stores.keys,
+    onEventsRaised: () => delivery.kick(),
     fallback: boundedMemoryStore('fallback', localClock, config, metrics),
     policy: () => policy.current,
     clock: localClock,
@@ -390,6 +400,7 @@ export async function startAuthority(
       inProcess: store.kind === 'memory',
     });
   }
+  delivery.start();
   logger.info(
     {
       version: VERSION,
@@ -425,6 +436,8 @@ export async function startAuthority(
         reachability?.stop();
         await server.shutdown({ drainDelayMs: config.shutdownDelayMs, graceMs: config.shutdownGraceMs });
         authority.close();
+        // POSTs in flight finish (each within the webhook timeout); what is still waiting stays in the store.
+        await delivery.stop();
         tokensWatch?.stop();
         await policy.stop();
         await envoy?.stop();

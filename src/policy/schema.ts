@@ -2,7 +2,7 @@ import * as z from 'zod';
 import { isValidTimeZone } from '../core/calendar.js';
 import { parseDuration } from '../core/duration.js';
 import { parseUsdToMicros } from '../core/money.js';
-import type { LimitSpec, ModelSpec, Policy, TierSpec } from '../core/policy.js';
+import type { AlertsSpec, AnomalyAction, LimitSpec, ModelSpec, Policy, TierSpec } from '../core/policy.js';
 import { MAX_TOKENS } from '../core/quota.js';
 
 const LIMIT_NAME = /^[a-z][a-z0-9_]{0,62}$/;
@@ -60,6 +60,93 @@ function enumOf<const Values extends readonly [string, ...string[]]>(values: Val
   return z.enum(values, { error: expected(`one of: ${values.join(', ')}`) });
 }
 
+const THRESHOLD_WORDS = 'a fraction of the limit above 0 and at most 10, with at most 4 decimals, like 0.8';
+
+const threshold = z
+  .number({ error: expected(THRESHOLD_WORDS) })
+  .refine(
+    (value) => value > 0 && value <= 10 && Math.abs(value * 10_000 - Math.round(value * 10_000)) < 1e-6,
+    { error: `expected ${THRESHOLD_WORDS}` },
+  );
+
+/** Fractions in ascending order, each once; `[]` for none. */
+const thresholdList = z
+  .array(threshold, { error: expected(`a list of fractions like [0.5, 0.8, 1.0], or [] for none`) })
+  .superRefine((list, ctx) => {
+    list.forEach((value, index) => {
+      const previous = list[index - 1];
+      if (previous !== undefined && value <= previous) {
+        const message = 'expected fractions in ascending order, each once';
+        ctx.addIssue({ code: 'custom', message, input: value, path: [index] });
+      }
+    });
+  });
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+const webhookSchema = strictObject({
+  url: z.string({ error: expected('an http:// or https:// URL') }).refine(
+    (text) => {
+      try {
+        const url = new URL(text);
+        return url.protocol === 'http:' || url.protocol === 'https:';
+      } catch {
+        return false;
+      }
+    },
+    { error: 'expected an http:// or https:// URL' },
+  ),
+  secret_env: z
+    .string({ error: expected('the name of an environment variable') })
+    .regex(ENV_NAME, { error: 'expected the name of an environment variable, like QUOTAD_WEBHOOK_SECRET' }),
+  timeout: duration.prefault('10s'),
+  max_in_flight: z
+    .int({ error: expected('an integer') })
+    .min(1, { error: 'expected an integer >= 1' })
+    .max(1_000, { error: 'expected an integer <= 1000' })
+    .default(8),
+  retry_for: duration.prefault('1h'),
+});
+
+const positive = (what: string) =>
+  z.number({ error: expected(what) }).refine((value) => value > 0 && Number.isFinite(value), {
+    error: `expected ${what}`,
+  });
+
+const anomalySchema = strictObject({
+  factor: positive('a number above 1, like 5')
+    .refine((value) => value > 1, { error: 'expected a number above 1, like 5' })
+    .default(5),
+  interval: duration.prefault('1m'),
+  half_life: duration.prefault('1h'),
+  min_history: duration.prefault('1h'),
+  min_requests: z
+    .int({ error: expected('an integer') })
+    .min(1, { error: 'expected an integer >= 1' })
+    .default(20),
+  min_tokens: z
+    .int({ error: expected('an integer') })
+    .min(1, { error: 'expected an integer >= 1' })
+    .default(20_000),
+  cooldown: duration.prefault('15m'),
+  action: z
+    .record(z.string().regex(TIER_NAME, { error: 'expected a tier name' }), enumOf(['alert', 'block']), {
+      error: expected('a mapping of tier names to alert or block'),
+    })
+    .default({}),
+}).superRefine((anomaly, ctx) => {
+  if (anomaly.min_history < anomaly.interval) {
+    const message = 'expected at least one interval of history';
+    ctx.addIssue({ code: 'custom', message, input: anomaly.min_history, path: ['min_history'] });
+  }
+});
+
+const alertsSchema = strictObject({
+  budget_thresholds: thresholdList.default([0.5, 0.8, 1]),
+  webhook: webhookSchema.optional(),
+  anomaly: anomalySchema.optional(),
+});
+
 const modelSchema = strictObject({
   input_per_million: usdMicros,
   output_per_million: usdMicros,
@@ -80,6 +167,7 @@ const rawLimitSchema = strictObject({
   per: enumOf(['subject', 'org']).default('subject'),
   shadow: z.boolean({ error: expected('true or false') }).default(false),
   on_store_failure: enumOf(['open', 'closed', 'local']).default('closed'),
+  alert_thresholds: thresholdList.optional(),
 });
 
 type RawLimit = z.output<typeof rawLimitSchema>;
@@ -119,6 +207,7 @@ class LimitReader {
   rate(): LimitEntry {
     const { raw } = this;
     this.refuse(['period', 'timezone'], 'only budget limits have a period and time zone');
+    this.refuse(['alert_thresholds'], 'only budget limits have alert thresholds');
     if (raw.unit === undefined) this.report('unit', 'required: requests or tokens');
     else if (raw.unit === 'usd') this.report('unit', 'a rate limit counts requests or tokens');
     if (raw.unit !== 'tokens') this.refuse(['count'], 'only token limits have a count');
@@ -170,6 +259,7 @@ class LimitReader {
       windowMs: 0,
       period: raw.period ?? 'day',
       timeZone: raw.timezone,
+      ...(raw.alert_thresholds ? { alertThresholds: raw.alert_thresholds } : {}),
     };
   }
 
@@ -179,6 +269,7 @@ class LimitReader {
       ['window', 'period', 'timezone', 'count'],
       'a concurrency limit has no window, period or count',
     );
+    this.refuse(['alert_thresholds'], 'only budget limits have alert thresholds');
     if (raw.unit !== undefined && raw.unit !== 'requests') {
       this.report('unit', 'a concurrency limit counts requests; omit unit or write requests');
     }
@@ -264,7 +355,14 @@ export const policyFileSchema = strictObject({
     .default(1),
   models: nonEmptyRecord(MODEL_NAME, 'expected a model name without spaces', modelSchema, 'models'),
   tiers: nonEmptyRecord(TIER_NAME, 'expected a lowercase tier name like free', tierSchema, 'tiers'),
+  alerts: alertsSchema.optional(),
 }).superRefine((file, ctx) => {
+  for (const tier of Object.keys(file.alerts?.anomaly?.action ?? {})) {
+    if (!(tier in file.tiers)) {
+      const message = `unknown tier "${tier}"; define it under tiers`;
+      ctx.addIssue({ code: 'custom', message, input: tier, path: ['alerts', 'anomaly', 'action', tier] });
+    }
+  }
   const owners = new Map<string, string>(Object.keys(file.models).map((name) => [name, name]));
   for (const [name, model] of Object.entries(file.models)) {
     model.aliases?.forEach((alias, index) => {
@@ -302,6 +400,7 @@ export function toPolicy(file: PolicyFile): Policy {
     models.set(name, spec);
     for (const alias of model.aliases ?? []) models.set(alias, spec);
   }
+  const alerts = toAlerts(file.alerts);
   const tiers = new Map<string, TierSpec>();
   for (const [name, tier] of Object.entries(file.tiers)) {
     const allowed = Array.isArray(tier.models)
@@ -312,7 +411,7 @@ export function toPolicy(file: PolicyFile): Policy {
       models: allowed,
       maxOutputTokens: tier.max_output_tokens,
       maxInputTokens: tier.max_input_tokens,
-      limits: tier.limits.map((limit) => ({ ...limit, timeZone: limit.timeZone ?? file.timezone })),
+      limits: tier.limits.map((limit) => withThresholds(limit, file.timezone, alerts)),
     });
   }
   return {
@@ -322,5 +421,40 @@ export function toPolicy(file: PolicyFile): Policy {
     replicas: file.replicas,
     models,
     tiers,
+    ...(alerts ? { alerts } : {}),
+  };
+}
+
+/** A limit with its time zone filled and, for a budget, its alert thresholds (its own, else the policy's). */
+function withThresholds(limit: LimitEntry, timeZone: string, alerts: AlertsSpec | undefined): LimitSpec {
+  const spec: LimitSpec = { ...limit, timeZone: limit.timeZone ?? timeZone };
+  if (spec.kind !== 'budget') return spec;
+  const { alertThresholds: own, ...rest } = spec;
+  const thresholds = own ?? alerts?.budgetThresholds ?? [];
+  return thresholds.length > 0 ? { ...rest, alertThresholds: thresholds } : rest;
+}
+
+function toAlerts(raw: PolicyFile['alerts']): AlertsSpec | undefined {
+  if (!raw) return undefined;
+  const { webhook, anomaly } = raw;
+  return {
+    budgetThresholds: raw.budget_thresholds,
+    webhook: webhook && {
+      url: webhook.url,
+      secretEnv: webhook.secret_env,
+      timeoutMs: webhook.timeout,
+      maxInFlight: webhook.max_in_flight,
+      retryForMs: webhook.retry_for,
+    },
+    anomaly: anomaly && {
+      factor: anomaly.factor,
+      intervalMs: anomaly.interval,
+      halfLifeMs: anomaly.half_life,
+      minHistoryMs: anomaly.min_history,
+      minRequests: anomaly.min_requests,
+      minTokens: anomaly.min_tokens,
+      cooldownMs: anomaly.cooldown,
+      actions: new Map(Object.entries(anomaly.action) as [string, AnomalyAction][]),
+    },
   };
 }

@@ -84,5 +84,35 @@ export const STORE_CONFIRMED = `${KEY_REGISTRY_PREFIX}:store-confirmed`;
 /** Where the authority replicas hear that a key changed (the message is its id), to drop cached lookups. */
 export const API_KEY_CHANGES_CHANNEL = 'quotad:keys:changed';
 
+/** An org's events: the records (hash: id -> event JSON, id:s -> delivery state). */
+export function eventRecordsKey(org: string): string {
+  return `${orgPrefix(org)}:ev`;
+}
+
+/** An org's outbox: the events still to deliver (sorted set: id -> when it is due, ms). */
+export function eventOutboxKey(org: string): string {
+  return `${orgPrefix(org)}:evq`;
+}
+
+/** An org's event log, newest last (sorted set: id -> created ms), for `quotad events`. */
+export function eventLogKey(org: string): string {
+  return `${orgPrefix(org)}:evlog`;
+}
+
+/**
+ * The orgs whose outbox may hold events (sorted set: org -> when last noted). It has its own hash tag:
+ * a decision script touches its org's slot only, so the authority notes the org right after a script
+ * that raised events (and a slow sweep finds outboxes a crash left unnoted).
+ */
+export const EVENT_OUTBOX_INDEX = 'quotad:{events}:outboxes';
+
+/** The orgs with events in their log (sorted set: org -> last event ms), for listing. */
+export const EVENT_LOG_INDEX = 'quotad:{events}:orgs';
+
+/** A subject's usage baseline for anomaly detection (hash; see includes/events.lua). */
+export function anomalyKey(principal: Principal): string {
+  return `${orgPrefix(principal.org)}:anom:s:${escapePart(principal.subject)}`;
+}
+
 /** The audit trail: one stream under a hash tag of its own (admin calls are rare; one slot is plenty). */
 export const AUDIT_STREAM = 'quotad:{audit}:log';

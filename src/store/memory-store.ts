@@ -14,7 +14,9 @@ import { StoreFullError } from '../core/errors.js';
 import { leaseMember, limitKey, nonceKey, reservationKey } from './keys.js';
 import { judgeBudget, type BudgetHolds, type Verdict } from './memory-budget.js';
 import { judgeLeases } from './memory-concurrency.js';
+import { MemoryEvents } from './memory-events.js';
 import { judgeWindow, rollWindow, type StoredWindow } from './memory-rate.js';
+import { raisedField, type RaisedEvent } from '../core/alerts.js';
 import { CONCURRENCY_RETRY_CAP_MS, type QuotaStore, type RecordedCharge } from './store.js';
 
 interface ReservationRecord {
@@ -116,6 +118,7 @@ export class MemoryStore implements QuotaStore {
   readonly #maxEntries: number;
   readonly #onFull: (() => void) | undefined;
   #lastFullSweepMs = -Infinity;
+  readonly #events: MemoryEvents;
 
   constructor(options: MemoryStoreOptions) {
     this.#clock = options.clock;
@@ -123,11 +126,19 @@ export class MemoryStore implements QuotaStore {
     this.#keys = new Keyspace(options.clock);
     this.#maxEntries = options.maxEntries ?? Infinity;
     this.#onFull = options.onFull;
+    this.#events = new MemoryEvents(options.clock);
     const interval = options.sweepIntervalMs ?? 10_000;
     if (interval > 0) {
-      this.#sweeper = setInterval(() => this.#keys.sweep(), interval);
+      this.#sweeper = setInterval(() => {
+        this.#keys.sweep();
+        this.#events.sweep();
+      }, interval);
       this.#sweeper.unref();
     }
+  }
+
+  get events(): MemoryEvents {
+    return this.#events;
   }
 
   /** Live keys, for tests and memory accounting. */
@@ -218,6 +229,20 @@ export class MemoryStore implements QuotaStore {
         limits: command.limits.map(() => unjudged()),
       };
     }
+    const blockedUntilMs =
+      command.events?.anomaly && mode !== 'peek' ? this.#events.blockedUntil(principal) : 0;
+    if (blockedUntilMs > 0) {
+      return {
+        outcome: 'denied',
+        nowMs: now,
+        leaseExpiresAtMs: 0,
+        reservedTokens: 0,
+        reservedMicros: 0,
+        limits: command.limits.map((planned) => this.#judge(planned, principal, now, 0, expired).state),
+        expiredLeases: expired.count,
+        blockedUntilMs,
+      };
+    }
     const cost = (planned: PlannedLimit) => (mode === 'peek' ? 0 : planned.cost);
     const judged = command.limits.map((planned) =>
       this.#judge(planned, principal, now, cost(planned), expired),
@@ -253,6 +278,15 @@ export class MemoryStore implements QuotaStore {
     };
     this.#keys.set(resKey, { type: 'reservation', record }, command.leaseMs + command.idempotencyWindowMs);
     if (nonce) this.#keys.set(nonce, { type: 'nonce' }, command.nonce?.ttlMs ?? 0);
+    const raised: RaisedEvent[] = [];
+    judged.forEach(({ state, key }, i) => {
+      const { spec, cost } = command.limits[i] as PlannedLimit;
+      const period = { start: state.periodStartMs, end: state.periodEndMs };
+      raised.push(
+        ...this.#events.cross(principal, command.events, spec, key, period, state.used - cost, state.used),
+      );
+    });
+    raised.push(...this.#events.observe(principal, command.events, command.reservedTokens));
     return {
       outcome: 'admitted',
       nowMs: now,
@@ -261,6 +295,7 @@ export class MemoryStore implements QuotaStore {
       reservedMicros: command.reservedMicros,
       expiredLeases: expired.count,
       limits: judged.map((j) => j.state),
+      ...raisedField(raised),
     };
   }
 
@@ -287,11 +322,16 @@ export class MemoryStore implements QuotaStore {
     if (record?.state === 'freed') record = undefined;
     let status: SettleResult['status'];
     let late = false;
+    const raised: RaisedEvent[] = [];
     if (record) {
       late = now >= record.leaseExpiresAtMs;
       for (const charge of record.charges) {
         const delta = measuredAmount(charge.measure, command.actual, command.outcome) - charge.amount;
+        const before = this.#spent(charge.key, charge.bucket);
         this.#adjust(charge, delta, leaseMember(principal, command.requestId), late);
+        if (charge.kind === 'budget') {
+          raised.push(...this.#crossed(command, charge.key, charge.bucket, before));
+        }
       }
       status = 'settled';
     } else {
@@ -301,8 +341,13 @@ export class MemoryStore implements QuotaStore {
           .filter((p) => p.spec.kind !== 'concurrency')
           .map((p) => limitKey(principal, p.spec)),
       ]);
-      for (const planned of command.limits)
+      for (const planned of command.limits) {
+        const key = limitKey(principal, planned.spec);
+        const start = planned.bounds ? periodAt(planned.bounds, now).start : 0;
+        const before = this.#spent(key, start);
         this.#chargeDirect(planned, principal, now, command.idempotencyWindowMs);
+        if (planned.spec.kind === 'budget') raised.push(...this.#crossed(command, key, start, before));
+      }
       status = 'charged_without_reservation';
     }
     const settled: ReservationRecord = {
@@ -322,7 +367,27 @@ export class MemoryStore implements QuotaStore {
       late,
       limits: report(),
       expiredLeases: expired.count,
+      ...raisedField(raised),
     };
+  }
+
+  /** What a budget counter holds for the period starting `start` (0 when nothing). */
+  #spent(key: string, start: number): number {
+    return this.#keys.get(key, 'budget')?.periods.get(start) ?? 0;
+  }
+
+  /** The events of a settlement moving budget `key` from `before` in its period starting `start`. */
+  #crossed(command: SettleCommand, key: string, start: number, before: number): RaisedEvent[] {
+    const planned = command.limits.find(
+      (p) => p.spec.kind === 'budget' && limitKey(command.principal, p.spec) === key,
+    );
+    const bounds = planned?.bounds;
+    if (!planned || !bounds) return [];
+    const at = bounds.indexOf(start);
+    if (at < 0 || at > 2) return [];
+    const period = { start, end: bounds[at + 1] as number };
+    const after = this.#spent(key, start);
+    return this.#events.cross(command.principal, command.events, planned.spec, key, period, before, after);
   }
 
   /**

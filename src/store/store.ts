@@ -1,5 +1,6 @@
 import type { Measure } from '../core/policy.js';
 import type { ReserveCommand, ReserveResult, SettleCommand, SettleResult } from '../core/quota.js';
+import type { EventOutbox } from './event-outbox.js';
 
 /**
  * Where counters, leases and reservations live. Every implementation gives the same answers to the same
@@ -14,6 +15,8 @@ export interface QuotaStore {
   reserve(command: ReserveCommand): Promise<ReserveResult>;
   /** Settles a reservation with the actual usage, or charges it directly when there is none. */
   settle(command: SettleCommand): Promise<SettleResult>;
+  /** Where the events that reserve and settle raise wait for delivery. */
+  readonly events: EventOutbox;
   close(): Promise<void>;
 }
 

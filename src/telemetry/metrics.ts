@@ -1,5 +1,6 @@
 import type { status as GrpcStatus } from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { EventMetrics } from './event-metrics.js';
 import { collectProcessMetrics } from './process-metrics.js';
 import type { DecisionCode } from '../core/decision.js';
 import type { Policy, StoreFailureMode } from '../core/policy.js';
@@ -30,6 +31,7 @@ export type GrpcMethod =
   | 'SetKeyLimits'
   | 'GetKeyUsage'
   | 'ConfirmStoreReset'
+  | 'ListEvents'
   | 'ListAuditRecords'
   | 'SetKeySigning';
 /** Where a key lookup was answered (`stale`: the last known record, the store being out), and whether it was known. */
@@ -92,6 +94,7 @@ const GRPC_METHODS: Record<GrpcMethod, true> = {
   SetKeyLimits: true,
   GetKeyUsage: true,
   ConfirmStoreReset: true,
+  ListEvents: true,
   ListAuditRecords: true,
   SetKeySigning: true,
 };
@@ -142,6 +145,8 @@ export interface AuthorityMetricsOptions {
 /** Every quotad metric, in one registry owned by this instance rather than prom-client's global one. */
 export class AuthorityMetrics {
   readonly registry = new Registry();
+  /** Spend alerts and anomalies: raised, delivered, waiting. */
+  readonly events = new EventMetrics(this.registry);
 
   /** Every decision by outcome: `result` allowed|denied, `code` the decision code. */
   readonly decisions: LabelledCounter<{ result: DecisionResult; code: DecisionCode }>;

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { periodBounds } from '../../src/core/calendar.js';
 import { ManualClock } from '../../src/core/clock.js';
 import type { ReserveCommand } from '../../src/core/quota.js';
 import type { QuotaStore } from '../../src/store/store.js';
@@ -429,6 +430,38 @@ export function describeQuotaContract(storeName: string, openStore: StoreFactory
         [1, 199],
       );
       assert.equal((await authority.usage({ principal })).limits[0]?.used, 1);
+    });
+
+    test('a signed reserve that crosses a budget threshold consumes its nonce and raises the event once; its replay raises none', async (t) => {
+      const { authority, store, clock } = await setup();
+      t.after(() => store.close());
+      const principal = freshPrincipal('budget');
+      const budget = budgetTier.limits[0] as (typeof budgetTier.limits)[number];
+      const spec = { ...budget, alertThresholds: [0.5] };
+      const bounds = periodBounds(spec.period, spec.timeZone, clock.now());
+      const command = (requestId: string, nonce: string, cost: number): ReserveCommand => ({
+        principal,
+        requestId,
+        mode: 'reserve',
+        leaseMs: 5 * MINUTE,
+        idempotencyWindowMs: 60 * MINUTE,
+        reservedTokens: cost,
+        reservedMicros: 0,
+        limits: [{ spec, cost, bounds }],
+        deadlineMs: 0,
+        nonce: { value: nonce, ttlMs: 10 * MINUTE },
+        events: { keyId: 'key_contract', deliver: false },
+      });
+      const first = await store.reserve(command('cross', 'n0nce-events-000000001', 6_000));
+      assert.deepEqual(
+        [first.outcome, (first.raised ?? []).map((e) => [e.type, e.limitName, e.threshold])],
+        ['admitted', [['budget.threshold', 'tokens_per_day', '0.5']]],
+      );
+      const replay = await store.reserve(command('replay', 'n0nce-events-000000001', 1));
+      assert.deepEqual([replay.outcome, replay.raised ?? []], ['replayed', []]);
+      const next = await store.reserve(command('next', 'n0nce-events-000000002', 1));
+      assert.deepEqual([next.outcome, next.raised ?? []], ['admitted', []]);
+      assert.equal((await authority.usage({ principal })).limits[0]?.used, 6_001);
     });
 
     test('a budget held by requests in flight, not spent, is refused with a short retry and admits once they settle', async (t) => {

@@ -102,6 +102,7 @@ const policy = policyWith(
           limit: 60_000,
           period: 'week',
           timeZone: 'Asia/Kolkata',
+          alertThresholds: [0.25, 0.5, 0.8, 1],
         }),
         limit({
           name: 'org_usd_per_week',
@@ -111,6 +112,7 @@ const policy = policyWith(
           period: 'week',
           timeZone: 'America/New_York',
           scope: 'org',
+          alertThresholds: [0.5, 1],
         }),
         limit({ name: 'concurrent', kind: 'concurrency', limit: 1 }),
         orgRequestsPerMinute,
@@ -127,13 +129,32 @@ const policy = policyWith(
           limit: 6_000,
           period: 'day',
           timeZone: 'Europe/Berlin',
+          alertThresholds: [0.5, 0.8, 1],
         }),
         limit({ name: 'usd_per_week', kind: 'budget', unit: 'usd_micros', limit: 25_000, period: 'week' }),
       ],
       { maxOutputTokens: 2_000 },
     ),
   ],
-  { leaseMs: LEASE_MS, idempotencyWindowMs: IDEMPOTENCY_MS },
+  {
+    leaseMs: LEASE_MS,
+    idempotencyWindowMs: IDEMPOTENCY_MS,
+    // Events are part of every answer compared: budget crossings, and anomalies that block (tier tiny).
+    alerts: {
+      budgetThresholds: [0.5, 0.8, 1],
+      webhook: undefined,
+      anomaly: {
+        factor: 3,
+        intervalMs: 10 * SECOND,
+        halfLifeMs: MINUTE,
+        minHistoryMs: 30 * SECOND,
+        minRequests: 3,
+        minTokens: 5_000,
+        cooldownMs: 20 * SECOND,
+        actions: new Map([['tiny', 'block']]),
+      },
+    },
+  },
 );
 
 /** mulberry32: a small, well-mixed 32-bit generator, so a seed replays the same run everywhere. */
@@ -347,7 +368,7 @@ describe('MemoryStore and RedisStore', () => {
       const source = new OperationSource(seed);
       const recent: string[] = [];
       /** Answers that took the paths the two stores could most easily disagree on. */
-      const reached = { heldBudget: 0, freedAndDecidedAfresh: 0 };
+      const reached = { heldBudget: 0, freedAndDecidedAfresh: 0, anomalyBlocks: 0 };
       const freed = new Set<string>();
       for (let step = 1; step <= OPERATIONS_PER_SEED; step++) {
         const operation = source.next();
@@ -358,6 +379,7 @@ describe('MemoryStore and RedisStore', () => {
         if (operation.kind === 'check' && 'value' in onMemory) {
           const decision = onMemory.value as Decision;
           if (decision.limits.some((l) => l.held)) reached.heldBudget += 1;
+          if (decision.deniedBy.includes('usage_anomaly')) reached.anomalyBlocks += 1;
           if (freed.delete(operation.input.requestId) && decision.allowed && !decision.duplicate)
             reached.freedAndDecidedAfresh += 1;
         }
@@ -378,7 +400,21 @@ describe('MemoryStore and RedisStore', () => {
           throw error;
         }
       }
-      assert.ok(reached.heldBudget > 0 && reached.freedAndDecidedAfresh > 0, JSON.stringify(reached));
+      assert.ok(
+        reached.heldBudget > 0 && reached.freedAndDecidedAfresh > 0 && reached.anomalyBlocks > 0,
+        JSON.stringify(reached),
+      );
+      // Every event each store raised, in the order raised: the same crossings and anomalies, the same ids.
+      // (Redis is shared by the seeds; this seed's orgs end in it.)
+      const [memoryEvents = [], redisEvents = []] = await Promise.all(
+        sides.map(async (side) =>
+          (await side.store.events.list({ limit: 1_000 })).filter((entry) =>
+            entry.event.principal.org.endsWith(`-${seed}`),
+          ),
+        ),
+      );
+      const types = new Set(memoryEvents.map((entry) => entry.event.type));
+      assert.deepStrictEqual({ events: redisEvents, types: types.size }, { events: memoryEvents, types: 2 });
     });
   }
 

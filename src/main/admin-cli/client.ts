@@ -100,6 +100,7 @@ export function connect(settings: Settings): { api: AdminCalls; close: () => voi
     setKeyLimits: explained(client.setKeyLimits),
     getKeyUsage: explained(client.getKeyUsage),
     confirmStoreReset: explained(client.confirmStoreReset),
+    listEvents: explained(client.listEvents),
     setKeySigning: explained(client.setKeySigning),
     listAuditRecords: explained(client.listAuditRecords),
   };

@@ -8,7 +8,16 @@ import type { CreateKeyRequest } from '../../gen/quotad/v1/CreateKeyRequest.js';
 import type { LimitOverride } from '../../gen/quotad/v1/LimitOverride.js';
 import type { ListKeysRequest } from '../../gen/quotad/v1/ListKeysRequest.js';
 import { usageError, type AdminCalls } from './client.js';
-import { auditTable, isoTime, keyFields, keyTable, secretBlock, signingBlock, usageTable } from './render.js';
+import {
+  auditTable,
+  eventTable,
+  isoTime,
+  keyFields,
+  keyTable,
+  secretBlock,
+  signingBlock,
+  usageTable,
+} from './render.js';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 export type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
@@ -195,6 +204,21 @@ export const USAGE_COMMAND: Command = {
     // The JSON is GET /v1/usage's shape, so a script reads one shape from either.
     const json = usage.usage ? usageBody(usage.usage, usage.usage.key ?? usage.key) : {};
     return { message: json, text: usageTable(usage) };
+  },
+};
+
+export const EVENTS_COMMAND: Command = {
+  options: { org: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' } },
+  takesId: false,
+  async run(api, values) {
+    const text = stringFlag(values, 'limit') ?? '50';
+    if (!/^[1-9]\d{0,3}$/.test(text)) throw usageError(`--limit: expected a whole number, got '${text}'`);
+    const { events } = await api.listEvents({
+      org: stringFlag(values, 'org') ?? '',
+      type: stringFlag(values, 'type') ?? '',
+      limit: Number(text),
+    });
+    return { message: { events }, text: eventTable(events) };
   },
 };
 

@@ -2,6 +2,7 @@
 import { formatDuration } from '../../core/duration.js';
 import { formatUsd } from '../../core/money.js';
 import type { ApiKey__Output } from '../../gen/quotad/v1/ApiKey.js';
+import type { Event__Output } from '../../gen/quotad/v1/Event.js';
 import type { AuditKeyState__Output } from '../../gen/quotad/v1/AuditKeyState.js';
 import type { AuditRecord__Output } from '../../gen/quotad/v1/AuditRecord.js';
 import type { GetKeyUsageResponse__Output } from '../../gen/quotad/v1/GetKeyUsageResponse.js';
@@ -109,6 +110,36 @@ export function usageTable(response: GetKeyUsageResponse__Output): string {
     ? `\nTokens used: ${usage.tokensUsed}; spent: ${formatUsd(usage.usdMicrosSpent)}\n`
     : '';
   return title + table(['NAME', 'KIND', 'USED', 'REMAINING', 'LIMIT', 'RESETS IN'], rows) + totals;
+}
+
+/** Recent events, newest first: one line each with its delivery. */
+export function eventTable(events: Event__Output[]): string {
+  if (events.length === 0) return 'No events.\n';
+  const rows = events.map((event) => [
+    isoTime(Number(event.createdAtMs)),
+    event.type,
+    event.org,
+    event.subject,
+    event.keyId || '-',
+    event.limit,
+    String(event.threshold),
+    event.type === 'budget.threshold' ? `${event.used}/${event.limitAmount}` : String(event.used),
+    event.delivery,
+    String(event.attempts),
+  ]);
+  const header = [
+    'CREATED',
+    'TYPE',
+    'ORG',
+    'SUBJECT',
+    'KEY',
+    'LIMIT',
+    'THRESHOLD',
+    'USED',
+    'DELIVERY',
+    'ATTEMPTS',
+  ];
+  return table(header, rows);
 }
 
 /** `tier, limits` of a key in an audit record, in one cell; '-' when there is none. */

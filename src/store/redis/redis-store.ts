@@ -9,9 +9,21 @@ import type {
   SettleCommand,
   SettleResult,
 } from '../../core/quota.js';
+import { raisedField, readRaised, thresholdPairs, type EventContext } from '../../core/alerts.js';
 import { measuredAmount } from '../../core/quota.js';
-import { leaseMember, limitKey, nonceKey, reservationKey } from '../keys.js';
+import { EVENT_KEPT_MS, type EventOutbox } from '../event-outbox.js';
+import {
+  anomalyKey,
+  eventLogKey,
+  eventOutboxKey,
+  eventRecordsKey,
+  leaseMember,
+  limitKey,
+  nonceKey,
+  reservationKey,
+} from '../keys.js';
 import { CONCURRENCY_RETRY_CAP_MS, type QuotaStore } from '../store.js';
+import { RedisEventOutbox } from './redis-outbox.js';
 import { callRedis } from './call-redis.js';
 import {
   closeConnection,
@@ -68,6 +80,37 @@ function keysAndSpecs(principal: Principal, limits: readonly PlannedLimit[]) {
   return { keys, specs };
 }
 
+/**
+ * The keys and ARGV tail of includes/events.lua: the org's event keys, the event context and each
+ * limit's thresholds; without a context only '' (alerts off).
+ */
+function eventArgs(
+  principal: Principal,
+  limits: readonly PlannedLimit[],
+  events: EventContext | undefined,
+): { keys: string[]; args: (string | number)[] } {
+  if (!events) return { keys: [], args: [''] };
+  const { org, subject, tier } = principal;
+  const args: (string | number)[] = [org, subject, tier, events.keyId, events.deliver ? 1 : 0, EVENT_KEPT_MS];
+  for (const { spec } of limits) {
+    const pairs = spec.kind === 'budget' ? thresholdPairs(spec) : [];
+    args.push(
+      pairs.length === 0
+        ? ''
+        : [spec.name, spec.unit, ...pairs.map((pair) => `${pair.label}=${pair.amount}`)].join('\t'),
+    );
+  }
+  const keys = [eventRecordsKey(org), eventOutboxKey(org), eventLogKey(org)];
+  const { anomaly } = events;
+  if (anomaly) {
+    const { spec } = anomaly;
+    keys.push(anomalyKey(principal));
+    args.push(spec.factor, spec.intervalMs, spec.halfLifeMs, spec.minHistoryMs, spec.minRequests);
+    args.push(spec.minTokens, spec.cooldownMs, anomaly.action);
+  }
+  return { keys, args };
+}
+
 function readStates(reply: number[], offset: number, count: number): LimitState[] {
   const states: LimitState[] = [];
   for (let i = 0; i < count; i++) {
@@ -87,7 +130,8 @@ function readStates(reply: number[], offset: number, count: number): LimitState[
   return states;
 }
 
-const RESERVE_OUTCOME = ['denied', 'admitted', 'duplicate', 'expired', 'replayed'] as const;
+/** 4: a nonce used before; 5: denied because the subject is blocked for a usage anomaly. */
+const RESERVE_OUTCOME = ['denied', 'admitted', 'duplicate', 'expired', 'replayed', 'denied'] as const;
 const SETTLE_STATUS = [undefined, 'settled', 'duplicate', 'charged_without_reservation'] as const;
 
 export type { RedisClientOptions } from './connection.js';
@@ -116,6 +160,7 @@ export class RedisStore implements QuotaStore {
   readonly #budgetWaitReplicas: number;
   readonly #budgetWaitTimeoutMs: number;
   readonly #onBudgetUnconfirmed: () => void;
+  readonly events: EventOutbox;
 
   constructor(options: RedisStoreOptions) {
     this.#redis = defineQuotaScripts(options.redis);
@@ -123,6 +168,7 @@ export class RedisStore implements QuotaStore {
     this.#budgetWaitReplicas = options.budgetWaitReplicas ?? 0;
     this.#budgetWaitTimeoutMs = options.budgetWaitTimeoutMs ?? 1_000;
     this.#onBudgetUnconfirmed = options.onBudgetUnconfirmed ?? (() => undefined);
+    this.events = new RedisEventOutbox({ redis: options.redis, clock: options.clock });
   }
 
   /**
@@ -174,16 +220,19 @@ export class RedisStore implements QuotaStore {
   async reserve(command: ReserveCommand): Promise<ReserveResult> {
     const { principal, requestId, limits } = command;
     const { keys, specs } = keysAndSpecs(principal, limits);
+    const events = eventArgs(principal, limits, command.events);
+    // After the specs (reserve.lua): the nonce's TTL ('' for none) with its key, then the event arguments.
     const nonce = command.mode === 'reserve' ? command.nonce : undefined;
     const nonceKeys = nonce ? [nonceKey(principal, nonce.value)] : [];
-    const nonceArgs = nonce ? [nonce.ttlMs] : [];
+    const nonceArgs = [nonce ? nonce.ttlMs : ''];
     const reply = await callRedis(() =>
       this.#run(limits, (target) =>
         target.quotadReserve(
-          keys.length + 1 + nonceKeys.length,
+          keys.length + 1 + nonceKeys.length + events.keys.length,
           reservationKey(principal, requestId),
           ...keys,
           ...nonceKeys,
+          ...events.keys,
           this.#now(),
           command.mode,
           command.leaseMs,
@@ -196,29 +245,34 @@ export class RedisStore implements QuotaStore {
           CONCURRENCY_RETRY_CAP_MS,
           ...specs,
           ...nonceArgs,
+          ...events.args,
         ),
       ),
     );
     return {
-      outcome: RESERVE_OUTCOME[reply[0] as 0 | 1 | 2 | 3 | 4],
+      outcome: RESERVE_OUTCOME[reply[0] as 0 | 1 | 2 | 3 | 4 | 5],
       nowMs: reply[1] as number,
-      leaseExpiresAtMs: reply[2] as number,
+      leaseExpiresAtMs: reply[0] === 4 || reply[0] === 5 ? 0 : (reply[2] as number),
+      ...(reply[0] === 5 && { blockedUntilMs: reply[2] as number }),
       reservedTokens: reply[3] as number,
       reservedMicros: reply[4] as number,
       expiredLeases: reply[5] as number,
       limits: readStates(reply, 6, limits.length),
+      ...raisedField(readRaised(reply, 6 + limits.length * STATE_WIDTH)),
     };
   }
 
   async settle(command: SettleCommand): Promise<SettleResult> {
     const { principal, requestId, limits, actual } = command;
     const { keys, specs } = keysAndSpecs(principal, limits);
+    const events = eventArgs(principal, limits, command.events);
     const reply = await callRedis(() =>
       this.#run(limits, (target) =>
         target.quotadSettle(
-          keys.length + 1,
+          keys.length + 1 + events.keys.length,
           reservationKey(principal, requestId),
           ...keys,
+          ...events.keys,
           this.#now(),
           command.idempotencyWindowMs,
           command.outcome,
@@ -230,6 +284,7 @@ export class RedisStore implements QuotaStore {
           CONCURRENCY_RETRY_CAP_MS,
           ...SETTLE_MEASURES.map((measure) => measuredAmount(measure, actual, command.outcome)),
           ...specs,
+          ...events.args,
         ),
       ),
     );
@@ -244,6 +299,7 @@ export class RedisStore implements QuotaStore {
       late: reply[6] === 1,
       expiredLeases: reply[7] as number,
       limits: readStates(reply, 8, limits.length),
+      ...raisedField(readRaised(reply, 8 + limits.length * STATE_WIDTH)),
     };
   }
 

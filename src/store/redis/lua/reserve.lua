@@ -19,7 +19,7 @@
                     budget: hash {period start ms = amount charged, h<start> = amount reservations
                             in flight hold of it, e<start> = their latest lease end}
                     concurrency: sorted set {lease member = lease end ms, '~' = the set's logical expiry}
-    KEYS[n + 2]   optional: a signed request's nonce (string), in the org's slot
+    KEYS[n + 2 ..] the nonce and the event keys, as ARGV[11 + 9n ..] below say
 
     ARGV[1]       now in ms, or '' for Redis TIME
     ARGV[2]       mode: 'reserve' (check and charge), 'dry' (check only), 'peek' (report, costs ignored)
@@ -33,12 +33,17 @@
     ARGV[10]      the longest retry a denial by requests in flight suggests, ms (CONCURRENCY_RETRY_CAP_MS)
     ARGV[11 ...]  n limit specs of 9 values: kind (r|b|c), limit, cost, shadow (0|1), measure,
                   then rate: window ms, -, -, -; budget: b0, b1, b2, b3; concurrency: -, -, -, -
-    ARGV[11 + 9n] with KEYS[n + 2]: how long the nonce is remembered, in ms
+    ARGV[11 + 9n] how long a signed request's nonce is remembered, ms; '' when the request carries none
+    ARGV[12 + 9n ...] the event context and thresholds (see includes/events.lua; '' when alerts are off)
+    KEYS[n + 2]   the nonce (string, in the org's slot), only when ARGV[11 + 9n] is not ''; the event
+                  keys follow it (or take its place): records, outbox, log, then the anomaly baseline
 
-  Output: { outcome (0 denied, 1 admitted, 2 duplicate, 3 past its deadline, 4 nonce used before), now, lease end,
+  Output: { outcome (0 denied, 1 admitted, 2 duplicate, 3 past its deadline, 4 nonce used before,
+            5 blocked for a usage anomaly: its end in place of the lease end), now, lease end,
             reserved tokens, reserved micro-dollars, expired leases, then per limit 9 values:
             used, remaining, reset after ms, exceeded (0|1), retry after ms, period start, period end,
-            reserved by requests in flight, held (0|1: exceeded only because of those) }
+            reserved by requests in flight, held (0|1: exceeded only because of those),
+            then, when admitted, the number of events raised and one line per event (see includes/events) }
 ]]
 
 --- @include "includes/common"
@@ -53,6 +58,26 @@ local deadline = tonumber(ARGV[9])
 local counters = { expired = 0 }
 local retryCapMs = tonumber(ARGV[10])
 local specs = readSpecs(n, 11)
+
+--- @include "includes/events"
+
+-- After the specs: the nonce's TTL (and its key), then the event arguments (and their keys).
+local nonceAt = 11 + n * SPEC_WIDTH
+local nonceTtl = ARGV[nonceAt]
+local keyAt = n + 2
+local nonceKey = nil
+if nonceTtl ~= nil and nonceTtl ~= '' then
+  nonceKey = KEYS[keyAt]
+  keyAt = keyAt + 1
+end
+local alertsAt = nonceAt + 1
+local eventCtx = eventContext(alertsAt)
+local eventKeys = { KEYS[keyAt], KEYS[keyAt + 1], KEYS[keyAt + 2] }
+local anomalyKey = KEYS[keyAt + 3]
+local anomaly = nil
+if eventCtx then
+  anomaly = anomalySpec(alertsAt, n)
+end
 
 local function report(outcome, leaseEnd, tokens, micros, states)
   local out = { outcome, now, leaseEnd, tokens, micros, counters.expired }
@@ -92,13 +117,26 @@ end
 
 -- A nonce used before refuses the request unjudged; only an admitted request consumes one (below), so
 -- of two replicas racing with one signed request, exactly one is admitted.
-local nonceKey = KEYS[n + 2]
 if nonceKey and mode == 'reserve' and redis.call('EXISTS', nonceKey) == 1 then
   local out = { 4, now, 0, 0, 0, 0 }
   for _ = 1, n do
     pushState(out, UNJUDGED)
   end
   return out
+end
+
+-- A subject blocked for a usage anomaly is denied until its cool-down ends (outcome 5, the end in place
+-- of the lease end).
+if anomaly and mode ~= 'peek' then
+  local untilMs = blockedUntil(anomalyKey, now)
+  if untilMs > 0 then
+    local out = { 5, now, untilMs, 0, 0, 0 }
+    for i = 1, n do
+      pushState(out, judge(KEYS[1 + i], specs[i], 0, now, counters, retryCapMs))
+    end
+    out[6] = counters.expired
+    return out
+  end
 end
 
 local states = {}
@@ -139,6 +177,10 @@ for i = 1, n do
       holdBudget(key, st.bucket, cost, now, leaseEnd, st.heldUntil)
       st.reserved = st.reserved + cost
       st.reset = st.pend - now
+      if eventCtx then
+        local thresholds = limitThresholds(alertsAt, i)
+        crossThresholds(eventCtx, eventKeys, thresholds, key, spec.limit, st.pstart, st.pend, st.used, st.used + cost, now)
+      end
     end
   else
     st.reset = math.max(st.reset, leaseEnd - now)
@@ -166,7 +208,11 @@ redis.call(
 )
 redis.call('PEXPIRE', KEYS[1], int(leaseMs + windowMs))
 if nonceKey then
-  redis.call('SET', nonceKey, '1', 'PX', int(tonumber(ARGV[11 + 9 * n])))
+  redis.call('SET', nonceKey, '1', 'PX', int(tonumber(nonceTtl)))
 end
 
-return report(1, leaseEnd, tonumber(ARGV[6]), tonumber(ARGV[7]), states)
+if anomaly then
+  observeAnomaly(eventCtx, eventKeys, anomaly, anomalyKey, now, tonumber(ARGV[6]))
+end
+
+return pushRaised(report(1, leaseEnd, tonumber(ARGV[6]), tonumber(ARGV[7]), states))

@@ -27,10 +27,12 @@
     ARGV[10 ..14] what each measure counts of the actual usage and outcome (measuredAmount in
                   src/core/quota.ts): requests, input, output, total, usd
     ARGV[15 ...]  n limit specs as in reserve.lua, each costed at the actual usage
+    then the event context and thresholds, and KEYS[n + 2 ..] the event keys (see includes/events.lua)
 
   Output: { status (1 settled, 2 duplicate, 3 charged without reservation), charged input tokens,
             charged output tokens, charged micro-dollars, reserved tokens, reserved micro-dollars,
-            late (0|1), expired leases, then per limit the 9 values of reserve.lua, after settlement }
+            late (0|1), expired leases, then per limit the 9 values of reserve.lua, after settlement,
+            then the number of events raised and one line per event (see includes/events) }
 ]]
 
 --- @include "includes/common"
@@ -52,6 +54,28 @@ local measuredBy = {
 }
 local specs = readSpecs(n, 15)
 
+--- @include "includes/events"
+
+local alertsAt = 15 + n * SPEC_WIDTH
+local eventCtx = eventContext(alertsAt)
+local eventKeys = { KEYS[n + 2], KEYS[n + 3], KEYS[n + 4] }
+
+-- Raises the events of budget `key` moving from `before` to `after` in its period starting `pstart`.
+local function crossed(key, pstart, before, after)
+  if not eventCtx then
+    return
+  end
+  for i = 1, n do
+    local spec = specs[i]
+    if KEYS[1 + i] == key and spec.kind == 'b' and (pstart == spec.a or pstart == spec.b or pstart == spec.c) then
+      local _, pend = periodAt(spec, pstart)
+      local thresholds = limitThresholds(alertsAt, i)
+      crossThresholds(eventCtx, eventKeys, thresholds, key, spec.limit, pstart, pend, before, after, now)
+      return
+    end
+  end
+end
+
 -- What a charge's measure counts of the actual usage; a lease counts nothing.
 local function measured(measure)
   return measuredBy[measure] or 0
@@ -67,7 +91,7 @@ local function report(status, chargedIn, chargedOut, chargedUsd, tokens, micros,
     pushState(out, judge(KEYS[1 + i], specs[i], 0, now, counters, retryCapMs))
   end
   out[8] = counters.expired
-  return out
+  return pushRaised(out)
 end
 
 local freeing = outcome == 'failed' and actualIn == 0 and actualOut == 0
@@ -103,6 +127,7 @@ if record then
       local spent = tonumber(amounts[1])
       if spent then
         redis.call('HSET', key, int(bucket), int(max0(spent + delta)))
+        crossed(key, bucket, spent, max0(spent + delta))
       end
       -- A late settlement's hold already ended with its lease (and may have been started afresh since).
       if amounts[2] and not late then
@@ -122,7 +147,12 @@ else
       writeWindow(key, index, W, current + spec.cost, previous, sameWindow, now)
     elseif spec.kind == 'b' then
       local pstart, pend = periodAt(spec, now)
+      local before = 0
+      if eventCtx then
+        before = tonumber(redis.call('HGET', key, int(pstart))) or 0
+      end
       chargeBudget(key, pstart, spec.cost, spec.a, pend - now + windowMs)
+      crossed(key, pstart, before, before + spec.cost)
     end
   end
 end
