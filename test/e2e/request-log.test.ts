@@ -92,7 +92,9 @@ describe('the request log file (--request-log)', { timeout: 30_000 }, () => {
     const served = randomUUID();
     assert.equal((await postChat(csvGateway.url, key.secret, served)).status, 200);
     const refused = randomUUID();
-    const response = await postChat(csvGateway.url, `${key.secret.slice(0, -1)}x`, refused);
+    // Another last character (a key ending in x would otherwise stay itself and be served).
+    const wrong = `${key.secret.slice(0, -1)}${key.secret.endsWith('x') ? 'y' : 'x'}`;
+    const response = await postChat(csvGateway.url, wrong, refused);
     assert.equal(response.status, 401);
     const row = (await lineWith(csvPath, served)).split(',');
     const refusedRow = (await lineWith(csvPath, refused)).split(',');
