@@ -8,6 +8,7 @@ import type { RecordUsageRequest } from '../gen/quotad/v1/RecordUsageRequest.js'
 import type { Logger } from '../telemetry/logger.js';
 import type { GatewayMetrics, GatewayRoute } from '../telemetry/gateway-metrics.js';
 import { isGrpcError } from '../api/client.js';
+import { REFUSAL_TRAILER } from '../api/trailers.js';
 import type { AuthorityClient } from './authority-client.js';
 import { credentialOf, type Caller, type Credential } from './auth.js';
 import { duplicateRequest, overloaded, quotaUnavailable, refusal } from './decision.js';
@@ -322,12 +323,18 @@ export class ModelCallHandler {
         metrics.shed.inc({ by: 'authority' });
         throw overloaded();
       }
-      if (isGrpcError(error) && error.code === grpc.status.UNAUTHENTICATED) {
-        // The authority answered and refused this gateway's own token: a misconfiguration, not an outage,
-        // so --fail-mode open must not turn it into unmetered traffic. Nothing was reserved.
+      const refusedFor = isGrpcError(error) ? error.metadata?.get(REFUSAL_TRAILER)[0] : undefined;
+      if (refusedFor !== undefined || (isGrpcError(error) && error.code === grpc.status.UNAUTHENTICATED)) {
+        // The authority answered and refused on purpose (this gateway's own token, a store reset awaiting an
+        // operator): not an outage, so --fail-mode open must not turn it into unmetered traffic. Nothing
+        // was reserved.
         logger.error(
-          { requestId: request.requestId, err: error.message },
-          'the authority refused this gateway (check QUOTAD_AUTHORITY_TOKEN); refused',
+          {
+            requestId: request.requestId,
+            err: error instanceof Error ? error.message : String(error),
+            refusal: refusedFor,
+          },
+          'the authority refused the check (check QUOTAD_AUTHORITY_TOKEN, or quotad store confirm-reset); refused',
         );
         throw quotaUnavailable();
       }
