@@ -21,7 +21,7 @@ tools: ## Make sure redis-server, promtool, prometheus, openssl and kubectl are 
 	@scripts/ensure-tools.sh kubectl
 
 # Everything the build reads: `make build` (and so `make run`) compiles only when one of them changed.
-BUILD_INPUTS := $(shell find src test bench proto scripts -type f -not -path 'src/gen/*' 2>/dev/null) \
+BUILD_INPUTS := $(shell find src harness test bench proto scripts -type f -not -path 'src/gen/*' 2>/dev/null) \
 	package.json package-lock.json tsconfig.json
 
 dist/.built: node_modules/.installed $(BUILD_INPUTS)

@@ -1,13 +1,47 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 
-/** A free TCP port on loopback, as the kernel hands one out. */
+/** Whether a server can listen on `port` on loopback right now (it listens, then closes at once). */
+export async function portIsFree(port: number): Promise<boolean> {
+  const server = createServer();
+  return new Promise((resolve) => {
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/** The lowest port the kernel hands out for outgoing connections and listen(0). */
+const EPHEMERAL_LOW = (() => {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 0 ? low : 32_768;
+  } catch {
+    return 32_768;
+  }
+})();
+
+/**
+ * A free TCP port on loopback for a server a test starts, picked at random below the kernel's ephemeral
+ * range and probed. A port from listen(0) lies in that range, where an outgoing connection of any parallel
+ * test may take it between the probe and the server's own bind (seen in CI: EADDRINUSE); below the range
+ * only another listener can.
+ */
 export async function freePort(): Promise<number> {
+  const low = 10_000;
+  if (EPHEMERAL_LOW - low < 5_000) return kernelPort();
+  for (;;) {
+    const port = low + Math.floor(Math.random() * (EPHEMERAL_LOW - low));
+    if (await portIsFree(port)) return port;
+  }
+}
+
+async function kernelPort(): Promise<number> {
   const server = createServer();
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
