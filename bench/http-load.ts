@@ -43,12 +43,14 @@ async function run(seconds: number, latency?: Histogram) {
   return { result, cpuSeconds: (used.user + used.system) / 1e6 };
 }
 
-if (options.warmupSeconds > 0) await run(options.warmupSeconds);
+const warmup = options.warmupSeconds > 0 ? await run(options.warmupSeconds) : undefined;
 const latency = new Histogram();
 const { result, cpuSeconds } = await run(options.seconds, latency);
 process.stdout.write(
   `${JSON.stringify({
     requests: result.requests.total,
+    // What the warm-up sent too, for readers of CPU measured around the whole process.
+    warmupRequests: warmup?.result.requests.total ?? 0,
     seconds: result.duration,
     non2xx: result.non2xx,
     errors: result.errors,

@@ -8,7 +8,16 @@ import { createRequire } from 'node:module';
 import { basename, dirname, join, relative } from 'node:path';
 import * as prettier from 'prettier';
 import { REPO_ROOT } from '../harness/authority-process.js';
-import type { GrpcScenario, LoadPoint, Results } from './result-types.js';
+import type { GatewayRun, GatewayTarget, GrpcScenario, LoadPoint, Results } from './result-types.js';
+import {
+  compareGateways,
+  compareRounds,
+  quotadCpuMs,
+  showSpread,
+  type GatewayComparison,
+  type Spread,
+  type RoundsComparison,
+} from './comparisons.js';
 import { renderBurst } from './burst.js';
 import { renderEnvoy } from './envoy.js';
 import { renderSigning } from './signing.js';
@@ -99,11 +108,6 @@ function roundTrips(
   return { scripts: scripts / calls, outside: outside / calls, calls };
 }
 
-/** The server process's CPU milliseconds per gRPC call over a loop's measured period. */
-const serverMsPerCall = (pt: LoadPoint | undefined) =>
-  pt && pt.cpu.server !== undefined && Number.isFinite(pt.cpu.server)
-    ? (1000 * pt.cpu.server) / pt.callsPerSecond
-    : undefined;
 const msPerCall = (n: number | undefined) => (n === undefined ? '—' : `${n.toFixed(3)} ms`);
 
 /** What every section of the report reads: the results, and `p`, which appends blocks to `out`. */
@@ -118,6 +122,8 @@ interface ReportContext {
   batch: GrpcScenario | undefined;
   storage: Results['storage'];
   gateway: Results['gateway'];
+  gateways: GatewayComparison | undefined;
+  rounds: RoundsComparison | undefined;
   footprint: Results['footprint'];
   profile: Results['profile'];
   machine: Results['machine'];
@@ -128,20 +134,9 @@ interface ReportContext {
   out: string[];
 }
 
-/** The gateway against calling the upstream directly, at one and at 32 connections. */
-function gatewayFigures(gateway: Results['gateway']) {
-  const d1 = gateway?.runs.find((r) => r.target === 'direct' && r.connections === 1);
-  const g1 = gateway?.runs.find((r) => r.target === 'gateway' && r.connections === 1);
-  const d32 = gateway?.runs.find((r) => r.target === 'direct' && r.connections === 32);
-  const g32 = gateway?.runs.find((r) => r.target === 'gateway' && r.connections === 32);
-  const addedP50 = d1 && g1 ? g1.p50Ms - d1.p50Ms : undefined;
-  const gatewayRatio = d32 && g32 ? g32.requestsPerSecond / d32.requestsPerSecond : undefined;
-  return { d1, g1, d32, g32, addedP50, gatewayRatio };
-}
-
 /** The section on the side-by-side table. */
 function renderSideBySide(r: ReportContext): void {
-  const { transport, redis, memory, rlf, batch, storage, gateway, footprint, batchShape, p } = r;
+  const { transport, redis, memory, rlf, batch, storage, gateways, footprint, batchShape, p } = r;
   p('## Side by side');
   const rows: (string | number)[][] = [];
   const grpcRow = (s: GrpcScenario | undefined, title: string) => {
@@ -192,18 +187,17 @@ function renderSideBySide(r: ReportContext): void {
       '—',
     ]);
   }
-  if (gateway) {
-    const d = gateway.runs.find((r) => r.target === 'direct' && r.connections === 32);
-    const g = gateway.runs.find((r) => r.target === 'gateway' && r.connections === 32);
-    const d1 = gateway.runs.find((r) => r.target === 'direct' && r.connections === 1);
-    const g1 = gateway.runs.find((r) => r.target === 'gateway' && r.connections === 1);
+  if (gateways) {
+    const rps = (t: GatewayTarget) => int(gateways.median(t, 32, (run) => run.requestsPerSecond));
+    const p50 = (t: GatewayTarget) => ms(gateways.median(t, 1, (run) => run.p50Ms));
+    const p99 = (t: GatewayTarget) => ms(gateways.median(t, 1, (run) => run.p99Ms));
     rows.push([
-      '6. Gateway (HTTP, 32 connections), direct → through the gateway',
-      `${int(d?.requestsPerSecond)} → ${int(g?.requestsPerSecond)} req/s`,
+      '6. HTTP, 32 connections: direct / quotad gateway (memory) / (Redis) / Portkey, median of rounds',
+      `${rps('direct')} / ${rps('quotad-memory')} / ${rps('quotad-redis')} / ${rps('portkey')} req/s`,
       '—',
       '—',
-      `${ms(d1?.p50Ms)} → ${ms(g1?.p50Ms)} (1 connection)`,
-      `${ms(d1?.p99Ms)} → ${ms(g1?.p99Ms)} (1 connection)`,
+      `${p50('direct')} / ${p50('quotad-memory')} / ${p50('quotad-redis')} / ${p50('portkey')} (1 connection)`,
+      `${p99('direct')} / ${p99('quotad-memory')} / ${p99('quotad-redis')} / ${p99('portkey')} (1 connection)`,
       '—',
       '—',
       '—',
@@ -248,94 +242,136 @@ function renderSideBySide(r: ReportContext): void {
   }
 }
 
-/** The section on the targets, met or not. */
+/** The section on the targets (issue #19's), met or not: ratios of one run, medians of its rounds. */
 function renderTargets(r: ReportContext): void {
-  const { transport, redis, memory, rlf, batch, gateway, footprint, p } = r;
+  const { transport, redis, batch, gateways, rounds, footprint, p } = r;
   p('## Targets');
   const checkTrips = roundTrips(redis?.checkOnly, 'checkQuota');
   const recordTrips =
     checkTrips && roundTrips(redis?.closed, 'recordUsage', [['checkQuota', checkTrips.scripts]]);
   const checkRt = checkTrips?.scripts;
   const recordRt = recordTrips?.scripts;
-  const checkRatio =
-    redis?.checkOnly && transport?.checkOnly
-      ? redis.checkOnly.callsPerSecond / transport.checkOnly.callsPerSecond
-      : undefined;
-  const rlfRatio =
-    redis?.closed && rlf?.closed
-      ? redis.closed.operationsPerSecond / rlf.closed.operationsPerSecond
-      : undefined;
-  const rlfCheckRatio =
-    redis?.checkOnly && rlf?.checkOnly
-      ? redis.checkOnly.callsPerSecond / rlf.checkOnly.callsPerSecond
-      : undefined;
   const h = half(redis);
-  const { d1, g1, d32, g32, addedP50, gatewayRatio } = gatewayFigures(gateway);
+  const ht = half(transport);
   const batchRatio =
     batch?.batch && transport?.closed
       ? batch.batch.decisionsPerSecond / transport.closed.decisionsPerSecond
       : undefined;
+  const both = (
+    pick: (g: GatewayComparison) => Record<string, Spread>,
+    ok: (median: number) => boolean,
+  ): [string, boolean | undefined] => {
+    if (!gateways) return ['—', undefined];
+    const m = pick(gateways);
+    const mem = m['quotad-memory'];
+    const red = m['quotad-redis'];
+    const verdict =
+      mem && red && Number.isFinite(mem.median) && Number.isFinite(red.median)
+        ? ok(mem.median) && ok(red.median)
+        : undefined;
+    return [`memory ${showSpread(mem)}, Redis ${showSpread(red)}`, verdict];
+  };
+  const lonePortkey = gateways ? gateways.addedP50.portkey : undefined;
+  const [addedText, addedOk] = both(
+    (g) => g.addedP50VsPortkey,
+    (m) => m <= 1,
+  );
+  const [cpuText, cpuOk] = both(
+    (g) => g.gatewayCpuVsPortkey,
+    (m) => m <= 1,
+  );
+  const [totalText] = both(
+    (g) => g.totalCpuVsPortkey,
+    () => true,
+  );
+  const [rpsText, rpsOk] = both(
+    (g) => g.throughputVsPortkey,
+    (m) => m >= 2.5,
+  );
+  const vsT = rounds?.vsTransport;
+  const vsR = rounds?.vsRlf;
+  const cpuT = rounds?.serverCpuVsTransport;
+  const medianOk = (s: Spread | undefined, ok: (m: number) => boolean) =>
+    s && Number.isFinite(s.median) ? ok(s.median) : undefined;
   const targets: [string, string, boolean | undefined][] = [
     [
-      'Redis round trips per CheckQuota: 1',
+      "Gateway, 1 connection: added p50 over direct ≤ Portkey's added p50",
+      gateways
+        ? `quotad ÷ Portkey, median (range) of ${gateways.rounds.length} rounds: ${addedText}; added p50: memory ${showSpread(gateways.addedP50['quotad-memory'], ' ms', 3)}, Redis ${showSpread(gateways.addedP50['quotad-redis'], ' ms', 3)}, Portkey ${showSpread(lonePortkey, ' ms', 3)}`
+        : '—',
+      addedOk,
+    ],
+    [
+      "Gateway, 1 connection: CPU per request of the gateway process ≤ Portkey's",
+      gateways ? `quotad ÷ Portkey: ${cpuText}; with the authority (and Redis) behind it: ${totalText}` : '—',
+      cpuOk,
+    ],
+    [
+      "Gateway, 32 connections: ≥ 2.5× Portkey's requests/s (memory and Redis authority)",
+      gateways ? rpsText : '—',
+      rpsOk,
+    ],
+    [
+      'Unary CheckQuota ≥ 0.9× the transport ceiling',
+      vsT
+        ? `Redis ${showSpread(vsT.redis)}, memory ${showSpread(vsT.memory)} (CheckQuota-alone closed loops, rounds)`
+        : '—',
+      vsT
+        ? (medianOk(vsT.redis, (m) => m >= 0.9) ?? false) && (medianOk(vsT.memory, (m) => m >= 0.9) ?? false)
+        : undefined,
+    ],
+    [
+      'Unary CheckQuota ≥ 1.5× rate-limiter-flexible',
+      vsR ? `Redis ${showSpread(vsR.redis)}, memory ${showSpread(vsR.memory)}` : '—',
+      vsR ? medianOk(vsR.redis, (m) => m >= 1.5) : undefined,
+    ],
+    [
+      "Server CPU per CheckQuota ≤ 1.4× the no-op server's",
+      cpuT
+        ? `Redis ${showSpread(cpuT.redis)}, memory ${showSpread(cpuT.memory)} (rate-limiter-flexible ${showSpread(cpuT.rlf)}); medians ${msPerCall(rounds?.median('redis', (x) => x.serverMsPerCall))} / ${msPerCall(rounds?.median('memory', (x) => x.serverMsPerCall))} against ${msPerCall(rounds?.median('transport', (x) => x.serverMsPerCall))}`
+        : '—',
+      cpuT
+        ? (medianOk(cpuT.redis, (m) => m <= 1.4) ?? false) &&
+          (medianOk(cpuT.memory, (m) => m <= 1.4) ?? false)
+        : undefined,
+    ],
+    [
+      "p99 at 50 % load ≤ the no-op transport's p99 at its own 50 %",
+      h && ht
+        ? `quotad on Redis ${ms(h.p99Ms)} at ${int(h.offeredPerSecond)} operations/s offered; no-op ${ms(ht.p99Ms)} at ${int(ht.offeredPerSecond)}`
+        : '—',
+      h && ht ? h.p99Ms <= ht.p99Ms : undefined,
+    ],
+    [
+      '≤ 100 bytes of Redis memory per active (principal, limit)',
+      footprint ? `${footprint.countersPerPrincipalLimit.toFixed(0)} bytes` : '—',
+      footprint ? footprint.countersPerPrincipalLimit <= 100 : undefined,
+    ],
+    [
+      '≤ 400 bytes per reservation record',
+      footprint ? `${footprint.reservationRecordBytes.toFixed(0)} bytes` : '—',
+      footprint ? footprint.reservationRecordBytes <= 400 : undefined,
+    ],
+    [
+      'Batched decisions/s ≥ 3× the unary ceiling',
+      batchRatio === undefined
+        ? `not measured: ${batch?.skipped ?? 'scenario not run'}`
+        : `${batchRatio.toFixed(2)}× (${int(batch?.batch?.decisionsPerSecond)} decisions/s vs ${int(transport?.closed?.decisionsPerSecond)} unary calls/s)`,
+      batchRatio === undefined ? undefined : batchRatio >= 3,
+    ],
+    [
+      'One Redis round trip per CheckQuota',
       checkRt === undefined
         ? '—'
         : `${checkRt.toFixed(3)} EVALSHA/EVAL per CheckQuota and ${checkTrips?.outside.toFixed(3)} commands outside a script (INFO commandstats over the whole CheckQuota-alone loop: ${int(checkTrips?.calls)} calls)`,
       checkRt === undefined ? undefined : checkRt <= 1.001 && (checkTrips?.outside ?? 0) < 0.001,
     ],
     [
-      'Redis round trips per RecordUsage: 1',
+      'One Redis round trip per RecordUsage',
       recordRt === undefined
         ? '—'
         : `${recordRt.toFixed(3)} EVALSHA/EVAL per RecordUsage and ${recordTrips?.outside.toFixed(3)} commands outside a script (over the whole CheckQuota + RecordUsage loop, less ${checkRt?.toFixed(3)} per CheckQuota: ${int(recordTrips?.calls)} calls)`,
       recordRt === undefined ? undefined : recordRt <= 1.001 && (recordTrips?.outside ?? 0) < 0.001,
-    ],
-    [
-      'Unary CheckQuota throughput ≥ 0.8× the transport ceiling',
-      checkRatio === undefined
-        ? '—'
-        : `${checkRatio.toFixed(2)}× (${int(redis?.checkOnly?.callsPerSecond)} vs ${int(transport?.checkOnly?.callsPerSecond)} CheckQuota/s, Redis store); with CheckQuota + RecordUsage ${ratio(redis?.closed?.operationsPerSecond, transport?.closed?.operationsPerSecond)}; memory store ${ratio(memory?.checkOnly?.callsPerSecond, transport?.checkOnly?.callsPerSecond)}. By the server's own CPU per CheckQuota (what would set the ratio if the server had a core to itself): ${ratio(serverMsPerCall(transport?.checkOnly), serverMsPerCall(redis?.checkOnly))} (${msPerCall(serverMsPerCall(redis?.checkOnly))} vs ${msPerCall(serverMsPerCall(transport?.checkOnly))})`,
-      checkRatio === undefined ? undefined : checkRatio >= 0.8,
-    ],
-    [
-      '≥ 1.5× rate-limiter-flexible',
-      rlfRatio === undefined
-        ? '—'
-        : `${rlfRatio.toFixed(2)}× operations/s (${int(redis?.closed?.operationsPerSecond)} vs ${int(rlf?.closed?.operationsPerSecond)}); CheckQuota alone ${rlfCheckRatio?.toFixed(2)}×`,
-      rlfRatio === undefined ? undefined : rlfRatio >= 1.5,
-    ],
-    [
-      'p99 ≤ 5 ms at 50 % load (quotad, Redis)',
-      h
-        ? `${ms(h.p99Ms)} at ${int(h.offeredPerSecond)} operations/s offered (p50 ${ms(h.p50Ms)}, p99.9 ${ms(h.p999Ms)}); the no-op transport at its own 50 %: p99 ${ms(half(transport)?.p99Ms)}, p50 ${ms(half(transport)?.p50Ms)}: on this machine much of the tail is the gRPC client and server`
-        : '—',
-      h ? h.p99Ms <= 5 : undefined,
-    ],
-    [
-      '≤ 200 bytes of Redis memory per active (principal, limit)',
-      footprint ? `${footprint.countersPerPrincipalLimit.toFixed(0)} bytes` : '—',
-      footprint ? footprint.countersPerPrincipalLimit <= 200 : undefined,
-    ],
-    [
-      'Gateway adds ≤ 1 ms at p50',
-      addedP50 === undefined
-        ? '—'
-        : `+${addedP50.toFixed(2)} ms (${ms(d1?.p50Ms)} direct → ${ms(g1?.p50Ms)}, one connection)`,
-      addedP50 === undefined ? undefined : addedP50 <= 1,
-    ],
-    [
-      'Gateway throughput ≥ 0.7× direct',
-      gatewayRatio === undefined
-        ? '—'
-        : `${gatewayRatio.toFixed(2)}× (${int(g32?.requestsPerSecond)} vs ${int(d32?.requestsPerSecond)} req/s, 32 connections)`,
-      gatewayRatio === undefined ? undefined : gatewayRatio >= 0.7,
-    ],
-    [
-      'Batched decisions/s ≥ 2× the unary transport ceiling',
-      batchRatio === undefined
-        ? `not measured: ${batch?.skipped ?? 'scenario not run'}`
-        : `${batchRatio.toFixed(2)}× (${int(batch?.batch?.decisionsPerSecond)} decisions/s vs ${int(transport?.closed?.decisionsPerSecond)} unary calls/s)`,
-      batchRatio === undefined ? undefined : batchRatio >= 2,
     ],
   ];
   p(
@@ -575,45 +611,132 @@ function renderStorage(r: ReportContext): void {
   }
 }
 
-/** The section on the gateway overhead. */
+/** The section on the gateways side by side. */
 function renderGateway(r: ReportContext): void {
-  const { gateway, machine, settings, p } = r;
-  const { d32, g32, addedP50, gatewayRatio } = gatewayFigures(gateway);
-  if (gateway) {
-    p(
-      '## Gateway overhead',
-      `\`POST /v1/chat/completions\` (\`${JSON.stringify({ model: 'gpt-4o-mini', max_tokens: 16 })}\` with one short user message) sent by autocannon ${machine.autocannon} from its own process (bench/http-load.ts), (a) straight to the demo upstream (src/demo/upstream.ts in its own process) and (b) through \`quotad gateway\` with an API key of the bench tier, to \`quotad serve\` on the Redis store. Four processes plus Redis on ${machine.nproc} vCPUs. 2 s of warm-up, then ${settings.seconds} s measured, each run. Latency has sub-millisecond resolution (autocannon's per-response event; its own histogram keeps whole milliseconds). The gateway runs with \`LOG_LEVEL=warn\` (info logs a line per request) and \`QUOTAD_AUTHORITY_TIMEOUT=1s\` (the default before #12, 100 ms, failed closed when the closed loop saturated the machine).`,
-      table(
+  const { gateway, gateways, machine, p } = r;
+  if (!gateway || !gateways) return;
+  const names: Record<GatewayTarget, string> = {
+    direct: 'direct to the upstream',
+    'quotad-memory': 'quotad gateway → authority (memory)',
+    'quotad-redis': 'quotad gateway → authority (Redis)',
+    portkey: `Portkey ${gateway.portkeyVersion}`,
+  };
+  const cpuCell = (run: GatewayRun) =>
+    ['gateway', 'authority', 'redis', 'upstream']
+      .map((k) =>
+        run.cpuMsPerRequest[k] === undefined ? '—' : (run.cpuMsPerRequest[k] as number).toFixed(3),
+      )
+      .join(' / ');
+  p(
+    '## Gateways side by side',
+    `\`POST /v1/chat/completions\` (\`${JSON.stringify({ model: 'gpt-4o-mini', max_tokens: 16 })}\` with one short user message) sent by autocannon ${machine.autocannon} from its own process (bench/http-load.ts) to one demo upstream (src/demo/upstream.ts, its own process): (a) directly, (b) through \`quotad gateway\` to \`quotad serve\` on the in-process store, (c) the same on Redis, with an API key of the bench tier, every setting at its default but \`LOG_LEVEL=warn\` (info logs a line per request), and (d) through Portkey's open-source gateway ${gateway.portkeyVersion} (npm \`@portkey-ai/gateway\`, \`NODE_ENV=production\`, \`--headless\`; it authenticates nothing, counts nothing and reserves nothing). Every process is started once; the targets are loaded in turn, ${gateway.rounds} rounds, ${gateway.warmupSeconds} s of warm-up and ${gateway.seconds} s measured each, at 1 connection (a lone caller) and 32. CPU per request is each process's CPU (from /proc) over the whole autocannon run, warm-up included, divided by every request sent. A ratio is taken within a round; the median and the range of the rounds follow.`,
+    table(
+      ['ratio (median, range of rounds)', 'quotad (memory)', 'quotad (Redis)'],
+      [
         [
-          'target',
-          'connections',
-          'req/s',
-          'p50',
-          'p99',
-          'mean',
-          'non-2xx',
-          'errors',
-          'CPU cores: autocannon / upstream / gateway / authority / redis',
-          'CPU ms per request: gateway / authority',
+          "added p50 at 1 connection ÷ Portkey's",
+          showSpread(gateways.addedP50VsPortkey['quotad-memory']),
+          showSpread(gateways.addedP50VsPortkey['quotad-redis']),
         ],
-        gateway.runs.map((r) => [
-          r.target,
-          r.connections,
-          int(r.requestsPerSecond),
-          ms(r.p50Ms),
-          ms(r.p99Ms),
-          ms(r.meanMs),
-          r.non2xx,
-          r.errors,
-          ['autocannon', 'upstream', 'gateway', 'authority', 'redis'].map((k) => cores(r.cpu[k])).join(' / '),
-          r.target === 'gateway'
-            ? `${((1000 * (r.cpu.gateway ?? NaN)) / r.requestsPerSecond).toFixed(2)} / ${((1000 * (r.cpu.authority ?? NaN)) / r.requestsPerSecond).toFixed(2)}`
-            : '—',
-        ]),
-      ),
-      `Added at p50 with one connection: ${addedP50 === undefined ? '—' : `+${addedP50.toFixed(2)} ms`}; throughput through the gateway at 32 connections: ${gatewayRatio === undefined ? '—' : `${gatewayRatio.toFixed(2)}×`} direct. At 32 connections the added p50 is ${d32 && g32 ? `+${(g32.p50Ms - d32.p50Ms).toFixed(2)} ms` : '—'}, queueing on a saturated machine.`,
-    );
-  }
+        [
+          "gateway CPU per request at 1 connection ÷ Portkey's",
+          showSpread(gateways.gatewayCpuVsPortkey['quotad-memory']),
+          showSpread(gateways.gatewayCpuVsPortkey['quotad-redis']),
+        ],
+        [
+          "gateway + authority (+ Redis) CPU per request at 1 connection ÷ Portkey's",
+          showSpread(gateways.totalCpuVsPortkey['quotad-memory']),
+          showSpread(gateways.totalCpuVsPortkey['quotad-redis']),
+        ],
+        [
+          "requests/s at 32 connections ÷ Portkey's",
+          showSpread(gateways.throughputVsPortkey['quotad-memory']),
+          showSpread(gateways.throughputVsPortkey['quotad-redis']),
+        ],
+        [
+          'requests/s at 32 connections ÷ direct',
+          showSpread(gateways.throughputVsDirect['quotad-memory']),
+          showSpread(gateways.throughputVsDirect['quotad-redis']),
+        ],
+      ],
+    ),
+    `Added p50 at 1 connection (median, range): quotad on memory ${showSpread(gateways.addedP50['quotad-memory'], ' ms', 3)}, on Redis ${showSpread(gateways.addedP50['quotad-redis'], ' ms', 3)}, Portkey ${showSpread(gateways.addedP50.portkey, ' ms', 3)}. Portkey's requests/s at 32 connections ÷ direct: ${showSpread(gateways.throughputVsDirect.portkey)}.`,
+    table(
+      [
+        'round',
+        'target',
+        'connections',
+        'req/s',
+        'p50',
+        'p99',
+        'CPU ms per request: gateway / authority / redis / upstream',
+        'quotad total (gateway + authority + redis)',
+      ],
+      gateway.runs.map((run) => [
+        run.round,
+        names[run.target],
+        run.connections,
+        int(run.requestsPerSecond),
+        ms(run.p50Ms),
+        ms(run.p99Ms),
+        cpuCell(run),
+        run.target.startsWith('quotad') ? quotadCpuMs(run).toFixed(3) : '—',
+      ]),
+    ),
+  );
+}
+
+/** The section on the alternating CheckQuota rounds. */
+function renderRounds(r: ReportContext): void {
+  const { results, rounds, p } = r;
+  const data = results.rounds;
+  if (!data || !rounds) return;
+  p(
+    '## CheckQuota in alternating rounds',
+    `The CheckQuota-alone closed loop (64 in flight, one load generator) of the no-op server, quotad on Redis, quotad in-process and rate-limiter-flexible, in turn, ${data.rounds} rounds of 1 s warm-up and ${data.seconds} s measured each, every server up throughout. Ratios are taken within a round; the targets above are judged on their medians.`,
+    table(
+      ['ratio (median, range of rounds)', 'quotad (Redis)', 'quotad (memory)'],
+      [
+        [
+          'CheckQuota/s ÷ the transport ceiling',
+          showSpread(rounds.vsTransport.redis),
+          showSpread(rounds.vsTransport.memory),
+        ],
+        [
+          'CheckQuota/s ÷ rate-limiter-flexible',
+          showSpread(rounds.vsRlf.redis),
+          showSpread(rounds.vsRlf.memory),
+        ],
+        [
+          "server CPU per CheckQuota ÷ the no-op server's",
+          showSpread(rounds.serverCpuVsTransport.redis),
+          showSpread(rounds.serverCpuVsTransport.memory),
+        ],
+      ],
+    ),
+    table(
+      [
+        'round',
+        'server',
+        'CheckQuota/s',
+        'p50',
+        'p99',
+        'server CPU ms per call',
+        'CPU cores: load generator / server / redis',
+        'errors',
+      ],
+      data.runs.map((run) => [
+        run.round,
+        run.id,
+        int(run.callsPerSecond),
+        ms(run.p50Ms),
+        ms(run.p99Ms),
+        run.serverMsPerCall.toFixed(3),
+        ['loadgen', 'server', 'redis'].map((k) => cores(run.cpu[k])).join(' / '),
+        run.errors,
+      ]),
+    ),
+  );
 }
 
 /** The section on Redis memory per active (principal, limit). */
@@ -783,6 +906,8 @@ export async function renderReport(
     batch,
     storage,
     gateway,
+    gateways: gateway?.rounds ? compareGateways(gateway) : undefined,
+    rounds: results.rounds ? compareRounds(results.rounds) : undefined,
     footprint,
     profile,
     machine,
@@ -797,6 +922,7 @@ export async function renderReport(
   renderHowToReadIt(ctx);
   renderOpenLoop(ctx);
   renderClosedLoop(ctx);
+  renderRounds(ctx);
   renderStorage(ctx);
   renderGateway(ctx);
   renderFootprint(ctx);

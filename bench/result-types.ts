@@ -55,6 +55,26 @@ export interface GrpcScenario {
   notes: string[];
 }
 
+/** One CheckQuota-alone closed loop of the rounds scenario. */
+export interface RoundsRun {
+  round: number;
+  /** transport, redis, memory or rlf, as the gRPC scenarios. */
+  id: string;
+  callsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** The server process's CPU milliseconds per CheckQuota. */
+  serverMsPerCall: number;
+  cpu: CpuShare;
+  errors: number;
+}
+
+export interface RoundsResult {
+  rounds: number;
+  seconds: number;
+  runs: RoundsRun[];
+}
+
 export interface StorageResult {
   skipped?: string;
   commandLine: string;
@@ -74,8 +94,12 @@ export interface StorageResult {
   settleRps?: number;
 }
 
+/** Where the gateway scenario's load goes: the upstream itself, quotad's gateway on each store, Portkey's. */
+export type GatewayTarget = 'direct' | 'quotad-memory' | 'quotad-redis' | 'portkey';
+
 export interface GatewayRun {
-  target: 'direct' | 'gateway';
+  round: number;
+  target: GatewayTarget;
   connections: number;
   requests: number;
   requestsPerSecond: number;
@@ -84,11 +108,16 @@ export interface GatewayRun {
   meanMs: number;
   non2xx: number;
   errors: number;
-  cpu: CpuShare;
+  /** CPU milliseconds per request, by process (gateway: quotad's or Portkey's; authority; redis; upstream). */
+  cpuMsPerRequest: CpuShare;
 }
 
 export interface GatewayResult {
   runs: GatewayRun[];
+  rounds: number;
+  seconds: number;
+  warmupSeconds: number;
+  portkeyVersion: string;
   commandLines: string[];
 }
 
@@ -117,6 +146,7 @@ export interface Results {
   settings: Record<string, string | number>;
   grpc: GrpcScenario[];
   storage?: StorageResult;
+  rounds?: RoundsResult;
   gateway?: GatewayResult;
   footprint?: FootprintResult;
   profile?: ProfileSummary & { operationsPerSecond: number; seconds: number };

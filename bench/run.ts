@@ -4,14 +4,15 @@
  *
  *   node dist/bench/run.js [--only transport,redis,...] [--seconds 8] [--loadgens 1] [--principals 10000]
  *                          [--memory-principals 100000] [--out bench/RESULTS.md] [--chart bench/latency-vs-load.svg]
- *                          [--burst 200] [--burst-rounds 3]
+ *                          [--burst 200] [--burst-rounds 3] [--rounds 3] [--round-seconds 5]
+ *                          [--gateway-rounds 3] [--gateway-seconds 5]
  *
- * Scenarios (ids for --only): transport, redis, memory, rlf, storage, gateway, footprint, batch, profile,
+ * Scenarios (ids for --only): transport, redis, memory, rlf, rounds, storage, gateway, footprint, batch, profile,
  * burst, envoy, signing. `--only burst`, `--only envoy` or `--only signing` alone keeps the other scenarios'
  * figures of the last run (results/latest.json) and rewrites only its own section.
  * --seconds is the measured length of each load point (warm-ups come on top).
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import * as prettier from 'prettier';
 import os from 'node:os';
@@ -23,8 +24,7 @@ import type { Redis } from 'ioredis';
 import { isGrpcError } from '../src/api/client.js';
 import { readScript } from '../src/store/redis/scripts.js';
 import { AuthorityProcess, REPO_ROOT } from '../harness/authority-process.js';
-import { GatewayProcess } from '../harness/gateway-process.js';
-import { adminClient, quotaClient } from '../harness/grpc-clients.js';
+import { quotaClient } from '../harness/grpc-clients.js';
 import { TestRedisServer } from '../harness/redis-server.js';
 import {
   BENCH_TIER,
@@ -38,22 +38,21 @@ import {
 import { burstScenario } from './burst.js';
 import { signingScenario } from './signing.js';
 import { summarizeProfile } from './cpuprofile.js';
-import { Histogram } from './histogram.js';
 import type { Operation } from './loadgen.js';
 import { benchScript, LoadGenerator, mergeResults, startNodeServer } from './processes.js';
 import { renderChart } from './chart.js';
-import { autocannonVersion, machine } from './machine.js';
+import { machine } from './machine.js';
+import { gatewayScenario } from './gateway-side-by-side.js';
 import { commandStats, diff, infoField, usedMemory } from './redis-stats.js';
 import { renderReport } from './report.js';
 import { envoyScenario } from './envoy.js';
 import type {
   CpuShare,
   FootprintResult,
-  GatewayResult,
-  GatewayRun,
   GrpcScenario,
   LoadPoint,
   Results,
+  RoundsResult,
   StorageResult,
 } from './result-types.js';
 
@@ -62,6 +61,7 @@ const ALL = [
   'redis',
   'memory',
   'rlf',
+  'rounds',
   'storage',
   'gateway',
   'footprint',
@@ -84,6 +84,12 @@ const { values } = parseArgs({
     'batch-inflight': { type: 'string', default: '8' },
     'batch-size': { type: 'string', default: '64' },
     fractions: { type: 'string', default: '0.1,0.25,0.5,0.75,0.9' },
+    /** The rounds scenario: alternating CheckQuota-alone closed loops, and the seconds of each. */
+    rounds: { type: 'string', default: '3' },
+    'round-seconds': { type: 'string', default: '5' },
+    /** The gateway scenario: alternating rounds of every target, and the seconds measured of each. */
+    'gateway-rounds': { type: 'string', default: '3' },
+    'gateway-seconds': { type: 'string', default: '5' },
     /** The burst scenario: requests at once, and how many bursts per store. */
     burst: { type: 'string', default: '200' },
     'burst-rounds': { type: 'string', default: '3' },
@@ -95,6 +101,10 @@ const { values } = parseArgs({
   },
 });
 const batchInflight = Number(values['batch-inflight']);
+const rounds = Number(values.rounds);
+const roundSeconds = Number(values['round-seconds']);
+const gatewayRounds = Number(values['gateway-rounds']);
+const gatewaySeconds = Number(values['gateway-seconds']);
 const batchSize = Number(values['batch-size']);
 const only = new Set((values.only as string).split(',').map((s) => s.trim()));
 for (const id of only)
@@ -121,6 +131,8 @@ async function phase(
     rate?: number;
     warmupMs: number;
     batchSize?: number;
+    /** The measured seconds, when not --seconds. */
+    seconds?: number;
   },
   watch: Record<string, number>,
   redis?: Redis,
@@ -133,7 +145,7 @@ async function phase(
         Object.entries(watch).map(async ([k, pid]) => [k, await processCpuSeconds(pid)] as const),
       ),
     );
-  const measureMs = seconds * 1000;
+  const measureMs = (request.seconds ?? seconds) * 1000;
   const sample = async (): Promise<[Record<string, number>, Record<string, number>]> => [
     { ...(await cpuAt()), machine: await machineCpuSeconds() },
     redis ? commandStats(await redis.info('commandstats')) : {},
@@ -419,6 +431,57 @@ async function grpcScenario(ctx: Context, id: string): Promise<GrpcScenario> {
   return result;
 }
 
+/** The scenarios whose CheckQuota-alone closed loop the rounds scenario alternates. */
+const ROUND_IDS = ['transport', 'redis', 'memory', 'rlf'] as const;
+
+/**
+ * Verdicts that hold across runs: the CheckQuota-alone closed loop of the transport ceiling, quotad on each
+ * store and rate-limiter-flexible, in turn, `--rounds` times, every server started once and kept up (the
+ * idle ones cost nothing). Each round gives its own ratios; the targets are judged on their medians and the
+ * report shows the spread, so a verdict that one noisy minute would flip is seen as such.
+ */
+async function roundsScenario(ctx: Context): Promise<RoundsResult> {
+  await ctx.client.flushall();
+  const servers: Partial<Record<(typeof ROUND_IDS)[number], ServerUnderTest>> = {};
+  const result: RoundsResult = { rounds, seconds: roundSeconds, runs: [] };
+  try {
+    for (const id of ROUND_IDS) servers[id] = await serverFor(ctx, id);
+    for (let round = 1; round <= rounds; round++) {
+      for (const id of ROUND_IDS) {
+        const server = servers[id] as ServerUnderTest;
+        const redis = id === 'redis' || id === 'rlf' ? ctx.client : undefined;
+        const point = await withGenerators(
+          server.address,
+          (gens) =>
+            phase(
+              gens,
+              { mode: 'closed', op: 'check', concurrency, warmupMs: 1_000, seconds: roundSeconds },
+              server.watch,
+              redis,
+            ),
+          ctx,
+          `rounds ${id}`,
+        );
+        const serverCores = point.cpu.server ?? NaN;
+        result.runs.push({
+          round,
+          id,
+          callsPerSecond: point.callsPerSecond,
+          p50Ms: point.p50Ms,
+          p99Ms: point.p99Ms,
+          serverMsPerCall: (1000 * serverCores) / point.callsPerSecond,
+          cpu: point.cpu,
+          errors: Object.values(point.errors).reduce((a, b) => a + b, 0),
+        });
+        log(`rounds ${round}/${rounds}: ${id}: ${describe(point)}`);
+      }
+    }
+  } finally {
+    for (const server of Object.values(servers)) await server.stop();
+  }
+  return result;
+}
+
 // ------------------------------------------------------------------ the reserve script's call, as sent
 
 interface ScriptCall {
@@ -659,151 +722,6 @@ async function footprintScenario(ctx: Context): Promise<FootprintResult> {
   return result;
 }
 
-// ------------------------------------------------------------------------------------------ gateway
-
-const GATEWAY_BODY = JSON.stringify({
-  model: 'gpt-4o-mini',
-  messages: [{ role: 'user', content: 'Say hello to the benchmark' }],
-  max_tokens: 16,
-});
-
-async function gatewayScenario(ctx: Context): Promise<GatewayResult> {
-  await ctx.client.flushall();
-  const adminToken = randomBytes(24).toString('hex');
-  const { quotad, commandLine } = await startAuthority(ctx, 'redis', { QUOTAD_ADMIN_TOKEN: adminToken });
-  const stops: (() => Promise<void>)[] = [() => quotad.stop()];
-  try {
-    const admin = adminClient(quotad.grpcAddress, adminToken);
-    const { secret } = await admin.createKey({
-      name: 'bench',
-      owner: 'bench',
-      org: 'bench',
-      tier: BENCH_TIER,
-    });
-    admin.close();
-    const upstream = await startNodeServer('upstream-server');
-    stops.push(upstream.stop);
-    const gatewayEnv = {
-      QUOTAD_AUTHORITY: quotad.grpcAddress,
-      OPENAI_BASE_URL: upstream.address,
-      LOG_LEVEL: 'warn', // info logs a line per request
-      QUOTAD_AUTHORITY_TIMEOUT: '1s', // the default before #12 (100 ms) failed closed when the closed loop saturated the machine
-    };
-    const gateway = await GatewayProcess.spawn(gatewayEnv);
-    stops.push(() => gateway.stop());
-    for (let attempt = 0; ; attempt++) {
-      const ready = await fetch(`${gateway.url}/readyz`).then(
-        (r) => r.status === 200,
-        () => false,
-      );
-      if (ready) break;
-      if (attempt > 100) throw new Error(`the gateway never became ready: ${gateway.stderr}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    const targets = {
-      direct: {
-        url: `${upstream.address}/chat/completions`,
-        headers: { 'content-type': 'application/json' },
-      },
-      gateway: {
-        url: `${gateway.url}/v1/chat/completions`,
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}` },
-      },
-    };
-    for (const [name, target] of Object.entries(targets)) {
-      const response = await fetch(target.url, {
-        method: 'POST',
-        headers: target.headers,
-        body: GATEWAY_BODY,
-      });
-      if (response.status !== 200)
-        throw new Error(`${name}: sanity request got ${response.status}: ${await response.text()}`);
-    }
-    const watch = {
-      upstream: upstream.pid,
-      gateway: gateway.child.pid as number,
-      authority: quotad.child.pid as number,
-      redis: ctx.redisPid,
-    };
-    const runs: GatewayRun[] = [];
-    const commandLines = [
-      `${commandLine.replace('QUOTAD_REDIS_TIMEOUT', 'QUOTAD_ADMIN_TOKEN=<random> QUOTAD_REDIS_TIMEOUT')}`,
-      upstream.commandLine,
-      `QUOTAD_AUTHORITY=<authority> OPENAI_BASE_URL=<upstream>/v1 LOG_LEVEL=warn QUOTAD_AUTHORITY_TIMEOUT=1s QUOTAD_GATEWAY_ADDR=127.0.0.1:<free port> node dist/src/main/cli.js gateway`,
-    ];
-    for (const connections of [1, 32]) {
-      for (const target of ['direct', 'gateway'] as const) {
-        const options = {
-          url: targets[target].url,
-          headers: targets[target].headers,
-          body: GATEWAY_BODY,
-          connections,
-          warmupSeconds: 2,
-          seconds,
-        };
-        const before = Object.fromEntries(
-          await Promise.all(
-            Object.entries(watch).map(async ([k, pid]) => [k, await processCpuSeconds(pid)] as const),
-          ),
-        );
-        const { stdout, pid } = await runHttpLoad(options);
-        const after = Object.fromEntries(
-          await Promise.all(
-            Object.entries(watch).map(async ([k, pid2]) => [k, await processCpuSeconds(pid2)] as const),
-          ),
-        );
-        const out = JSON.parse(stdout) as {
-          requests: number;
-          seconds: number;
-          non2xx: number;
-          errors: number;
-          timeouts: number;
-          latency: ReturnType<Histogram['toJSON']>;
-          cpuSeconds: number;
-        };
-        const latency = new Histogram().merge(out.latency);
-        const cpu: CpuShare = { autocannon: out.cpuSeconds / seconds };
-        for (const k of Object.keys(watch)) cpu[k] = ((after[k] ?? 0) - (before[k] ?? 0)) / (seconds + 2);
-        const run: GatewayRun = {
-          target,
-          connections,
-          requests: out.requests,
-          requestsPerSecond: out.requests / seconds,
-          p50Ms: latency.quantileMs(0.5),
-          p99Ms: latency.quantileMs(0.99),
-          meanMs: latency.meanMs(),
-          non2xx: out.non2xx,
-          errors: out.errors + out.timeouts,
-          cpu,
-        };
-        runs.push(run);
-        if (runs.length === 1)
-          commandLines.push(
-            `node dist/bench/http-load.js '<json options>' (autocannon ${autocannonVersion()}, its own process, pid ${pid} in the first run)`,
-          );
-        log(
-          `gateway: ${target} ×${connections}: ${Math.round(run.requestsPerSecond)} req/s, p50 ${run.p50Ms.toFixed(3)} ms, p99 ${run.p99Ms.toFixed(3)} ms, non-2xx ${run.non2xx}, errors ${run.errors}`,
-        );
-      }
-    }
-    ctx.commandLines['gateway'] = commandLines.join('\n');
-    return { runs, commandLines };
-  } finally {
-    for (const stop of stops.reverse()) await stop();
-  }
-}
-
-async function runHttpLoad(options: object): Promise<{ stdout: string; pid: number }> {
-  const child = spawn(process.execPath, [benchScript('http-load'), JSON.stringify(options)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let stdout = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  if (code !== 0) throw new Error(`http-load exited with ${code}`);
-  return { stdout, pid: child.pid as number };
-}
-
 // ------------------------------------------------------------------------------------------ profile
 
 async function profileScenario(ctx: Context): Promise<Results['profile']> {
@@ -911,6 +829,10 @@ async function main() {
       batchInflight,
       batchSize,
       fractions: fractions.join(', '),
+      rounds,
+      roundSeconds,
+      gatewayRounds,
+      gatewaySeconds,
       memoryPrincipals,
       scenarios: [...only].join(', '),
     },
@@ -934,8 +856,21 @@ async function main() {
     for (const id of ['transport', 'redis', 'memory', 'rlf', 'batch']) {
       if (only.has(id)) results.grpc.push(await grpcScenario(ctx, id));
     }
+    if (only.has('rounds')) results.rounds = await roundsScenario(ctx);
     if (only.has('storage')) results.storage = await storageScenario(ctx);
-    if (only.has('gateway')) results.gateway = await gatewayScenario(ctx);
+    if (only.has('gateway')) {
+      results.gateway = await gatewayScenario({
+        redis,
+        redisPid: ctx.redisPid,
+        policyPath: ctx.policyPath,
+        rounds: gatewayRounds,
+        seconds: gatewaySeconds,
+        warmupSeconds: 1,
+        connections: [1, 32],
+        log,
+      });
+      ctx.commandLines.gateway = results.gateway.commandLines.join('\n');
+    }
     if (only.has('footprint')) results.footprint = await footprintScenario(ctx);
     if (only.has('profile')) results.profile = await profileScenario(ctx);
     if (only.has('burst')) {
