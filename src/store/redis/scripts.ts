@@ -8,7 +8,9 @@ export function readScript(name: string): string {
   const read = (file: string) => readFileSync(new URL(`./lua/${file}.lua`, import.meta.url), 'utf8');
   let source = read(name);
   for (let match = INCLUDE.exec(source); match; match = INCLUDE.exec(source)) {
-    source = source.replace(match[0], read(match[1] as string));
+    // A function, not a string: `$'` or `$&` in Lua (a pattern's anchor before a quote) is no substitution.
+    const piece = read(match[1] as string);
+    source = source.replace(match[0], () => piece);
   }
   return source;
 }
