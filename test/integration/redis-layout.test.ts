@@ -140,6 +140,27 @@ async function observe(store: Redis, run: () => Promise<void>): Promise<Observed
   return observed;
 }
 
+/**
+ * Rewrites a reservation record as the layout before December 2026 wrote it: every charge a line of one
+ * field `ch`, with the counter's full key, instead of a field each with the key relative to the reservation's.
+ */
+async function rewriteAsEarlierLayout(key: string): Promise<void> {
+  const fields = await inspect.hgetall(key);
+  const prefix = key.slice(0, key.indexOf(':res:'));
+  const subject = key.slice(prefix.length + ':res:'.length).split(':')[0] as string;
+  const numbered = Object.keys(fields).filter((field) => /^\d+$/.test(field));
+  assert.ok(numbered.length > 0, `no charge fields in ${JSON.stringify(fields)}`);
+  const lines = numbered
+    .sort((a, b) => Number(a) - Number(b))
+    .map((field) => {
+      const [kind, at, ...rest] = (fields[field] as string).split('\t');
+      const full = at?.startsWith(':') ? prefix + at.replace(':~:', `:s:${subject}:`) : at;
+      return [kind, full, ...rest].join('\t');
+    });
+  await inspect.hdel(key, ...numbered);
+  await inspect.hset(key, 'ch', lines.join('\n'));
+}
+
 describe('Redis layout', () => {
   test('every key a reservation and its settlement write is under the org hash tag and expires', async (t) => {
     const { authority } = await openAuthority(t);
@@ -252,6 +273,40 @@ describe('Redis layout', () => {
       { code: decision.code, degraded: decision.degraded, resent },
       { code: 'OK', degraded: false, resent: 1 },
     );
+  });
+
+  test('a reservation record over four limits is a listpack hash of at most 400 bytes', async (t) => {
+    const { authority } = await openAuthority(t);
+    const principal = freshPrincipal('layout');
+    const check = checkInput(principal);
+    await authority.check(check);
+    const key = reservationKey(principal, check.requestId);
+    const [encoding, bytes] = await Promise.all([
+      inspect.object('ENCODING', key),
+      inspect.memory('USAGE', key),
+    ]);
+    assert.equal(encoding, 'listpack');
+    assert.ok(Number(bytes) <= 400, `MEMORY USAGE ${bytes} B`);
+  });
+
+  test('a reservation the earlier layout wrote (one ch field, full key names) settles as one written now', async (t) => {
+    const { authority } = await openAuthority(t);
+    const now = freshPrincipal('layout');
+    const before = freshPrincipal('layout');
+    const checks = [now, before].map((principal) => checkInput(principal));
+    for (const check of checks) await authority.check(check);
+    await rewriteAsEarlierLayout(reservationKey(before, checks[1]!.requestId));
+    for (const check of checks) await authority.record(usageInput(check, { outputTokens: 7 }));
+    const [settledNow, settledBefore] = await Promise.all(
+      [now, before].map(async (principal) =>
+        (await authority.usage({ principal })).limits.map((l) => ({
+          name: l.spec.name,
+          used: l.used,
+          reserved: l.reserved,
+        })),
+      ),
+    );
+    assert.deepEqual(settledBefore, settledNow);
   });
 
   test('subject "a:b" with request_id "c" and subject "a" with request_id "b:c" are two reservations', async (t) => {

@@ -13,7 +13,7 @@
   skew only widens the window in which a late answer is cancelled by the authority instead.
 
   Input:
-    KEYS[1]       the reservation record (hash)
+    KEYS[1]       the reservation record (hash: see readReservation in includes/common)
     KEYS[1 + i]   the counter of limit i, for i = 1..n:
                     rate: hash {w = window index, c = current count, p = previous count}
                     budget: hash {period start ms = amount charged, h<start> = amount reservations
@@ -162,6 +162,7 @@ end
 
 local leaseEnd = now + leaseMs
 local charges = {}
+local recordKeys = keyContext(KEYS[1])
 for i = 1, n do
   local key, spec, st = KEYS[1 + i], specs[i], states[i]
   local cost = spec.cost
@@ -191,21 +192,20 @@ for i = 1, n do
   end
   st.used = st.used + cost
   st.remaining = max0(spec.limit - st.used)
-  charges[i] = table.concat({ spec.kind, key, int(st.bucket), int(cost), spec.measure }, '\t')
+  charges[i] = table.concat({ spec.kind, relativeKey(recordKeys, key), int(st.bucket), int(cost), spec.measure }, '\t')
 end
 
 if stored then
   redis.call('DEL', KEYS[1])
 end
-redis.call(
-  'HSET', KEYS[1],
-  's', 'r',
-  'le', int(leaseEnd),
-  't', ARGV[6],
-  'u', ARGV[7],
-  'x', int(now + leaseMs + windowMs),
-  'ch', table.concat(charges, '\n')
-)
+-- The record (see readReservation): its state, lease end, reserved amounts and logical expiry, then one
+-- field per charge.
+local record = { 'HSET', KEYS[1], 's', 'r', 'le', int(leaseEnd), 't', ARGV[6], 'u', ARGV[7], 'x', int(now + leaseMs + windowMs) }
+for i = 1, n do
+  record[#record + 1] = tostring(i)
+  record[#record + 1] = charges[i]
+end
+redis.call(unpack(record))
 redis.call('PEXPIRE', KEYS[1], int(leaseMs + windowMs))
 if nonceKey then
   redis.call('SET', nonceKey, '1', 'PX', int(tonumber(nonceTtl)))

@@ -109,9 +109,8 @@ local status, late, tokens, micros, leaseEnd = 3, false, 0, 0, 0
 if record then
   status, tokens, micros, leaseEnd = 1, record.tokens, record.micros, record.leaseEnd
   late = now >= record.leaseEnd
-  for line in string.gmatch(record.charges, '[^\n]+') do
-    local kind, key, bucket, amount, measure = string.match(line, '^(%a)\t(.-)\t(%-?%d+)\t(%-?%d+)\t(%a+)$')
-    bucket, amount = tonumber(bucket), tonumber(amount)
+  for _, charge in ipairs(record.charges) do
+    local kind, key, bucket, amount, measure = charge.kind, charge.key, charge.bucket, charge.amount, charge.measure
     local delta = measured(measure) - amount
     if kind == 'r' then
       local counts = redis.call('HMGET', key, 'w', 'c', 'p')

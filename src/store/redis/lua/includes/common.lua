@@ -98,26 +98,106 @@ local UNJUDGED = {
   used = 0, remaining = 0, reset = 0, exceeded = false, retry = 0, pstart = 0, pend = 0, reserved = 0, held = false,
 }
 
+-- What a reservation key says of the counters its charges name: its prefix (the part before ':res:', the
+-- org's prefix and hash tag, which every counter of the request starts with) and its subject's segment
+-- (':s:<subject>:', in each of the subject's counters; parts are escaped, so a subject holds no ':').
+-- A charge names its counter without either: the values stay short, and a hash of short values is a
+-- listpack, a few hundred bytes instead of a hashtable of many more.
+local function keyContext(reservationKey)
+  local at = string.find(reservationKey, ':res:', 1, true)
+  if not at then
+    return { prefix = '', subject = nil }
+  end
+  local rest = string.sub(reservationKey, at + 5)
+  local stop = string.find(rest, ':', 1, true)
+  local subject = nil
+  if stop then
+    subject = ':s:' .. string.sub(rest, 1, stop - 1) .. ':'
+  end
+  return { prefix = string.sub(reservationKey, 1, at - 1), subject = subject }
+end
+
+-- A counter's key as a charge stores it: without the prefix (so starting with ':'), the subject's segment
+-- as ':~:'; a key outside the prefix whole.
+local function relativeKey(context, key)
+  local prefix = context.prefix
+  if prefix == '' or string.sub(key, 1, #prefix) ~= prefix then
+    return key
+  end
+  local relative = string.sub(key, #prefix + 1)
+  local subject = context.subject
+  if subject then
+    local at = string.find(relative, subject, 1, true)
+    if at then
+      relative = string.sub(relative, 1, at - 1) .. ':~:' .. string.sub(relative, at + #subject)
+    end
+  end
+  return relative
+end
+
+-- The full key of a charge's counter (the inverse of relativeKey).
+local function fullKey(context, relative)
+  if string.sub(relative, 1, 1) ~= ':' then
+    return relative
+  end
+  if context.subject then
+    local at = string.find(relative, ':~:', 1, true)
+    if at then
+      relative = string.sub(relative, 1, at - 1) .. context.subject .. string.sub(relative, at + 3)
+    end
+  end
+  return context.prefix .. relative
+end
+
 -- Reads a reservation record; a record past its logical expiry (field x) counts as absent, so that
 -- time driven by a test clock forgets it exactly as real time would. The second value says whether a
 -- record is stored at all, live or not (one to delete before writing anew).
+--
+-- A record's charges, one per limit, are fields '1', '2', ...: kind, key (relative: see keyContext),
+-- bucket, amount and measure, tab-separated. A record written before that
+-- layout holds them all in one field 'ch', a line each, with full keys: it is read as written, so an
+-- upgrade settles the reservations in flight as the earlier version made them. Either way `charges` is a
+-- list of { kind, key, bucket, amount, measure } with full keys.
 local function readReservation(key, now)
-  local r = redis.call('HMGET', key, 's', 'le', 't', 'u', 'x', 'ci', 'co', 'cu', 'lt', 'ch')
-  if not r[1] then
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then
     return nil, false
   end
-  if now >= tonumber(r[5]) then
+  local f = {}
+  for i = 1, #flat, 2 do
+    f[flat[i]] = flat[i + 1]
+  end
+  if now >= tonumber(f.x) then
     return nil, true
   end
+  local lines = {}
+  local context = { prefix = '', subject = nil }
+  if f.ch then
+    for line in string.gmatch(f.ch, '[^\n]+') do
+      lines[#lines + 1] = line
+    end
+  else
+    context = keyContext(key)
+    local i = 1
+    while f[tostring(i)] do
+      lines[i] = f[tostring(i)]
+      i = i + 1
+    end
+  end
+  local charges = {}
+  for i, line in ipairs(lines) do
+    local kind, at, bucket, amount, measure = string.match(line, '^(%a)\t(.-)\t(%-?%d+)\t(%-?%d+)\t(%a+)$')
+    charges[i] = { kind = kind, key = fullKey(context, at), bucket = tonumber(bucket), amount = tonumber(amount), measure = measure }
+  end
   return {
-    state = r[1],
-    leaseEnd = tonumber(r[2]),
-    tokens = tonumber(r[3]),
-    micros = tonumber(r[4]),
-    chargedIn = tonumber(r[6]) or 0,
-    chargedOut = tonumber(r[7]) or 0,
-    chargedUsd = tonumber(r[8]) or 0,
-    late = r[9] == '1',
-    charges = r[10] or '',
+    state = f.s,
+    leaseEnd = tonumber(f.le),
+    tokens = tonumber(f.t),
+    micros = tonumber(f.u),
+    chargedIn = tonumber(f.ci) or 0,
+    chargedOut = tonumber(f.co) or 0,
+    chargedUsd = tonumber(f.cu) or 0,
+    late = f.lt == '1',
+    charges = charges,
   }, true
 end
