@@ -1,16 +1,20 @@
 /**
  * What one model call costs the gateway's process in the OpenAI SDK, by the fetch under it: Node's global
- * fetch (undici) against src/gateway/http-fetch.ts (node:http over a keep-alive agent). The demo upstream
- * runs in a process of its own, so this process's CPU is the client's alone.
+ * fetch (undici's fetch), the gateway's src/gateway/http-fetch.ts (undici's Agent through `request`), the
+ * hand-written node:http one it used before (bench/node-http-fetch.ts) and a bare undici Pool
+ * (bench/undici-pool-fetch.ts). The demo upstream runs in a process of its own, so this process's CPU is
+ * the client's alone.
  *
  *   node dist/bench/upstream-client.js [--calls 10000] [--rounds 3] [--concurrency 1,16]
  *
- * Each round measures both fetches, one after the other, at each concurrency: a non-streamed chat
+ * Each round measures every fetch, one after the other, at each concurrency: a non-streamed chat
  * completion, its body read to the end, as the gateway relays it. Prints calls/s and CPU ms per call.
  */
 import { parseArgs } from 'node:util';
 import OpenAI from 'openai';
 import { createHttpFetch } from '../src/gateway/http-fetch.js';
+import { createNodeHttpFetch } from './node-http-fetch.js';
+import { createPoolFetch } from './undici-pool-fetch.js';
 import { startNodeServer } from './processes.js';
 
 const { values } = parseArgs({
@@ -28,9 +32,18 @@ const upstream = await startNodeServer('upstream-server');
 const baseURL = upstream.address;
 
 const transport = createHttpFetch();
+const nodeHttp = createNodeHttpFetch();
+const pool = createPoolFetch(new URL(baseURL).origin);
 const clients = {
   'global fetch (undici)': new OpenAI({ baseURL, apiKey: 'bench', maxRetries: 0 }),
-  'http-fetch (node:http)': new OpenAI({ baseURL, apiKey: 'bench', maxRetries: 0, fetch: transport.fetch }),
+  'http-fetch (undici Agent.request)': new OpenAI({
+    baseURL,
+    apiKey: 'bench',
+    maxRetries: 0,
+    fetch: transport.fetch,
+  }),
+  'node:http (before)': new OpenAI({ baseURL, apiKey: 'bench', maxRetries: 0, fetch: nodeHttp.fetch }),
+  'undici Pool': new OpenAI({ baseURL, apiKey: 'bench', maxRetries: 0, fetch: pool.fetch }),
 };
 const body = {
   model: 'gpt-4o-mini',
@@ -70,4 +83,6 @@ for (let round = 1; round <= rounds; round++) {
   }
 }
 transport.close();
+nodeHttp.close();
+await pool.close();
 await upstream.stop();
