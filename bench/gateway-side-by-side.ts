@@ -51,6 +51,54 @@ interface Target {
   headers: Record<string, string>;
   /** The processes whose CPU this target's requests cost, besides autocannon's. */
   watch: Record<string, number>;
+  /** A quotad gateway's /metrics, for where its requests' time went. */
+  metricsUrl?: string;
+}
+
+/**
+ * The stages of a model call in a quotad gateway, each a histogram (and label filter) on its /metrics; the
+ * mean per stage over a run is the growth of its sum over the growth of its count.
+ */
+const STAGE_SERIES: Record<string, { name: string; labels: string }> = {
+  intake: { name: 'quotad_gateway_stage_duration_seconds', labels: 'stage="intake"' },
+  estimate: { name: 'quotad_gateway_stage_duration_seconds', labels: 'stage="estimate"' },
+  decide: { name: 'quotad_gateway_decision_duration_seconds', labels: '' },
+  upstream: { name: 'quotad_gateway_upstream_duration_seconds', labels: 'route="chat_completions"' },
+  relay: { name: 'quotad_gateway_stage_duration_seconds', labels: 'stage="relay"' },
+  total: { name: 'quotad_gateway_request_duration_seconds', labels: 'route="chat_completions"' },
+};
+
+type StageTotals = Record<string, { sum: number; count: number }>;
+
+/** Each stage's histogram sum and count, summed over the label sets that match its filter. */
+async function stageTotals(metricsUrl: string): Promise<StageTotals> {
+  const lines = (await (await fetch(metricsUrl)).text()).split('\n');
+  const totals: StageTotals = {};
+  for (const [stage, { name, labels }] of Object.entries(STAGE_SERIES)) {
+    const total = { sum: 0, count: 0 };
+    for (const line of lines) {
+      const part = line.startsWith(`${name}_sum`)
+        ? 'sum'
+        : line.startsWith(`${name}_count`)
+          ? 'count'
+          : undefined;
+      if (!part || !line.includes(labels)) continue;
+      total[part] += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+    totals[stage] = total;
+  }
+  return totals;
+}
+
+/** Mean milliseconds per stage between two readings. */
+function stageMeans(before: StageTotals, after: StageTotals): Record<string, number> {
+  const means: Record<string, number> = {};
+  for (const stage of Object.keys(STAGE_SERIES)) {
+    const count = (after[stage]?.count ?? 0) - (before[stage]?.count ?? 0);
+    const sum = (after[stage]?.sum ?? 0) - (before[stage]?.sum ?? 0);
+    means[stage] = count > 0 ? (1000 * sum) / count : NaN;
+  }
+  return means;
 }
 
 const require = createRequire(import.meta.url);
@@ -172,6 +220,7 @@ export async function gatewayScenario(o: GatewayScenarioOptions): Promise<Gatewa
           ...(store === 'redis' ? { redis: o.redisPid } : {}),
           upstream: upstream.pid,
         },
+        metricsUrl: `${gateway.url}/metrics`,
       };
     }
     const portkey = await startPortkey();
@@ -213,6 +262,7 @@ export async function gatewayScenario(o: GatewayScenarioOptions): Promise<Gatewa
           };
           // CPU is read around the whole autocannon process, warm-up included, and divided by every
           // request it sent: the warm-up's requests cost CPU too.
+          const stagesBefore = target.metricsUrl ? await stageTotals(target.metricsUrl) : undefined;
           const before = await cpuOf(target.watch);
           const out = JSON.parse(await runHttpLoad(options)) as {
             requests: number;
@@ -225,6 +275,10 @@ export async function gatewayScenario(o: GatewayScenarioOptions): Promise<Gatewa
             cpuSeconds: number;
           };
           const after = await cpuOf(target.watch);
+          const stagesMs =
+            target.metricsUrl && stagesBefore
+              ? stageMeans(stagesBefore, await stageTotals(target.metricsUrl))
+              : undefined;
           const latency = new Histogram().merge(out.latency);
           const allRequests = out.requests + (out.warmupRequests ?? 0);
           const cpuMsPerRequest: CpuShare = { autocannon: (1000 * out.cpuSeconds) / out.requests };
@@ -242,6 +296,7 @@ export async function gatewayScenario(o: GatewayScenarioOptions): Promise<Gatewa
             non2xx: out.non2xx,
             errors: out.errors + out.timeouts,
             cpuMsPerRequest,
+            ...(stagesMs ? { stagesMs } : {}),
           };
           if (run.non2xx > 0 || run.errors > 0)
             throw new Error(`${name} ×${connections}: ${run.non2xx} non-2xx answers, ${run.errors} errors`);

@@ -14,6 +14,7 @@ import {
   compareRounds,
   quotadCpuMs,
   showSpread,
+  spreadOf,
   type GatewayComparison,
   type Spread,
   type RoundsComparison,
@@ -684,6 +685,27 @@ function renderGateway(r: ReportContext): void {
       ]),
     ),
   );
+  p(
+    "### Where a lone request's time goes in quotad's gateway",
+    `Mean milliseconds per model call at 1 connection by stage, from each gateway's own histograms (its /metrics read before and after each run, warm-up included; median and range of ${gateway.rounds} rounds): intake (\`quotad_gateway_stage_duration_seconds{stage="intake"}\`: headers, the key's hash and confirmation, the body read and parsed), estimate (its tokens counted), decide (\`quotad_gateway_decision_duration_seconds\`: CheckQuota through the batcher, to the authority and back), upstream (\`quotad_gateway_upstream_duration_seconds\`: the SDK's call until the whole JSON answer is in), relay (the answer parsed and written; the settlement is sent after it, off this path), and total (\`quotad_gateway_request_duration_seconds\`, request to end of response, as the gateway sees it).`,
+    stageTable(gateway.runs, names),
+  );
+}
+
+const STAGES = ['intake', 'estimate', 'decide', 'upstream', 'relay', 'total'] as const;
+
+/** Each quotad gateway's mean ms per stage at 1 connection: the median and range of the rounds. */
+function stageTable(runs: GatewayRun[], names: Record<GatewayTarget, string>): string {
+  const rows = (['quotad-memory', 'quotad-redis'] as const).map((target) => {
+    const lone = runs.filter((run) => run.target === target && run.connections === 1 && run.stagesMs);
+    return [
+      names[target],
+      ...STAGES.map((stage) =>
+        showSpread(spreadOf(lone.map((run) => run.stagesMs?.[stage] ?? NaN)), ' ms', 3),
+      ),
+    ];
+  });
+  return table(['gateway', ...STAGES], rows);
 }
 
 /** The section on the alternating CheckQuota rounds. */

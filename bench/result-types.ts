@@ -110,6 +110,11 @@ export interface GatewayRun {
   errors: number;
   /** CPU milliseconds per request, by process (gateway: quotad's or Portkey's; authority; redis; upstream). */
   cpuMsPerRequest: CpuShare;
+  /**
+   * A quotad gateway's mean milliseconds per model call by stage, from its /metrics over the run (warm-up
+   * included): intake, estimate, decide, upstream, relay, and total (request to end of response).
+   */
+  stagesMs?: Record<string, number>;
 }
 
 export interface GatewayResult {

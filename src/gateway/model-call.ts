@@ -159,7 +159,9 @@ export class ModelCallHandler {
     counting: TextCounting,
     signature: SentSignature | undefined,
   ): Promise<void> {
+    const estimating = performance.now();
     const inputTokens = await estimateInputTokensInSlices(call, counting);
+    this.#o.metrics.stageDuration.observe({ stage: 'estimate' }, (performance.now() - estimating) / 1000);
     record.inputTokens = inputTokens;
     if (inputTokens > MAX_TOKENS) {
       throw invalidRequest(
@@ -250,7 +252,8 @@ export class ModelCallHandler {
       }
       throw failure;
     }
-    this.#o.metrics.upstreamDuration.observe({ route, outcome: 'ok' }, (performance.now() - started) / 1000);
+    const answered = performance.now();
+    this.#o.metrics.upstreamDuration.observe({ route, outcome: 'ok' }, (answered - started) / 1000);
     const relay: Relay = {
       call,
       inputEstimate: inputTokens,
@@ -260,7 +263,11 @@ export class ModelCallHandler {
       settle,
       clientGone: () => clientGone,
     };
-    return call.stream ? this.#relayStream(relay, abort) : this.#relayWhole(relay);
+    try {
+      return await (call.stream ? this.#relayStream(relay, abort) : this.#relayWhole(relay));
+    } finally {
+      this.#o.metrics.stageDuration.observe({ stage: 'relay' }, (performance.now() - answered) / 1000);
+    }
   }
 
   /** A decision that names the key confirms it; one that refuses the key forgets it. */

@@ -114,6 +114,8 @@ interface RequestContext {
   handled?: Promise<unknown>;
   /** The request's signature headers, when it carries them; the body's SHA-256 is added once it is read. */
   signature?: SentSignature;
+  /** performance.now() when the route took the request, before its key and body. */
+  receivedAt: number;
 }
 
 declare module 'fastify' {
@@ -446,7 +448,11 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
     request: FastifyRequest,
     reply: FastifyReply,
   ): Promise<{ caller: Caller; record: CallRecord }> {
-    const context: RequestContext = { record: { requestId: requestIdOf(request) }, counting: 'tokenizer' };
+    const context: RequestContext = {
+      record: { requestId: requestIdOf(request) },
+      counting: 'tokenizer',
+      receivedAt: performance.now(),
+    };
     const { record } = context;
     request.callContext = context;
     void reply.header('x-request-id', record.requestId);
@@ -507,6 +513,7 @@ export function createGatewayServer(options: GatewayServerOptions): FastifyInsta
         const context = request.callContext as RequestContext & { caller: Caller };
         const { caller, record, counting, signature } = context;
         const call = parseModelCall(route, request.body);
+        metrics.stageDuration.observe({ stage: 'intake' }, (performance.now() - context.receivedAt) / 1000);
         record.model = call.model;
         context.handled = options.models.handle(
           call,

@@ -42,6 +42,13 @@ export type DecisionResult = string;
  */
 export type SettlementResult = 'settled' | 'duplicate' | 'charged_without_reservation' | 'failed' | 'unknown';
 
+/**
+ * A model call's stages in the gateway itself: `intake` from the request's start to its handler (headers,
+ * the key, the body read and parsed), `estimate` (its tokens counted), `relay` from the upstream's answer
+ * to the end of the response written (a stream's whole length).
+ */
+export type GatewayStage = 'intake' | 'estimate' | 'relay';
+
 /** Model calls take seconds; streams, minutes. */
 const UPSTREAM_BUCKETS_SECONDS = [0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
@@ -53,10 +60,12 @@ export class GatewayMetrics {
   readonly requests: LabelledCounter<{ route: GatewayRoute; status: string }>;
   /** Time from request to the end of the response, by route. */
   readonly requestDuration: LabelledHistogram<{ route: GatewayRoute }>;
-  /** Model calls: time to the upstream's response headers, by route and outcome (ok, error, aborted). */
+  /** Model calls: time to the upstream's answer (headers; a JSON body whole), by route and outcome. */
   readonly upstreamDuration: LabelledHistogram<{ route: GatewayRoute; outcome: string }>;
   /** CheckQuota round trips, by the decision's code (or unavailable, deadline_exceeded, error). */
   readonly decisionDuration: LabelledHistogram<{ result: DecisionResult }>;
+  /** The gateway's own stages of a model call (the authority's and the model's are the two above). */
+  readonly stageDuration: LabelledHistogram<{ stage: GatewayStage }>;
   /** Tokens settled, as the upstream reported them (or counted, when a stream was cut). */
   readonly tokens: LabelledCounter<{ model: string; direction: 'input' | 'output' }>;
   /** Dollars charged, from the authority's settlement at the policy's prices. */
@@ -101,7 +110,7 @@ export class GatewayMetrics {
     });
     this.upstreamDuration = new Histogram({
       name: 'quotad_gateway_upstream_duration_seconds',
-      help: 'Time to the upstream model API response headers, by route and outcome (ok, error, aborted by a client that left).',
+      help: "Time to the upstream model API's answer (its headers; a JSON answer's whole body), by route and outcome (ok, error, aborted by a client that left).",
       labelNames: ['route', 'outcome'] as const,
       buckets: UPSTREAM_BUCKETS_SECONDS,
       registers,
@@ -110,6 +119,13 @@ export class GatewayMetrics {
       name: 'quotad_gateway_decision_duration_seconds',
       help: 'CheckQuota round trips to the authority, by decision code or failure.',
       labelNames: ['result'] as const,
+      buckets: [...LATENCY_BUCKETS_SECONDS],
+      registers,
+    });
+    this.stageDuration = new Histogram({
+      name: 'quotad_gateway_stage_duration_seconds',
+      help: "Time in the gateway's own stages of a model call: intake (headers, key, body read and parsed), estimate (tokens counted), relay (from the upstream's answer to the end of the response).",
+      labelNames: ['stage'] as const,
       buckets: [...LATENCY_BUCKETS_SECONDS],
       registers,
     });

@@ -214,6 +214,33 @@ describe('the official openai SDK through the gateway', () => {
     assert.match(response.headers.get('ratelimit') ?? '', /"requests_per_minute";r=9;t=\d+/);
   });
 
+  test("a model call's time is counted stage by stage: intake, estimate, decision, upstream, relay", async () => {
+    const key = await createKey();
+    const STAGES = [
+      'quotad_gateway_stage_duration_seconds_count{stage="intake"}',
+      'quotad_gateway_stage_duration_seconds_count{stage="estimate"}',
+      'quotad_gateway_decision_duration_seconds_count{result="OK"}',
+      'quotad_gateway_upstream_duration_seconds_count{route="chat_completions",outcome="ok"}',
+      'quotad_gateway_stage_duration_seconds_count{stage="relay"}',
+    ];
+    const counts = async () => {
+      const text = await (await fetch(`${gateway.url}/metrics`)).text();
+      return STAGES.map((series) => {
+        const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+        return Number(line?.slice(series.length + 1) ?? 0);
+      });
+    };
+    const before = await counts();
+    await sdk(key.secret).chat.completions.create(
+      chatBody() as OpenAI.ChatCompletionCreateParamsNonStreaming,
+    );
+    const after = await counts();
+    assert.deepEqual(
+      after.map((n, i) => n - (before[i] as number)),
+      STAGES.map(() => 1),
+    );
+  });
+
   test('its settled usage is exactly what the upstream reported', async () => {
     const key = await createKey();
     const data = await sdk(key.secret).chat.completions.create(
