@@ -59,7 +59,8 @@ export function createRedisClient(url: string, options: RedisClientOptions): Red
 const KIND_CODE = { rate: 'r', budget: 'b', concurrency: 'c' } as const;
 const STATE_WIDTH = 9;
 
-function specArgs(planned: PlannedLimit): (string | number)[] {
+/** A limit spec as the scripts read it (readSpecs in includes/common.lua): one argument, 9 fields. */
+function specArg(planned: PlannedLimit): string {
   const { spec } = planned;
   const [a, b, c, d] =
     spec.kind === 'rate'
@@ -67,15 +68,15 @@ function specArgs(planned: PlannedLimit): (string | number)[] {
       : spec.kind === 'budget'
         ? (planned.bounds as NonNullable<PlannedLimit['bounds']>)
         : [0, 0, 0, 0];
-  return [KIND_CODE[spec.kind], spec.limit, planned.cost, spec.shadow ? 1 : 0, spec.measure, a, b, c, d];
+  return `${KIND_CODE[spec.kind]} ${spec.limit} ${planned.cost} ${spec.shadow ? 1 : 0} ${spec.measure} ${a} ${b} ${c} ${d}`;
 }
 
 function keysAndSpecs(principal: Principal, limits: readonly PlannedLimit[]) {
   const keys: string[] = [];
-  const specs: (string | number)[] = [];
+  const specs: string[] = [];
   for (const planned of limits) {
     keys.push(limitKey(principal, planned.spec));
-    specs.push(...specArgs(planned));
+    specs.push(specArg(planned));
   }
   return { keys, specs };
 }

@@ -19,7 +19,7 @@
                     budget: hash {period start ms = amount charged, h<start> = amount reservations
                             in flight hold of it, e<start> = their latest lease end}
                     concurrency: sorted set {lease member = lease end ms, '~' = the set's logical expiry}
-    KEYS[n + 2 ..] the nonce and the event keys, as ARGV[11 + 9n ..] below say
+    KEYS[n + 2 ..] the nonce and the event keys, as ARGV[11 + n ..] below say
 
     ARGV[1]       now in ms, or '' for Redis TIME
     ARGV[2]       mode: 'reserve' (check and charge), 'dry' (check only), 'peek' (report, costs ignored)
@@ -31,11 +31,12 @@
     ARGV[8]       n, the number of limits
     ARGV[9]       deadline in Unix ms (real time), or 0 for none
     ARGV[10]      the longest retry a denial by requests in flight suggests, ms (CONCURRENCY_RETRY_CAP_MS)
-    ARGV[11 ...]  n limit specs of 9 values: kind (r|b|c), limit, cost, shadow (0|1), measure,
-                  then rate: window ms, -, -, -; budget: b0, b1, b2, b3; concurrency: -, -, -, -
-    ARGV[11 + 9n] how long a signed request's nonce is remembered, ms; '' when the request carries none
-    ARGV[12 + 9n ...] the event context and thresholds (see includes/events.lua; '' when alerts are off)
-    KEYS[n + 2]   the nonce (string, in the org's slot), only when ARGV[11 + 9n] is not ''; the event
+    ARGV[11 ...]  n limit specs, one value each of 9 space-separated fields: kind (r|b|c), limit, cost,
+                  shadow (0|1), measure, then rate: window ms, 0, 0, 0; budget: b0, b1, b2, b3;
+                  concurrency: 0, 0, 0, 0
+    ARGV[11 + n]  how long a signed request's nonce is remembered, ms; '' when the request carries none
+    ARGV[12 + n ...] the event context and thresholds (see includes/events.lua; '' when alerts are off)
+    KEYS[n + 2]   the nonce (string, in the org's slot), only when ARGV[11 + n] is not ''; the event
                   keys follow it (or take its place): records, outbox, log, then the anomaly baseline
 
   Output: { outcome (0 denied, 1 admitted, 2 duplicate, 3 past its deadline, 4 nonce used before,

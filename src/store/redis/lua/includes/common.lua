@@ -23,25 +23,27 @@ local function max0(x)
   return x
 end
 
--- A limit spec is SPEC_WIDTH values: kind, limit, cost, shadow, measure, then four kind-specific values
--- (rate: window ms; budget: the four period boundaries b0..b3).
-local SPEC_WIDTH = 9
+-- A limit spec is one ARGV value, its fields space-separated: kind, limit, cost, shadow, measure, then four
+-- kind-specific values (rate: window ms; budget: the four period boundaries b0..b3). One value, not nine:
+-- fewer arguments for the client to frame and Redis to parse and hand to the script.
+local SPEC_WIDTH = 1
 
 -- The n limit specs starting at ARGV[first].
 local function readSpecs(n, first)
   local specs = {}
   for i = 1, n do
-    local base = first + (i - 1) * SPEC_WIDTH
+    local kind, limit, cost, shadow, measure, a, b, c, d =
+      string.match(ARGV[first + i - 1], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
     specs[i] = {
-      kind = ARGV[base],
-      limit = tonumber(ARGV[base + 1]),
-      cost = tonumber(ARGV[base + 2]),
-      shadow = ARGV[base + 3] == '1',
-      measure = ARGV[base + 4],
-      a = tonumber(ARGV[base + 5]),
-      b = tonumber(ARGV[base + 6]),
-      c = tonumber(ARGV[base + 7]),
-      d = tonumber(ARGV[base + 8]),
+      kind = kind,
+      limit = tonumber(limit),
+      cost = tonumber(cost),
+      shadow = shadow == '1',
+      measure = measure,
+      a = tonumber(a),
+      b = tonumber(b),
+      c = tonumber(c),
+      d = tonumber(d),
     }
   end
   return specs
