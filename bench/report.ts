@@ -96,6 +96,7 @@ function roundTrips(
   const calls = totals?.sent[method];
   if (!totals || !calls) return undefined;
   let scripts = (totals.commands.evalsha ?? 0) + (totals.commands.eval ?? 0);
+  scripts -= (totals.idleScriptsPerSecond ?? 0) * (totals.seconds ?? 0);
   for (const [other, perCall] of known) scripts -= perCall * (totals.sent[other] ?? 0);
   const outside = Object.entries(totals.commands)
     .filter(
@@ -558,7 +559,7 @@ function renderClosedLoop(r: ReportContext): void {
   }
   if (commandRows.length > 0) {
     p(
-      `Redis round trips, from \`INFO commandstats\` just before each loop was sent and just after its last answer, against every call the load generator sent in it (warm-up and stragglers included, so the edges do not blur the count). Redis counts the commands a script runs inside it too (${[...INNER].sort().join(', ')}): only EVALSHA and EVAL are round trips; "outside a script" counts any other command from a client (housekeeping such as INFO and PING left out).`,
+      `Redis round trips, from \`INFO commandstats\` just before each loop was sent and just after its last answer, against every call the load generator sent in it (warm-up and stragglers included, so the edges do not blur the count). Redis counts the commands a script runs inside it too (${[...INNER].sort().join(', ')}): only EVALSHA and EVAL are round trips; "outside a script" counts any other command from a client (housekeeping such as INFO and PING left out). The scripts the servers run on their own, measured over 1 s with no load just before each closed loop (the authority's key store checks the store's identity marker 4 times a second), are taken off, at that rate over the loop's length.`,
       table(
         [
           'scenario',

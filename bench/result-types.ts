@@ -39,7 +39,14 @@ export interface LoadPoint {
   /** Redis commands over the measured period, by command (from INFO commandstats). */
   redisCommands?: Record<string, number>;
   /** Redis commands over the whole phase (warm-up included), and the gRPC calls sent in it, by method. */
-  redisTotals?: { commands: Record<string, number>; sent: Record<string, number> };
+  redisTotals?: {
+    commands: Record<string, number>;
+    sent: Record<string, number>;
+    /** How long the window of `commands` was. */
+    seconds?: number;
+    /** Scripts a second the servers ran while idle just before (housekeeping), taken off the count. */
+    idleScriptsPerSecond?: number;
+  };
   latencyBuckets?: HistogramData;
 }
 
