@@ -2,6 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { pipeline, Readable } from 'node:stream';
 import zlib from 'node:zlib';
+import type { HttpFetchOptions } from '../src/gateway/http-fetch.js';
 
 /**
  * The fetch the gateway gave the OpenAI SDK until it moved to undici's Agent (src/gateway/http-fetch.ts):
@@ -16,22 +17,12 @@ export interface NodeHttpFetch {
   close(): void;
 }
 
-export interface NodeHttpFetchOptions {
-  /**
-   * How long an idle connection stays pooled (default 4 s, as undici's). A server that announces a shorter
-   * keep-alive timeout is believed, so a request is never sent on a connection the server is closing.
-   */
-  idleSocketMs?: number;
-  /** Certificate authorities to trust instead of Node's own (an upstream on a private CA; tests). */
-  ca?: string | Buffer;
-}
-
 type FetchInput = Parameters<typeof globalThis.fetch>[0];
 type FetchInit = NonNullable<Parameters<typeof globalThis.fetch>[1]>;
 
 const NULL_BODY_STATUSES = new Set([101, 204, 205, 304]);
 
-export function createNodeHttpFetch(options: NodeHttpFetchOptions = {}): NodeHttpFetch {
+export function createNodeHttpFetch(options: HttpFetchOptions = {}): NodeHttpFetch {
   const idle = { keepAlive: true, timeout: options.idleSocketMs ?? 4_000 };
   const agents = {
     http: new http.Agent(idle),
