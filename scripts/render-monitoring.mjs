@@ -292,7 +292,8 @@ const PANELS = [
   },
   {
     title: 'Upstream latency (p50, p99) by route',
-    description: "Time to the upstream model API's response headers, successful calls.",
+    description:
+      "Time to the upstream model API's answer (its headers; a JSON answer's whole body), successful calls.",
     unit: 's',
     targets: quantiles('quotad_gateway_upstream_duration_seconds', 'route', `${SEL}, outcome="ok"`),
   },
@@ -301,6 +302,26 @@ const PANELS = [
     description: 'Request to the end of the response, streams included.',
     unit: 's',
     targets: quantiles('quotad_gateway_request_duration_seconds', 'route', API),
+  },
+  {
+    title: "Where a model call's time goes (mean per stage)",
+    description:
+      "The gateway's own stages (intake: headers, key, body; estimate: tokens counted; relay: the answer written) beside the authority's round trip (decide) and the model's (upstream, successful calls).",
+    unit: 's',
+    targets: [
+      {
+        expr: `sum by (stage) (${rate('quotad_gateway_stage_duration_seconds_sum')}) / sum by (stage) (${rate('quotad_gateway_stage_duration_seconds_count')})`,
+        legend: '{{stage}}',
+      },
+      {
+        expr: `sum(${rate('quotad_gateway_decision_duration_seconds_sum')}) / sum(${rate('quotad_gateway_decision_duration_seconds_count')})`,
+        legend: 'decide',
+      },
+      {
+        expr: `sum(${rate('quotad_gateway_upstream_duration_seconds_sum', `${SEL}, outcome="ok"`)}) / sum(${rate('quotad_gateway_upstream_duration_seconds_count', `${SEL}, outcome="ok"`)})`,
+        legend: 'upstream',
+      },
+    ],
   },
   {
     title: 'CheckQuota round trip from the gateway (p99) by result',
