@@ -32,6 +32,14 @@ export function showSpread(s: Spread | undefined, unit = '×', digits = 2): stri
   return s.values.length > 1 ? `${f(s.median)}${unit} (${f(s.min)}–${f(s.max)})` : `${f(s.median)}${unit}`;
 }
 
+/** The gateway scenario's targets, in the order each round loads them. */
+export const GATEWAY_TARGETS: readonly GatewayTarget[] = [
+  'direct',
+  'quotad-memory',
+  'quotad-redis',
+  'portkey',
+];
+
 const QUOTAD: readonly GatewayTarget[] = ['quotad-memory', 'quotad-redis'];
 
 /** The quotad gateway's own process, the authority and Redis behind it: what one request costs quotad. */
@@ -69,38 +77,31 @@ export function compareGateways(gateway: GatewayResult): GatewayComparison {
   const many = Math.max(...gateway.runs.map((r) => r.connections));
   const added = (round: number, target: GatewayTarget) =>
     (run(round, target, lone)?.p50Ms ?? NaN) - (run(round, 'direct', lone)?.p50Ms ?? NaN);
-  const all: GatewayTarget[] = ['direct', 'quotad-memory', 'quotad-redis', 'portkey'];
+  /** Round by round: `pick` of the target's run ÷ `pickTo` of `to`'s, both at `connections`. */
+  const ratio = (
+    target: GatewayTarget,
+    to: GatewayTarget,
+    connections: number,
+    pick: (run: GatewayRun) => number,
+    pickTo = pick,
+  ) =>
+    perRound((r) => {
+      const [of, against] = [run(r, target, connections), run(r, to, connections)];
+      return of && against ? pick(of) / pickTo(against) : NaN;
+    });
   const byTarget = <T>(targets: readonly GatewayTarget[], f: (t: GatewayTarget) => T) =>
     Object.fromEntries(targets.map((t) => [t, f(t)])) as Record<GatewayTarget, T>;
+  const gatewayCpu = (r: GatewayRun) => r.cpuMsPerRequest.gateway ?? NaN;
+  const throughput = (r: GatewayRun) => r.requestsPerSecond;
   return {
     rounds,
     run,
-    addedP50: byTarget(all, (t) => perRound((r) => added(r, t))),
+    addedP50: byTarget(GATEWAY_TARGETS, (t) => perRound((r) => added(r, t))),
     addedP50VsPortkey: byTarget(QUOTAD, (t) => perRound((r) => added(r, t) / added(r, 'portkey'))),
-    gatewayCpuVsPortkey: byTarget(QUOTAD, (t) =>
-      perRound(
-        (r) =>
-          (run(r, t, lone)?.cpuMsPerRequest.gateway ?? NaN) /
-          (run(r, 'portkey', lone)?.cpuMsPerRequest.gateway ?? NaN),
-      ),
-    ),
-    totalCpuVsPortkey: byTarget(QUOTAD, (t) =>
-      perRound(
-        (r) => quotadCpuMs(run(r, t, lone)) / (run(r, 'portkey', lone)?.cpuMsPerRequest.gateway ?? NaN),
-      ),
-    ),
-    throughputVsPortkey: byTarget(QUOTAD, (t) =>
-      perRound(
-        (r) =>
-          (run(r, t, many)?.requestsPerSecond ?? NaN) / (run(r, 'portkey', many)?.requestsPerSecond ?? NaN),
-      ),
-    ),
-    throughputVsDirect: byTarget(all, (t) =>
-      perRound(
-        (r) =>
-          (run(r, t, many)?.requestsPerSecond ?? NaN) / (run(r, 'direct', many)?.requestsPerSecond ?? NaN),
-      ),
-    ),
+    gatewayCpuVsPortkey: byTarget(QUOTAD, (t) => ratio(t, 'portkey', lone, gatewayCpu)),
+    totalCpuVsPortkey: byTarget(QUOTAD, (t) => ratio(t, 'portkey', lone, quotadCpuMs, gatewayCpu)),
+    throughputVsPortkey: byTarget(QUOTAD, (t) => ratio(t, 'portkey', many, throughput)),
+    throughputVsDirect: byTarget(GATEWAY_TARGETS, (t) => ratio(t, 'direct', many, throughput)),
     median: (target, connections, pick) =>
       spreadOf(
         rounds.map((r) => {

@@ -14,12 +14,14 @@ import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { AuthorityProcess } from '../harness/authority-process.js';
+import { eventually } from '../harness/eventually.js';
 import { GatewayProcess } from '../harness/gateway-process.js';
 import { adminClient } from '../harness/grpc-clients.js';
 import { freePort, type TestRedisServer } from '../harness/redis-server.js';
 import { BENCH_TIER, processCpuSeconds } from './common.js';
 import { Histogram } from './histogram.js';
 import { benchScript, startNodeServer, stopChild } from './processes.js';
+import { GATEWAY_TARGETS } from './comparisons.js';
 import type { CpuShare, GatewayResult, GatewayRun, GatewayTarget } from './result-types.js';
 
 export const GATEWAY_BODY = JSON.stringify({
@@ -27,13 +29,6 @@ export const GATEWAY_BODY = JSON.stringify({
   messages: [{ role: 'user', content: 'Say hello to the benchmark' }],
   max_tokens: 16,
 });
-
-export const GATEWAY_TARGETS: readonly GatewayTarget[] = [
-  'direct',
-  'quotad-memory',
-  'quotad-redis',
-  'portkey',
-];
 
 export interface GatewayScenarioOptions {
   redis: TestRedisServer;
@@ -159,16 +154,17 @@ async function cpuOf(watch: Record<string, number>): Promise<Record<string, numb
   return Object.fromEntries(entries);
 }
 
+/** Until /readyz says an authority is connected (the gateway logs nothing at warn to wait for). */
 async function readyGateway(gateway: GatewayProcess): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    const ready = await fetch(`${gateway.url}/readyz`).then(
-      (r) => r.status === 200,
-      () => false,
-    );
-    if (ready) return;
-    if (attempt > 200) throw new Error(`the gateway never became ready: ${gateway.stderr}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  await eventually(
+    () =>
+      fetch(`${gateway.url}/readyz`).then(
+        (r) => (r.status === 200 ? true : undefined),
+        () => undefined,
+      ),
+    () => `the gateway never became ready: ${gateway.stderr}`,
+    { intervalMs: 50 },
+  );
 }
 
 export async function gatewayScenario(o: GatewayScenarioOptions): Promise<GatewayResult> {

@@ -634,33 +634,22 @@ function renderGateway(r: ReportContext): void {
     `\`POST /v1/chat/completions\` (\`${JSON.stringify({ model: 'gpt-4o-mini', max_tokens: 16 })}\` with one short user message) sent by autocannon ${machine.autocannon} from its own process (bench/http-load.ts) to one demo upstream (src/demo/upstream.ts, its own process): (a) directly, (b) through \`quotad gateway\` to \`quotad serve\` on the in-process store, (c) the same on Redis, with an API key of the bench tier, every setting at its default but \`LOG_LEVEL=warn\` (info logs a line per request), and (d) through Portkey's open-source gateway ${gateway.portkeyVersion} (npm \`@portkey-ai/gateway\`, \`NODE_ENV=production\`, \`--headless\`; it authenticates nothing, counts nothing and reserves nothing). Every process is started once; the targets are loaded in turn, ${gateway.rounds} rounds, ${gateway.warmupSeconds} s of warm-up and ${gateway.seconds} s measured each, at 1 connection (a lone caller) and 32. CPU per request is each process's CPU (from /proc) over the whole autocannon run, warm-up included, divided by every request sent. A ratio is taken within a round; the median and the range of the rounds follow.`,
     table(
       ['ratio (median, range of rounds)', 'quotad (memory)', 'quotad (Redis)'],
-      [
+      (
         [
-          "added p50 at 1 connection ÷ Portkey's",
-          showSpread(gateways.addedP50VsPortkey['quotad-memory']),
-          showSpread(gateways.addedP50VsPortkey['quotad-redis']),
-        ],
-        [
-          "gateway CPU per request at 1 connection ÷ Portkey's",
-          showSpread(gateways.gatewayCpuVsPortkey['quotad-memory']),
-          showSpread(gateways.gatewayCpuVsPortkey['quotad-redis']),
-        ],
-        [
-          "gateway + authority (+ Redis) CPU per request at 1 connection ÷ Portkey's",
-          showSpread(gateways.totalCpuVsPortkey['quotad-memory']),
-          showSpread(gateways.totalCpuVsPortkey['quotad-redis']),
-        ],
-        [
-          "requests/s at 32 connections ÷ Portkey's",
-          showSpread(gateways.throughputVsPortkey['quotad-memory']),
-          showSpread(gateways.throughputVsPortkey['quotad-redis']),
-        ],
-        [
-          'requests/s at 32 connections ÷ direct',
-          showSpread(gateways.throughputVsDirect['quotad-memory']),
-          showSpread(gateways.throughputVsDirect['quotad-redis']),
-        ],
-      ],
+          ["added p50 at 1 connection ÷ Portkey's", gateways.addedP50VsPortkey],
+          ["gateway CPU per request at 1 connection ÷ Portkey's", gateways.gatewayCpuVsPortkey],
+          [
+            "gateway + authority (+ Redis) CPU per request at 1 connection ÷ Portkey's",
+            gateways.totalCpuVsPortkey,
+          ],
+          ["requests/s at 32 connections ÷ Portkey's", gateways.throughputVsPortkey],
+          ['requests/s at 32 connections ÷ direct', gateways.throughputVsDirect],
+        ] as const
+      ).map(([label, ratios]) => [
+        label,
+        showSpread(ratios['quotad-memory']),
+        showSpread(ratios['quotad-redis']),
+      ]),
     ),
     `Added p50 at 1 connection (median, range): quotad on memory ${showSpread(gateways.addedP50['quotad-memory'], ' ms', 3)}, on Redis ${showSpread(gateways.addedP50['quotad-redis'], ' ms', 3)}, Portkey ${showSpread(gateways.addedP50.portkey, ' ms', 3)}. Portkey's requests/s at 32 connections ÷ direct: ${showSpread(gateways.throughputVsDirect.portkey)}.`,
     table(
