@@ -2,7 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { pipeline, Readable } from 'node:stream';
 import zlib from 'node:zlib';
-import type { HttpFetchOptions } from '../src/gateway/http-fetch.js';
+import { bytesOf, type HttpFetchOptions } from '../src/gateway/http-fetch.js';
 
 /**
  * The fetch the gateway gave the OpenAI SDK until it moved to undici's Agent (src/gateway/http-fetch.ts):
@@ -68,15 +68,6 @@ export function createNodeHttpFetch(options: HttpFetchOptions = {}): NodeHttpFet
       agents.https.destroy();
     },
   };
-}
-
-/** The body as bytes, undefined for none, or 'other' for a kind only the global fetch sends. */
-function bytesOf(body: FetchInit['body']): Uint8Array | undefined | 'other' {
-  if (body === undefined || body === null) return undefined;
-  if (typeof body === 'string') return Buffer.from(body);
-  if (body instanceof Uint8Array) return body;
-  if (body instanceof ArrayBuffer) return new Uint8Array(body);
-  return 'other';
 }
 
 function toResponse(response: http.IncomingMessage, method: string, signal?: AbortSignal): Response {

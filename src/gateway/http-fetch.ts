@@ -83,7 +83,7 @@ export function createHttpFetch(options: HttpFetchOptions = {}): HttpFetch {
 }
 
 /** The body as bytes, undefined for none, or 'other' for a kind only the global fetch sends. */
-function bytesOf(body: FetchInit['body']): Uint8Array | undefined | 'other' {
+export function bytesOf(body: FetchInit['body']): Uint8Array | undefined | 'other' {
   if (body === undefined || body === null) return undefined;
   if (typeof body === 'string') return Buffer.from(body);
   if (body instanceof Uint8Array) return body;
