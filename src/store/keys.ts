@@ -23,10 +23,25 @@ export function orgPrefix(org: string): string {
   return `quotad:{org:${org}}`;
 }
 
-/** The counter of one limit for one principal (or the principal's whole org, for org-scoped limits). */
+function scopeOf(principal: Principal, spec: LimitSpec): string {
+  return spec.scope === 'org' ? 'org' : `s:${escapePart(principal.subject)}`;
+}
+
+/**
+ * One limit of one principal (or of the principal's whole org, for org-scoped limits), by name: the
+ * in-process store's key, Redis's lease set of a concurrency limit, and the name a rate or budget limit's
+ * events are known by in Redis (the key its counter had before `countersKey`; data found there is folded in).
+ */
 export function limitKey(principal: Principal, spec: LimitSpec): string {
-  const scope = spec.scope === 'org' ? 'org' : `s:${escapePart(principal.subject)}`;
-  return `${orgPrefix(principal.org)}:${KIND_SEGMENT[spec.kind]}:${scope}:${spec.name}`;
+  return `${orgPrefix(principal.org)}:${KIND_SEGMENT[spec.kind]}:${scopeOf(principal, spec)}:${spec.name}`;
+}
+
+/**
+ * The Redis hash holding every rate and budget counter of a limit's scope: the subject's, or its org's for
+ * org-scoped limits (see lua/includes/counters.lua).
+ */
+export function countersKey(principal: Principal, spec: LimitSpec): string {
+  return `${orgPrefix(principal.org)}:c:${scopeOf(principal, spec)}`;
 }
 
 /** The reservation record of one request_id of one subject. */

@@ -2,14 +2,17 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Redis } from 'ioredis';
 import { ManualClock } from '../../src/core/clock.js';
+import type { QuotaAuthority } from '../../src/authority/quota-authority.js';
+import type { LimitSpec } from '../../src/core/policy.js';
 import type { Principal } from '../../src/core/quota.js';
-import { limitKey, reservationKey } from '../../src/store/keys.js';
+import { countersKey, limitKey, reservationKey } from '../../src/store/keys.js';
 import { createRedisClient, RedisStore } from '../../src/store/redis/redis-store.js';
 import { checkInput, freshPrincipal, makeAuthority, usageInput } from '../../harness/authority.js';
 import { limit, policyWith, tier } from '../../harness/policy.js';
 import { TestRedisServer } from '../../harness/redis-server.js';
 
 const MINUTE = 60_000;
+const DAY = 24 * 60 * MINUTE;
 
 /** Four limits of every kind and scope: a rate, a budget, a concurrency limit and an org-wide budget. */
 const limits = [
@@ -42,7 +45,7 @@ async function openAuthority(t: { after(fn: () => Promise<void>): void }) {
   await redis.connect();
   const store = new RedisStore({ redis, clock });
   t.after(() => store.close());
-  return { redis, ...makeAuthority(store, clock, policy) };
+  return { redis, clock, ...makeAuthority(store, clock, policy) };
 }
 
 /** The hash tag Redis Cluster hashes a key by: from the first `{` to the next `}`, when not empty. */
@@ -75,6 +78,14 @@ async function layoutOf(keys: readonly string[]) {
   return Promise.all(
     keys.map(async (key) => ({ key, tag: hashTag(key), expires: (await inspect.pttl(key)) > 0 })),
   );
+}
+
+/** The keys a principal's counters live in: a hash per scope (subject, org) for rates and budgets, a set of leases per concurrency limit. */
+function counterKeys(principal: Principal): string[] {
+  const keys = limits.map((spec) =>
+    spec.kind === 'concurrency' ? limitKey(principal, spec) : countersKey(principal, spec),
+  );
+  return [...new Set(keys)];
 }
 
 function expectedLayout(principal: Principal, keys: readonly string[]) {
@@ -161,6 +172,60 @@ async function rewriteAsEarlierLayout(key: string): Promise<void> {
   await inspect.hset(key, 'ch', lines.join('\n'));
 }
 
+/** A principal's usage as a test compares it: each limit's name, amount used and amount held. */
+async function usageOf(
+  authority: QuotaAuthority,
+  principal: Principal,
+  kinds = ['rate', 'budget', 'concurrency'],
+) {
+  return (await authority.usage({ principal })).limits
+    .filter((l) => kinds.includes(l.spec.kind))
+    .map((l) => ({ name: l.spec.name, used: l.used, reserved: l.reserved }));
+}
+
+/** The field of a rate or budget limit in its counters hash. */
+function fieldOf(spec: LimitSpec): string {
+  return `${spec.kind === 'rate' ? 'R' : 'B'}${spec.name}`;
+}
+
+/** The kinds of limit kept in counters hashes. */
+const COUNTERS = ['rate', 'budget'];
+
+const ratesAndBudgets = limits.filter((spec) => spec.kind !== 'concurrency');
+
+/**
+ * Writes a principal's rate and budget counters into a key per limit, as the layout before one hash per
+ * principal kept them (`…:rate:s:<subject>:<limit>`, a hash {w, c, p}; `…:budget:…`, a hash {<start>:
+ * charged, h<start>: held, e<start>: the holds' latest lease end}), and takes them out of their hashes
+ * unless `copy` (as if an authority of that version had charged the same again).
+ */
+async function writeCountersAsEarlierLayout(principal: Principal, { copy = false } = {}): Promise<void> {
+  for (const spec of ratesAndBudgets) {
+    const hash = countersKey(principal, spec);
+    const [latest, before] = await inspect.hmget(hash, fieldOf(spec), `P${spec.name}`);
+    assert.ok(latest, `no ${fieldOf(spec)} in ${hash}`);
+    const [first, second, third, fourth] = latest.split(' ') as [string, string, string?, string?];
+    const fields: Record<string, string> =
+      spec.kind === 'rate' ? { w: first, c: second, p: third as string } : { [first]: second };
+    if (spec.kind === 'budget' && third !== undefined) {
+      fields[`h${first}`] = third;
+      fields[`e${first}`] = String(Number(first) + Number(fourth));
+    }
+    if (before) {
+      const [start, charged] = before.split(' ') as [string, string];
+      fields[start] = charged;
+    }
+    if (!copy) await inspect.hdel(hash, fieldOf(spec), `P${spec.name}`);
+    await inspect.hset(limitKey(principal, spec), fields);
+    await inspect.pexpire(limitKey(principal, spec), 2 * DAY);
+  }
+}
+
+/** How many of a principal's earlier-layout counter keys exist. */
+async function earlierLayoutKeys(principal: Principal): Promise<number> {
+  return inspect.exists(...ratesAndBudgets.map((spec) => limitKey(principal, spec)));
+}
+
 describe('Redis layout', () => {
   test('every key a reservation and its settlement write is under the org hash tag and expires', async (t) => {
     const { authority } = await openAuthority(t);
@@ -174,7 +239,7 @@ describe('Redis layout', () => {
       await authority.record(usageInput(settled, { outputTokens: 50 }));
       await authority.record(usageInput(unreserved));
     });
-    const counters = limits.map((spec) => limitKey(principal, spec));
+    const counters = counterKeys(principal);
     const reservations = [settled, held, unreserved].map((c) => reservationKey(principal, c.requestId));
     assert.deepEqual(await layoutOf(written), expectedLayout(principal, [...counters, ...reservations]));
   });
@@ -309,6 +374,105 @@ describe('Redis layout', () => {
     assert.deepEqual(settledBefore, settledNow);
   });
 
+  test("a subject's rate and budget counters are one listpack hash, a field each, and its org's another", async (t) => {
+    const { authority } = await openAuthority(t);
+    const principal = freshPrincipal('layout');
+    await authority.check(checkInput(principal));
+    const [subject, org] = (['subject', 'org'] as const).map((scope) =>
+      countersKey(principal, limit({ name: 'any', kind: 'rate', limit: 1, scope })),
+    ) as [string, string];
+    const layout = async (key: string) => ({
+      fields: (await inspect.hkeys(key)).sort(),
+      encoding: await inspect.object('ENCODING', key),
+    });
+    assert.deepEqual(
+      { subject: await layout(subject), org: await layout(org) },
+      {
+        subject: { fields: ['Btokens_per_day', 'Rrequests_per_minute'], encoding: 'listpack' },
+        org: { fields: ['Borg_usd_per_day'], encoding: 'listpack' },
+      },
+    );
+  });
+
+  test("a rate limit's next window does not shorten the time to live its hash's budget needs", async (t) => {
+    const { authority, clock } = await openAuthority(t);
+    const principal = freshPrincipal('layout');
+    await authority.check(checkInput(principal));
+    clock.advance(2 * MINUTE);
+    await authority.check(checkInput(principal));
+    const budget = (await authority.usage({ principal })).limits.find(
+      (l) => l.spec.name === 'tokens_per_day',
+    );
+    const needed = (budget?.periodEndMs ?? 0) - clock.now();
+    const ttl = await inspect.pttl(countersKey(principal, limits[0] as LimitSpec));
+    assert.ok(ttl >= needed, `PTTL ${ttl} ms, the budget's period ends in ${needed} ms`);
+  });
+
+  describe('counters the layout before wrote, a key per limit', () => {
+    test('count as they are: usage reads them where they are', async (t) => {
+      const { authority } = await openAuthority(t);
+      const [now, before] = [freshPrincipal('layout'), freshPrincipal('layout')];
+      for (const principal of [now, before]) {
+        const check = checkInput(principal);
+        await authority.check(check);
+        await authority.record(usageInput(check, { outputTokens: 30 }));
+        await authority.check(checkInput(principal));
+      }
+      await writeCountersAsEarlierLayout(before);
+      assert.deepEqual(await usageOf(authority, before), await usageOf(authority, now));
+    });
+
+    test('are folded into the hash by the next check, which counts them, and then deleted', async (t) => {
+      const { authority } = await openAuthority(t);
+      const [now, before] = [freshPrincipal('layout'), freshPrincipal('layout')];
+      for (const principal of [now, before]) await authority.check(checkInput(principal));
+      await writeCountersAsEarlierLayout(before);
+      for (const principal of [now, before]) await authority.check(checkInput(principal));
+      assert.deepEqual(
+        { usage: await usageOf(authority, before), earlierKeys: await earlierLayoutKeys(before) },
+        { usage: await usageOf(authority, now), earlierKeys: 0 },
+      );
+    });
+
+    test('a reservation charged to them settles there as one charged to the hash does', async (t) => {
+      const { authority } = await openAuthority(t);
+      const [now, before] = [freshPrincipal('layout'), freshPrincipal('layout')];
+      const checks = [now, before].map((principal) => checkInput(principal));
+      for (const check of checks) await authority.check(check);
+      await writeCountersAsEarlierLayout(before);
+      for (const check of checks) await authority.record(usageInput(check, { outputTokens: 7 }));
+      assert.deepEqual(await usageOf(authority, before), await usageOf(authority, now));
+    });
+
+    test("what an earlier version's authority charges during a rollout is added to the hash, not lost", async (t) => {
+      const { authority } = await openAuthority(t);
+      const [both, hashOnly] = [freshPrincipal('layout'), freshPrincipal('layout')];
+      await authority.check(checkInput(both));
+      // An authority of the earlier version charges `both` the same again, in its per-limit keys (its
+      // concurrency lease is not copied: leases kept their layout).
+      await writeCountersAsEarlierLayout(both, { copy: true });
+      for (let i = 0; i < 2; i++) await authority.check(checkInput(hashOnly));
+      const counted = {
+        usage: await usageOf(authority, both, COUNTERS),
+        expected: await usageOf(authority, hashOnly, COUNTERS),
+      };
+      await authority.check(checkInput(both));
+      await authority.check(checkInput(hashOnly));
+      assert.deepEqual(
+        {
+          beforeFold: counted.usage,
+          afterFold: await usageOf(authority, both, COUNTERS),
+          earlierKeys: await earlierLayoutKeys(both),
+        },
+        {
+          beforeFold: counted.expected,
+          afterFold: await usageOf(authority, hashOnly, COUNTERS),
+          earlierKeys: 0,
+        },
+      );
+    });
+  });
+
   test('subject "a:b" with request_id "c" and subject "a" with request_id "b:c" are two reservations', async (t) => {
     const { authority } = await openAuthority(t);
     const { org } = freshPrincipal('layout');
@@ -334,7 +498,7 @@ describe('Redis layout', () => {
     const written = await keysWrittenBy(async () => {
       await authority.check(check);
     });
-    const counters = limits.map((spec) => limitKey(principal, spec));
+    const counters = counterKeys(principal);
     const expected = [...counters, reservationKey(principal, check.requestId)];
     assert.deepEqual(await layoutOf(written), expectedLayout(principal, expected));
   });

@@ -14,6 +14,7 @@ import { measuredAmount } from '../../core/quota.js';
 import { EVENT_KEPT_MS, type EventOutbox } from '../event-outbox.js';
 import {
   anomalyKey,
+  countersKey,
   eventLogKey,
   eventOutboxKey,
   eventRecordsKey,
@@ -59,7 +60,7 @@ export function createRedisClient(url: string, options: RedisClientOptions): Red
 const KIND_CODE = { rate: 'r', budget: 'b', concurrency: 'c' } as const;
 const STATE_WIDTH = 9;
 
-/** A limit spec as the scripts read it (readSpecs in includes/common.lua): one argument, 9 fields. */
+/** A limit spec as the scripts read it (readSpecs in includes/common.lua): one argument, 10 fields. */
 function specArg(planned: PlannedLimit): string {
   const { spec } = planned;
   const [a, b, c, d] =
@@ -68,14 +69,15 @@ function specArg(planned: PlannedLimit): string {
       : spec.kind === 'budget'
         ? (planned.bounds as NonNullable<PlannedLimit['bounds']>)
         : [0, 0, 0, 0];
-  return `${KIND_CODE[spec.kind]} ${spec.limit} ${planned.cost} ${spec.shadow ? 1 : 0} ${spec.measure} ${a} ${b} ${c} ${d}`;
+  return `${KIND_CODE[spec.kind]} ${spec.limit} ${planned.cost} ${spec.shadow ? 1 : 0} ${spec.measure} ${spec.name} ${a} ${b} ${c} ${d}`;
 }
 
 function keysAndSpecs(principal: Principal, limits: readonly PlannedLimit[]) {
   const keys: string[] = [];
   const specs: string[] = [];
   for (const planned of limits) {
-    keys.push(limitKey(principal, planned.spec));
+    const { spec } = planned;
+    keys.push(spec.kind === 'concurrency' ? limitKey(principal, spec) : countersKey(principal, spec));
     specs.push(specArg(planned));
   }
   return { keys, specs };

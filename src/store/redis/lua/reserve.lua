@@ -4,8 +4,8 @@
   A request_id already admitted returns its first reservation and charges nothing. Denied requests
   charge nothing and are not remembered, nor are requests whose settlement charged nothing (state f).
   Concurrency leases found expired are reclaimed and counted. A reservation's budget charges are also
-  held (fields h<period>, e<period>) until it settles or its lease ends, so that a denial can tell a
-  budget held by requests in flight from one that is spent.
+  held (in the budget's field: see includes/budget) until it settles or its lease ends, so that a denial
+  can tell a budget held by requests in flight from one that is spent.
 
   A reserve that starts after its deadline (ARGV[9], compared with Redis TIME even under a test clock)
   judges and charges nothing and answers 3: its caller has stopped waiting and answered by its
@@ -15,9 +15,8 @@
   Input:
     KEYS[1]       the reservation record (hash: see readReservation in includes/common)
     KEYS[1 + i]   the counter of limit i, for i = 1..n:
-                    rate: hash {w = window index, c = current count, p = previous count}
-                    budget: hash {period start ms = amount charged, h<start> = amount reservations
-                            in flight hold of it, e<start> = their latest lease end}
+                    rate, budget: the counters hash of its scope (subject or org), field R<name> or
+                            B<name> (and P<name>): see includes/counters, rate and budget
                     concurrency: sorted set {lease member = lease end ms, '~' = the set's logical expiry}
     KEYS[n + 2 ..] the nonce and the event keys, as ARGV[11 + n ..] below say
 
@@ -31,8 +30,8 @@
     ARGV[8]       n, the number of limits
     ARGV[9]       deadline in Unix ms (real time), or 0 for none
     ARGV[10]      the longest retry a denial by requests in flight suggests, ms (CONCURRENCY_RETRY_CAP_MS)
-    ARGV[11 ...]  n limit specs, one value each of 9 space-separated fields: kind (r|b|c), limit, cost,
-                  shadow (0|1), measure, then rate: window ms, 0, 0, 0; budget: b0, b1, b2, b3;
+    ARGV[11 ...]  n limit specs, one value each of 10 space-separated fields: kind (r|b|c), limit, cost,
+                  shadow (0|1), measure, name, then rate: window ms, 0, 0, 0; budget: b0, b1, b2, b3;
                   concurrency: 0, 0, 0, 0
     ARGV[11 + n]  how long a signed request's nonce is remembered, ms; '' when the request carries none
     ARGV[12 + n ...] the event context and thresholds (see includes/events.lua; '' when alerts are off)
@@ -102,6 +101,10 @@ if mode == 'reserve' and deadline > 0 then
   end
 end
 
+-- Counters the earlier layout still holds are read only when there are any (one EXISTS for all).
+local folding = legacyPresent(specs)
+loadCounters(specs)
+
 -- Whether a reservation record is stored under this request_id, live or past its expiry.
 local stored = false
 if mode ~= 'peek' then
@@ -110,7 +113,7 @@ if mode ~= 'peek' then
   if existing and existing.state ~= 'f' then
     local states = {}
     for i = 1, n do
-      states[i] = judge(KEYS[1 + i], specs[i], 0, now, counters, retryCapMs)
+      states[i] = judge(specs[i], 0, now, counters, retryCapMs, folding)
     end
     return report(2, existing.leaseEnd, existing.tokens, existing.micros, states)
   end
@@ -133,7 +136,7 @@ if anomaly and mode ~= 'peek' then
   if untilMs > 0 then
     local out = { 5, now, untilMs, 0, 0, 0 }
     for i = 1, n do
-      pushState(out, judge(KEYS[1 + i], specs[i], 0, now, counters, retryCapMs))
+      pushState(out, judge(specs[i], 0, now, counters, retryCapMs, folding))
     end
     out[6] = counters.expired
     return out
@@ -147,7 +150,7 @@ for i = 1, n do
   if mode == 'peek' then
     cost = 0
   end
-  states[i] = judge(KEYS[1 + i], specs[i], cost, now, counters, retryCapMs)
+  states[i] = judge(specs[i], cost, now, counters, retryCapMs, folding)
   if states[i].exceeded and not specs[i].shadow then
     denied = true
   end
@@ -165,23 +168,23 @@ local leaseEnd = now + leaseMs
 local charges = {}
 local recordKeys = keyContext(KEYS[1])
 for i = 1, n do
-  local key, spec, st = KEYS[1 + i], specs[i], states[i]
-  local cost = spec.cost
+  local spec, st = specs[i], states[i]
+  local key, cost = spec.key, spec.cost
   if spec.kind == 'r' then
     local W = spec.a
-    writeWindow(key, st.bucket, W, st.current + cost, st.previous, st.sameWindow, now)
+    writeWindow(spec, st.bucket, W, st.current + cost, st.previous, st.sameWindow, now)
     if cost > 0 then
       st.reset = 2 * W - st.elapsed
     end
   elseif spec.kind == 'b' then
-    chargeBudget(key, st.bucket, cost, spec.a, st.pend - now + leaseMs + windowMs)
+    local settleFor = leaseMs + windowMs
+    chargeBudget(spec, st.budget, st.bucket, cost, now, st.pend - now + settleFor, settleFor, leaseEnd)
     if cost > 0 then
-      holdBudget(key, st.bucket, cost, now, leaseEnd, st.heldUntil)
       st.reserved = st.reserved + cost
       st.reset = st.pend - now
       if eventCtx then
         local thresholds = limitThresholds(alertsAt, i)
-        crossThresholds(eventCtx, eventKeys, thresholds, key, spec.limit, st.pstart, st.pend, st.used, st.used + cost, now)
+        crossThresholds(eventCtx, eventKeys, thresholds, spec.legacy, spec.limit, st.pstart, st.pend, st.used, st.used + cost, now)
       end
     end
   else
@@ -193,8 +196,9 @@ for i = 1, n do
   end
   st.used = st.used + cost
   st.remaining = max0(spec.limit - st.used)
-  charges[i] = table.concat({ spec.kind, relativeKey(recordKeys, key), int(st.bucket), int(cost), spec.measure }, '\t')
+  charges[i] = table.concat({ spec.kind, relativeKey(recordKeys, spec.legacy or key), int(st.bucket), int(cost), spec.measure }, '\t')
 end
+flushCounters()
 
 if stored then
   redis.call('DEL', KEYS[1])

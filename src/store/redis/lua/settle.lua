@@ -8,8 +8,10 @@
   was cancelled) and marks the request_id free (state f) instead: a later reserve under it is decided
   afresh, while the same settlement again is still a duplicate.
 
-  The reservation's counter keys are read from its record (field ch); they carry KEYS[1]'s hash tag,
-  so they live in the same Cluster slot.
+  The reservation's counters are named by its record (see readReservation in includes/common); they
+  carry KEYS[1]'s hash tag, so they live in the same Cluster slot. A rate or budget counter is named by
+  its earlier-layout key: it is moved in its counters hash, or under that key while the earlier layout
+  still holds it there.
 
   Input:
     KEYS[1]       the reservation record (hash)
@@ -53,6 +55,8 @@ local measuredBy = {
   usd = tonumber(ARGV[14]),
 }
 local specs = readSpecs(n, 15)
+local folding = legacyPresent(specs)
+loadCounters(specs)
 
 --- @include "includes/events"
 
@@ -60,14 +64,15 @@ local alertsAt = 15 + n * SPEC_WIDTH
 local eventCtx = eventContext(alertsAt)
 local eventKeys = { KEYS[n + 2], KEYS[n + 3], KEYS[n + 4] }
 
--- Raises the events of budget `key` moving from `before` to `after` in its period starting `pstart`.
+-- Raises the events of budget `key` (its earlier-layout name) moving from `before` to `after` in its
+-- period starting `pstart`.
 local function crossed(key, pstart, before, after)
   if not eventCtx then
     return
   end
   for i = 1, n do
     local spec = specs[i]
-    if KEYS[1 + i] == key and spec.kind == 'b' and (pstart == spec.a or pstart == spec.b or pstart == spec.c) then
+    if spec.legacy == key and spec.kind == 'b' and (pstart == spec.a or pstart == spec.b or pstart == spec.c) then
       local _, pend = periodAt(spec, pstart)
       local thresholds = limitThresholds(alertsAt, i)
       crossThresholds(eventCtx, eventKeys, thresholds, key, spec.limit, pstart, pend, before, after, now)
@@ -88,7 +93,7 @@ local function report(status, chargedIn, chargedOut, chargedUsd, tokens, micros,
   end
   local out = { status, chargedIn, chargedOut, chargedUsd, tokens, micros, lateFlag, 0 }
   for i = 1, n do
-    pushState(out, judge(KEYS[1 + i], specs[i], 0, now, counters, retryCapMs))
+    pushState(out, judge(specs[i], 0, now, counters, retryCapMs, folding))
   end
   out[8] = counters.expired
   return pushRaised(out)
@@ -106,55 +111,87 @@ if record and record.state == 'f' then
 end
 
 local status, late, tokens, micros, leaseEnd = 3, false, 0, 0, 0
+-- Moves a charge of a counter the earlier layout still holds under its own key, as that layout did.
+local function settleInEarlierLayout(kind, key, bucket, delta, amount)
+  if kind == 'r' then
+    local counts = redis.call('HMGET', key, 'w', 'c', 'p')
+    local w = tonumber(counts[1])
+    if w == bucket then
+      redis.call('HSET', key, 'c', int(max0((tonumber(counts[2]) or 0) + delta)))
+    elseif w == bucket + 1 then
+      redis.call('HSET', key, 'p', int(max0((tonumber(counts[3]) or 0) + delta)))
+    end
+    return
+  end
+  local held = 'h' .. int(bucket)
+  local amounts = redis.call('HMGET', key, int(bucket), held)
+  local spent = tonumber(amounts[1])
+  if spent then
+    redis.call('HSET', key, int(bucket), int(max0(spent + delta)))
+    crossed(key, bucket, spent, max0(spent + delta))
+  end
+  -- A late settlement's hold already ended with its lease (and may have been started afresh since).
+  if amounts[2] and not late then
+    redis.call('HSET', key, held, int(max0(tonumber(amounts[2]) - amount)))
+  end
+end
+
+-- Moves a reservation's charge of `amount` to a rate or budget counter (named by its earlier-layout key)
+-- by `delta`, in its counters hash, or under that key while the earlier layout still holds it there.
+local function settleCharge(kind, key, bucket, delta, amount)
+  local hash, field = counterOf(key)
+  local value = counterGet(hash, field)
+  if not value then
+    settleInEarlierLayout(kind, key, bucket, delta, amount)
+  elseif kind == 'r' then
+    local moved = adjustWindow(value, bucket, delta)
+    if moved then
+      counterSet(hash, field, moved)
+    end
+  else
+    local counter = { key = hash, field = field, name = string.sub(field, 2) }
+    local b = readBudget(counter, false)
+    local before, after = adjustBudget(b, bucket, delta, amount, late)
+    if before then
+      writeBudget(counter, b, now, true)
+      crossed(key, bucket, before, after)
+    end
+  end
+end
+
 if record then
   status, tokens, micros, leaseEnd = 1, record.tokens, record.micros, record.leaseEnd
   late = now >= record.leaseEnd
   for _, charge in ipairs(record.charges) do
-    local kind, key, bucket, amount, measure = charge.kind, charge.key, charge.bucket, charge.amount, charge.measure
-    local delta = measured(measure) - amount
-    if kind == 'r' then
-      local counts = redis.call('HMGET', key, 'w', 'c', 'p')
-      local w = tonumber(counts[1])
-      if w == bucket then
-        redis.call('HSET', key, 'c', int(max0((tonumber(counts[2]) or 0) + delta)))
-      elseif w == bucket + 1 then
-        redis.call('HSET', key, 'p', int(max0((tonumber(counts[3]) or 0) + delta)))
-      end
-    elseif kind == 'b' then
-      local held = 'h' .. int(bucket)
-      local amounts = redis.call('HMGET', key, int(bucket), held)
-      local spent = tonumber(amounts[1])
-      if spent then
-        redis.call('HSET', key, int(bucket), int(max0(spent + delta)))
-        crossed(key, bucket, spent, max0(spent + delta))
-      end
-      -- A late settlement's hold already ended with its lease (and may have been started afresh since).
-      if amounts[2] and not late then
-        redis.call('HSET', key, held, int(max0(tonumber(amounts[2]) - amount)))
-      end
+    if charge.kind == 'c' then
+      redis.call('ZREM', charge.key, member)
     else
-      redis.call('ZREM', key, member)
+      settleCharge(charge.kind, charge.key, charge.bucket, measured(charge.measure) - charge.amount, charge.amount)
     end
   end
 else
   for i = 1, n do
-    local key, spec = KEYS[1 + i], specs[i]
+    local spec = specs[i]
     if spec.kind == 'r' then
       local W = spec.a
       local index = math.floor(now / W)
-      local current, previous, sameWindow = rollWindow(key, index)
-      writeWindow(key, index, W, current + spec.cost, previous, sameWindow, now)
+      local current, previous, sameWindow = rollWindow(spec, index, folding)
+      writeWindow(spec, index, W, current + spec.cost, previous, sameWindow, now)
     elseif spec.kind == 'b' then
       local pstart, pend = periodAt(spec, now)
+      local b = readBudget(spec, folding)
       local before = 0
-      if eventCtx then
-        before = tonumber(redis.call('HGET', key, int(pstart))) or 0
+      if b.start == pstart then
+        before = b.amount
+      elseif b.prevStart == pstart then
+        before = b.prevAmount
       end
-      chargeBudget(key, pstart, spec.cost, spec.a, pend - now + windowMs)
-      crossed(key, pstart, before, before + spec.cost)
+      chargeBudget(spec, b, pstart, spec.cost, now, pend - now + windowMs, nil, nil)
+      crossed(spec.legacy, pstart, before, before + spec.cost)
     end
   end
 end
+flushCounters()
 
 local lateFlag = '0'
 if late then

@@ -23,28 +23,38 @@ local function max0(x)
   return x
 end
 
--- A limit spec is one ARGV value, its fields space-separated: kind, limit, cost, shadow, measure, then four
--- kind-specific values (rate: window ms; budget: the four period boundaries b0..b3). One value, not nine:
--- fewer arguments for the client to frame and Redis to parse and hand to the script.
+--- @include "includes/counters"
+
+-- A limit spec is one ARGV value, its fields space-separated: kind, limit, cost, shadow, measure, name,
+-- then four kind-specific values (rate: window ms; budget: the four period boundaries b0..b3). One value,
+-- not ten: fewer arguments for the client to frame and Redis to parse and hand to the script.
 local SPEC_WIDTH = 1
 
--- The n limit specs starting at ARGV[first].
+-- The n limit specs starting at ARGV[first], limit i's key at KEYS[1 + i]: a counters hash for rate
+-- and budget limits (their field and earlier-layout key named here), a lease set for concurrency.
 local function readSpecs(n, first)
   local specs = {}
   for i = 1, n do
-    local kind, limit, cost, shadow, measure, a, b, c, d =
-      string.match(ARGV[first + i - 1], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
-    specs[i] = {
+    local kind, limit, cost, shadow, measure, name, a, b, c, d =
+      string.match(ARGV[first + i - 1], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
+    local spec = {
       kind = kind,
       limit = tonumber(limit),
       cost = tonumber(cost),
       shadow = shadow == '1',
       measure = measure,
+      name = name,
+      key = KEYS[1 + i],
       a = tonumber(a),
       b = tonumber(b),
       c = tonumber(c),
       d = tonumber(d),
     }
+    if kind ~= 'c' then
+      spec.field = string.upper(kind) .. name
+      spec.legacy = legacyKey(spec.key, kind, name)
+    end
+    specs[i] = spec
   end
   return specs
 end
@@ -55,21 +65,22 @@ end
 
 --- @include "includes/concurrency"
 
--- Judges one limit for a charge of `cost` at `now`. Returns a state table: used, remaining, reset,
--- exceeded, retry, pstart, pend, reserved and held (budgets), and `bucket` (window index or period start).
--- A denial that requests in flight cause suggests a retry of at most `retryCapMs` (the caller's
--- CONCURRENCY_RETRY_CAP_MS): they usually finish long before their lease ends.
-local function judge(key, spec, cost, now, counters, retryCapMs)
+-- Judges one limit for a charge of `cost` at `now`, with what the earlier layout holds added when
+-- `folding` (see legacyPresent). Returns a state table: used, remaining, reset, exceeded, retry, pstart,
+-- pend, reserved and held (budgets), and `bucket` (window index or period start). A denial that requests
+-- in flight cause suggests a retry of at most `retryCapMs` (the caller's CONCURRENCY_RETRY_CAP_MS): they
+-- usually finish long before their lease ends.
+local function judge(spec, cost, now, counters, retryCapMs, folding)
   local st = {
     used = 0, remaining = 0, reset = 0, exceeded = false, retry = 0, pstart = 0, pend = 0, bucket = 0,
     reserved = 0, held = false,
   }
   if spec.kind == 'r' then
-    judgeRate(st, key, spec, cost, now)
+    judgeRate(st, spec, cost, now, folding)
   elseif spec.kind == 'b' then
-    judgeBudget(st, key, spec, cost, now, retryCapMs)
+    judgeBudget(st, spec, cost, now, retryCapMs, folding)
   else
-    judgeLeases(st, key, spec, cost, now, counters, retryCapMs)
+    judgeLeases(st, spec.key, spec, cost, now, counters, retryCapMs)
   end
   st.remaining = max0(spec.limit - st.used)
   return st
@@ -155,8 +166,9 @@ end
 -- time driven by a test clock forgets it exactly as real time would. The second value says whether a
 -- record is stored at all, live or not (one to delete before writing anew).
 --
--- A record's charges, one per limit, are fields '1', '2', ...: kind, key (relative: see keyContext),
--- bucket, amount and measure, tab-separated. A record written before that
+-- A record's charges, one per limit, are fields '1', '2', ...: kind, key (relative: see keyContext; a
+-- rate or budget counter by its earlier-layout key, see counterOf), bucket, amount and measure,
+-- tab-separated. A record written before that
 -- layout holds them all in one field 'ch', a line each, with full keys: it is read as written, so an
 -- upgrade settles the reservations in flight as the earlier version made them. Either way `charges` is a
 -- list of { kind, key, bucket, amount, measure } with full keys.

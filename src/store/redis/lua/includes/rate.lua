@@ -1,36 +1,88 @@
 -- Rate limits: the sliding-window counter.
 -- Twin of src/store/memory-rate.ts (the in-process store's same arithmetic). Edit both;
 -- test/integration/store-equivalence.test.ts is the guard that keeps them equal.
+--
+-- A rate limit's field in its counters hash (see counters.lua), R<limit>: '<window index> <current count>
+-- <previous count>'. The earlier layout's key held the same as a hash {w, c, p}.
 
--- The window counts seen from window `index`: rolled forward one window, or cleared when further behind.
--- The third value says whether the stored counts were already at `index` (false: rolled, or new).
-local function rollWindow(key, index)
-  local stored = redis.call('HMGET', key, 'w', 'c', 'p')
-  local w = tonumber(stored[1])
+-- The counts of a window stored at `w` as seen from window `index`: rolled forward one window, or
+-- cleared when further behind.
+local function countsAt(w, current, previous, index)
   if w == index then
-    return tonumber(stored[2]) or 0, tonumber(stored[3]) or 0, true
+    return current, previous
   elseif w == index - 1 then
-    return 0, tonumber(stored[2]) or 0, false
+    return 0, current
   end
-  return 0, 0, false
+  return 0, 0
 end
 
--- Writes a rate counter at window `index`. Its counts matter until window index + 1 ends, so its
--- time to live is set only when it moves to a new window: one command fewer on every other write.
-local function writeWindow(key, index, W, current, previous, sameWindow, now)
-  redis.call('HSET', key, 'w', int(index), 'c', int(current), 'p', int(previous))
-  if not sameWindow then
-    redis.call('PEXPIRE', key, int((index + 2) * W - now))
+-- A rate field's window index and counts, or nil.
+local function parseWindow(value)
+  if not value then
+    return nil
   end
+  local w, c, p = string.match(value, '^(%-?%d+) (%d+) (%d+)$')
+  if not w then
+    return nil
+  end
+  return tonumber(w), tonumber(c), tonumber(p)
+end
+
+-- The window counts of rate limit `spec` seen from window `index`, with what the earlier layout holds
+-- added when `folding`. The third value says whether the stored counts were already at `index` (false:
+-- rolled, new, or folded in: the write sets the time to live).
+local function rollWindow(spec, index, folding)
+  local w, c, p = parseWindow(counterGet(spec.key, spec.field))
+  local current, previous, sameWindow = 0, 0, w == index
+  if w then
+    current, previous = countsAt(w, c, p, index)
+  end
+  if folding then
+    local old = redis.call('HMGET', spec.legacy, 'w', 'c', 'p')
+    if old[1] then
+      local oldCurrent, oldPrevious = countsAt(tonumber(old[1]), tonumber(old[2]) or 0, tonumber(old[3]) or 0, index)
+      current, previous, sameWindow = current + oldCurrent, previous + oldPrevious, false
+      spec.folded = true
+    end
+  end
+  return current, previous, sameWindow
+end
+
+-- Writes rate limit `spec`'s counts at window `index`. They matter until window index + 1 ends, so the
+-- hash's time to live is asked for only when the field moves to a new window: every write within a
+-- window finds it long enough already.
+local function writeWindow(spec, index, W, current, previous, sameWindow, now)
+  counterSet(spec.key, spec.field, int(index) .. ' ' .. int(current) .. ' ' .. int(previous))
+  if not sameWindow then
+    counterTtl(spec.key, (index + 2) * W - now)
+  end
+  if spec.folded then
+    foldedKeys[#foldedKeys + 1] = spec.legacy
+    spec.folded = false
+  end
+end
+
+-- Moves a charge of window `bucket` by `delta` in a window stored as `value`; returns the new value, or
+-- nil when that window has left the count.
+local function adjustWindow(value, bucket, delta)
+  local w, c, p = parseWindow(value)
+  if w == bucket then
+    c = max0(c + delta)
+  elseif w == bucket + 1 then
+    p = max0(p + delta)
+  else
+    return nil
+  end
+  return int(w) .. ' ' .. int(c) .. ' ' .. int(p)
 end
 
 -- Judges a rate limit's window at `now` into `st` (see judge in common.lua).
-local function judgeRate(st, key, spec, cost, now)
+local function judgeRate(st, spec, cost, now, folding)
   local limit = spec.limit
   local W = spec.a
   local index = math.floor(now / W)
   local elapsed = now - index * W
-  local current, previous, sameWindow = rollWindow(key, index)
+  local current, previous, sameWindow = rollWindow(spec, index, folding)
   local weighted = previous * (W - elapsed) + current * W
   st.used = math.ceil(weighted / W)
   st.exceeded = weighted + cost * W > limit * W
