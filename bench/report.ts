@@ -757,20 +757,26 @@ function renderFootprint(r: ReportContext): void {
   if (footprint) {
     p(
       '## Redis memory per active (principal, limit)',
-      `Method: ${footprint.method}, for ${int(footprint.principals)} principals. \`used_memory\` from \`INFO memory\` after FLUSHALL and SCRIPT LOAD (so the script cache is in the baseline), after the decisions, and again once the reservation records were UNLINKed (a record is per request, kept for the lease plus the idempotency window, not per principal).`,
+      `Method: ${footprint.method}, for ${int(footprint.principals)} principals. \`used_memory\` from \`INFO memory\` after FLUSHALL and SCRIPT LOAD (so the script cache is in the baseline), after the decisions, and again once the reservation records were UNLINKed (a record is per request, kept for the lease plus the idempotency window, not per principal). Redis's two key tables (the keyspace and the expiries, a bucket per key rounded up to a power of two) keep the size the records grew them to after the UNLINK, so the counters were then moved with DUMP and RESTORE (encoding and TTL kept) into an emptied keyspace and measured alone: that is their own cost, buckets for their own number included; the records' is what the decisions added beyond it.`,
       table(
         ['layout', 'keys', 'used_memory delta', 'per (principal, limit)'],
         [
           [
-            `quotad counters (${footprint.limits} limits: requests/min and tokens/min as two-window hashes, USD/day as a hash of period → amount)`,
+            `quotad counters alone (${footprint.limits} limits, one hash per principal: requests/min and tokens/min a field each of window index and two counts, USD/day a field of period start, amount charged and amount held)`,
+            int(footprint.keys),
+            `${int(footprint.countersOnlyBytes - footprint.countersBaselineBytes)} B`,
+            `**${footprint.countersPerPrincipalLimit.toFixed(0)} B**`,
+          ],
+          [
+            'the same counters after UNLINKing the records, in key tables sized for both',
             int(footprint.keys),
             `${int(footprint.afterDropReservationsBytes - footprint.baselineBytes)} B`,
-            `**${footprint.countersPerPrincipalLimit.toFixed(0)} B**`,
+            `${footprint.countersBesideRecordsPerPrincipalLimit.toFixed(0)} B`,
           ],
           [
             'quotad reservation records (one per request in its idempotency window)',
             int(footprint.principals),
-            `${int(footprint.afterReserveBytes - footprint.afterDropReservationsBytes)} B`,
+            `${int(footprint.afterReserveBytes - footprint.baselineBytes - (footprint.countersOnlyBytes - footprint.countersBaselineBytes))} B`,
             `${footprint.reservationRecordBytes.toFixed(0)} B per request`,
           ],
           [

@@ -140,7 +140,13 @@ export interface FootprintResult {
   baselineBytes: number;
   afterReserveBytes: number;
   afterDropReservationsBytes: number;
+  /** used_memory of an empty keyspace (script loaded), and once the counters alone are restored into it. */
+  countersBaselineBytes: number;
+  countersOnlyBytes: number;
+  /** From the counters alone: (countersOnlyBytes - countersBaselineBytes) / (principals × limits). */
   countersPerPrincipalLimit: number;
+  /** From the counters left after UNLINKing the records, in the key tables the records had grown. */
+  countersBesideRecordsPerPrincipalLimit: number;
   reservationRecordBytes: number;
   keys: number;
   slidingLogMembers: number;

@@ -696,6 +696,28 @@ async function footprintScenario(ctx: Context): Promise<FootprintResult> {
   const afterDrop = await usedMemory(redis);
   const counterKeys = await redis.dbsize();
 
+  // The same counters alone: Redis's key tables (a bucket per key, in the main and the expiry table) keep
+  // the size the records grew them to after the UNLINK. Moved with DUMP/RESTORE (encoding and TTL kept)
+  // into an emptied keyspace, the counters pay only for the tables their own number needs.
+  const dumped: [string, number, Buffer][] = [];
+  cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'COUNT', 5000);
+    cursor = next;
+    for (const key of found)
+      dumped.push([key, await redis.pttl(key), (await redis.dumpBuffer(key)) as Buffer]);
+  } while (cursor !== '0');
+  await redis.flushall('SYNC');
+  await redis.script('LOAD', readScript('reserve'));
+  const countersBaseline = await usedMemory(redis);
+  for (let first = 0; first < dumped.length; first += 1000) {
+    const pipeline = redis.pipeline();
+    for (const [key, ttl, dump] of dumped.slice(first, first + 1000))
+      pipeline.restore(key, Math.max(ttl, 0), dump);
+    await pipeline.exec();
+  }
+  const countersOnly = await usedMemory(redis);
+
   // Baseline: a sliding log, one ZSET per (principal, limit) with one member per request in the window,
   // at the shipped pro tier's 60 requests a minute; members are request ids as quotad's, scores ms.
   const members = 60;
@@ -727,8 +749,11 @@ async function footprintScenario(ctx: Context): Promise<FootprintResult> {
     baselineBytes: baseline,
     afterReserveBytes: afterReserve,
     afterDropReservationsBytes: afterDrop,
-    countersPerPrincipalLimit: (afterDrop - baseline) / (memoryPrincipals * limits),
-    reservationRecordBytes: (afterReserve - afterDrop) / memoryPrincipals,
+    countersBaselineBytes: countersBaseline,
+    countersOnlyBytes: countersOnly,
+    countersPerPrincipalLimit: (countersOnly - countersBaseline) / (memoryPrincipals * limits),
+    countersBesideRecordsPerPrincipalLimit: (afterDrop - baseline) / (memoryPrincipals * limits),
+    reservationRecordBytes: (afterReserve - baseline - (countersOnly - countersBaseline)) / memoryPrincipals,
     keys: counterKeys,
     slidingLogMembers: members,
     slidingLogBytes: zAfter - zBaseline,
@@ -736,7 +761,7 @@ async function footprintScenario(ctx: Context): Promise<FootprintResult> {
     slidingLogEncoding: encoding,
   };
   log(
-    `footprint: ${keys} keys after reserve, ${counterKeys} counters; ${result.countersPerPrincipalLimit.toFixed(1)} B per (principal, limit); reservation record ${result.reservationRecordBytes.toFixed(1)} B; sliding log ${result.slidingLogPerPrincipalLimit.toFixed(0)} B (${encoding})`,
+    `footprint: ${keys} keys after reserve, ${counterKeys} counters; ${result.countersPerPrincipalLimit.toFixed(1)} B per (principal, limit) alone, ${result.countersBesideRecordsPerPrincipalLimit.toFixed(1)} B beside the records' key tables; reservation record ${result.reservationRecordBytes.toFixed(1)} B; sliding log ${result.slidingLogPerPrincipalLimit.toFixed(0)} B (${encoding})`,
   );
   return result;
 }
