@@ -153,7 +153,9 @@ async function observe(store: Redis, run: () => Promise<void>): Promise<Observed
 
 /**
  * Rewrites a reservation record as the layout before December 2026 wrote it: every charge a line of one
- * field `ch`, with the counter's full key, instead of a field each with the key relative to the reservation's.
+ * field `ch`, naming its counter by full key (a rate or budget counter by its key before the counters
+ * hash), instead of a field each naming its counters hash by scope and its field, or its lease set by a key
+ * relative to the reservation's.
  */
 async function rewriteAsEarlierLayout(key: string): Promise<void> {
   const fields = await inspect.hgetall(key);
@@ -161,10 +163,17 @@ async function rewriteAsEarlierLayout(key: string): Promise<void> {
   const subject = key.slice(prefix.length + ':res:'.length).split(':')[0] as string;
   const numbered = Object.keys(fields).filter((field) => /^\d+$/.test(field));
   assert.ok(numbered.length > 0, `no charge fields in ${JSON.stringify(fields)}`);
+  const segment: Record<string, string> = { r: 'rate', b: 'budget' };
   const lines = numbered
     .sort((a, b) => Number(a) - Number(b))
     .map((field) => {
-      const [kind, at, ...rest] = (fields[field] as string).split('\t');
+      const parts = (fields[field] as string).split('\t');
+      if (parts.length === 6) {
+        const [kind, scope, counter, ...rest] = parts as [string, string, string, ...string[]];
+        const at = scope === 'o' ? 'org' : `s:${subject}`;
+        return [kind, `${prefix}:${segment[kind]}:${at}:${counter.slice(1)}`, ...rest].join('\t');
+      }
+      const [kind, at, ...rest] = parts;
       const full = at?.startsWith(':') ? prefix + at.replace(':~:', `:s:${subject}:`) : at;
       return [kind, full, ...rest].join('\t');
     });

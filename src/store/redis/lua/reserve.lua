@@ -184,7 +184,7 @@ for i = 1, n do
       st.reset = st.pend - now
       if eventCtx then
         local thresholds = limitThresholds(alertsAt, i)
-        crossThresholds(eventCtx, eventKeys, thresholds, spec.legacy, spec.limit, st.pstart, st.pend, st.used, st.used + cost, now)
+        crossThresholds(eventCtx, eventKeys, thresholds, legacyOf(spec), spec.limit, st.pstart, st.pend, st.used, st.used + cost, now)
       end
     end
   else
@@ -196,7 +196,11 @@ for i = 1, n do
   end
   st.used = st.used + cost
   st.remaining = max0(spec.limit - st.used)
-  charges[i] = table.concat({ spec.kind, relativeKey(recordKeys, spec.legacy or key), int(st.bucket), int(cost), spec.measure }, '\t')
+  if spec.field then
+    charges[i] = table.concat({ spec.kind, spec.scope, spec.field, int(st.bucket), int(cost), spec.measure }, '\t')
+  else
+    charges[i] = table.concat({ spec.kind, relativeKey(recordKeys, key), int(st.bucket), int(cost), spec.measure }, '\t')
+  end
 end
 flushCounters()
 

@@ -9,9 +9,8 @@
   afresh, while the same settlement again is still a duplicate.
 
   The reservation's counters are named by its record (see readReservation in includes/common); they
-  carry KEYS[1]'s hash tag, so they live in the same Cluster slot. A rate or budget counter is named by
-  its earlier-layout key: it is moved in its counters hash, or under that key while the earlier layout
-  still holds it there.
+  carry KEYS[1]'s hash tag, so they live in the same Cluster slot. A rate or budget counter is moved in
+  its counters hash, or under its earlier-layout key while the earlier layout still holds it there.
 
   Input:
     KEYS[1]       the reservation record (hash)
@@ -64,18 +63,18 @@ local alertsAt = 15 + n * SPEC_WIDTH
 local eventCtx = eventContext(alertsAt)
 local eventKeys = { KEYS[n + 2], KEYS[n + 3], KEYS[n + 4] }
 
--- Raises the events of budget `key` (its earlier-layout name) moving from `before` to `after` in its
--- period starting `pstart`.
-local function crossed(key, pstart, before, after)
+-- Raises the events of the budget in field `field` of counters hash `hash` moving from `before` to
+-- `after` in its period starting `pstart`.
+local function crossed(hash, field, pstart, before, after)
   if not eventCtx then
     return
   end
   for i = 1, n do
     local spec = specs[i]
-    if spec.legacy == key and spec.kind == 'b' and (pstart == spec.a or pstart == spec.b or pstart == spec.c) then
+    if spec.key == hash and spec.field == field and spec.kind == 'b' and (pstart == spec.a or pstart == spec.b or pstart == spec.c) then
       local _, pend = periodAt(spec, pstart)
       local thresholds = limitThresholds(alertsAt, i)
-      crossThresholds(eventCtx, eventKeys, thresholds, key, spec.limit, pstart, pend, before, after, now)
+      crossThresholds(eventCtx, eventKeys, thresholds, legacyOf(spec), spec.limit, pstart, pend, before, after, now)
       return
     end
   end
@@ -111,8 +110,9 @@ if record and record.state == 'f' then
 end
 
 local status, late, tokens, micros, leaseEnd = 3, false, 0, 0, 0
--- Moves a charge of a counter the earlier layout still holds under its own key, as that layout did.
-local function settleInEarlierLayout(kind, key, bucket, delta, amount)
+-- Moves a charge of a counter the earlier layout still holds under its own key, as that layout did (its
+-- field in the counters hash names its events).
+local function settleInEarlierLayout(kind, key, hash, field, bucket, delta, amount)
   if kind == 'r' then
     local counts = redis.call('HMGET', key, 'w', 'c', 'p')
     local w = tonumber(counts[1])
@@ -128,7 +128,7 @@ local function settleInEarlierLayout(kind, key, bucket, delta, amount)
   local spent = tonumber(amounts[1])
   if spent then
     redis.call('HSET', key, int(bucket), int(max0(spent + delta)))
-    crossed(key, bucket, spent, max0(spent + delta))
+    crossed(hash, field, bucket, spent, max0(spent + delta))
   end
   -- A late settlement's hold already ended with its lease (and may have been started afresh since).
   if amounts[2] and not late then
@@ -136,13 +136,19 @@ local function settleInEarlierLayout(kind, key, bucket, delta, amount)
   end
 end
 
--- Moves a reservation's charge of `amount` to a rate or budget counter (named by its earlier-layout key)
--- by `delta`, in its counters hash, or under that key while the earlier layout still holds it there.
-local function settleCharge(kind, key, bucket, delta, amount)
-  local hash, field = counterOf(key)
+-- Moves a reservation's charge of `amount` to a rate or budget counter by `delta`: in its counters hash,
+-- or under its earlier-layout key while that layout still holds it there.
+local function settleCharge(charge, delta)
+  local kind, bucket, amount = charge.kind, charge.bucket, charge.amount
+  local hash, field, legacy = charge.key, charge.field, nil
+  if not field then
+    legacy = charge.key
+    hash, field = counterOf(legacy)
+  end
   local value = counterGet(hash, field)
   if not value then
-    settleInEarlierLayout(kind, key, bucket, delta, amount)
+    legacy = legacy or legacyKey(hash, kind, string.sub(field, 2))
+    settleInEarlierLayout(kind, legacy, hash, field, bucket, delta, amount)
   elseif kind == 'r' then
     local moved = adjustWindow(value, bucket, delta)
     if moved then
@@ -154,7 +160,7 @@ local function settleCharge(kind, key, bucket, delta, amount)
     local before, after = adjustBudget(b, bucket, delta, amount, late)
     if before then
       writeBudget(counter, b, now, true)
-      crossed(key, bucket, before, after)
+      crossed(hash, field, bucket, before, after)
     end
   end
 end
@@ -166,7 +172,7 @@ if record then
     if charge.kind == 'c' then
       redis.call('ZREM', charge.key, member)
     else
-      settleCharge(charge.kind, charge.key, charge.bucket, measured(charge.measure) - charge.amount, charge.amount)
+      settleCharge(charge, measured(charge.measure) - charge.amount)
     end
   end
 else
@@ -187,7 +193,7 @@ else
         before = b.prevAmount
       end
       chargeBudget(spec, b, pstart, spec.cost, now, pend - now + windowMs, nil, nil)
-      crossed(spec.legacy, pstart, before, before + spec.cost)
+      crossed(spec.key, spec.field, pstart, before, before + spec.cost)
     end
   end
 end

@@ -25,7 +25,7 @@ end
 
 -- Folds the earlier layout's key of budget `spec` into state `b`.
 local function foldBudget(b, spec)
-  local flat = redis.call('HGETALL', spec.legacy)
+  local flat = redis.call('HGETALL', legacyOf(spec))
   if #flat == 0 then
     return
   end
@@ -88,7 +88,7 @@ local function writeBudget(spec, b, now, keepBefore)
     counterSet(spec.key, 'P' .. spec.name, nil)
   end
   if spec.folded then
-    foldedKeys[#foldedKeys + 1] = spec.legacy
+    foldedKeys[#foldedKeys + 1] = legacyOf(spec)
     spec.folded = false
   end
 end

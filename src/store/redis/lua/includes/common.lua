@@ -31,7 +31,8 @@ end
 local SPEC_WIDTH = 1
 
 -- The n limit specs starting at ARGV[first], limit i's key at KEYS[1 + i]: a counters hash for rate
--- and budget limits (their field and earlier-layout key named here), a lease set for concurrency.
+-- and budget limits (their field named here, and their hash's scope: s the subject's, o the org's), a
+-- lease set for concurrency.
 local function readSpecs(n, first)
   local specs = {}
   for i = 1, n do
@@ -52,7 +53,10 @@ local function readSpecs(n, first)
     }
     if kind ~= 'c' then
       spec.field = string.upper(kind) .. name
-      spec.legacy = legacyKey(spec.key, kind, name)
+      spec.scope = 's'
+      if string.sub(spec.key, -6) == ':c:org' then
+        spec.scope = 'o'
+      end
     end
     specs[i] = spec
   end
@@ -148,6 +152,14 @@ local function relativeKey(context, key)
   return relative
 end
 
+-- The counters hash a charge names by its scope: the subject's ('s') or the org's ('o').
+local function scopeHash(context, scope)
+  if scope == 'o' then
+    return context.prefix .. ':c:org'
+  end
+  return context.prefix .. ':c' .. string.sub(context.subject, 1, -2)
+end
+
 -- The full key of a charge's counter (the inverse of relativeKey).
 local function fullKey(context, relative)
   if string.sub(relative, 1, 1) ~= ':' then
@@ -166,12 +178,14 @@ end
 -- time driven by a test clock forgets it exactly as real time would. The second value says whether a
 -- record is stored at all, live or not (one to delete before writing anew).
 --
--- A record's charges, one per limit, are fields '1', '2', ...: kind, key (relative: see keyContext; a
--- rate or budget counter by its earlier-layout key, see counterOf), bucket, amount and measure,
--- tab-separated. A record written before that
+-- A record's charges, one per limit, are fields '1', '2', ...: kind, then for a rate or budget the scope
+-- of its counters hash (s | o) and its field, for a lease set its key (relative: see keyContext), then
+-- bucket, amount and measure, tab-separated. A record written before the counters hash names a rate or
+-- budget counter by its earlier-layout key as well (see counterOf). A record written before that
 -- layout holds them all in one field 'ch', a line each, with full keys: it is read as written, so an
 -- upgrade settles the reservations in flight as the earlier version made them. Either way `charges` is a
--- list of { kind, key, bucket, amount, measure } with full keys.
+-- list of { kind, key, field, bucket, amount, measure } with full keys; field is nil for a lease set and
+-- for a counter named by its earlier-layout key.
 local function readReservation(key, now)
   local flat = redis.call('HGETALL', key)
   if #flat == 0 then
@@ -200,8 +214,16 @@ local function readReservation(key, now)
   end
   local charges = {}
   for i, line in ipairs(lines) do
-    local kind, at, bucket, amount, measure = string.match(line, '^(%a)\t(.-)\t(%-?%d+)\t(%-?%d+)\t(%a+)$')
-    charges[i] = { kind = kind, key = fullKey(context, at), bucket = tonumber(bucket), amount = tonumber(amount), measure = measure }
+    local kind, scope, field, bucket, amount, measure =
+      string.match(line, '^(%a)\t([so])\t(%u[%w_]*)\t(%-?%d+)\t(%-?%d+)\t(%a+)$')
+    local key
+    if kind then
+      key = scopeHash(context, scope)
+    else
+      kind, key, bucket, amount, measure = string.match(line, '^(%a)\t(.-)\t(%-?%d+)\t(%-?%d+)\t(%a+)$')
+      key = fullKey(context, key)
+    end
+    charges[i] = { kind = kind, key = key, field = field, bucket = tonumber(bucket), amount = tonumber(amount), measure = measure }
   end
   return {
     state = f.s,

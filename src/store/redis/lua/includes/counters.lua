@@ -21,18 +21,34 @@ local counterTtls = {} -- hash -> the time to live a write needs, ms
 local foldedKeys = {} -- earlier-layout keys folded in, deleted once the fold is written
 
 local SEGMENT = { r = 'rate', b = 'budget' }
+local hashScopes = {} -- counters hash -> { its prefix, its scope }, parsed once a script
 
 -- The key the earlier layout kept limit `name` of kind `kind` ('r' | 'b') of counters hash `hash` under.
 local function legacyKey(hash, kind, name)
-  local prefix, scope = string.match(hash, '^(.+):c:(s:[^:]*)$')
-  if not prefix then
-    prefix, scope = string.match(hash, '^(.+):c:(org)$')
+  local parts = hashScopes[hash]
+  if not parts then
+    local prefix, scope = string.match(hash, '^(.+):c:(s:[^:]*)$')
+    if not prefix then
+      prefix, scope = string.match(hash, '^(.+):c:(org)$')
+    end
+    parts = { prefix .. ':', ':' .. scope .. ':' }
+    hashScopes[hash] = parts
   end
-  return prefix .. ':' .. SEGMENT[kind] .. ':' .. scope .. ':' .. name
+  return parts[1] .. SEGMENT[kind] .. parts[2] .. name
 end
 
--- The inverse: the counters hash and field of an earlier-layout key (a charge of a reservation names its
--- counter that way, whichever version wrote it).
+-- A rate or budget limit spec's earlier-layout key, named when first needed (a fold, an event).
+local function legacyOf(spec)
+  local legacy = spec.legacy
+  if not legacy then
+    legacy = legacyKey(spec.key, spec.kind, spec.name)
+    spec.legacy = legacy
+  end
+  return legacy
+end
+
+-- The inverse: the counters hash and field of an earlier-layout key (a reservation written before the
+-- counters hash names its charges' counters that way).
 local function counterOf(legacy)
   local prefix, segment, scope, name = string.match(legacy, '^(.+):(%a+):(s:[^:]*):([^:]+)$')
   if not prefix then
@@ -138,8 +154,8 @@ end
 local function legacyPresent(specs)
   local keys = {}
   for _, spec in ipairs(specs) do
-    if spec.legacy then
-      keys[#keys + 1] = spec.legacy
+    if spec.field then
+      keys[#keys + 1] = legacyOf(spec)
     end
   end
   return #keys > 0 and redis.call('EXISTS', unpack(keys)) > 0

@@ -38,7 +38,7 @@ local function rollWindow(spec, index, folding)
     current, previous = countsAt(w, c, p, index)
   end
   if folding then
-    local old = redis.call('HMGET', spec.legacy, 'w', 'c', 'p')
+    local old = redis.call('HMGET', legacyOf(spec), 'w', 'c', 'p')
     if old[1] then
       local oldCurrent, oldPrevious = countsAt(tonumber(old[1]), tonumber(old[2]) or 0, tonumber(old[3]) or 0, index)
       current, previous, sameWindow = current + oldCurrent, previous + oldPrevious, false
@@ -57,7 +57,7 @@ local function writeWindow(spec, index, W, current, previous, sameWindow, now)
     counterTtl(spec.key, (index + 2) * W - now)
   end
   if spec.folded then
-    foldedKeys[#foldedKeys + 1] = spec.legacy
+    foldedKeys[#foldedKeys + 1] = legacyOf(spec)
     spec.folded = false
   end
 end
