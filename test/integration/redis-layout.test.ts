@@ -417,6 +417,27 @@ describe('Redis layout', () => {
     assert.ok(ttl >= needed, `PTTL ${ttl} ms, the budget's period ends in ${needed} ms`);
   });
 
+  test("a budget's period before is kept while a settlement can still reach it, and dropped after", async (t) => {
+    const { authority, clock } = await openAuthority(t);
+    const principal = freshPrincipal('layout');
+    const hash = countersKey(principal, limits[0] as LimitSpec);
+    const fields = async () => (await inspect.hkeys(hash)).filter((f) => f.endsWith('tokens_per_day')).sort();
+    const midnight = Math.ceil((clock.now() + 1) / DAY) * DAY;
+    clock.set(midnight - 1_000);
+    const lastOfDay = checkInput(principal);
+    await authority.check(lastOfDay);
+    clock.set(midnight + 1_000);
+    await authority.check(checkInput(principal));
+    const afterMidnight = await fields();
+    // A reservation of the day before settles until its lease and the idempotency window have passed.
+    clock.set(midnight + policy.leaseMs + policy.idempotencyWindowMs);
+    await authority.check(checkInput(principal));
+    assert.deepEqual(
+      { afterMidnight, afterTheLastSettlement: await fields() },
+      { afterMidnight: ['Btokens_per_day', 'Ptokens_per_day'], afterTheLastSettlement: ['Btokens_per_day'] },
+    );
+  });
+
   describe('counters the layout before wrote, a key per limit', () => {
     test('count as they are: usage reads them where they are', async (t) => {
       const { authority } = await openAuthority(t);
