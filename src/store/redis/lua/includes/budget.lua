@@ -81,15 +81,11 @@ local function writeBudget(spec, b, now, keepBefore)
   if b.heldUntil > now then
     latest = latest .. ' ' .. int(b.held) .. ' ' .. int(b.heldUntil - b.start)
   end
-  counterSet(spec.key, spec.field, latest)
+  counterWrite(spec, latest)
   if keepBefore and b.prevStart then
     counterSet(spec.key, 'P' .. spec.name, int(b.prevStart) .. ' ' .. int(b.prevAmount))
   elseif counterGet(spec.key, 'P' .. spec.name) then
     counterSet(spec.key, 'P' .. spec.name, nil)
-  end
-  if spec.folded then
-    foldedKeys[#foldedKeys + 1] = legacyOf(spec)
-    spec.folded = false
   end
 end
 

@@ -2,7 +2,7 @@
 -- org-scoped limits (quotad:{org:<org>}:c:org), holding every rate and budget counter of its scope as one
 -- field each: R<limit> is a rate limit's window, B<limit> a budget's current period, P<limit> the
 -- period before it while a late settlement may still reach it (see rate.lua and budget.lua for the
--- values). A small hash is one listpack: about a third of the memory of a key per counter.
+-- values). A small hash is one listpack: less than half the memory of a key per counter.
 --
 -- A script reads each hash once (loadCounters: one HMGET of every field its limits name) and writes it
 -- once (flushCounters: one HSET, and the time to live when a write asks for a longer one). Redis 7.0 has no
@@ -37,7 +37,7 @@ local function legacyKey(hash, kind, name)
   return parts[1] .. SEGMENT[kind] .. parts[2] .. name
 end
 
--- A rate or budget limit spec's earlier-layout key, named when first needed (a fold, an event).
+-- A rate or budget limit spec's earlier-layout key, named when first needed (legacyPresent, an event).
 local function legacyOf(spec)
   local legacy = spec.legacy
   if not legacy then
@@ -47,7 +47,7 @@ local function legacyOf(spec)
   return legacy
 end
 
--- The inverse: the counters hash and field of an earlier-layout key (a reservation written before the
+-- The inverse of legacyKey: the counters hash and field of an earlier-layout key (a reservation written before the
 -- counters hash names its charges' counters that way).
 local function counterOf(legacy)
   local prefix, segment, scope, name = string.match(legacy, '^(.+):(%a+):(s:[^:]*):([^:]+)$')
@@ -111,6 +111,16 @@ local function counterSet(hash, field, value)
     counterOrder[#counterOrder + 1] = hash
   end
   writes[field] = value or false
+end
+
+-- Writes a rate or budget limit's own field. When the value holds what its earlier-layout key held (a
+-- fold), that key is deleted with the flush.
+local function counterWrite(spec, value)
+  counterSet(spec.key, spec.field, value)
+  if spec.folded then
+    foldedKeys[#foldedKeys + 1] = legacyOf(spec)
+    spec.folded = false
+  end
 end
 
 -- Asks that `hash` live at least `ms` more.

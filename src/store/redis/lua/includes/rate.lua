@@ -52,13 +52,9 @@ end
 -- hash's time to live is asked for only when the field moves to a new window: every write within a
 -- window finds it long enough already.
 local function writeWindow(spec, index, W, current, previous, sameWindow, now)
-  counterSet(spec.key, spec.field, int(index) .. ' ' .. int(current) .. ' ' .. int(previous))
+  counterWrite(spec, int(index) .. ' ' .. int(current) .. ' ' .. int(previous))
   if not sameWindow then
     counterTtl(spec.key, (index + 2) * W - now)
-  end
-  if spec.folded then
-    foldedKeys[#foldedKeys + 1] = legacyOf(spec)
-    spec.folded = false
   end
 end
 
